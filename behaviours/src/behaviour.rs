@@ -1,0 +1,122 @@
+//! The composed behaviour of a node: every protocol it speaks, plus connection limits and a block list.
+
+use libp2p::allow_block_list::{self, BlockedPeers};
+use libp2p::identity::Keypair;
+use libp2p::kad::{KBucketKey, RoutingUpdate};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{Multiaddr, PeerId, connection_limits, identify, ping};
+
+use crate::broadcast::{self, BroadcastBehaviour, Bucket};
+use crate::command::{self, CommandBehaviour};
+use crate::config::{
+    IDENTIFY_PROTOCOL, MAX_ADDRS_PER_PEER, MAX_CONNECTIONS_PER_PEER, MAX_ESTABLISHED,
+    MAX_PENDING_INCOMING, MAX_PENDING_OUTGOING, ProtocolConfig,
+};
+use crate::kad::{self, Kademlia};
+use crate::store::StoreLimits;
+
+/// Everything a `dht` node speaks.
+#[derive(NetworkBehaviour)]
+pub struct DhtBehaviour {
+    /// Peers refused outright.
+    pub blocked: allow_block_list::Behaviour<BlockedPeers>,
+    /// Caps on pending and established connections.
+    pub limits: connection_limits::Behaviour,
+    /// Kademlia: routing, store and fetch.
+    pub kad: Kademlia,
+    /// Custom commands.
+    pub command: CommandBehaviour,
+    /// Broadcast hand-offs.
+    pub broadcast: BroadcastBehaviour,
+    /// Identify: agent version, listen addresses and protocols of peers.
+    pub identify: identify::Behaviour,
+    /// Liveness of connections.
+    pub ping: ping::Behaviour,
+}
+
+impl DhtBehaviour {
+    /// Builds the behaviour for the node with key `keypair`.
+    pub fn new(keypair: &Keypair, config: &ProtocolConfig, store: StoreLimits) -> Self {
+        let local = keypair.public().to_peer_id();
+        let t = &config.timing;
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+            .with_max_pending_outgoing(Some(MAX_PENDING_OUTGOING))
+            .with_max_established(Some(MAX_ESTABLISHED))
+            .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER));
+        Self {
+            blocked: allow_block_list::Behaviour::default(),
+            limits: connection_limits::Behaviour::new(limits),
+            kad: kad::new_behaviour(local, config, store),
+            command: command::new_behaviour(t.command_timeout),
+            broadcast: broadcast::new_behaviour(t.broadcast_timeout),
+            identify: identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), keypair.public())
+                    .with_agent_version(config.agent_version.clone())
+                    .with_push_listen_addr_updates(true),
+            ),
+            ping: ping::Behaviour::new(
+                ping::Config::new().with_interval(t.ping_interval).with_timeout(t.ping_timeout),
+            ),
+        }
+    }
+
+    /// The routing table as buckets of peers, indexed by log2 of their distance to us.
+    pub fn buckets(&mut self) -> Vec<Bucket> {
+        self.kad
+            .kbuckets()
+            .filter_map(|bucket| {
+                let index = bucket.range().0.ilog2()?;
+                let peers = bucket.iter().map(|e| *e.node.key.preimage()).collect();
+                Some(Bucket { index: u16::try_from(index).ok()?, peers })
+            })
+            .collect()
+    }
+
+    /// Feeds kad with what identify learned: kad only learns addresses of peers *we* dialed, so
+    /// peers that dialed us would stay unroutable. Only peers that speak our kad protocol are added,
+    /// with at most [`MAX_ADDRS_PER_PEER`] dialable addresses. Returns how many were added.
+    pub fn learn_from_identify(&mut self, peer: &PeerId, info: &identify::Info) -> usize {
+        let speaks_kad = self.kad.protocol_names().iter().any(|p| info.protocols.contains(p));
+        if !speaks_kad {
+            return 0;
+        }
+        let mut added = 0;
+        for addr in info.listen_addrs.iter().filter(|a| is_dialable(a)).take(MAX_ADDRS_PER_PEER) {
+            if !matches!(self.kad.add_address(peer, addr.clone()), RoutingUpdate::Failed) {
+                added += 1;
+            }
+        }
+        added
+    }
+
+    /// The bucket index of `peer` in our routing table (log2 of its distance to `local`).
+    pub fn bucket_index(local: &PeerId, peer: &PeerId) -> Option<u32> {
+        KBucketKey::from(*local).distance(&KBucketKey::from(*peer)).ilog2()
+    }
+}
+
+/// Whether an address advertised by a peer can be dialed at all (not `0.0.0.0`, not `::`).
+pub fn is_dialable(addr: &Multiaddr) -> bool {
+    addr.iter().all(|p| match p {
+        Protocol::Ip4(ip) => !ip.is_unspecified(),
+        Protocol::Ip6(ip) => !ip.is_unspecified(),
+        _ => true,
+    }) && addr.iter().any(|p| matches!(p, Protocol::Tcp(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unspecified_addresses_are_not_dialable() {
+        let ok: Multiaddr = "/ip4/127.0.0.1/tcp/4000".parse().expect("addr");
+        let any: Multiaddr = "/ip4/0.0.0.0/tcp/4000".parse().expect("addr");
+        let udp: Multiaddr = "/ip4/127.0.0.1/udp/4000".parse().expect("addr");
+        assert!(is_dialable(&ok));
+        assert!(!is_dialable(&any));
+        assert!(!is_dialable(&udp));
+    }
+}

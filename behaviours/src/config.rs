@@ -1,0 +1,256 @@
+//! Protocol parameters: every limit is a named constant, and the timing profile is checked at start.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use libp2p::StreamProtocol;
+
+/// Largest value a record may carry, in bytes (64 KiB). Enforced before any traffic.
+pub const MAX_VALUE_SIZE: usize = 64 * 1024;
+/// Longest record key, in bytes. Content keys are 32 bytes; free keys may be text such as `/v/name`.
+pub const MAX_KEY_SIZE: usize = 256;
+/// Room in a kad message for everything but the record: closer-peer lists (k peers with up to
+/// [`MAX_ADDRS_PER_PEER`] addresses each), the publisher and protobuf framing.
+pub const KAD_PACKET_OVERHEAD: usize = 32 * 1024;
+/// The kad frame limit, raised from libp2p's 16 KiB so that the largest record fits in one message.
+pub const KAD_MAX_PACKET_SIZE: usize = MAX_VALUE_SIZE + MAX_KEY_SIZE + KAD_PACKET_OVERHEAD;
+/// Addresses kept for one peer learned through identify.
+pub const MAX_ADDRS_PER_PEER: usize = 8;
+
+/// Records a node's store holds at most.
+pub const STORE_MAX_RECORDS: usize = 65_536;
+/// Bytes of keys and values a node's store holds at most (256 MiB).
+pub const STORE_MAX_BYTES: usize = 256 * 1024 * 1024;
+/// Provider records kept per key (libp2p's default).
+pub const STORE_MAX_PROVIDERS_PER_KEY: usize = 20;
+/// Keys with provider records held at most.
+pub const STORE_MAX_PROVIDED_KEYS: usize = 1024;
+
+/// Largest custom-command request payload (1 MiB).
+pub const MAX_COMMAND_REQUEST: usize = 1024 * 1024;
+/// Largest custom-command reply payload (1 MiB).
+pub const MAX_COMMAND_REPLY: usize = 1024 * 1024;
+/// Concurrent inbound plus outbound custom-command streams per connection.
+pub const MAX_COMMAND_STREAMS: usize = 64;
+
+/// Largest broadcast payload (64 KiB).
+pub const MAX_BROADCAST_PAYLOAD: usize = 64 * 1024;
+/// Peers per routing-table bucket that a broadcast is handed to; more than one survives a peer
+/// that acknowledges and then dies before forwarding.
+pub const BROADCAST_REDUNDANCY: usize = 2;
+/// Further peers of the same bucket tried when a hand-off fails.
+pub const BROADCAST_MAX_RETRIES: usize = 3;
+/// Broadcast message ids remembered for de-duplication.
+pub const SEEN_CACHE_CAPACITY: usize = 65_536;
+/// How long a broadcast message id is remembered.
+pub const SEEN_CACHE_TTL: Duration = Duration::from_secs(600);
+/// Concurrent broadcast streams per connection.
+pub const MAX_BROADCAST_STREAMS: usize = 128;
+
+/// Established connections to one peer (simultaneous dials can briefly make two).
+pub const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+/// Incoming connections still in their handshake.
+pub const MAX_PENDING_INCOMING: u32 = 256;
+/// Outgoing connections still in their handshake.
+pub const MAX_PENDING_OUTGOING: u32 = 256;
+/// Established connections in all.
+pub const MAX_ESTABLISHED: u32 = 4096;
+
+/// Default replication factor k: the number of closest nodes a value is stored on.
+pub const DEFAULT_REPLICATION_FACTOR: usize = 20;
+/// Default lookup parallelism alpha.
+pub const DEFAULT_PARALLELISM: usize = 3;
+/// The standard libp2p Kademlia protocol, spoken by go-, js- and py-libp2p.
+pub const DEFAULT_KAD_PROTOCOL: &str = "/ipfs/kad/1.0.0";
+/// The identify protocol.
+pub const IDENTIFY_PROTOCOL: &str = "/ipfs/id/1.0.0";
+/// The custom-command request/response protocol.
+pub const COMMAND_PROTOCOL: StreamProtocol = StreamProtocol::new("/dht/cmd/1.0.0");
+/// The broadcast hand-off protocol.
+pub const BROADCAST_PROTOCOL: StreamProtocol = StreamProtocol::new("/dht/broadcast/1.0.0");
+
+// The limits must fit together: a maximal record must fit in one kad frame.
+const _: () = assert!(KAD_MAX_PACKET_SIZE >= MAX_VALUE_SIZE + MAX_KEY_SIZE + 16 * 1024);
+const _: () = assert!(STORE_MAX_BYTES >= MAX_VALUE_SIZE + MAX_KEY_SIZE);
+const _: () = assert!(MAX_KEY_SIZE <= u8::MAX as usize + 1);
+
+/// Timing of every periodic job and deadline of the protocol core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timing {
+    /// Deadline of one whole kad query (store, fetch, lookup).
+    pub query_timeout: Duration,
+    /// Deadline of one custom command, request and reply.
+    pub command_timeout: Duration,
+    /// Deadline of one broadcast hand-off to a peer.
+    pub broadcast_timeout: Duration,
+    /// Interval between pings on every connection.
+    pub ping_interval: Duration,
+    /// A ping unanswered for this long closes the connection.
+    pub ping_timeout: Duration,
+    /// A connection with no open stream is closed after this long.
+    pub idle_timeout: Duration,
+    /// How long a stored record lives unless republished.
+    pub record_ttl: Duration,
+    /// How often holders re-store records to the current closest nodes.
+    pub replication_interval: Duration,
+    /// How often the original publisher re-stores its records.
+    pub publication_interval: Duration,
+    /// How often the routing table is refreshed by a bootstrap lookup.
+    pub bootstrap_interval: Duration,
+}
+
+impl Default for Timing {
+    /// The Kademlia paper's and libp2p's numbers: TTL 48 h, republish 22 h, re-replication 1 h.
+    fn default() -> Self {
+        Self {
+            query_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(10),
+            broadcast_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(15),
+            ping_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            record_ttl: Duration::from_secs(48 * 3600),
+            replication_interval: Duration::from_secs(3600),
+            publication_interval: Duration::from_secs(22 * 3600),
+            bootstrap_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Timing {
+    /// A profile for tests and local experiments: seconds instead of hours.
+    pub fn fast() -> Self {
+        Self {
+            query_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(5),
+            broadcast_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(1),
+            ping_timeout: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(30),
+            record_ttl: Duration::from_secs(120),
+            replication_interval: Duration::from_secs(10),
+            publication_interval: Duration::from_secs(30),
+            bootstrap_interval: Duration::from_secs(10),
+        }
+    }
+
+    /// Checks that the intervals make sense together: replication < republish < TTL.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let nonzero = [
+            ("query timeout", self.query_timeout),
+            ("command timeout", self.command_timeout),
+            ("broadcast timeout", self.broadcast_timeout),
+            ("ping interval", self.ping_interval),
+            ("ping timeout", self.ping_timeout),
+            ("idle timeout", self.idle_timeout),
+            ("record TTL", self.record_ttl),
+            ("replication interval", self.replication_interval),
+            ("publication interval", self.publication_interval),
+            ("bootstrap interval", self.bootstrap_interval),
+        ];
+        if let Some((name, _)) = nonzero.iter().find(|(_, d)| d.is_zero()) {
+            return Err(ConfigError::Invalid(format!("{name} must be greater than zero")));
+        }
+        if self.replication_interval >= self.publication_interval {
+            return Err(ConfigError::Invalid(format!(
+                "replication interval ({:?}) must be shorter than the publication interval ({:?})",
+                self.replication_interval, self.publication_interval
+            )));
+        }
+        if self.publication_interval >= self.record_ttl {
+            return Err(ConfigError::Invalid(format!(
+                "publication interval ({:?}) must be shorter than the record TTL ({:?})",
+                self.publication_interval, self.record_ttl
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Everything the protocol core needs to build a node's behaviour.
+#[derive(Debug, Clone)]
+pub struct ProtocolConfig {
+    /// The kad protocol name; `/ipfs/kad/1.0.0` unless the network is private.
+    pub kad_protocol: StreamProtocol,
+    /// Replication factor k (also the bucket size).
+    pub replication_factor: NonZeroUsize,
+    /// Lookup parallelism alpha.
+    pub parallelism: NonZeroUsize,
+    /// Deadlines and periodic jobs.
+    pub timing: Timing,
+    /// Agent version announced by identify.
+    pub agent_version: String,
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        Self {
+            kad_protocol: StreamProtocol::new(DEFAULT_KAD_PROTOCOL),
+            replication_factor: NonZeroUsize::new(DEFAULT_REPLICATION_FACTOR)
+                .unwrap_or(NonZeroUsize::MIN),
+            parallelism: NonZeroUsize::new(DEFAULT_PARALLELISM).unwrap_or(NonZeroUsize::MIN),
+            timing: Timing::default(),
+            agent_version: format!("dht/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+impl ProtocolConfig {
+    /// Checks the configuration as a whole.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.timing.validate()
+    }
+}
+
+/// Parses a kad protocol name given by a user.
+pub fn parse_protocol_name(name: &str) -> Result<StreamProtocol, ConfigError> {
+    StreamProtocol::try_from_owned(name.to_owned()).map_err(|_| {
+        ConfigError::Invalid(format!("protocol name {name:?} must start with '/'"))
+    })
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The reason, in words.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_and_fast_profiles_are_valid() {
+        assert!(Timing::default().validate().is_ok());
+        assert!(Timing::fast().validate().is_ok());
+    }
+
+    #[test]
+    fn replication_must_be_shorter_than_republish() {
+        let mut t = Timing::fast();
+        t.replication_interval = t.publication_interval;
+        assert!(t.validate().is_err());
+    }
+
+    #[test]
+    fn republish_must_be_shorter_than_ttl() {
+        let mut t = Timing::fast();
+        t.publication_interval = t.record_ttl + Duration::from_secs(1);
+        assert!(t.validate().is_err());
+    }
+
+    #[test]
+    fn zero_durations_are_refused() {
+        let mut t = Timing::fast();
+        t.query_timeout = Duration::ZERO;
+        assert!(t.validate().is_err());
+    }
+
+    #[test]
+    fn protocol_names_must_start_with_slash() {
+        assert!(parse_protocol_name("/my/kad/1.0.0").is_ok());
+        assert!(parse_protocol_name("kad").is_err());
+    }
+}

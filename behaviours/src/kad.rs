@@ -1,0 +1,35 @@
+//! Builds the Kademlia behaviour from our configuration.
+
+use libp2p::PeerId;
+use libp2p::kad::{self, Mode, StoreInserts};
+
+use crate::config::{KAD_MAX_PACKET_SIZE, ProtocolConfig};
+use crate::store::{BoundedStore, StoreLimits};
+
+/// The kad behaviour with our record store.
+pub type Kademlia = kad::Behaviour<BoundedStore>;
+
+/// Kademlia in server mode, with the packet limit raised to carry the largest record and record
+/// filtering on, so that every inbound record is validated before it is stored.
+pub fn new_behaviour(local: PeerId, config: &ProtocolConfig, limits: StoreLimits) -> Kademlia {
+    let t = &config.timing;
+    let mut kad_config = kad::Config::new(config.kad_protocol.clone());
+    kad_config
+        .set_replication_factor(config.replication_factor)
+        .set_parallelism(config.parallelism)
+        .set_query_timeout(t.query_timeout)
+        .set_substreams_timeout(t.query_timeout.min(std::time::Duration::from_secs(10)))
+        .set_record_ttl(Some(t.record_ttl))
+        .set_replication_interval(Some(t.replication_interval))
+        .set_publication_interval(Some(t.publication_interval))
+        .set_provider_record_ttl(Some(t.record_ttl))
+        .set_periodic_bootstrap_interval(Some(t.bootstrap_interval))
+        .set_record_filtering(StoreInserts::FilterBoth)
+        .set_max_packet_size(KAD_MAX_PACKET_SIZE);
+    let store = BoundedStore::new(local, limits);
+    let mut kad = kad::Behaviour::with_config(local, store, kad_config);
+    // Without a confirmed external address kad would stay a client: it would neither answer
+    // queries nor enter anyone's routing table (rust-libp2p #4074).
+    kad.set_mode(Some(Mode::Server));
+    kad
+}

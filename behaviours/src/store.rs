@@ -1,0 +1,224 @@
+//! A record store bounded in records *and* bytes. libp2p's `MemoryStore` bounds only the record
+//! count and the size of one value; a node must also bound the memory all values take together.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::time::Instant;
+
+use libp2p::PeerId;
+use libp2p::kad::store::{Error, MemoryStore, MemoryStoreConfig, RecordStore, Result};
+use libp2p::kad::{ProviderRecord, Record, RecordKey};
+
+use crate::config::{
+    MAX_VALUE_SIZE, STORE_MAX_BYTES, STORE_MAX_PROVIDED_KEYS, STORE_MAX_PROVIDERS_PER_KEY,
+    STORE_MAX_RECORDS,
+};
+
+/// Limits of one [`BoundedStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Records held at most.
+    pub max_records: usize,
+    /// Bytes of keys plus values held at most.
+    pub max_bytes: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        Self { max_records: STORE_MAX_RECORDS, max_bytes: STORE_MAX_BYTES }
+    }
+}
+
+/// Records in memory with a record and a byte budget; provider records go to libp2p's store.
+pub struct BoundedStore {
+    records: HashMap<RecordKey, Record>,
+    bytes: usize,
+    limits: StoreLimits,
+    providers: MemoryStore,
+}
+
+fn footprint(record: &Record) -> usize {
+    record.key.as_ref().len() + record.value.len()
+}
+
+impl BoundedStore {
+    /// An empty store for the node `local_id`.
+    pub fn new(local_id: PeerId, limits: StoreLimits) -> Self {
+        let provider_config = MemoryStoreConfig {
+            max_records: 0,
+            max_value_bytes: 0,
+            max_providers_per_key: STORE_MAX_PROVIDERS_PER_KEY,
+            max_provided_keys: STORE_MAX_PROVIDED_KEYS,
+        };
+        Self {
+            records: HashMap::new(),
+            bytes: 0,
+            limits,
+            providers: MemoryStore::with_config(local_id, provider_config),
+        }
+    }
+
+    /// Records held now.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the store holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Bytes of keys plus values held now.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> StoreLimits {
+        self.limits
+    }
+
+    /// Drops every record that has expired by `now`; returns how many went.
+    pub fn remove_expired(&mut self, now: Instant) -> usize {
+        let before = self.records.len();
+        let mut freed = 0;
+        self.records.retain(|_, r| {
+            let keep = !r.is_expired(now);
+            if !keep {
+                freed += footprint(r);
+            }
+            keep
+        });
+        self.bytes -= freed;
+        before - self.records.len()
+    }
+}
+
+impl RecordStore for BoundedStore {
+    type RecordsIter<'a> = std::iter::Map<
+        std::collections::hash_map::Values<'a, RecordKey, Record>,
+        fn(&'a Record) -> Cow<'a, Record>,
+    >;
+    type ProvidedIter<'a> = <MemoryStore as RecordStore>::ProvidedIter<'a>;
+
+    fn get(&self, key: &RecordKey) -> Option<Cow<'_, Record>> {
+        self.records.get(key).map(Cow::Borrowed)
+    }
+
+    fn put(&mut self, record: Record) -> Result<()> {
+        if record.value.len() > MAX_VALUE_SIZE {
+            return Err(Error::ValueTooLarge);
+        }
+        let size = footprint(&record);
+        let len = self.records.len();
+        match self.records.entry(record.key.clone()) {
+            Entry::Occupied(mut e) => {
+                let old = footprint(e.get());
+                if self.bytes - old + size > self.limits.max_bytes {
+                    return Err(Error::MaxRecords);
+                }
+                self.bytes = self.bytes - old + size;
+                e.insert(record);
+            }
+            Entry::Vacant(e) => {
+                if len >= self.limits.max_records || self.bytes + size > self.limits.max_bytes {
+                    return Err(Error::MaxRecords);
+                }
+                self.bytes += size;
+                e.insert(record);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &RecordKey) {
+        if let Some(r) = self.records.remove(key) {
+            self.bytes -= footprint(&r);
+        }
+    }
+
+    fn records(&self) -> Self::RecordsIter<'_> {
+        self.records.values().map(Cow::Borrowed)
+    }
+
+    fn add_provider(&mut self, record: ProviderRecord) -> Result<()> {
+        self.providers.add_provider(record)
+    }
+
+    fn providers(&self, key: &RecordKey) -> Vec<ProviderRecord> {
+        self.providers.providers(key)
+    }
+
+    fn provided(&self) -> Self::ProvidedIter<'_> {
+        self.providers.provided()
+    }
+
+    fn remove_provider(&mut self, key: &RecordKey, provider: &PeerId) {
+        self.providers.remove_provider(key, provider)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn store(max_records: usize, max_bytes: usize) -> BoundedStore {
+        BoundedStore::new(PeerId::random(), StoreLimits { max_records, max_bytes })
+    }
+
+    fn rec(key: &str, len: usize) -> Record {
+        Record::new(RecordKey::new(&key), vec![7; len])
+    }
+
+    #[test]
+    fn counts_records_and_bytes() {
+        let mut s = store(10, 1000);
+        s.put(rec("a", 10)).expect("put");
+        s.put(rec("b", 20)).expect("put");
+        assert_eq!((s.len(), s.bytes()), (2, 32));
+        s.put(rec("a", 5)).expect("overwrite");
+        assert_eq!((s.len(), s.bytes()), (2, 27));
+        s.remove(&RecordKey::new(&"b"));
+        assert_eq!((s.len(), s.bytes()), (1, 6));
+    }
+
+    #[test]
+    fn record_limit_holds_but_overwrites_pass() {
+        let mut s = store(2, 1000);
+        s.put(rec("a", 1)).expect("put");
+        s.put(rec("b", 1)).expect("put");
+        assert!(matches!(s.put(rec("c", 1)), Err(Error::MaxRecords)));
+        s.put(rec("a", 2)).expect("overwrite within limits");
+    }
+
+    #[test]
+    fn byte_limit_holds() {
+        let mut s = store(10, 50);
+        s.put(rec("a", 40)).expect("put");
+        assert!(matches!(s.put(rec("b", 40)), Err(Error::MaxRecords)));
+        assert!(matches!(s.put(rec("a", 60)), Err(Error::MaxRecords)));
+        assert_eq!(s.bytes(), 41);
+    }
+
+    #[test]
+    fn oversize_value_is_refused() {
+        let mut s = store(10, usize::MAX);
+        assert!(matches!(s.put(rec("a", MAX_VALUE_SIZE + 1)), Err(Error::ValueTooLarge)));
+    }
+
+    #[test]
+    fn expired_records_are_dropped() {
+        let mut s = store(10, 1000);
+        let now = Instant::now();
+        let mut old = rec("old", 3);
+        old.expires = Some(now);
+        let mut fresh = rec("fresh", 3);
+        fresh.expires = Some(now + Duration::from_secs(60));
+        s.put(old).expect("put");
+        s.put(fresh).expect("put");
+        assert_eq!(s.remove_expired(now + Duration::from_millis(1)), 1);
+        assert_eq!((s.len(), s.bytes()), (1, 8));
+    }
+}
