@@ -57,7 +57,9 @@ impl DhtBehaviour {
                     .with_push_listen_addr_updates(true),
             ),
             ping: ping::Behaviour::new(
-                ping::Config::new().with_interval(t.ping_interval).with_timeout(t.ping_timeout),
+                ping::Config::new()
+                    .with_interval(t.ping_interval)
+                    .with_timeout(t.ping_timeout),
             ),
         }
     }
@@ -69,7 +71,10 @@ impl DhtBehaviour {
             .filter_map(|bucket| {
                 let index = bucket.range().0.ilog2()?;
                 let peers = bucket.iter().map(|e| *e.node.key.preimage()).collect();
-                Some(Bucket { index: u16::try_from(index).ok()?, peers })
+                Some(Bucket {
+                    index: u16::try_from(index).ok()?,
+                    peers,
+                })
             })
             .collect()
     }
@@ -78,13 +83,25 @@ impl DhtBehaviour {
     /// peers that dialed us would stay unroutable. Only peers that speak our kad protocol are added,
     /// with at most [`MAX_ADDRS_PER_PEER`] dialable addresses. Returns how many were added.
     pub fn learn_from_identify(&mut self, peer: &PeerId, info: &identify::Info) -> usize {
-        let speaks_kad = self.kad.protocol_names().iter().any(|p| info.protocols.contains(p));
+        let speaks_kad = self
+            .kad
+            .protocol_names()
+            .iter()
+            .any(|p| info.protocols.contains(p));
         if !speaks_kad {
             return 0;
         }
         let mut added = 0;
-        for addr in info.listen_addrs.iter().filter(|a| is_dialable(a)).take(MAX_ADDRS_PER_PEER) {
-            if !matches!(self.kad.add_address(peer, addr.clone()), RoutingUpdate::Failed) {
+        for addr in info
+            .listen_addrs
+            .iter()
+            .filter(|a| is_dialable(a))
+            .take(MAX_ADDRS_PER_PEER)
+        {
+            if !matches!(
+                self.kad.add_address(peer, addr.clone()),
+                RoutingUpdate::Failed
+            ) {
                 added += 1;
             }
         }
@@ -93,7 +110,9 @@ impl DhtBehaviour {
 
     /// The bucket index of `peer` in our routing table (log2 of its distance to `local`).
     pub fn bucket_index(local: &PeerId, peer: &PeerId) -> Option<u32> {
-        KBucketKey::from(*local).distance(&KBucketKey::from(*peer)).ilog2()
+        KBucketKey::from(*local)
+            .distance(&KBucketKey::from(*peer))
+            .ilog2()
     }
 }
 

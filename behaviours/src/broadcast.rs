@@ -88,12 +88,20 @@ impl BroadcastMessage {
         }
         let mut id_bytes = [0u8; MESSAGE_ID_LEN];
         id_bytes.copy_from_slice(id);
-        Ok(Self { id: id_bytes, origin, height, payload: Arc::new(payload.to_vec()) })
+        Ok(Self {
+            id: id_bytes,
+            origin,
+            height,
+            payload: Arc::new(payload.to_vec()),
+        })
     }
 
     /// The same message, handed on with another height.
     pub fn with_height(&self, height: u16) -> Self {
-        Self { height, ..self.clone() }
+        Self {
+            height,
+            ..self.clone()
+        }
     }
 }
 
@@ -120,7 +128,11 @@ impl Codec for BroadcastCodec {
     type Request = BroadcastMessage;
     type Response = Ack;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<BroadcastMessage>
+    async fn read_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<BroadcastMessage>
     where
         T: AsyncRead + Unpin + Send,
     {
@@ -135,7 +147,10 @@ impl Codec for BroadcastCodec {
         match read_frame(io, 1).await?.as_slice() {
             [0] => Ok(Ack::Accepted),
             [1] => Ok(Ack::Duplicate),
-            _ => Err(io::Error::new(io::ErrorKind::InvalidData, "malformed broadcast ack")),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "malformed broadcast ack",
+            )),
         }
     }
 
@@ -151,7 +166,12 @@ impl Codec for BroadcastCodec {
         write_frame(io, &req.encode(), MAX_BROADCAST_FRAME).await
     }
 
-    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Ack) -> io::Result<()>
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Ack,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -189,7 +209,12 @@ pub struct SeenCache {
 impl SeenCache {
     /// An empty cache.
     pub fn new(capacity: usize, ttl: Duration) -> Self {
-        Self { heights: HashMap::new(), order: VecDeque::new(), capacity, ttl }
+        Self {
+            heights: HashMap::new(),
+            order: VecDeque::new(),
+            capacity,
+            ttl,
+        }
     }
 
     /// Ids remembered now.
@@ -271,7 +296,11 @@ pub struct Broadcaster {
 impl Broadcaster {
     /// Broadcast state for the node `local`.
     pub fn new(local: PeerId) -> Self {
-        Self { local, seen: SeenCache::new(SEEN_CACHE_CAPACITY, SEEN_CACHE_TTL), handoffs: HashMap::new() }
+        Self {
+            local,
+            seen: SeenCache::new(SEEN_CACHE_CAPACITY, SEEN_CACHE_TTL),
+            handoffs: HashMap::new(),
+        }
     }
 
     /// Message ids remembered now.
@@ -305,7 +334,11 @@ impl Broadcaster {
     pub fn receive(&mut self, message: &BroadcastMessage, now: Instant) -> Receipt {
         if message.origin == self.local {
             self.seen.raise(message.id, FULL_HEIGHT, now);
-            return Receipt { deliver: false, forward: None, ack: Ack::Duplicate };
+            return Receipt {
+                deliver: false,
+                forward: None,
+                ack: Ack::Duplicate,
+            };
         }
         match self.seen.raise(message.id, message.height, now) {
             None => Receipt {
@@ -318,18 +351,32 @@ impl Broadcaster {
                 forward: Some((before, message.height)),
                 ack: Ack::Accepted,
             },
-            Some(_) => Receipt { deliver: false, forward: None, ack: Ack::Duplicate },
+            Some(_) => Receipt {
+                deliver: false,
+                forward: None,
+                ack: Ack::Duplicate,
+            },
         }
     }
 
     /// Chooses the hand-offs for buckets `from..to`: up to [`BROADCAST_REDUNDANCY`] random peers
     /// of each, never the message's origin.
-    pub fn plan(&self, message: &BroadcastMessage, buckets: &[Bucket], from: u16, to: u16) -> Vec<(PeerId, BroadcastMessage)> {
+    pub fn plan(
+        &self,
+        message: &BroadcastMessage,
+        buckets: &[Bucket],
+        from: u16,
+        to: u16,
+    ) -> Vec<(PeerId, BroadcastMessage)> {
         let mut rng = rand::thread_rng();
         let mut out = Vec::new();
         for bucket in buckets.iter().filter(|b| b.index >= from && b.index < to) {
-            let mut peers: Vec<PeerId> =
-                bucket.peers.iter().copied().filter(|p| *p != message.origin && *p != self.local).collect();
+            let mut peers: Vec<PeerId> = bucket
+                .peers
+                .iter()
+                .copied()
+                .filter(|p| *p != message.origin && *p != self.local)
+                .collect();
             peers.shuffle(&mut rng);
             for peer in peers.into_iter().take(BROADCAST_REDUNDANCY) {
                 out.push((peer, message.with_height(bucket.index)));
@@ -349,7 +396,11 @@ impl Broadcaster {
     }
 
     /// A hand-off failed: returns another peer of the same bucket to try, if any remain.
-    pub fn failed(&mut self, id: &OutboundRequestId, buckets: &[Bucket]) -> Option<(PeerId, Handoff)> {
+    pub fn failed(
+        &mut self,
+        id: &OutboundRequestId,
+        buckets: &[Bucket],
+    ) -> Option<(PeerId, Handoff)> {
         let mut handoff = self.handoffs.remove(id)?;
         if handoff.tried.len() > BROADCAST_MAX_RETRIES {
             return None;
@@ -359,7 +410,9 @@ impl Broadcaster {
             .peers
             .iter()
             .copied()
-            .filter(|p| *p != handoff.message.origin && *p != self.local && !handoff.tried.contains(p))
+            .filter(|p| {
+                *p != handoff.message.origin && *p != self.local && !handoff.tried.contains(p)
+            })
             .collect();
         candidates.shuffle(&mut rand::thread_rng());
         let next = candidates.into_iter().next()?;
@@ -373,7 +426,12 @@ mod tests {
     use super::*;
 
     fn msg(height: u16) -> BroadcastMessage {
-        BroadcastMessage { id: [7; 32], origin: PeerId::random(), height, payload: Arc::new(b"hi".to_vec()) }
+        BroadcastMessage {
+            id: [7; 32],
+            origin: PeerId::random(),
+            height,
+            payload: Arc::new(b"hi".to_vec()),
+        }
     }
 
     #[test]
@@ -401,10 +459,31 @@ mod tests {
         let mut b = Broadcaster::new(PeerId::random());
         let now = Instant::now();
         let m = msg(5);
-        assert_eq!(b.receive(&m, now), Receipt { deliver: true, forward: Some((0, 5)), ack: Ack::Accepted });
-        assert_eq!(b.receive(&m, now), Receipt { deliver: false, forward: None, ack: Ack::Duplicate });
+        assert_eq!(
+            b.receive(&m, now),
+            Receipt {
+                deliver: true,
+                forward: Some((0, 5)),
+                ack: Ack::Accepted
+            }
+        );
+        assert_eq!(
+            b.receive(&m, now),
+            Receipt {
+                deliver: false,
+                forward: None,
+                ack: Ack::Duplicate
+            }
+        );
         let taller = m.with_height(9);
-        assert_eq!(b.receive(&taller, now), Receipt { deliver: false, forward: Some((5, 9)), ack: Ack::Accepted });
+        assert_eq!(
+            b.receive(&taller, now),
+            Receipt {
+                deliver: false,
+                forward: Some((5, 9)),
+                ack: Ack::Accepted
+            }
+        );
     }
 
     #[test]
@@ -418,7 +497,10 @@ mod tests {
     fn plan_takes_redundant_peers_per_bucket_below_height() {
         let b = Broadcaster::new(PeerId::random());
         let buckets: Vec<Bucket> = (0..4)
-            .map(|i| Bucket { index: i * 2, peers: (0..5).map(|_| PeerId::random()).collect() })
+            .map(|i| Bucket {
+                index: i * 2,
+                peers: (0..5).map(|_| PeerId::random()).collect(),
+            })
             .collect();
         let m = msg(FULL_HEIGHT);
         let plan = b.plan(&m, &buckets, 0, 5);

@@ -7,7 +7,9 @@ use futures::{AsyncRead, AsyncWrite};
 use libp2p::StreamProtocol;
 use libp2p::request_response::{self, Codec, ProtocolSupport};
 
-use crate::config::{COMMAND_PROTOCOL, MAX_COMMAND_REPLY, MAX_COMMAND_REQUEST, MAX_COMMAND_STREAMS};
+use crate::config::{
+    COMMAND_PROTOCOL, MAX_COMMAND_REPLY, MAX_COMMAND_REQUEST, MAX_COMMAND_STREAMS,
+};
 use crate::frame::{read_frame, write_frame};
 
 /// Longest refusal reason carried on the wire.
@@ -47,19 +49,30 @@ impl Codec for CommandCodec {
     {
         let mut frame = read_frame(io, MAX_COMMAND_REPLY + 1).await?;
         let Some((&status, _)) = frame.split_first() else {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "empty command reply"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "empty command reply",
+            ));
         };
         frame.remove(0);
         match status {
             STATUS_OK => Ok(CommandReply::Ok(frame)),
-            STATUS_REFUSED if frame.len() <= MAX_REFUSAL_LEN => {
-                Ok(CommandReply::Refused(String::from_utf8_lossy(&frame).into_owned()))
-            }
-            _ => Err(io::Error::new(io::ErrorKind::InvalidData, "malformed command reply")),
+            STATUS_REFUSED if frame.len() <= MAX_REFUSAL_LEN => Ok(CommandReply::Refused(
+                String::from_utf8_lossy(&frame).into_owned(),
+            )),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "malformed command reply",
+            )),
         }
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Vec<u8>) -> io::Result<()>
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -123,7 +136,11 @@ mod tests {
 
     fn round_trip(reply: CommandReply) -> io::Result<CommandReply> {
         let mut buf = Vec::new();
-        block_on(CommandCodec.write_response(&COMMAND_PROTOCOL, &mut Cursor::new(&mut buf), reply))?;
+        block_on(CommandCodec.write_response(
+            &COMMAND_PROTOCOL,
+            &mut Cursor::new(&mut buf),
+            reply,
+        ))?;
         block_on(CommandCodec.read_response(&COMMAND_PROTOCOL, &mut Cursor::new(buf)))
     }
 
@@ -147,7 +164,8 @@ mod tests {
     #[test]
     fn garbage_replies_are_errors() {
         for bytes in [vec![], vec![0, 0, 0, 0], vec![0, 0, 0, 1, 9]] {
-            let got = block_on(CommandCodec.read_response(&COMMAND_PROTOCOL, &mut Cursor::new(bytes)));
+            let got =
+                block_on(CommandCodec.read_response(&COMMAND_PROTOCOL, &mut Cursor::new(bytes)));
             assert!(got.is_err());
         }
     }
@@ -156,8 +174,18 @@ mod tests {
     fn oversize_request_is_refused_on_both_sides() {
         let big = vec![0u8; MAX_COMMAND_REQUEST + 1];
         let mut buf = Vec::new();
-        assert!(block_on(CommandCodec.write_request(&COMMAND_PROTOCOL, &mut Cursor::new(&mut buf), big)).is_err());
+        assert!(
+            block_on(CommandCodec.write_request(
+                &COMMAND_PROTOCOL,
+                &mut Cursor::new(&mut buf),
+                big
+            ))
+            .is_err()
+        );
         let prefix = ((MAX_COMMAND_REQUEST + 1) as u32).to_be_bytes().to_vec();
-        assert!(block_on(CommandCodec.read_request(&COMMAND_PROTOCOL, &mut Cursor::new(prefix))).is_err());
+        assert!(
+            block_on(CommandCodec.read_request(&COMMAND_PROTOCOL, &mut Cursor::new(prefix)))
+                .is_err()
+        );
     }
 }

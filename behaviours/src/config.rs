@@ -149,7 +149,9 @@ impl Timing {
             ("bootstrap interval", self.bootstrap_interval),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, d)| d.is_zero()) {
-            return Err(ConfigError::Invalid(format!("{name} must be greater than zero")));
+            return Err(ConfigError::Invalid(format!(
+                "{name} must be greater than zero"
+            )));
         }
         if self.replication_interval >= self.publication_interval {
             return Err(ConfigError::Invalid(format!(
@@ -204,9 +206,8 @@ impl ProtocolConfig {
 
 /// Parses a kad protocol name given by a user.
 pub fn parse_protocol_name(name: &str) -> Result<StreamProtocol, ConfigError> {
-    StreamProtocol::try_from_owned(name.to_owned()).map_err(|_| {
-        ConfigError::Invalid(format!("protocol name {name:?} must start with '/'"))
-    })
+    StreamProtocol::try_from_owned(name.to_owned())
+        .map_err(|_| ConfigError::Invalid(format!("protocol name {name:?} must start with '/'")))
 }
 
 /// A configuration that cannot work.

@@ -26,7 +26,10 @@ pub struct StoreLimits {
 
 impl Default for StoreLimits {
     fn default() -> Self {
-        Self { max_records: STORE_MAX_RECORDS, max_bytes: STORE_MAX_BYTES }
+        Self {
+            max_records: STORE_MAX_RECORDS,
+            max_bytes: STORE_MAX_BYTES,
+        }
     }
 }
 
@@ -165,7 +168,13 @@ mod tests {
     use std::time::Duration;
 
     fn store(max_records: usize, max_bytes: usize) -> BoundedStore {
-        BoundedStore::new(PeerId::random(), StoreLimits { max_records, max_bytes })
+        BoundedStore::new(
+            PeerId::random(),
+            StoreLimits {
+                max_records,
+                max_bytes,
+            },
+        )
     }
 
     fn rec(key: &str, len: usize) -> Record {
@@ -205,7 +214,10 @@ mod tests {
     #[test]
     fn oversize_value_is_refused() {
         let mut s = store(10, usize::MAX);
-        assert!(matches!(s.put(rec("a", MAX_VALUE_SIZE + 1)), Err(Error::ValueTooLarge)));
+        assert!(matches!(
+            s.put(rec("a", MAX_VALUE_SIZE + 1)),
+            Err(Error::ValueTooLarge)
+        ));
     }
 
     #[test]

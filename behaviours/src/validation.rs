@@ -76,7 +76,10 @@ mod tests {
     fn content_key_must_match() {
         let key = content_key(b"v");
         assert!(validate_record(&key, b"v").is_ok());
-        assert_eq!(validate_record(&key, b"w"), Err(RecordError::ContentMismatch));
+        assert_eq!(
+            validate_record(&key, b"w"),
+            Err(RecordError::ContentMismatch)
+        );
     }
 
     #[test]
@@ -88,7 +91,10 @@ mod tests {
     fn sizes_are_bounded() {
         assert_eq!(validate_record(b"", b"v"), Err(RecordError::EmptyKey));
         let long = vec![b'k'; MAX_KEY_SIZE + 1];
-        assert_eq!(validate_record(&long, b"v"), Err(RecordError::KeyTooLong(MAX_KEY_SIZE + 1)));
+        assert_eq!(
+            validate_record(&long, b"v"),
+            Err(RecordError::KeyTooLong(MAX_KEY_SIZE + 1))
+        );
         let big = vec![0u8; MAX_VALUE_SIZE + 1];
         assert_eq!(
             validate_record(b"k", &big),

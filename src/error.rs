@@ -1,0 +1,103 @@
+//! Errors of the library API.
+
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+
+use crate::key::{Key, KeyError};
+
+/// Everything a [`crate::Dht`] operation can end with besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No node holds a valid value for the key.
+    #[error("not found: {0}")]
+    NotFound(Key),
+    /// The operation ran past its deadline.
+    #[error("{operation} timed out after {after:?}")]
+    Timeout {
+        /// What timed out.
+        operation: &'static str,
+        /// The deadline it had.
+        after: Duration,
+    },
+    /// The value is larger than the maximum value size.
+    #[error("value of {size} bytes is too large: at most {max} bytes are allowed")]
+    ValueTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit ([`dht_behaviours::config::MAX_VALUE_SIZE`]).
+        max: usize,
+    },
+    /// The payload of a custom command or broadcast is too large.
+    #[error("payload of {size} bytes is too large: at most {max} bytes are allowed")]
+    PayloadTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The key cannot be used.
+    #[error(transparent)]
+    InvalidKey(#[from] KeyError),
+    /// A 32-byte key whose value does not hash to it.
+    #[error("the value does not hash to the content key {0}")]
+    ContentMismatch(Key),
+    /// The node knows no peer to ask.
+    #[error("no peers: the node is not connected to any other node")]
+    NoPeers,
+    /// The local store refused the record (full).
+    #[error("the local store is full: {0}")]
+    StoreFull(String),
+    /// The peer's command handler refused the command.
+    #[error("peer {peer} refused the command: {reason}")]
+    CommandRefused {
+        /// Who refused.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// The command could not be delivered or answered.
+    #[error("custom command to {peer} failed: {reason}")]
+    CommandFailed {
+        /// The peer.
+        peer: PeerId,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// A peer could not be dialed.
+    #[error("cannot dial {addr}: {reason}")]
+    Dial {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The options are inconsistent.
+    #[error(transparent)]
+    Config(#[from] dht_behaviours::ConfigError),
+    /// The key file could not be read or written.
+    #[error("identity key file {path}: {reason}")]
+    Identity {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The transport could not be built.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Shutdown,
+}
+
+/// Result of a [`crate::Dht`] operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

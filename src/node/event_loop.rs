@@ -1,0 +1,920 @@
+//! The event loop: the one task that owns the swarm. Handles talk to it through commands; every
+//! pending operation is keyed by its query or request id and has a deadline.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use dht_behaviours::broadcast::{Broadcaster, FULL_HEIGHT, Handoff};
+use dht_behaviours::command::CommandReply;
+use dht_behaviours::config::MAX_COMMAND_REPLY;
+use dht_behaviours::validation::validate_record;
+use dht_behaviours::{DhtBehaviour, DhtBehaviourEvent, ProtocolConfig};
+use futures::StreamExt;
+use libp2p::kad::store::RecordStore;
+use libp2p::kad::{
+    self, GetClosestPeersError, GetRecordOk, InboundRequest, KBucketKey, PeerRecord,
+    PutRecordError, QueryId, QueryResult, Quorum, Record,
+};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, ping};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
+use tracing::{debug, info, trace, warn};
+
+use super::bootstrap::{Bootstrapper, without_peer_id};
+use super::command::{Command, CommandHandler, Reply};
+use super::pending::Pending;
+use crate::error::Error;
+use crate::event::Event;
+use crate::key::Key;
+use crate::status::{
+    Counters, LocalRecord, NodeStatus, PREVIEW_LEN, PeerEntry, RoutingEntry, Stored,
+};
+
+/// How often deadlines, bootstrap and expiry are checked.
+pub const TICK: Duration = Duration::from_millis(200);
+/// How often expired records are swept from the store.
+pub const EXPIRY_SWEEP: Duration = Duration::from_secs(5);
+/// Custom-command handlers running at once; more inbound commands are refused as busy.
+pub const MAX_RUNNING_HANDLERS: usize = 256;
+
+enum KadOp {
+    StoreLookup {
+        record: Record,
+        reply: Reply<Stored>,
+    },
+    StorePut {
+        key: Key,
+        targets: usize,
+        reply: Reply<Stored>,
+    },
+    Fetch {
+        key: Key,
+        reply: Reply<Vec<u8>>,
+    },
+}
+
+type HandlerDone = (ResponseChannel<CommandReply>, CommandReply);
+
+pub(crate) struct EventLoop {
+    swarm: Swarm<DhtBehaviour>,
+    config: ProtocolConfig,
+    local: PeerId,
+    commands: mpsc::Receiver<Command>,
+    events: Arc<broadcast::Sender<Event>>,
+    handler_done_tx: mpsc::Sender<HandlerDone>,
+    handler_done_rx: mpsc::Receiver<HandlerDone>,
+    handler: Option<CommandHandler>,
+    handler_slots: Arc<Semaphore>,
+    kad_ops: Pending<QueryId, KadOp>,
+    cmd_ops: Pending<OutboundRequestId, (PeerId, Reply<Vec<u8>>)>,
+    broadcaster: Broadcaster,
+    bootstrap: Bootstrapper,
+    connections: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
+    listen_addrs: Vec<Multiaddr>,
+    counters: Counters,
+    started: Instant,
+    last_sweep: Instant,
+    alive: watch::Sender<()>,
+}
+
+pub(crate) struct Parts {
+    pub swarm: Swarm<DhtBehaviour>,
+    pub config: ProtocolConfig,
+    pub commands: mpsc::Receiver<Command>,
+    pub events: Arc<broadcast::Sender<Event>>,
+    pub bootstrap: Vec<Multiaddr>,
+    pub listen_addrs: Vec<Multiaddr>,
+    pub alive: watch::Sender<()>,
+}
+
+impl EventLoop {
+    pub(crate) fn new(parts: Parts) -> Self {
+        let now = Instant::now();
+        let local = *parts.swarm.local_peer_id();
+        let (handler_done_tx, handler_done_rx) = mpsc::channel(MAX_RUNNING_HANDLERS);
+        Self {
+            swarm: parts.swarm,
+            config: parts.config,
+            local,
+            commands: parts.commands,
+            events: parts.events,
+            handler_done_tx,
+            handler_done_rx,
+            handler: None,
+            handler_slots: Arc::new(Semaphore::new(MAX_RUNNING_HANDLERS)),
+            kad_ops: Pending::new(),
+            cmd_ops: Pending::new(),
+            broadcaster: Broadcaster::new(local),
+            bootstrap: Bootstrapper::new(parts.bootstrap, now),
+            connections: HashMap::new(),
+            listen_addrs: parts.listen_addrs,
+            counters: Counters::default(),
+            started: now,
+            last_sweep: now,
+            alive: parts.alive,
+        }
+    }
+
+    /// A weak reference to the event sender, for handles to subscribe while the loop lives.
+    pub(crate) fn events_ref(
+        events: &Arc<broadcast::Sender<Event>>,
+    ) -> Weak<broadcast::Sender<Event>> {
+        Arc::downgrade(events)
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(Command::Stop { reply }) => {
+                        info!("stopping");
+                        let _ = reply.send(Ok(()));
+                        break;
+                    }
+                    Some(command) => self.on_command(command),
+                    None => {
+                        debug!("every handle was dropped; stopping");
+                        break;
+                    }
+                },
+                Some((channel, reply)) = self.handler_done_rx.recv() => {
+                    self.counters.commands_served += 1;
+                    if self.swarm.behaviour_mut().command.send_response(channel, reply).is_err() {
+                        debug!("custom command reply not sent: the requester is gone");
+                    }
+                }
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+        // Dropping the swarm closes every listener and connection; dropping `alive` then tells
+        // waiting handles that the node is gone, and the pending replies' senders go with `self`.
+        let EventLoop { swarm, alive, .. } = self;
+        drop(swarm);
+        drop(alive);
+    }
+
+    fn emit(&self, event: Event) {
+        // No subscriber is fine; a slow one learns how many it missed.
+        let _ = self.events.send(event);
+    }
+
+    fn deadline(&self, d: Duration) -> Instant {
+        Instant::now() + d
+    }
+
+    // ---- commands -------------------------------------------------------------------------
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Store { key, value, reply } => self.start_store(key, value, reply),
+            Command::Fetch { key, reply } => self.start_fetch(key, reply),
+            Command::CustomCmd {
+                peer,
+                payload,
+                reply,
+            } => {
+                self.counters.commands_sent += 1;
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .command
+                    .send_request(&peer, payload);
+                let deadline = self.deadline(self.config.timing.command_timeout + TICK);
+                self.cmd_ops.insert(id, deadline, (peer, reply));
+            }
+            Command::SetCommandHandler { handler, reply } => {
+                self.handler = handler;
+                let _ = reply.send(Ok(()));
+            }
+            Command::Broadcast { payload, reply } => {
+                self.counters.broadcasts_sent += 1;
+                let message = self.broadcaster.originate(payload, Instant::now());
+                let sent = self.hand_off(&message, 0, FULL_HEIGHT);
+                let _ = reply.send(Ok(sent));
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(Ok(self.status()));
+            }
+            Command::RoutingTable { reply } => {
+                let _ = reply.send(Ok(self.routing_table()));
+            }
+            Command::ConnectedPeers { reply } => {
+                let peers = self
+                    .connections
+                    .iter()
+                    .map(|(peer, conns)| PeerEntry {
+                        peer: *peer,
+                        addrs: conns.iter().map(|(_, a)| a.clone()).collect(),
+                    })
+                    .collect();
+                let _ = reply.send(Ok(peers));
+            }
+            Command::LocalRecords { reply } => {
+                let _ = reply.send(Ok(self.local_records()));
+            }
+            Command::Stop { reply } => {
+                // Handled in `run`; kept total for the compiler.
+                let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    fn start_store(&mut self, key: Key, value: Vec<u8>, reply: Reply<Stored>) {
+        self.counters.stores_issued += 1;
+        if let Err(e) = validate_record(key.as_bytes(), &value) {
+            self.counters.errors += 1;
+            let _ = reply.send(Err(match e {
+                dht_behaviours::validation::RecordError::ContentMismatch => {
+                    Error::ContentMismatch(key)
+                }
+                other => Error::StoreFull(other.to_string()),
+            }));
+            return;
+        }
+        let mut record = Record::new(key.to_record_key(), value);
+        record.publisher = Some(self.local);
+        // The publisher's own copy lives as long as the node; copies elsewhere get the TTL.
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        if let Err(e) = kad.store_mut().put(record.clone()) {
+            self.counters.errors += 1;
+            let _ = reply.send(Err(Error::StoreFull(e.to_string())));
+            return;
+        }
+        record.expires = Some(Instant::now() + self.config.timing.record_ttl);
+        let id = kad.get_closest_peers(key.as_bytes().to_vec());
+        let deadline = self.deadline(2 * self.config.timing.query_timeout + TICK);
+        self.kad_ops
+            .insert(id, deadline, KadOp::StoreLookup { record, reply });
+    }
+
+    fn start_fetch(&mut self, key: Key, reply: Reply<Vec<u8>>) {
+        self.counters.fetches_issued += 1;
+        let record_key = key.to_record_key();
+        let now = Instant::now();
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        if let Some(r) = kad.store_mut().get(&record_key)
+            && !r.is_expired(now)
+            && validate_record(key.as_bytes(), &r.value).is_ok()
+        {
+            let _ = reply.send(Ok(r.value.clone()));
+            return;
+        }
+        if kad.kbuckets().next().is_none() {
+            self.counters.errors += 1;
+            let _ = reply.send(Err(Error::NoPeers));
+            return;
+        }
+        let id = kad.get_record(record_key);
+        let deadline = self.deadline(self.config.timing.query_timeout + TICK);
+        self.kad_ops
+            .insert(id, deadline, KadOp::Fetch { key, reply });
+    }
+
+    /// Hands `message` to peers of our buckets `from..to`; returns how many hand-offs were sent.
+    fn hand_off(
+        &mut self,
+        message: &dht_behaviours::broadcast::BroadcastMessage,
+        from: u16,
+        to: u16,
+    ) -> usize {
+        let behaviour = self.swarm.behaviour_mut();
+        let buckets = behaviour.buckets();
+        let plan = self.broadcaster.plan(message, &buckets, from, to);
+        let sent = plan.len();
+        for (peer, msg) in plan {
+            let id = behaviour.broadcast.send_request(&peer, msg.clone());
+            self.broadcaster.sent(
+                id,
+                Handoff {
+                    message: msg,
+                    tried: vec![peer],
+                },
+            );
+        }
+        sent
+    }
+
+    fn status(&mut self) -> NodeStatus {
+        let local = self.local;
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let routing_table_size = kad.kbuckets().map(|b| b.num_entries()).sum();
+        let store = kad.store_mut();
+        NodeStatus {
+            peer_id: local,
+            listen_addrs: self
+                .listen_addrs
+                .iter()
+                .map(|a| with_peer_id(a, local))
+                .collect(),
+            connected_peers: self.connections.len(),
+            routing_table_size,
+            stored_keys: store.len(),
+            stored_bytes: store.bytes(),
+            pending_operations: self.kad_ops.len()
+                + self.cmd_ops.len()
+                + self.broadcaster.in_flight(),
+            uptime: self.started.elapsed(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    fn routing_table(&mut self) -> Vec<RoutingEntry> {
+        let mut entries = Vec::new();
+        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+            let index = bucket.range().0.ilog2().unwrap_or(0);
+            for entry in bucket.iter() {
+                entries.push(RoutingEntry {
+                    bucket: index,
+                    peer: *entry.node.key.preimage(),
+                    addrs: entry.node.value.iter().cloned().collect(),
+                });
+            }
+        }
+        entries.sort_by_key(|e| (e.bucket, e.peer));
+        entries
+    }
+
+    fn local_records(&mut self) -> Vec<LocalRecord> {
+        let local = self.local;
+        let now = Instant::now();
+        let mut records: Vec<LocalRecord> = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .store_mut()
+            .records()
+            .filter(|r| !r.is_expired(now))
+            .map(|r| LocalRecord {
+                key: Key::from_record_key(&r.key),
+                size: r.value.len(),
+                preview: r.value.iter().take(PREVIEW_LEN).copied().collect(),
+                published_here: r.publisher == Some(local),
+                expires_in: r.expires.map(|e| e.saturating_duration_since(now)),
+            })
+            .collect();
+        records.sort_by(|a, b| a.key.cmp(&b.key));
+        records
+    }
+
+    // ---- timers ---------------------------------------------------------------------------
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        for (id, op) in self.kad_ops.take_expired(now) {
+            if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                q.finish();
+            }
+            self.counters.errors += 1;
+            let after = self.config.timing.query_timeout;
+            match op {
+                KadOp::StoreLookup { reply, .. } | KadOp::StorePut { reply, .. } => {
+                    let _ = reply.send(Err(Error::Timeout {
+                        operation: "store",
+                        after,
+                    }));
+                }
+                KadOp::Fetch { reply, .. } => {
+                    let _ = reply.send(Err(Error::Timeout {
+                        operation: "fetch",
+                        after,
+                    }));
+                }
+            }
+        }
+        for (_, (_, reply)) in self.cmd_ops.take_expired(now) {
+            self.counters.errors += 1;
+            let after = self.config.timing.command_timeout;
+            let _ = reply.send(Err(Error::Timeout {
+                operation: "custom command",
+                after,
+            }));
+        }
+        if let Some(addrs) = self.bootstrap.due(now, !self.connections.is_empty()) {
+            for addr in addrs {
+                debug!(%addr, "dialing bootstrap node");
+                if let Err(e) = self.swarm.dial(addr.clone()) {
+                    warn!(%addr, "cannot dial bootstrap node: {e}");
+                }
+            }
+        }
+        if now.duration_since(self.last_sweep) >= EXPIRY_SWEEP {
+            self.last_sweep = now;
+            let gone = self
+                .swarm
+                .behaviour_mut()
+                .kad
+                .store_mut()
+                .remove_expired(now);
+            if gone > 0 {
+                debug!(gone, "expired records removed");
+            }
+        }
+    }
+
+    // ---- swarm events ---------------------------------------------------------------------
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<DhtBehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(e)) => self.on_kad(e),
+            SwarmEvent::Behaviour(DhtBehaviourEvent::Command(e)) => self.on_command_protocol(e),
+            SwarmEvent::Behaviour(DhtBehaviourEvent::Broadcast(e)) => self.on_broadcast(e),
+            SwarmEvent::Behaviour(DhtBehaviourEvent::Identify(e)) => self.on_identify(e),
+            SwarmEvent::Behaviour(DhtBehaviourEvent::Ping(e)) => self.on_ping(e),
+            SwarmEvent::Behaviour(other) => trace!(?other, "behaviour event"),
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                let remote = endpoint.get_remote_address().clone();
+                debug!(peer = %peer_id, addr = %remote, "connection established");
+                self.connections
+                    .entry(peer_id)
+                    .or_default()
+                    .push((connection_id, remote.clone()));
+                if num_established.get() == 1 {
+                    self.emit(Event::PeerConnected(peer_id));
+                }
+                if endpoint.is_dialer() && self.bootstrap.is_bootstrap(&remote) {
+                    let kad = &mut self.swarm.behaviour_mut().kad;
+                    kad.add_address(&peer_id, without_peer_id(&remote));
+                    if let Err(e) = kad.bootstrap() {
+                        debug!("bootstrap lookup not started: {e}");
+                    }
+                    info!(peer = %peer_id, addr = %remote, "joined through bootstrap node");
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                debug!(peer = %peer_id, ?cause, "connection closed");
+                if let Some(conns) = self.connections.get_mut(&peer_id) {
+                    conns.retain(|(id, _)| *id != connection_id);
+                }
+                if num_established == 0 {
+                    self.connections.remove(&peer_id);
+                    self.emit(Event::PeerDisconnected(peer_id));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(?peer_id, "dial failed: {error}");
+                // A peer we cannot reach must not be handed out as a closer peer.
+                if let Some(peer) = peer_id
+                    && matches!(
+                        error,
+                        DialError::Transport(_) | DialError::WrongPeerId { .. }
+                    )
+                    && !self.connections.contains_key(&peer)
+                {
+                    self.swarm.behaviour_mut().kad.remove_peer(&peer);
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                debug!(addr = %send_back_addr, "inbound connection failed: {error}");
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(addr = %with_peer_id(&address, self.local), "listening");
+                if !self.listen_addrs.contains(&address) {
+                    self.listen_addrs.push(address);
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| *a != address);
+            }
+            SwarmEvent::ListenerClosed {
+                addresses, reason, ..
+            } => {
+                warn!(?addresses, ?reason, "listener closed");
+                self.listen_addrs.retain(|a| !addresses.contains(a));
+            }
+            SwarmEvent::ListenerError { error, .. } => warn!("listener error: {error}"),
+            other => trace!(?other, "swarm event"),
+        }
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => match result {
+                QueryResult::GetClosestPeers(r) => self.on_closest_peers(id, r),
+                QueryResult::PutRecord(r) => self.on_put(id, r),
+                QueryResult::GetRecord(r) => self.on_get(id, r, step.last),
+                QueryResult::Bootstrap(r) => debug!(?r, "bootstrap step"),
+                other => trace!(?other, "background query result"),
+            },
+            kad::Event::InboundRequest { request } => self.on_inbound_kad(request),
+            kad::Event::RoutingUpdated {
+                peer, is_new_peer, ..
+            } => {
+                if is_new_peer {
+                    debug!(%peer, "peer added to the routing table");
+                }
+            }
+            other => trace!(?other, "kad event"),
+        }
+    }
+
+    fn on_closest_peers(&mut self, id: QueryId, result: kad::GetClosestPeersResult) {
+        let Some((deadline, KadOp::StoreLookup { record, reply })) = self.kad_ops.remove(&id)
+        else {
+            return;
+        };
+        let peers = match result {
+            Ok(ok) => ok.peers,
+            Err(GetClosestPeersError::Timeout { peers, .. }) => peers,
+        };
+        let key = Key::from_record_key(&record.key);
+        let k = self.config.replication_factor.get();
+        let targets = replication_targets(
+            &self.local,
+            key.as_bytes(),
+            peers.into_iter().map(|p| p.peer_id),
+            k,
+        );
+        if targets.is_empty() {
+            let _ = reply.send(Ok(Stored {
+                key,
+                nodes: 1,
+                remote: 0,
+            }));
+            return;
+        }
+        let n = targets.len();
+        let qid =
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .put_record_to(record, targets.into_iter(), Quorum::All);
+        self.kad_ops.insert(
+            qid,
+            deadline,
+            KadOp::StorePut {
+                key,
+                targets: n,
+                reply,
+            },
+        );
+    }
+
+    fn on_put(&mut self, id: QueryId, result: kad::PutRecordResult) {
+        let Some((
+            _,
+            KadOp::StorePut {
+                key,
+                targets,
+                reply,
+            },
+        )) = self.kad_ops.remove(&id)
+        else {
+            return;
+        };
+        let remote = match result {
+            Ok(_) => targets,
+            Err(
+                PutRecordError::QuorumFailed { success, .. }
+                | PutRecordError::Timeout { success, .. },
+            ) => success.len(),
+        };
+        debug!(%key, remote, targets, "store finished");
+        let _ = reply.send(Ok(Stored {
+            key,
+            nodes: remote + 1,
+            remote,
+        }));
+    }
+
+    fn on_get(&mut self, id: QueryId, result: kad::GetRecordResult, last: bool) {
+        let timed_out = matches!(result, Err(kad::GetRecordError::Timeout { .. }));
+        match result {
+            Ok(GetRecordOk::FoundRecord(PeerRecord { peer, record })) => {
+                let valid = match self.kad_ops.get_mut(&id) {
+                    Some(KadOp::Fetch { key, .. }) => {
+                        validate_record(key.as_bytes(), &record.value)
+                    }
+                    _ => return,
+                };
+                if let Err(e) = valid {
+                    self.counters.records_refused += 1;
+                    warn!(?peer, "discarded an invalid record: {e}");
+                } else if let Some((_, KadOp::Fetch { reply, .. })) = self.kad_ops.remove(&id) {
+                    let _ = reply.send(Ok(record.value));
+                    if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                        q.finish();
+                    }
+                    return;
+                }
+            }
+            Ok(GetRecordOk::FinishedWithNoAdditionalRecord { .. }) => {}
+            Err(ref e) => debug!("record lookup ended: {e}"),
+        }
+        if last && let Some((_, KadOp::Fetch { key, reply })) = self.kad_ops.remove(&id) {
+            self.counters.errors += 1;
+            let _ = reply.send(Err(if timed_out {
+                Error::Timeout {
+                    operation: "fetch",
+                    after: self.config.timing.query_timeout,
+                }
+            } else {
+                Error::NotFound(key)
+            }));
+        }
+    }
+
+    fn on_inbound_kad(&mut self, request: InboundRequest) {
+        match request {
+            InboundRequest::PutRecord {
+                source,
+                record: Some(record),
+                ..
+            } => {
+                self.counters.stores_served += 1;
+                if let Err(e) = validate_record(record.key.as_ref(), &record.value) {
+                    self.counters.records_refused += 1;
+                    warn!(peer = %source, "refused a record: {e}");
+                    return;
+                }
+                if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
+                    self.counters.records_refused += 1;
+                    warn!(peer = %source, "could not store a record: {e}");
+                }
+            }
+            InboundRequest::AddProvider {
+                record: Some(record),
+            } => {
+                if let Err(e) = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .store_mut()
+                    .add_provider(record)
+                {
+                    debug!("provider record not stored: {e}");
+                }
+            }
+            InboundRequest::GetRecord { .. } => self.counters.fetches_served += 1,
+            other => trace!(?other, "inbound kad request"),
+        }
+    }
+
+    fn on_command_protocol(&mut self, event: request_response::Event<Vec<u8>, CommandReply>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    self.emit(Event::CommandReceived {
+                        peer,
+                        payload: request.clone(),
+                    });
+                    self.answer_command(peer, request, channel);
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some((_, (peer, reply))) = self.cmd_ops.remove(&request_id) {
+                        let _ = reply.send(match response {
+                            CommandReply::Ok(bytes) => Ok(bytes),
+                            CommandReply::Refused(reason) => {
+                                self.counters.errors += 1;
+                                Err(Error::CommandRefused { peer, reason })
+                            }
+                        });
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some((_, (_, reply))) = self.cmd_ops.remove(&request_id) {
+                    self.counters.errors += 1;
+                    let _ = reply.send(Err(match error {
+                        request_response::OutboundFailure::Timeout => Error::Timeout {
+                            operation: "custom command",
+                            after: self.config.timing.command_timeout,
+                        },
+                        other => Error::CommandFailed {
+                            peer,
+                            reason: other.to_string(),
+                        },
+                    }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, "inbound custom command failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn answer_command(
+        &mut self,
+        peer: PeerId,
+        payload: Vec<u8>,
+        channel: ResponseChannel<CommandReply>,
+    ) {
+        let refuse = |this: &mut Self, channel, reason: &str| {
+            let reply = CommandReply::Refused(reason.to_owned());
+            if this
+                .swarm
+                .behaviour_mut()
+                .command
+                .send_response(channel, reply)
+                .is_err()
+            {
+                debug!("custom command refusal not sent: the requester is gone");
+            }
+        };
+        let Some(handler) = self.handler.clone() else {
+            return refuse(self, channel, "no command handler registered");
+        };
+        let Ok(permit) = self.handler_slots.clone().try_acquire_owned() else {
+            return refuse(self, channel, "busy: too many commands in progress");
+        };
+        let done = self.handler_done_tx.clone();
+        let timeout = self.config.timing.command_timeout;
+        tokio::spawn(run_handler(
+            handler, peer, payload, channel, done, timeout, permit,
+        ));
+    }
+
+    fn on_broadcast(
+        &mut self,
+        event: request_response::Event<
+            dht_behaviours::broadcast::BroadcastMessage,
+            dht_behaviours::broadcast::Ack,
+        >,
+    ) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let receipt = self.broadcaster.receive(&request, Instant::now());
+                    if self
+                        .swarm
+                        .behaviour_mut()
+                        .broadcast
+                        .send_response(channel, receipt.ack)
+                        .is_err()
+                    {
+                        debug!(%peer, "broadcast ack not sent");
+                    }
+                    if receipt.deliver {
+                        self.counters.broadcasts_received += 1;
+                        self.emit(Event::Broadcast {
+                            origin: request.origin,
+                            payload: request.payload.as_ref().clone(),
+                        });
+                    }
+                    if let Some((from, to)) = receipt.forward {
+                        self.hand_off(&request, from, to);
+                    }
+                }
+                request_response::Message::Response { request_id, .. } => {
+                    self.broadcaster.answered(&request_id);
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                debug!(%peer, "broadcast hand-off failed: {error}");
+                let buckets = self.swarm.behaviour_mut().buckets();
+                if let Some((next, handoff)) = self.broadcaster.failed(&request_id, &buckets) {
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .broadcast
+                        .send_request(&next, handoff.message.clone());
+                    self.broadcaster.sent(id, handoff);
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, "inbound broadcast failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_identify(&mut self, event: identify::Event) {
+        if let identify::Event::Received { peer_id, info, .. } = event {
+            let added = self
+                .swarm
+                .behaviour_mut()
+                .learn_from_identify(&peer_id, &info);
+            debug!(peer = %peer_id, agent = %info.agent_version, added, "identified");
+        }
+    }
+
+    fn on_ping(&mut self, event: ping::Event) {
+        if let Err(e) = event.result {
+            // libp2p no longer closes connections whose pings fail; a cut peer would linger.
+            debug!(peer = %event.peer, "ping failed ({e}); closing the connection");
+            self.swarm.close_connection(event.connection);
+        }
+    }
+}
+
+async fn run_handler(
+    handler: CommandHandler,
+    peer: PeerId,
+    payload: Vec<u8>,
+    channel: ResponseChannel<CommandReply>,
+    done: mpsc::Sender<HandlerDone>,
+    timeout: Duration,
+    _permit: OwnedSemaphorePermit,
+) {
+    let reply = match tokio::time::timeout(timeout, handler(peer, payload)).await {
+        Ok(Ok(bytes)) if bytes.len() <= MAX_COMMAND_REPLY => CommandReply::Ok(bytes),
+        Ok(Ok(bytes)) => CommandReply::Refused(format!(
+            "reply of {} bytes exceeds the limit of {MAX_COMMAND_REPLY}",
+            bytes.len()
+        )),
+        Ok(Err(reason)) => CommandReply::Refused(reason),
+        Err(_) => CommandReply::Refused("the handler timed out".to_owned()),
+    };
+    // The loop is gone only when the node stops; then nobody needs the reply.
+    let _ = done.send((channel, reply)).await;
+}
+
+/// The peers a record goes to: the `k` nodes closest to `key` among the peers found and this
+/// node itself, without this node (it keeps its own copy anyway).
+pub(crate) fn replication_targets(
+    local: &PeerId,
+    key: &[u8],
+    peers: impl Iterator<Item = PeerId>,
+    k: usize,
+) -> Vec<PeerId> {
+    let target = KBucketKey::new(key.to_vec());
+    let mut all: Vec<PeerId> = peers.filter(|p| p != local).collect();
+    all.sort_unstable();
+    all.dedup();
+    all.push(*local);
+    all.sort_by_cached_key(|p| target.distance(&KBucketKey::from(*p)));
+    all.into_iter().take(k).filter(|p| p != local).collect()
+}
+
+/// `addr` ending in `/p2p/<peer>`, as users paste it into `-c`.
+pub(crate) fn with_peer_id(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
+    if addr.iter().any(|p| matches!(p, Protocol::P2p(_))) {
+        addr.clone()
+    } else {
+        addr.clone().with(Protocol::P2p(peer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_the_k_closest_without_self() {
+        let local = PeerId::random();
+        let peers: Vec<PeerId> = (0..10).map(|_| PeerId::random()).collect();
+        let key = b"some key";
+        let targets = replication_targets(&local, key, peers.iter().copied(), 3);
+        let target = KBucketKey::new(key.to_vec());
+        let mut everyone = peers.clone();
+        everyone.push(local);
+        everyone.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
+        let expected: Vec<PeerId> = everyone
+            .into_iter()
+            .take(3)
+            .filter(|p| *p != local)
+            .collect();
+        assert_eq!(targets, expected);
+        assert!(targets.len() == 3 || targets.len() == 2);
+    }
+
+    #[test]
+    fn addresses_get_the_peer_id_once() {
+        let peer = PeerId::random();
+        let a: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().expect("addr");
+        let full = with_peer_id(&a, peer);
+        assert_eq!(with_peer_id(&full, peer), full);
+        assert!(full.to_string().ends_with(&peer.to_string()));
+    }
+}

@@ -1,0 +1,178 @@
+//! The node: builds the swarm, binds its listeners, and spawns the event loop that owns it.
+
+mod bootstrap;
+pub(crate) mod command;
+mod event_loop;
+mod pending;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dht_behaviours::DhtBehaviour;
+use futures::StreamExt;
+use libp2p::Multiaddr;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Swarm, SwarmBuilder, noise, tcp, yamux};
+use std::net::IpAddr;
+use tokio::sync::{broadcast, mpsc, watch};
+use tracing::debug;
+
+pub use bootstrap::{BOOTSTRAP_BACKOFF_MAX, BOOTSTRAP_BACKOFF_MIN};
+pub use event_loop::{EXPIRY_SWEEP, MAX_RUNNING_HANDLERS, TICK};
+
+use crate::error::{Error, Result};
+use crate::handle::Dht;
+use crate::options::{COMMAND_BUFFER, DhtOptions, EVENT_BUFFER};
+use event_loop::{EventLoop, Parts};
+
+/// How long start-up waits for every listener to report its address.
+pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn build_swarm(keypair: Keypair, options: &DhtOptions) -> Result<Swarm<DhtBehaviour>> {
+    let protocol = options.protocol.clone();
+    let store = options.store_limits;
+    let idle = protocol.timing.idle_timeout;
+    let swarm = SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| Error::Transport(e.to_string()))?
+        .with_dns()
+        .map_err(|e| Error::Transport(e.to_string()))?
+        .with_behaviour(|key| DhtBehaviour::new(key, &protocol, store))
+        .map_err(|e| Error::Transport(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build();
+    Ok(swarm)
+}
+
+/// Starts a node; returns once every listen address is bound, or the first bind error.
+pub(crate) async fn start(options: DhtOptions) -> Result<Dht> {
+    options.protocol.validate()?;
+    let keypair = options
+        .keypair
+        .clone()
+        .unwrap_or_else(Keypair::generate_ed25519);
+    let mut swarm = build_swarm(keypair, &options)?;
+    let local = *swarm.local_peer_id();
+
+    let mut waiting = HashSet::new();
+    for addr in &options.listen {
+        ensure_port_free(addr)?;
+        let id = swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
+            addr: addr.clone(),
+            reason: describe(&e),
+        })?;
+        waiting.insert((id, addr.clone()));
+    }
+    let mut listen_addrs = Vec::new();
+    let deadline = tokio::time::Instant::now() + LISTEN_TIMEOUT;
+    while let Some((_, first)) = waiting.iter().next().cloned() {
+        let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
+            .await
+            .map_err(|_| Error::Listen {
+                addr: first.clone(),
+                reason: "no address after 5 s".into(),
+            })?;
+        match event {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                waiting.retain(|(id, _)| *id != listener_id);
+                listen_addrs.push(address);
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                let addr = waiting
+                    .iter()
+                    .find(|(id, _)| *id == listener_id)
+                    .map(|(_, a)| a.clone());
+                return Err(Error::Listen {
+                    addr: addr.unwrap_or(first),
+                    reason: reason
+                        .err()
+                        .map_or_else(|| "listener closed".into(), |e| e.to_string()),
+                });
+            }
+            SwarmEvent::ListenerError { listener_id, error } => {
+                let addr = waiting
+                    .iter()
+                    .find(|(id, _)| *id == listener_id)
+                    .map(|(_, a)| a.clone());
+                return Err(Error::Listen {
+                    addr: addr.unwrap_or(first),
+                    reason: error.to_string(),
+                });
+            }
+            other => debug!(?other, "event during start-up"),
+        }
+    }
+
+    let (command_tx, command_rx) = mpsc::channel(COMMAND_BUFFER);
+    let (event_tx, _) = broadcast::channel(EVENT_BUFFER);
+    let events = Arc::new(event_tx);
+    let (alive_tx, alive_rx) = watch::channel(());
+    let weak_events = EventLoop::events_ref(&events);
+    let event_loop = EventLoop::new(Parts {
+        swarm,
+        config: options.protocol.clone(),
+        commands: command_rx,
+        events,
+        bootstrap: options.bootstrap.clone(),
+        listen_addrs,
+        alive: alive_tx,
+    });
+    tokio::spawn(event_loop.run());
+    Ok(Dht::new(
+        local,
+        command_tx,
+        weak_events,
+        alive_rx,
+        options.protocol.timing.clone(),
+    ))
+}
+
+/// libp2p-tcp binds listeners with `SO_REUSEPORT`, so on Linux a second process could share a
+/// port already in use and take half of its connections. A plain bind first makes that an error.
+fn ensure_port_free(addr: &Multiaddr) -> Result<()> {
+    let mut ip = None;
+    let mut port = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(IpAddr::V4(a)),
+            Protocol::Ip6(a) => ip = Some(IpAddr::V6(a)),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    match (ip, port) {
+        (Some(ip), Some(port)) if port != 0 => std::net::TcpListener::bind((ip, port))
+            .map(drop)
+            .map_err(|e| Error::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            }),
+        _ => Ok(()),
+    }
+}
+
+/// A transport error in words, with the OS error when there is one (e.g. "address in use").
+fn describe<E: std::error::Error>(e: &E) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,92 @@
+//! Options a node starts from; defaults are named constants.
+
+use std::num::NonZeroUsize;
+
+use dht_behaviours::config::parse_protocol_name;
+use dht_behaviours::store::StoreLimits;
+use dht_behaviours::{ProtocolConfig, Timing};
+use libp2p::Multiaddr;
+use libp2p::identity::Keypair;
+
+use crate::error::Result;
+
+/// Listen address of a library node unless told otherwise: every interface, a port the OS picks.
+pub const DEFAULT_LIBRARY_LISTEN: &str = "/ip4/0.0.0.0/tcp/0";
+/// Events buffered for each subscriber before the slowest one starts missing some.
+pub const EVENT_BUFFER: usize = 1024;
+/// Commands from handles queued for the event loop.
+pub const COMMAND_BUFFER: usize = 1024;
+
+/// How to start a node.
+#[derive(Clone)]
+pub struct DhtOptions {
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Nodes to join through, with or without `/p2p/<id>`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// The node's key; a fresh one when `None`.
+    pub keypair: Option<Keypair>,
+    /// Protocol parameters: kad protocol name, k, alpha, timing.
+    pub protocol: ProtocolConfig,
+    /// Bounds of the local record store.
+    pub store_limits: StoreLimits,
+}
+
+impl Default for DhtOptions {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LIBRARY_LISTEN
+                .parse()
+                .map(|a| vec![a])
+                .unwrap_or_default(),
+            bootstrap: Vec::new(),
+            keypair: None,
+            protocol: ProtocolConfig::default(),
+            store_limits: StoreLimits::default(),
+        }
+    }
+}
+
+impl DhtOptions {
+    /// Listen on these addresses instead of the default.
+    pub fn listen_on(mut self, addrs: impl IntoIterator<Item = Multiaddr>) -> Self {
+        self.listen = addrs.into_iter().collect();
+        self
+    }
+
+    /// Join the network through this node.
+    pub fn bootstrap(mut self, addr: Multiaddr) -> Self {
+        self.bootstrap.push(addr);
+        self
+    }
+
+    /// Use this identity.
+    pub fn keypair(mut self, keypair: Keypair) -> Self {
+        self.keypair = Some(keypair);
+        self
+    }
+
+    /// Store every value on the `k` closest nodes.
+    pub fn replication_factor(mut self, k: NonZeroUsize) -> Self {
+        self.protocol.replication_factor = k;
+        self
+    }
+
+    /// Use these deadlines and intervals.
+    pub fn timing(mut self, timing: Timing) -> Self {
+        self.protocol.timing = timing;
+        self
+    }
+
+    /// Speak a private kad protocol instead of `/ipfs/kad/1.0.0`.
+    pub fn kad_protocol(mut self, name: &str) -> Result<Self> {
+        self.protocol.kad_protocol = parse_protocol_name(name)?;
+        Ok(self)
+    }
+
+    /// Bound the local store.
+    pub fn store_limits(mut self, limits: StoreLimits) -> Self {
+        self.store_limits = limits;
+        self
+    }
+}

@@ -1,0 +1,104 @@
+//! Snapshots of a node's state, as the handle returns them.
+
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+
+use crate::key::Key;
+
+/// Bytes of a value shown in a [`LocalRecord`] preview.
+pub const PREVIEW_LEN: usize = 48;
+
+/// The outcome of a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The key the value is filed under.
+    pub key: Key,
+    /// Nodes that hold the value: the peers that acknowledged it, plus this node's own copy.
+    pub nodes: usize,
+    /// Peers that acknowledged storing it.
+    pub remote: usize,
+}
+
+/// Operation counters since the node started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Stores this node's users asked for.
+    pub stores_issued: u64,
+    /// Fetches this node's users asked for.
+    pub fetches_issued: u64,
+    /// Records other nodes stored here.
+    pub stores_served: u64,
+    /// Record lookups other nodes made here.
+    pub fetches_served: u64,
+    /// Custom commands sent.
+    pub commands_sent: u64,
+    /// Custom commands answered.
+    pub commands_served: u64,
+    /// Broadcasts originated here.
+    pub broadcasts_sent: u64,
+    /// Broadcasts delivered here.
+    pub broadcasts_received: u64,
+    /// Records refused (invalid or over a limit).
+    pub records_refused: u64,
+    /// Operations that ended in an error.
+    pub errors: u64,
+}
+
+/// A node's state at one moment.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    /// Its peer id.
+    pub peer_id: PeerId,
+    /// Its listen addresses, each ending in `/p2p/<peer id>`.
+    pub listen_addrs: Vec<Multiaddr>,
+    /// Peers with at least one open connection.
+    pub connected_peers: usize,
+    /// Peers in the routing table.
+    pub routing_table_size: usize,
+    /// Records in the local store.
+    pub stored_keys: usize,
+    /// Bytes of keys and values in the local store.
+    pub stored_bytes: usize,
+    /// Operations waiting for the network.
+    pub pending_operations: usize,
+    /// Time since start.
+    pub uptime: Duration,
+    /// Operation counters.
+    pub counters: Counters,
+}
+
+/// One routing-table entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingEntry {
+    /// Bucket index: log2 of the XOR distance to this node.
+    pub bucket: u32,
+    /// The peer.
+    pub peer: PeerId,
+    /// Its known addresses.
+    pub addrs: Vec<Multiaddr>,
+}
+
+/// A connected peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerEntry {
+    /// The peer.
+    pub peer: PeerId,
+    /// Remote addresses of its open connections.
+    pub addrs: Vec<Multiaddr>,
+}
+
+/// One record of the local store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalRecord {
+    /// Its key.
+    pub key: Key,
+    /// Value size in bytes.
+    pub size: usize,
+    /// The first [`PREVIEW_LEN`] bytes of the value.
+    pub preview: Vec<u8>,
+    /// Whether this node published it.
+    pub published_here: bool,
+    /// Time left before it expires (`None`: kept while the node runs).
+    pub expires_in: Option<Duration>,
+}

@@ -1,0 +1,86 @@
+//! Helpers shared by the scenarios: start networks, and wait for conditions with a deadline.
+
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use dht::{Dht, DhtOptions, Multiaddr, Timing};
+use tokio::time::Instant;
+
+/// Longest a scenario waits for a network to settle.
+pub const SETTLE: Duration = Duration::from_secs(30);
+/// Interval between two checks of a condition.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// Polls `check` until it returns `Some`, or fails the test with `what` after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Options for a test node: loopback, an OS-chosen port, the fast timing profile.
+pub fn options(k: usize) -> DhtOptions {
+    DhtOptions::default()
+        .listen_on(["/ip4/127.0.0.1/tcp/0".parse().expect("addr")])
+        .timing(Timing::fast())
+        .replication_factor(NonZeroUsize::new(k).expect("k > 0"))
+}
+
+/// The first listen address of `node`, with `/p2p/<id>`.
+pub async fn addr_of(node: &Dht) -> Multiaddr {
+    node.listen_addrs()
+        .await
+        .expect("status")
+        .into_iter()
+        .next()
+        .expect("a listen address")
+}
+
+/// Starts `n` nodes with replication factor `k`, all joined through the first, and waits until
+/// every routing table holds every other node.
+pub async fn network(n: usize, k: usize) -> Vec<Dht> {
+    let first = Dht::start(options(k)).await.expect("start node 0");
+    let boot = addr_of(&first).await;
+    let mut nodes = vec![first];
+    for _ in 1..n {
+        nodes.push(
+            Dht::start(options(k).bootstrap(boot.clone()))
+                .await
+                .expect("start node"),
+        );
+    }
+    wait_routed(&nodes, n - 1).await;
+    nodes
+}
+
+/// Waits until each node's routing table holds at least `min` peers.
+pub async fn wait_routed(nodes: &[Dht], min: usize) {
+    for (i, node) in nodes.iter().enumerate() {
+        eventually(
+            SETTLE,
+            &format!("node {i} to route {min} peers"),
+            || async { (node.routing_table().await.ok()?.len() >= min).then_some(()) },
+        )
+        .await;
+    }
+}
+
+/// Stops every node.
+pub async fn stop_all(nodes: &[Dht]) {
+    for n in nodes {
+        n.stop().await;
+    }
+}

@@ -1,0 +1,154 @@
+//! Start-up errors and shutdown.
+
+use std::time::Duration;
+
+use dht::{Dht, DhtOptions, Error, Key, Timing};
+use libp2p::multiaddr::Protocol;
+
+use crate::common::{addr_of, eventually, network, options};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_ends_the_node_frees_its_port_and_later_calls_say_shutdown() {
+    let nodes = network(2, 20).await;
+    let node = nodes[1].clone();
+    let addr = addr_of(&node).await;
+    let port = addr
+        .iter()
+        .find_map(|p| {
+            if let Protocol::Tcp(p) = p {
+                Some(p)
+            } else {
+                None
+            }
+        })
+        .expect("port");
+    let mut events = node.events();
+    assert!(node.running());
+    node.stop().await;
+    assert!(!node.running());
+    node.wait().await;
+
+    assert!(matches!(
+        node.store(b"x".to_vec()).await,
+        Err(Error::Shutdown)
+    ));
+    assert!(matches!(
+        node.fetch(&Key::for_value(b"x")).await,
+        Err(Error::Shutdown)
+    ));
+    assert!(matches!(node.status().await, Err(Error::Shutdown)));
+    assert!(matches!(
+        node.custom_cmd(nodes[0].peer_id(), b"x".to_vec()).await,
+        Err(Error::Shutdown)
+    ));
+    assert!(matches!(
+        node.broadcast(b"x".to_vec()).await,
+        Err(Error::Shutdown)
+    ));
+    // Streams end, and new ones end at once.
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while events.next().await.is_some() {}
+        })
+        .await,
+        Ok(())
+    );
+    assert_eq!(node.events().next().await, None);
+    node.stop().await; // twice is fine
+
+    // The socket is gone: the same port can be bound again.
+    let again = Dht::start(
+        options(20).listen_on([format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("addr")]),
+    )
+    .await
+    .expect("the port is free again");
+    // The survivor notices the departure.
+    eventually(
+        Duration::from_secs(10),
+        "the peer to disconnect",
+        || async {
+            (nodes[0]
+                .connected_peers()
+                .await
+                .ok()?
+                .iter()
+                .all(|p| p.peer != node.peer_id()))
+            .then_some(())
+        },
+    )
+    .await;
+    again.stop().await;
+    nodes[0].stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_and_bad_options_are_errors_at_start() {
+    let first = Dht::start(options(20)).await.expect("start");
+    let addr = addr_of(&first).await;
+    let taken: libp2p::Multiaddr = addr
+        .iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect();
+    match Dht::start(options(20).listen_on([taken.clone()])).await {
+        Err(Error::Listen { addr, reason }) => {
+            assert_eq!(addr, taken);
+            assert!(!reason.is_empty());
+        }
+        Err(other) => panic!("expected a listen error, got {other}"),
+        Ok(_) => panic!("a second node bound a port in use"),
+    }
+    let mut timing = Timing::fast();
+    timing.replication_interval = timing.record_ttl;
+    assert!(matches!(
+        Dht::start(DhtOptions::default().timing(timing)).await,
+        Err(Error::Config(_))
+    ));
+    assert!(DhtOptions::default().kad_protocol("no-slash").is_err());
+    let unsupported = "/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("addr");
+    assert!(matches!(
+        Dht::start(options(20).listen_on([unsupported])).await,
+        Err(Error::Listen { .. })
+    ));
+    first.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_peers_keeps_retrying_its_bootstrap_and_joins_when_it_appears() {
+    // Reserve a port, then free it: the bootstrap node will come up there later.
+    let probe = Dht::start(options(20)).await.expect("probe");
+    let addr = addr_of(&probe).await;
+    let bare: libp2p::Multiaddr = addr
+        .iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect();
+    probe.stop().await;
+
+    let joiner = Dht::start(options(20).bootstrap(bare.clone()))
+        .await
+        .expect("joiner");
+    assert!(matches!(
+        joiner.fetch(&Key::for_value(b"x")).await,
+        Err(Error::NoPeers)
+    ));
+    let boot = Dht::start(options(20).listen_on([bare]))
+        .await
+        .expect("bootstrap node");
+    eventually(
+        Duration::from_secs(20),
+        "the joiner to route the bootstrap node",
+        || async {
+            joiner
+                .routing_table()
+                .await
+                .ok()?
+                .iter()
+                .any(|e| e.peer == boot.peer_id())
+                .then_some(())
+        },
+    )
+    .await;
+    let stored = boot.store(b"late".to_vec()).await.expect("store");
+    assert_eq!(joiner.fetch(&stored.key).await.expect("fetch"), b"late");
+    joiner.stop().await;
+    boot.stop().await;
+}

@@ -1,0 +1,8 @@
+//! Multi-node scenarios over real TCP on 127.0.0.1.
+
+mod broadcast;
+mod command;
+mod common;
+mod lifecycle;
+mod robustness;
+mod store_fetch;

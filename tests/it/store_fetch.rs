@@ -1,0 +1,149 @@
+//! Store and fetch across a network.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use dht::limits::MAX_VALUE_SIZE;
+use dht::{Dht, Error, Key, PeerId};
+use libp2p::kad::KBucketKey;
+
+use crate::common::{network, stop_all};
+
+async fn holders(nodes: &[Dht], key: &Key) -> BTreeSet<PeerId> {
+    let mut out = BTreeSet::new();
+    for n in nodes {
+        if n.local_records()
+            .await
+            .expect("records")
+            .iter()
+            .any(|r| r.key == *key)
+        {
+            out.insert(n.peer_id());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn value_stored_on_one_node_is_fetched_verified_from_all_others() {
+    let nodes = network(10, 20).await;
+    let value = b"the quick brown fox".to_vec();
+    let stored = nodes[3].store(value.clone()).await.expect("store");
+    assert_eq!(stored.key, Key::for_value(&value));
+    assert!(
+        stored.remote >= 9,
+        "stored on {} peers, expected all 9",
+        stored.remote
+    );
+    assert_eq!(stored.nodes, stored.remote + 1);
+    for (i, node) in nodes.iter().enumerate() {
+        let got = node
+            .fetch(&stored.key)
+            .await
+            .unwrap_or_else(|e| panic!("node {i}: {e}"));
+        assert_eq!(got, value, "node {i}");
+    }
+    stop_all(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replication_factor_three_exactly_the_closest_hold_the_value() {
+    let nodes = network(10, 3).await;
+    for round in 0..5 {
+        let publisher = &nodes[round];
+        let value = format!("value number {round}").into_bytes();
+        let stored = publisher.store(value.clone()).await.expect("store");
+        assert!(
+            stored.nodes >= 3,
+            "round {round}: only {} nodes",
+            stored.nodes
+        );
+
+        let target = KBucketKey::new(stored.key.as_bytes().to_vec());
+        let mut ids: Vec<PeerId> = nodes.iter().map(|n| n.peer_id()).collect();
+        ids.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
+        let mut expected: BTreeSet<PeerId> = ids.into_iter().take(3).collect();
+        expected.insert(publisher.peer_id());
+
+        assert_eq!(
+            holders(&nodes, &stored.key).await,
+            expected,
+            "round {round}"
+        );
+        assert_eq!(
+            stored.nodes,
+            expected.len(),
+            "round {round}: reported count"
+        );
+        for node in &nodes {
+            assert_eq!(node.fetch(&stored.key).await.expect("fetch"), value);
+        }
+    }
+    stop_all(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_at_and_fetch_large_and_tiny_values_and_unknown_keys() {
+    let nodes = network(4, 20).await;
+    let big: Vec<u8> = (0..MAX_VALUE_SIZE).map(|i| (i * 7 % 251) as u8).collect();
+    let free = Key::parse("/v/big-value").expect("key");
+    let stored = nodes[0]
+        .store_at(&free, big.clone())
+        .await
+        .expect("store 64 KiB");
+    assert_eq!(stored.remote, 3);
+    let tiny_key = Key::parse("/v/tiny").expect("key");
+    nodes[1]
+        .store_at(&tiny_key, vec![42u8])
+        .await
+        .expect("store 1 byte");
+    for node in &nodes[1..] {
+        assert_eq!(node.fetch(&free).await.expect("fetch big"), big);
+    }
+    assert_eq!(
+        nodes[3].fetch(&tiny_key).await.expect("fetch tiny"),
+        vec![42u8]
+    );
+
+    // A content key must match its value.
+    let wrong = Key::for_value(b"something else");
+    assert!(matches!(
+        nodes[0].store_at(&wrong, b"value".to_vec()).await,
+        Err(Error::ContentMismatch(_))
+    ));
+
+    // Unknown keys end with NotFound, within the deadline.
+    let unknown = Key::for_value(b"never stored");
+    let started = std::time::Instant::now();
+    match nodes[2].fetch(&unknown).await {
+        Err(Error::NotFound(k)) => assert_eq!(k, unknown),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // Oversize values are refused before any traffic.
+    let before: Vec<_> = futures::future::join_all(nodes.iter().map(|n| n.status())).await;
+    let err = nodes[0]
+        .store(vec![0u8; MAX_VALUE_SIZE + 1])
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(err, Error::ValueTooLarge { size, max } if size == MAX_VALUE_SIZE + 1 && max == MAX_VALUE_SIZE)
+    );
+    let err = nodes[0]
+        .store_at(&free, vec![0u8; MAX_VALUE_SIZE + 1])
+        .await
+        .expect_err("too large");
+    assert!(matches!(err, Error::ValueTooLarge { .. }));
+    let after: Vec<_> = futures::future::join_all(nodes.iter().map(|n| n.status())).await;
+    for (b, a) in before.iter().zip(&after) {
+        let (b, a) = (b.as_ref().expect("status"), a.as_ref().expect("status"));
+        assert_eq!(a.counters.stores_issued, b.counters.stores_issued);
+        assert_eq!(a.counters.stores_served, b.counters.stores_served);
+    }
+    stop_all(&nodes).await;
+}
