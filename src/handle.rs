@@ -243,6 +243,15 @@ impl Dht {
         .await
     }
 
+    /// Dials `addr` (with or without `/p2p/<id>`) and returns the peer id that answered. The peer
+    /// joins the routing table if it speaks our kad protocol.
+    pub async fn connect(&self, addr: Multiaddr) -> Result<PeerId> {
+        self.call(self.timing.command_timeout, "connect", |reply| {
+            Command::Connect { addr, reply }
+        })
+        .await
+    }
+
     /// Stops the node: closes every connection and listener, ends the event loop, and returns when
     /// it is gone. Stopping a stopped node is fine.
     pub async fn stop(&self) {

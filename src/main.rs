@@ -1,1 +1,59 @@
-fn main() {}
+//! `dht`: run a DHT node, a local network of nodes, or a one-shot command.
+
+mod app;
+mod cli;
+mod console;
+mod stats;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// Maps `-v 0..5` onto tracing levels; libp2p's own crates log one level quieter.
+fn log_filter(verbose: u8) -> EnvFilter {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let ours = LEVELS[usize::from(verbose.min(5))];
+    let theirs =
+        LEVELS[usize::from(verbose.saturating_sub(1).min(5)).max(usize::from(verbose.min(1)))];
+    let theirs = if verbose >= 5 { "trace" } else { theirs };
+    EnvFilter::new(format!("{theirs},dht={ours},dht_behaviours={ours}"))
+}
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    // One-shot commands keep standard error quiet unless asked: their output is for scripts.
+    let verbose = if cli.command.is_some() {
+        cli.verbose.saturating_sub(1)
+    } else {
+        cli.verbose
+    };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| log_filter(verbose));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(app::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

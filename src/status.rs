@@ -66,6 +66,10 @@ pub struct NodeStatus {
     pub uptime: Duration,
     /// Operation counters.
     pub counters: Counters,
+    /// Bytes received over every connection since start.
+    pub bytes_in: u64,
+    /// Bytes sent over every connection since start.
+    pub bytes_out: u64,
 }
 
 /// One routing-table entry.

@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::ConnectionId;
+use std::collections::HashMap;
 
 /// First wait before dialing the bootstrap nodes again.
 pub const BOOTSTRAP_BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -15,6 +17,8 @@ pub(crate) struct Bootstrapper {
     addrs: Vec<Multiaddr>,
     backoff: Duration,
     next_round: Instant,
+    /// Dials of the current round, to tell their failures from others.
+    dials: HashMap<ConnectionId, Multiaddr>,
 }
 
 impl Bootstrapper {
@@ -23,12 +27,13 @@ impl Bootstrapper {
             addrs,
             backoff: BOOTSTRAP_BACKOFF_MIN,
             next_round: now,
+            dials: HashMap::new(),
         }
     }
 
     /// The addresses to dial now, if a round is due: one is due while the node has no connection
     /// and the back-off has passed. A connected node resets the back-off.
-    pub(crate) fn due(&mut self, now: Instant, connected: bool) -> Option<&[Multiaddr]> {
+    pub(crate) fn due(&mut self, now: Instant, connected: bool) -> Option<Vec<Multiaddr>> {
         if connected || self.addrs.is_empty() {
             self.backoff = BOOTSTRAP_BACKOFF_MIN;
             self.next_round = now + self.backoff;
@@ -39,7 +44,22 @@ impl Bootstrapper {
         }
         self.next_round = now + self.backoff;
         self.backoff = (self.backoff * 2).min(BOOTSTRAP_BACKOFF_MAX);
-        Some(&self.addrs)
+        Some(self.addrs.clone())
+    }
+
+    /// Remembers a bootstrap dial of this round.
+    pub(crate) fn dialing(&mut self, id: ConnectionId, addr: Multiaddr) {
+        self.dials.insert(id, addr);
+    }
+
+    /// The bootstrap address a dial was for, if it was one, and the wait until the next round.
+    pub(crate) fn dial_ended(
+        &mut self,
+        id: &ConnectionId,
+        now: Instant,
+    ) -> Option<(Multiaddr, Duration)> {
+        let addr = self.dials.remove(id)?;
+        Some((addr, self.next_round.saturating_duration_since(now)))
     }
 
     /// Whether `addr` (as dialed) is one of the bootstrap addresses.

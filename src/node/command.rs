@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use libp2p::PeerId;
+use libp2p::{Multiaddr, PeerId};
 use tokio::sync::oneshot;
 
 use crate::error::Result;
@@ -53,6 +53,10 @@ pub(crate) enum Command {
     },
     LocalRecords {
         reply: Reply<Vec<LocalRecord>>,
+    },
+    Connect {
+        addr: Multiaddr,
+        reply: Reply<PeerId>,
     },
     Stop {
         reply: Reply<()>,

@@ -18,11 +18,13 @@ use libp2p::kad::{
 };
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, ping};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tracing::{debug, info, trace, warn};
 
+use super::bandwidth::Bandwidth;
 use super::bootstrap::{Bootstrapper, without_peer_id};
 use super::command::{Command, CommandHandler, Reply};
 use super::pending::Pending;
@@ -78,6 +80,8 @@ pub(crate) struct EventLoop {
     started: Instant,
     last_sweep: Instant,
     alive: watch::Sender<()>,
+    bandwidth: Arc<Bandwidth>,
+    dials: Pending<ConnectionId, Reply<PeerId>>,
 }
 
 pub(crate) struct Parts {
@@ -88,6 +92,7 @@ pub(crate) struct Parts {
     pub bootstrap: Vec<Multiaddr>,
     pub listen_addrs: Vec<Multiaddr>,
     pub alive: watch::Sender<()>,
+    pub bandwidth: Arc<Bandwidth>,
 }
 
 impl EventLoop {
@@ -107,6 +112,7 @@ impl EventLoop {
             handler_slots: Arc::new(Semaphore::new(MAX_RUNNING_HANDLERS)),
             kad_ops: Pending::new(),
             cmd_ops: Pending::new(),
+            dials: Pending::new(),
             broadcaster: Broadcaster::new(local),
             bootstrap: Bootstrapper::new(parts.bootstrap, now),
             connections: HashMap::new(),
@@ -115,6 +121,7 @@ impl EventLoop {
             started: now,
             last_sweep: now,
             alive: parts.alive,
+            bandwidth: parts.bandwidth,
         }
     }
 
@@ -217,6 +224,22 @@ impl EventLoop {
             }
             Command::LocalRecords { reply } => {
                 let _ = reply.send(Ok(self.local_records()));
+            }
+            Command::Connect { addr, reply } => {
+                let opts = DialOpts::from(addr.clone());
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        let deadline = self.deadline(self.config.timing.command_timeout);
+                        self.dials.insert(id, deadline, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::Dial {
+                            addr: addr.to_string(),
+                            reason: e.to_string(),
+                        }));
+                    }
+                }
             }
             Command::Stop { reply } => {
                 // Handled in `run`; kept total for the compiler.
@@ -321,6 +344,8 @@ impl EventLoop {
                 + self.broadcaster.in_flight(),
             uptime: self.started.elapsed(),
             counters: self.counters.clone(),
+            bytes_in: self.bandwidth.inbound(),
+            bytes_out: self.bandwidth.outbound(),
         }
     }
 
@@ -395,11 +420,21 @@ impl EventLoop {
                 after,
             }));
         }
+        for (_, reply) in self.dials.take_expired(now) {
+            let after = self.config.timing.command_timeout;
+            let _ = reply.send(Err(Error::Timeout {
+                operation: "connect",
+                after,
+            }));
+        }
         if let Some(addrs) = self.bootstrap.due(now, !self.connections.is_empty()) {
             for addr in addrs {
                 debug!(%addr, "dialing bootstrap node");
-                if let Err(e) = self.swarm.dial(addr.clone()) {
-                    warn!(%addr, "cannot dial bootstrap node: {e}");
+                let opts = DialOpts::from(addr.clone());
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => self.bootstrap.dialing(id, addr),
+                    Err(e) => warn!(%addr, "cannot dial bootstrap node: {e}"),
                 }
             }
         }
@@ -443,7 +478,13 @@ impl EventLoop {
                 if num_established.get() == 1 {
                     self.emit(Event::PeerConnected(peer_id));
                 }
-                if endpoint.is_dialer() && self.bootstrap.is_bootstrap(&remote) {
+                self.bootstrap.dial_ended(&connection_id, Instant::now());
+                let asked = self.dials.remove(&connection_id).map(|(_, reply)| reply);
+                let joined = asked.is_some() || self.bootstrap.is_bootstrap(&remote);
+                if let Some(reply) = asked {
+                    let _ = reply.send(Ok(peer_id));
+                }
+                if endpoint.is_dialer() && joined {
                     let kad = &mut self.swarm.behaviour_mut().kad;
                     kad.add_address(&peer_id, without_peer_id(&remote));
                     if let Err(e) = kad.bootstrap() {
@@ -468,8 +509,23 @@ impl EventLoop {
                     self.emit(Event::PeerDisconnected(peer_id));
                 }
             }
-            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
                 debug!(?peer_id, "dial failed: {error}");
+                if let Some((addr, retry)) =
+                    self.bootstrap.dial_ended(&connection_id, Instant::now())
+                {
+                    warn!(%addr, "bootstrap node unreachable ({}); retrying in {retry:.0?}", dial_reason(&error));
+                }
+                if let Some((_, reply)) = self.dials.remove(&connection_id) {
+                    let _ = reply.send(Err(Error::Dial {
+                        addr: dial_target(&error),
+                        reason: dial_reason(&error),
+                    }));
+                }
                 // A peer we cannot reach must not be handed out as a closer peer.
                 if let Some(peer) = peer_id
                     && matches!(
@@ -875,6 +931,40 @@ pub(crate) fn replication_targets(
     all.push(*local);
     all.sort_by_cached_key(|p| target.distance(&KBucketKey::from(*p)));
     all.into_iter().take(k).filter(|p| p != local).collect()
+}
+
+/// The address a failed dial was aimed at, for messages.
+fn dial_target(error: &DialError) -> String {
+    match error {
+        DialError::Transport(attempts) => attempts
+            .iter()
+            .map(|(a, _)| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        DialError::WrongPeerId { address, .. } => address.to_string(),
+        _ => "peer".to_owned(),
+    }
+}
+
+/// Why a dial failed, in one line: the root cause of each attempt (e.g. "Connection refused").
+fn dial_reason(error: &DialError) -> String {
+    match error {
+        DialError::Transport(attempts) => {
+            let mut causes: Vec<String> = attempts
+                .iter()
+                .map(|(_, e)| {
+                    let mut cause: &dyn std::error::Error = e;
+                    while let Some(inner) = cause.source() {
+                        cause = inner;
+                    }
+                    cause.to_string()
+                })
+                .collect();
+            causes.dedup();
+            causes.join("; ")
+        }
+        other => other.to_string(),
+    }
 }
 
 /// `addr` ending in `/p2p/<peer>`, as users paste it into `-c`.

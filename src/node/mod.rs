@@ -1,5 +1,6 @@
 //! The node: builds the swarm, binds its listeners, and spawns the event loop that owns it.
 
+mod bandwidth;
 mod bootstrap;
 pub(crate) mod command;
 mod event_loop;
@@ -10,16 +11,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dht_behaviours::DhtBehaviour;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use libp2p::Multiaddr;
+use libp2p::core::{Transport, upgrade};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Swarm, SwarmBuilder, noise, tcp, yamux};
+
+use bandwidth::Counted;
 use std::net::IpAddr;
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::debug;
 
+pub use bandwidth::Bandwidth;
 pub use bootstrap::{BOOTSTRAP_BACKOFF_MAX, BOOTSTRAP_BACKOFF_MIN};
 pub use event_loop::{EXPIRY_SWEEP, MAX_RUNNING_HANDLERS, TICK};
 
@@ -31,17 +36,27 @@ use event_loop::{EventLoop, Parts};
 /// How long start-up waits for every listener to report its address.
 pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn build_swarm(keypair: Keypair, options: &DhtOptions) -> Result<Swarm<DhtBehaviour>> {
+fn build_swarm(
+    keypair: Keypair,
+    options: &DhtOptions,
+    bandwidth: Arc<Bandwidth>,
+) -> Result<Swarm<DhtBehaviour>> {
     let protocol = options.protocol.clone();
     let store = options.store_limits;
     let idle = protocol.timing.idle_timeout;
+    // TCP + noise + yamux, as `with_tcp` builds it, with byte counters under the encryption.
     let swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
+        .with_other_transport(|key| {
+            let noise = noise::Config::new(key).map_err(Box::new)?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                    .map(move |stream, _| Counted::new(stream, bandwidth.clone()))
+                    .upgrade(upgrade::Version::V1Lazy)
+                    .authenticate(noise)
+                    .multiplex(yamux::Config::default()),
+            )
+        })
         .map_err(|e| Error::Transport(e.to_string()))?
         .with_dns()
         .map_err(|e| Error::Transport(e.to_string()))?
@@ -59,7 +74,8 @@ pub(crate) async fn start(options: DhtOptions) -> Result<Dht> {
         .keypair
         .clone()
         .unwrap_or_else(Keypair::generate_ed25519);
-    let mut swarm = build_swarm(keypair, &options)?;
+    let bandwidth = Arc::new(Bandwidth::default());
+    let mut swarm = build_swarm(keypair, &options, bandwidth.clone())?;
     let local = *swarm.local_peer_id();
 
     let mut waiting = HashSet::new();
@@ -118,6 +134,14 @@ pub(crate) async fn start(options: DhtOptions) -> Result<Dht> {
         }
     }
 
+    // A wildcard listener reports one address per interface, all at once: take those too.
+    while let Some(Some(event)) = swarm.next().now_or_never() {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => listen_addrs.push(address),
+            other => debug!(?other, "event during start-up"),
+        }
+    }
+
     let (command_tx, command_rx) = mpsc::channel(COMMAND_BUFFER);
     let (event_tx, _) = broadcast::channel(EVENT_BUFFER);
     let events = Arc::new(event_tx);
@@ -131,6 +155,7 @@ pub(crate) async fn start(options: DhtOptions) -> Result<Dht> {
         bootstrap: options.bootstrap.clone(),
         listen_addrs,
         alive: alive_tx,
+        bandwidth,
     });
     tokio::spawn(event_loop.run());
     Ok(Dht::new(

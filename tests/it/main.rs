@@ -1,6 +1,7 @@
 //! Multi-node scenarios over real TCP on 127.0.0.1.
 
 mod broadcast;
+mod cli;
 mod command;
 mod common;
 mod lifecycle;

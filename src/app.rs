@@ -1,0 +1,352 @@
+//! What the `dht` command does in each mode: run nodes (with console or stat mode), or a one-shot.
+
+use std::io::{IsTerminal, Read, Write};
+use std::num::NonZeroUsize;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use dht::identity;
+use dht::{Dht, DhtOptions, Event, Key, Multiaddr, Timing};
+use libp2p::multiaddr::Protocol;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tracing::warn;
+
+use crate::cli::{Cli, DEFAULT_HEALTH_ADDR, OneShot};
+use crate::console;
+
+/// Longest wait for a local network to become routable before the console starts anyway.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for a one-shot node to join through its bootstrap nodes.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Interval between readiness checks.
+const READY_POLL: Duration = Duration::from_millis(100);
+
+/// Runs the command line; the exit code is 0 on success, 1 when the operation failed.
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        None => serve(&cli).await,
+        Some(OneShot::Put { at, value }) => put(&cli, at.as_deref(), value.as_deref()).await,
+        Some(OneShot::Get { key }) => get(&cli, key).await,
+        Some(OneShot::Health { addr }) => health(&cli, addr.clone()).await,
+    }
+}
+
+fn options(cli: &Cli, listen: Vec<Multiaddr>, bootstrap: Vec<Multiaddr>) -> Result<DhtOptions> {
+    let k = NonZeroUsize::new(cli.replication_factor)
+        .ok_or_else(|| anyhow!("replication factor must be at least 1"))?;
+    let mut o = DhtOptions::default()
+        .listen_on(listen)
+        .replication_factor(k)
+        .kad_protocol(&cli.kad_protocol)
+        .context("--kad-protocol")?;
+    o.bootstrap = bootstrap;
+    if cli.fast {
+        o = o.timing(Timing::fast());
+    }
+    Ok(o)
+}
+
+/// The listen addresses of node `i` of a local network: the TCP ports shifted by `i`.
+fn shifted(addrs: &[Multiaddr], i: usize) -> Result<Vec<Multiaddr>> {
+    addrs
+        .iter()
+        .map(|a| {
+            a.iter()
+                .map(|p| match p {
+                    Protocol::Tcp(0) => Ok(Protocol::Tcp(0)),
+                    Protocol::Tcp(port) => u16::try_from(usize::from(port) + i)
+                        .map(Protocol::Tcp)
+                        .map_err(|_| {
+                            anyhow!(
+                                "node {i} would need TCP port {} (beyond 65535)",
+                                usize::from(port) + i
+                            )
+                        }),
+                    other => Ok(other),
+                })
+                .collect::<Result<Multiaddr>>()
+        })
+        .collect()
+}
+
+/// The address other local nodes use to reach `node`: a loopback one when there is one.
+async fn local_addr(node: &Dht) -> Result<Multiaddr> {
+    let addrs = node.listen_addrs().await?;
+    let loopback = addrs.iter().find(|a| {
+        a.iter().any(|p| match p {
+            Protocol::Ip4(ip) => ip.is_loopback(),
+            Protocol::Ip6(ip) => ip.is_loopback(),
+            _ => false,
+        })
+    });
+    loopback
+        .or(addrs.first())
+        .cloned()
+        .ok_or_else(|| anyhow!("the first node has no listen address"))
+}
+
+async fn echo(_peer: dht::PeerId, payload: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    Ok(payload)
+}
+
+async fn serve(cli: &Cli) -> Result<ExitCode> {
+    let n = usize::from(cli.network);
+    let mut nodes: Vec<Dht> = Vec::with_capacity(n);
+    let mut stdout = std::io::stdout();
+    for i in 0..n {
+        let listen = shifted(&cli.listen, i)?;
+        let mut bootstrap = cli.connect.clone();
+        if let Some(first) = nodes.first() {
+            bootstrap.insert(0, local_addr(first).await?);
+        }
+        let mut opts = options(cli, listen, bootstrap)?;
+        if i == 0
+            && let Some(path) = &cli.key_file
+        {
+            opts = opts.keypair(identity::load_or_create(path)?);
+        }
+        let node = Dht::start(opts).await.with_context(|| {
+            if n > 1 {
+                format!("node {i}")
+            } else {
+                "node".into()
+            }
+        })?;
+        node.set_command_handler(echo).await?;
+        let status = node.status().await?;
+        if n == 1 {
+            writeln!(stdout, "peer id: {}", status.peer_id)?;
+            for a in &status.listen_addrs {
+                writeln!(stdout, "listening on {a}")?;
+            }
+        } else {
+            for a in &status.listen_addrs {
+                writeln!(stdout, "node {i}: {a}")?;
+            }
+        }
+        stdout.flush()?;
+        nodes.push(node);
+    }
+    let first = nodes[0].clone();
+
+    let ready = {
+        let nodes = nodes.clone();
+        let expect_peers = n > 1 || !cli.connect.is_empty();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let mut warned = false;
+            while !routable(&nodes, expect_peers).await {
+                if !warned && started.elapsed() > READY_TIMEOUT / 6 {
+                    warn!("still joining: not every node is routable yet (retrying)");
+                    warned = true;
+                }
+                tokio::time::sleep(READY_POLL).await;
+            }
+            println!(
+                "ready: {} node{} routable",
+                nodes.len(),
+                if nodes.len() == 1 { "" } else { "s" }
+            );
+        })
+    };
+
+    let outcome = if cli.interactive {
+        // A script piped in runs against a joined network, not a lonely node.
+        let _ = tokio::time::timeout(READY_TIMEOUT, ready).await;
+        tokio::select! {
+            r = run_console(first.clone()) => r,
+            _ = shutdown_signal() => Ok(()),
+        }
+    } else if cli.stat {
+        tokio::select! {
+            _ = crate::stats::run(first.clone()) => Ok(()),
+            _ = shutdown_signal() => Ok(()),
+        }
+    } else {
+        shutdown_signal().await;
+        Ok(())
+    };
+    for node in &nodes {
+        node.stop().await;
+    }
+    outcome.map(|()| ExitCode::SUCCESS)
+}
+
+/// Whether every node has a routing table entry and is in some other node's routing table.
+async fn routable(nodes: &[Dht], expect_peers: bool) -> bool {
+    if !expect_peers {
+        return true;
+    }
+    let mut known = std::collections::HashSet::new();
+    for node in nodes {
+        match node.routing_table().await {
+            Ok(table) if !table.is_empty() => known.extend(table.into_iter().map(|e| e.peer)),
+            _ => return false,
+        }
+    }
+    nodes.len() == 1 || nodes.iter().all(|n| known.contains(&n.peer_id()))
+}
+
+async fn run_console(node: Dht) -> Result<()> {
+    let interactive = std::io::stdin().is_terminal();
+    let mut events = node.events();
+    let printer = tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if let Event::Broadcast { origin, payload } = event {
+                println!("broadcast from {origin}: {}", console::printable(&payload));
+            }
+        }
+    });
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        if interactive {
+            print!("$> ");
+            std::io::stdout().flush()?;
+        }
+        let Some(line) = lines.next_line().await? else {
+            break;
+        };
+        let mut out = Vec::new();
+        let go_on = match console::parse(&line) {
+            Ok(cmd) => console::execute(&node, cmd, &mut out).await?,
+            Err(e) => {
+                writeln!(out, "error: {e}")?;
+                true
+            }
+        };
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(&out)?;
+        stdout.flush()?;
+        if !go_on {
+            break;
+        }
+    }
+    printer.abort();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A node that listens nowhere and joins through `-c`, for one operation.
+async fn short_lived(cli: &Cli) -> Result<Dht> {
+    if cli.connect.is_empty() {
+        bail!("no node to talk to: give one with -c MULTIADDR");
+    }
+    let node = Dht::start(options(cli, Vec::new(), Vec::new())?).await?;
+    let mut errors = Vec::new();
+    for addr in &cli.connect {
+        if let Err(e) = node.connect(addr.clone()).await {
+            errors.push(e.to_string());
+        }
+    }
+    if errors.len() == cli.connect.len() {
+        node.stop().await;
+        bail!("cannot reach any node: {}", errors.join("; "));
+    }
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    while node.routing_table().await?.is_empty() {
+        if tokio::time::Instant::now() >= deadline {
+            node.stop().await;
+            bail!("the nodes given with -c do not speak {}", cli.kad_protocol);
+        }
+        tokio::time::sleep(READY_POLL).await;
+    }
+    Ok(node)
+}
+
+async fn put(cli: &Cli, at: Option<&str>, value: Option<&str>) -> Result<ExitCode> {
+    let value = match value {
+        Some(v) if v != "-" => v.as_bytes().to_vec(),
+        _ => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("reading the value from standard input")?;
+            buf
+        }
+    };
+    let key = at.map(Key::parse).transpose()?;
+    let node = short_lived(cli).await?;
+    let result = match &key {
+        Some(k) => node.store_at(k, value).await,
+        None => node.store(value).await,
+    };
+    node.stop().await;
+    let stored = result?;
+    // This short-lived node's own copy leaves with it: only the peers count.
+    if stored.remote == 0 {
+        bail!("could not store {}: no node acknowledged it", stored.key);
+    }
+    println!("{} {}", stored.key, stored.remote);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn get(cli: &Cli, key: &str) -> Result<ExitCode> {
+    let key = Key::parse(key)?;
+    let node = short_lived(cli).await?;
+    let result = node.fetch(&key).await;
+    node.stop().await;
+    let value = result?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&value)?;
+    if out.is_terminal() {
+        writeln!(out)?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn health(cli: &Cli, addr: Option<Multiaddr>) -> Result<ExitCode> {
+    let addr = match addr {
+        Some(a) => a,
+        None => DEFAULT_HEALTH_ADDR.parse()?,
+    };
+    let node = Dht::start(options(cli, Vec::new(), Vec::new())?).await?;
+    let result = node.connect(addr.clone()).await;
+    node.stop().await;
+    let peer = result.with_context(|| format!("no node answers at {addr}"))?;
+    println!("ok {peer}");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_shift_and_overflow_is_an_error() {
+        let a: Vec<Multiaddr> = vec!["/ip4/127.0.0.1/tcp/3000".parse().expect("addr")];
+        assert_eq!(
+            shifted(&a, 4).expect("ok")[0].to_string(),
+            "/ip4/127.0.0.1/tcp/3004"
+        );
+        let z: Vec<Multiaddr> = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
+        assert_eq!(
+            shifted(&z, 4).expect("ok")[0].to_string(),
+            "/ip4/127.0.0.1/tcp/0"
+        );
+        let top: Vec<Multiaddr> = vec!["/ip4/127.0.0.1/tcp/65535".parse().expect("addr")];
+        assert!(shifted(&top, 1).is_err());
+    }
+}

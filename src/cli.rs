@@ -1,0 +1,207 @@
+//! Command-line flags (go-dht's, with multiaddrs) and the one-shot subcommands.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use dht::Multiaddr;
+use dht::limits::{DEFAULT_KAD_PROTOCOL, DEFAULT_REPLICATION_FACTOR};
+
+/// Default listen address, as go-dht's `0.0.0.0:3000`.
+pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/3000";
+/// Default address `dht health` checks.
+pub const DEFAULT_HEALTH_ADDR: &str = "/ip4/127.0.0.1/tcp/3000";
+/// Most nodes `-n` starts in one process.
+pub const MAX_LOCAL_NETWORK: usize = 512;
+
+const KEY_RULE: &str = "\
+KEYS:
+  64 hexadecimal characters name a content key (the SHA-256 of a value; `printf %s VALUE | sha256sum`
+  gives the same). `hex:` followed by hex names a key by its bytes. Any other text is a key made of
+  exactly those bytes, so `/v/name` as used by other libp2p tools works.
+
+ADDRESSES:
+  Multiaddrs such as /ip4/127.0.0.1/tcp/3000, /ip6/::1/tcp/3000, /dns4/bootstrap/tcp/3000, with or
+  without /p2p/<peer id>; `host:port` is accepted as shorthand (1.2.3.4:3000, [::1]:3000, name:3000).
+
+EXAMPLES:
+  dht -n 5 -i                                  five local nodes on ports 3000-3004, console on the first
+  dht -l /ip4/0.0.0.0/tcp/4000 -c 127.0.0.1:3000   one node joining another
+  dht put 'hello world' -c 127.0.0.1:3000      store a value, print `<key> <nodes>`
+  dht get <KEY> -c 127.0.0.1:3000              print the value stored under KEY";
+
+/// A Kademlia DHT node on libp2p (TCP + noise + yamux).
+#[derive(Debug, Parser)]
+#[command(name = "dht", version, about, after_help = KEY_RULE)]
+pub struct Cli {
+    /// Address to listen on (repeatable). Example: -l /ip4/0.0.0.0/tcp/3000
+    #[arg(short = 'l', long = "listen", value_name = "MULTIADDR", value_parser = parse_addr,
+          default_value = DEFAULT_LISTEN)]
+    pub listen: Vec<Multiaddr>,
+
+    /// Node to join through (repeatable). Example: -c /ip4/10.0.0.5/tcp/3000/p2p/12D3KooW...
+    #[arg(short = 'c', long = "connect", value_name = "MULTIADDR", value_parser = parse_addr, global = true)]
+    pub connect: Vec<Multiaddr>,
+
+    /// Interactive console (type `h` for its commands); with -n it drives the first node
+    #[arg(short = 'i', long = "interactive", conflicts_with = "stat")]
+    pub interactive: bool,
+
+    /// Stat mode: a line of peers, store size, operations per second and bandwidth every second
+    #[arg(short = 's', long = "stat")]
+    pub stat: bool,
+
+    /// Log detail: 0 quiet, 1 errors, 2 warnings, 3 info, 4 debug, 5 trace. RUST_LOG overrides it
+    #[arg(short = 'v', long = "verbose", value_name = "0..5", default_value_t = 3, global = true,
+          value_parser = clap::value_parser!(u8).range(0..=5))]
+    pub verbose: u8,
+
+    /// Start N nodes in this process on consecutive ports from the listen port, all joined to the
+    /// first (or to -c). Example: -n 5
+    #[arg(short = 'n', long = "network", value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=MAX_LOCAL_NETWORK as i64))]
+    pub network: u16,
+
+    /// Key file holding the node's identity; created when missing, so the peer id survives
+    /// restarts. With -n it is the first node's.
+    #[arg(long = "key-file", value_name = "PATH", global = true)]
+    pub key_file: Option<PathBuf>,
+
+    /// Number of closest nodes each value is stored on
+    #[arg(long = "replication-factor", value_name = "K", default_value_t = DEFAULT_REPLICATION_FACTOR,
+          global = true, value_parser = parse_k)]
+    pub replication_factor: usize,
+
+    /// Kademlia protocol name; change it only for a private network
+    #[arg(long = "kad-protocol", value_name = "NAME", default_value = DEFAULT_KAD_PROTOCOL, global = true)]
+    pub kad_protocol: String,
+
+    /// Use the fast timing profile (seconds instead of hours; for tests and experiments)
+    #[arg(long = "fast", global = true)]
+    pub fast: bool,
+
+    /// One-shot command; without one, run a node.
+    #[command(subcommand)]
+    pub command: Option<OneShot>,
+}
+
+/// Commands that start a short-lived node, act, print and exit with a meaningful status.
+#[derive(Debug, Subcommand)]
+pub enum OneShot {
+    /// Store a value (the argument, or standard input when it is absent or `-`); prints `<key> <nodes>`
+    Put {
+        /// Store at this key instead of the value's SHA-256
+        #[arg(long = "at", value_name = "KEY")]
+        at: Option<String>,
+        /// The value; `-` or nothing reads standard input
+        value: Option<String>,
+    },
+    /// Fetch the value stored under KEY and print it as it is
+    Get {
+        /// The key (see KEYS below)
+        key: String,
+    },
+    /// Exit 0 when a node answers at MULTIADDR over libp2p (default: the local node on port 3000)
+    Health {
+        /// The node to check
+        #[arg(value_parser = parse_addr)]
+        addr: Option<Multiaddr>,
+    },
+}
+
+fn parse_k(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(k) if (1..=256).contains(&k) => Ok(k),
+        _ => Err(format!("{s:?} is not a replication factor from 1 to 256")),
+    }
+}
+
+/// Parses a multiaddr, or `host:port` shorthand.
+pub fn parse_addr(s: &str) -> Result<Multiaddr, String> {
+    if s.starts_with('/') {
+        return s
+            .parse::<Multiaddr>()
+            .map_err(|e| format!("malformed multiaddr {s:?}: {e}"));
+    }
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is neither a multiaddr (/ip4/...) nor host:port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("bad port {port:?} in {s:?}: expected 0 to 65535"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let text = match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => format!("/ip4/{ip}/tcp/{port}"),
+        Ok(IpAddr::V6(ip)) => format!("/ip6/{ip}/tcp/{port}"),
+        Err(_)
+            if !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') =>
+        {
+            format!("/dns4/{host}/tcp/{port}")
+        }
+        Err(_) => return Err(format!("bad host {host:?} in {s:?}")),
+    };
+    text.parse()
+        .map_err(|e| format!("malformed address {s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multiaddrs_and_shorthand() {
+        assert_eq!(
+            parse_addr("/ip4/1.2.3.4/tcp/5").expect("ok").to_string(),
+            "/ip4/1.2.3.4/tcp/5"
+        );
+        assert_eq!(
+            parse_addr("1.2.3.4:3000").expect("ok").to_string(),
+            "/ip4/1.2.3.4/tcp/3000"
+        );
+        assert_eq!(
+            parse_addr("[::1]:3000").expect("ok").to_string(),
+            "/ip6/::1/tcp/3000"
+        );
+        assert_eq!(
+            parse_addr("bootstrap:3000").expect("ok").to_string(),
+            "/dns4/bootstrap/tcp/3000"
+        );
+    }
+
+    #[test]
+    fn bad_addresses_name_the_culprit() {
+        assert!(
+            parse_addr("/ip4/999.1.1.1/tcp/1")
+                .expect_err("bad")
+                .contains("999.1.1.1")
+        );
+        assert!(
+            parse_addr("1.2.3.4:99999")
+                .expect_err("bad")
+                .contains("99999")
+        );
+        assert!(
+            parse_addr("nonsense")
+                .expect_err("bad")
+                .contains("nonsense")
+        );
+        assert!(parse_addr("a b:1").is_err());
+    }
+
+    #[test]
+    fn flags_parse() {
+        let cli = Cli::try_parse_from(["dht", "-n", "3", "-i", "-v", "4", "-c", "127.0.0.1:3000"])
+            .expect("parse");
+        assert_eq!((cli.network, cli.interactive, cli.verbose), (3, true, 4));
+        assert_eq!(cli.listen[0].to_string(), DEFAULT_LISTEN);
+        assert!(Cli::try_parse_from(["dht", "-v", "6"]).is_err());
+        assert!(Cli::try_parse_from(["dht", "-n", "0"]).is_err());
+        assert!(Cli::try_parse_from(["dht", "-i", "-s"]).is_err());
+        let cli = Cli::try_parse_from(["dht", "get", "abc", "-c", "1.2.3.4:5"]).expect("parse");
+        assert!(matches!(cli.command, Some(OneShot::Get { .. })));
+        assert_eq!(cli.connect.len(), 1);
+    }
+}

@@ -1,0 +1,345 @@
+//! The `dht` binary as users run it.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dht");
+/// Longest a one-shot command may take in these tests.
+const ONE_SHOT: Duration = Duration::from_secs(20);
+
+/// A running `dht` process whose standard output is read line by line.
+struct Proc {
+    child: Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    errors: mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+}
+
+fn forward_lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    from: R,
+) -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(from).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("NO_COLOR", "1")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn dht");
+        let lines = forward_lines(child.stdout.take().expect("stdout"));
+        let errors = forward_lines(child.stderr.take().expect("stderr"));
+        Self {
+            child,
+            lines,
+            errors,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for `count` lines on standard error containing `text`.
+    async fn log_lines_with(&mut self, text: &str, count: usize, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut found = 0;
+        while found < count {
+            match tokio::time::timeout_at(deadline, self.errors.recv()).await {
+                Ok(Some(line)) => found += usize::from(line.contains(text)),
+                Ok(None) => panic!("standard error ended after {found} lines with {text:?}"),
+                Err(_) => {
+                    panic!("only {found} of {count} log lines with {text:?} within {within:?}")
+                }
+            }
+        }
+    }
+
+    /// Waits for a line containing `text` and returns it.
+    async fn line_with(&mut self, text: &str, within: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Ok(None) => panic!("output ended without {text:?}; saw {:?}", self.seen),
+                Err(_) => panic!(
+                    "no line with {text:?} within {within:?}; saw {:?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().expect("running").to_string()
+    }
+
+    async fn terminate(mut self) -> i32 {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid()])
+            .status()
+            .await
+            .expect("kill");
+        assert!(status.success());
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("exits within 10 s of SIGTERM")
+            .expect("wait");
+        status.code().expect("exit code")
+    }
+}
+
+/// Runs `dht` to completion with `stdin`; returns exit code, stdout and stderr.
+async fn run(args: &[&str], stdin: &[u8]) -> (i32, Vec<u8>, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn dht");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin).await.expect("write stdin");
+    drop(input);
+    let mut out = Vec::new();
+    let mut err = String::new();
+    let mut so = child.stdout.take().expect("stdout");
+    let mut se = child.stderr.take().expect("stderr");
+    let status = tokio::time::timeout(ONE_SHOT, async {
+        let (a, b) = tokio::join!(so.read_to_end(&mut out), se.read_to_string(&mut err));
+        a.and(b).expect("read output");
+        child.wait().await.expect("wait")
+    })
+    .await
+    .unwrap_or_else(|_| panic!("dht {args:?} did not finish within {ONE_SHOT:?}"));
+    assert!(!err.contains("panicked"), "dht {args:?} panicked: {err}");
+    (status.code().expect("exit code"), out, err)
+}
+
+/// A base port with `n` consecutive free ports after it.
+fn free_ports(n: u16) -> u16 {
+    for _ in 0..200 {
+        let base = rand::random::<u16>() % 20_000 + 30_000;
+        let all_free = (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports");
+}
+
+fn sha256_hex(value: &[u8]) -> String {
+    dht::Key::for_value(value).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_network_console_and_one_shots() {
+    let base = free_ports(5);
+    let listen = format!("/ip4/127.0.0.1/tcp/{base}");
+    let mut net = Proc::spawn(&["-n", "5", "-l", &listen, "--fast"]);
+    let first = net.line_with("node 0:", Duration::from_secs(20)).await;
+    let addr = first.split_whitespace().last().expect("address").to_owned();
+    assert!(addr.starts_with(&format!("{listen}/p2p/12D3")), "{addr}");
+    for i in 1..5 {
+        let line = net
+            .line_with(&format!("node {i}:"), Duration::from_secs(20))
+            .await;
+        assert!(
+            line.contains(&format!("/tcp/{}/p2p/", base + i as u16)),
+            "{line}"
+        );
+    }
+    net.line_with("ready", Duration::from_secs(30)).await;
+
+    // A second process joins and stores through its console, fed by a pipe.
+    let script =
+        b"s hello cli world\nsa /v/greeting hi there\nf /v/greeting\nf /v/absent\nbogus\nq\n";
+    let (code, out, _) = run(
+        &["-c", &addr, "-l", "/ip4/127.0.0.1/tcp/0", "-i", "--fast"],
+        script,
+    )
+    .await;
+    assert_eq!(code, 0);
+    let out = String::from_utf8(out).expect("utf8");
+    let key = sha256_hex(b"hello cli world");
+    assert!(out.contains(&format!("{key} 6\n")), "{out}");
+    assert!(out.contains("/v/greeting 6\n"), "{out}");
+    assert!(out.contains("\nhi there\n"), "{out}");
+    assert!(out.contains("error: not found: /v/absent\n"), "{out}");
+    assert!(
+        out.contains("error: unknown command 'bogus' (h for help)\n"),
+        "{out}"
+    );
+
+    // A third fetches what the second stored; raw bytes, no newline on a pipe.
+    let (code, out, _) = run(&["get", &key, "-c", &addr], b"").await;
+    assert_eq!((code, out.as_slice()), (0, b"hello cli world".as_slice()));
+
+    // put from an argument, from stdin, and at a key.
+    let (code, out, _) = run(&["put", "one shot", "-c", &addr], b"").await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        format!("{} 5\n", sha256_hex(b"one shot"))
+    );
+    let binary = [0u8, 1, 2, 255, 10, 13];
+    let (code, out, _) = run(&["put", "-c", &addr], &binary).await;
+    assert_eq!(code, 0);
+    let key = sha256_hex(&binary);
+    assert!(String::from_utf8_lossy(&out).starts_with(&key));
+    let (code, out, _) = run(&["get", &key, "-c", &addr], b"").await;
+    assert_eq!((code, out.as_slice()), (0, binary.as_slice()));
+    let (code, _, _) = run(&["put", "--at", "/v/x", "-", "-c", &addr], b"piped").await;
+    assert_eq!(code, 0);
+    let (code, out, _) = run(&["get", "/v/x", "-c", &addr], b"").await;
+    assert_eq!((code, out.as_slice()), (0, b"piped".as_slice()));
+
+    // Absent keys exit 1 with one clear line.
+    let absent = sha256_hex(b"absent");
+    let (code, out, err) = run(&["get", &absent, "-c", &addr], b"").await;
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    assert_eq!(err.trim_end(), format!("error: not found: {absent}"));
+
+    // Health: the node answers; a closed port does not.
+    let (code, out, _) = run(&["health", &addr], b"").await;
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&out));
+    assert_eq!(net.terminate().await, 0);
+    let (code, _, err) = run(&["health", &addr], b"").await;
+    assert_eq!(code, 1, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_message_and_a_non_zero_exit() {
+    let closed = free_ports(1);
+    let closed_addr = format!("127.0.0.1:{closed}");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["-c", "/ip4/999.1.1.1/tcp/1"], "999.1.1.1"),
+        (vec!["-l", "/ip4/127.0.0.1/tcp/99999"], "99999"),
+        (vec!["-c", "127.0.0.1:70000"], "70000"),
+        (vec!["-l", "nonsense"], "nonsense"),
+        (vec!["--bogus"], "--bogus"),
+        (vec!["-v", "9"], "9"),
+        (vec!["get", "hex:zz", "-c", "127.0.0.1:1"], "bad hex"),
+        (vec!["get", "abc"], "-c"),
+        (vec!["get", "abc", "-c", &closed_addr], "Connection refused"),
+        (vec!["put", "v", "-c", &closed_addr], "Connection refused"),
+        (
+            vec!["--kad-protocol", "nope", "-l", "/ip4/127.0.0.1/tcp/0"],
+            "nope",
+        ),
+    ];
+    for (args, culprit) in cases {
+        let started = std::time::Instant::now();
+        let (code, _, err) = run(&args, b"").await;
+        assert_ne!(code, 0, "dht {args:?} succeeded");
+        assert!(err.contains("error"), "dht {args:?}: {err}");
+        assert!(
+            err.contains(culprit),
+            "dht {args:?} does not name {culprit:?}: {err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "dht {args:?} took {:?}",
+            started.elapsed()
+        );
+    }
+
+    // A port in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let (code, _, err) = run(&["-l", &format!("/ip4/127.0.0.1/tcp/{port}")], b"").await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&port.to_string()) && err.contains("in use"),
+        "{err}"
+    );
+    drop(taken);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_an_unreachable_bootstrap_keeps_running_and_retries() {
+    let closed = free_ports(1);
+    let mut node = Proc::spawn(&[
+        "-l",
+        "/ip4/127.0.0.1/tcp/0",
+        "-c",
+        &format!("127.0.0.1:{closed}"),
+    ]);
+    node.line_with("listening on", Duration::from_secs(10))
+        .await;
+    // It warns, and dials again (the back-off starts at 1 s), instead of exiting.
+    node.log_lines_with("bootstrap node unreachable", 2, Duration::from_secs(10))
+        .await;
+    assert!(
+        node.child.try_wait().expect("try_wait").is_none(),
+        "the node exited"
+    );
+    assert_eq!(node.terminate().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_help_and_key_file() {
+    let (code, out, _) = run(&["-V"], b"").await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        String::from_utf8_lossy(&out).trim(),
+        format!("dht {}", env!("CARGO_PKG_VERSION"))
+    );
+    let (code, out, _) = run(&["--help"], b"").await;
+    let help = String::from_utf8_lossy(&out);
+    assert_eq!(code, 0);
+    for flag in [
+        "--listen",
+        "--connect",
+        "--interactive",
+        "--stat",
+        "--verbose",
+        "--network",
+        "--key-file",
+        "--replication-factor",
+        "--kad-protocol",
+        "KEYS:",
+        "EXAMPLES:",
+    ] {
+        assert!(help.contains(flag), "help lacks {flag}");
+    }
+
+    let dir = std::env::temp_dir().join(format!("dht-cli-key-{}", std::process::id()));
+    let key = dir.join("node.key");
+    let _ = std::fs::remove_dir_all(&dir);
+    let key_arg = key.to_str().expect("utf8 path");
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let mut node = Proc::spawn(&["-l", "/ip4/127.0.0.1/tcp/0", "--key-file", key_arg]);
+        let line = node.line_with("peer id:", Duration::from_secs(10)).await;
+        ids.push(line.trim_start_matches("peer id:").trim().to_owned());
+        node.line_with("listening on", Duration::from_secs(10))
+            .await;
+        assert_eq!(node.terminate().await, 0);
+    }
+    assert_eq!(ids[0], ids[1]);
+    assert!(ids[0].starts_with("12D3"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
