@@ -29,6 +29,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Some(OneShot::Put { at, value }) => put(&cli, at.as_deref(), value.as_deref()).await,
         Some(OneShot::Get { key }) => get(&cli, key).await,
         Some(OneShot::Health { addr }) => health(&cli, addr.clone()).await,
+        Some(OneShot::Info { addr, json }) => info(&cli, addr.clone(), *json).await,
     }
 }
 
@@ -44,6 +45,10 @@ fn options(cli: &Cli, listen: Vec<Multiaddr>, bootstrap: Vec<Multiaddr>) -> Resu
     if cli.fast {
         o = o.timing(Timing::fast());
     }
+    if let Some(ttl) = cli.record_ttl {
+        o.protocol.timing.record_ttl = ttl;
+    }
+    o.protocol.validate().context("timing")?;
     Ok(o)
 }
 
@@ -93,14 +98,25 @@ async fn echo(_peer: dht::PeerId, payload: Vec<u8>) -> std::result::Result<Vec<u
 async fn serve(cli: &Cli) -> Result<ExitCode> {
     let n = usize::from(cli.network);
     let mut nodes: Vec<Dht> = Vec::with_capacity(n);
-    let mut stdout = std::io::stdout();
+    // With a console, standard output carries only command results (scripts read it); the
+    // node's own status lines go to standard error.
+    let console_mode = cli.interactive;
+    let mut banner: Box<dyn Write> = if console_mode {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
     for i in 0..n {
-        let listen = shifted(&cli.listen, i)?;
+        let listen = if cli.client {
+            Vec::new()
+        } else {
+            shifted(&cli.listen, i)?
+        };
         let mut bootstrap = cli.connect.clone();
         if let Some(first) = nodes.first() {
             bootstrap.insert(0, local_addr(first).await?);
         }
-        let mut opts = options(cli, listen, bootstrap)?;
+        let mut opts = options(cli, listen, bootstrap)?.client_mode(cli.client);
         if i == 0
             && let Some(path) = &cli.key_file
         {
@@ -116,16 +132,16 @@ async fn serve(cli: &Cli) -> Result<ExitCode> {
         node.set_command_handler(echo).await?;
         let status = node.status().await?;
         if n == 1 {
-            writeln!(stdout, "peer id: {}", status.peer_id)?;
+            writeln!(banner, "peer id: {}", status.peer_id)?;
             for a in &status.listen_addrs {
-                writeln!(stdout, "listening on {a}")?;
+                writeln!(banner, "listening on {a}")?;
             }
         } else {
             for a in &status.listen_addrs {
-                writeln!(stdout, "node {i}: {a}")?;
+                writeln!(banner, "node {i}: {a}")?;
             }
         }
-        stdout.flush()?;
+        banner.flush()?;
         nodes.push(node);
     }
     let first = nodes[0].clone();
@@ -143,11 +159,13 @@ async fn serve(cli: &Cli) -> Result<ExitCode> {
                 }
                 tokio::time::sleep(READY_POLL).await;
             }
-            println!(
-                "ready: {} node{} routable",
-                nodes.len(),
-                if nodes.len() == 1 { "" } else { "s" }
-            );
+            let plural = if nodes.len() == 1 { "" } else { "s" };
+            let line = format!("ready: {} node{plural} routable", nodes.len());
+            if console_mode {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
         })
     };
 
@@ -253,7 +271,7 @@ async fn short_lived(cli: &Cli) -> Result<Dht> {
     if cli.connect.is_empty() {
         bail!("no node to talk to: give one with -c MULTIADDR");
     }
-    let node = Dht::start(options(cli, Vec::new(), Vec::new())?).await?;
+    let node = Dht::start(options(cli, Vec::new(), Vec::new())?.client_mode(true)).await?;
     let mut errors = Vec::new();
     for addr in &cli.connect {
         if let Err(e) = node.connect(addr.clone()).await {
@@ -322,11 +340,60 @@ async fn health(cli: &Cli, addr: Option<Multiaddr>) -> Result<ExitCode> {
         Some(a) => a,
         None => DEFAULT_HEALTH_ADDR.parse()?,
     };
-    let node = Dht::start(options(cli, Vec::new(), Vec::new())?).await?;
+    let node = Dht::start(options(cli, Vec::new(), Vec::new())?.client_mode(true)).await?;
     let result = node.connect(addr.clone()).await;
     node.stop().await;
     let peer = result.with_context(|| format!("no node answers at {addr}"))?;
     println!("ok {peer}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn info(cli: &Cli, addr: Option<Multiaddr>, json: bool) -> Result<ExitCode> {
+    let addr = match addr {
+        Some(a) => a,
+        None => DEFAULT_HEALTH_ADDR.parse()?,
+    };
+    let node = Dht::start(options(cli, Vec::new(), Vec::new())?.client_mode(true)).await?;
+    let result = async {
+        let peer = node
+            .connect(addr.clone())
+            .await
+            .with_context(|| format!("no node answers at {addr}"))?;
+        node.remote_info(peer)
+            .await
+            .with_context(|| format!("{addr} did not describe itself"))
+    }
+    .await;
+    node.stop().await;
+    let info = result?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut out, &info)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "peer id:         {}", info.peer_id)?;
+        writeln!(out, "agent:           {}", info.agent_version)?;
+        for a in &info.listen_addrs {
+            writeln!(out, "listening on:    {a}")?;
+        }
+        writeln!(out, "connected peers: {}", info.connected_peers)?;
+        writeln!(out, "routing table:   {} peers", info.routing_table.len())?;
+        for e in &info.routing_table {
+            writeln!(out, "  {:3} {}", e.bucket, e.peer)?;
+        }
+        writeln!(
+            out,
+            "stored:          {} keys, {}",
+            info.stored_keys,
+            console::human_bytes(info.stored_bytes as u64)
+        )?;
+        writeln!(
+            out,
+            "uptime:          {}",
+            console::human_duration(Duration::from_secs(info.uptime_secs))
+        )?;
+    }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -20,6 +20,11 @@ KEYS:
   gives the same). `hex:` followed by hex names a key by its bytes. Any other text is a key made of
   exactly those bytes, so `/v/name` as used by other libp2p tools works.
 
+ENVIRONMENT:
+  Every node flag can come from the environment: DHT_LISTEN, DHT_CONNECT (comma-separated),
+  DHT_VERBOSE, DHT_KEY_FILE, DHT_REPLICATION_FACTOR, DHT_KAD_PROTOCOL, DHT_RECORD_TTL, DHT_FAST,
+  DHT_CLIENT; flags win.
+
 ADDRESSES:
   Multiaddrs such as /ip4/127.0.0.1/tcp/3000, /ip6/::1/tcp/3000, /dns4/bootstrap/tcp/3000, with or
   without /p2p/<peer id>; `host:port` is accepted as shorthand (1.2.3.4:3000, [::1]:3000, name:3000).
@@ -36,11 +41,12 @@ EXAMPLES:
 pub struct Cli {
     /// Address to listen on (repeatable). Example: -l /ip4/0.0.0.0/tcp/3000
     #[arg(short = 'l', long = "listen", value_name = "MULTIADDR", value_parser = parse_addr,
-          default_value = DEFAULT_LISTEN)]
+          default_value = DEFAULT_LISTEN, env = "DHT_LISTEN", value_delimiter = ',')]
     pub listen: Vec<Multiaddr>,
 
     /// Node to join through (repeatable). Example: -c /ip4/10.0.0.5/tcp/3000/p2p/12D3KooW...
-    #[arg(short = 'c', long = "connect", value_name = "MULTIADDR", value_parser = parse_addr, global = true)]
+    #[arg(short = 'c', long = "connect", value_name = "MULTIADDR", value_parser = parse_addr, global = true,
+          env = "DHT_CONNECT", value_delimiter = ',')]
     pub connect: Vec<Multiaddr>,
 
     /// Interactive console (type `h` for its commands); with -n it drives the first node
@@ -52,7 +58,7 @@ pub struct Cli {
     pub stat: bool,
 
     /// Log detail: 0 quiet, 1 errors, 2 warnings, 3 info, 4 debug, 5 trace. RUST_LOG overrides it
-    #[arg(short = 'v', long = "verbose", value_name = "0..5", default_value_t = 3, global = true,
+    #[arg(short = 'v', long = "verbose", value_name = "0..5", default_value_t = 3, global = true, env = "DHT_VERBOSE",
           value_parser = clap::value_parser!(u8).range(0..=5))]
     pub verbose: u8,
 
@@ -64,20 +70,36 @@ pub struct Cli {
 
     /// Key file holding the node's identity; created when missing, so the peer id survives
     /// restarts. With -n it is the first node's.
-    #[arg(long = "key-file", value_name = "PATH", global = true)]
+    #[arg(
+        long = "key-file",
+        value_name = "PATH",
+        global = true,
+        env = "DHT_KEY_FILE"
+    )]
     pub key_file: Option<PathBuf>,
 
     /// Number of closest nodes each value is stored on
     #[arg(long = "replication-factor", value_name = "K", default_value_t = DEFAULT_REPLICATION_FACTOR,
-          global = true, value_parser = parse_k)]
+          global = true, value_parser = parse_k, env = "DHT_REPLICATION_FACTOR")]
     pub replication_factor: usize,
 
     /// Kademlia protocol name; change it only for a private network
-    #[arg(long = "kad-protocol", value_name = "NAME", default_value = DEFAULT_KAD_PROTOCOL, global = true)]
+    #[arg(long = "kad-protocol", value_name = "NAME", default_value = DEFAULT_KAD_PROTOCOL, global = true,
+          env = "DHT_KAD_PROTOCOL")]
     pub kad_protocol: String,
 
+    /// Use the DHT without serving it: listen nowhere, never hold values for others. For a console
+    /// attached to a running network (docker exec ... dht --client -i -c ...)
+    #[arg(long = "client", conflicts_with = "network", env = "DHT_CLIENT")]
+    pub client: bool,
+
+    /// How long stored values live unless their publisher stores them again. Example: 48h, 30m, 90s
+    #[arg(long = "record-ttl", value_name = "DURATION", value_parser = parse_duration, global = true,
+          env = "DHT_RECORD_TTL")]
+    pub record_ttl: Option<std::time::Duration>,
+
     /// Use the fast timing profile (seconds instead of hours; for tests and experiments)
-    #[arg(long = "fast", global = true)]
+    #[arg(long = "fast", global = true, env = "DHT_FAST")]
     pub fast: bool,
 
     /// One-shot command; without one, run a node.
@@ -101,12 +123,42 @@ pub enum OneShot {
         /// The key (see KEYS below)
         key: String,
     },
+    /// Ask a node for its account of itself: peer id, addresses, routing table, store size
+    Info {
+        /// The node to ask (default: the local node on port 3000)
+        #[arg(value_parser = parse_addr)]
+        addr: Option<Multiaddr>,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
     /// Exit 0 when a node answers at MULTIADDR over libp2p (default: the local node on port 3000)
     Health {
         /// The node to check
         #[arg(value_parser = parse_addr)]
         addr: Option<Multiaddr>,
     },
+}
+
+/// Parses `90`, `90s`, `30m`, `48h` or `2d`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: expected e.g. 90s, 30m, 48h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(format!("bad duration {s:?}: the unit must be s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err(format!("bad duration {s:?}: it must be positive"));
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 fn parse_k(s: &str) -> Result<usize, String> {
@@ -189,6 +241,16 @@ mod tests {
                 .contains("nonsense")
         );
         assert!(parse_addr("a b:1").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").expect("ok").as_secs(), 90);
+        assert_eq!(parse_duration("30m").expect("ok").as_secs(), 1800);
+        assert_eq!(parse_duration("48h").expect("ok").as_secs(), 172_800);
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("h").is_err());
     }
 
     #[test]

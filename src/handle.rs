@@ -7,6 +7,7 @@ use std::time::Duration;
 use dht_behaviours::Timing;
 use dht_behaviours::config::MAX_BROADCAST_PAYLOAD;
 use dht_behaviours::config::{MAX_COMMAND_REQUEST, MAX_VALUE_SIZE};
+use dht_behaviours::info::NodeInfo;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -248,6 +249,14 @@ impl Dht {
     pub async fn connect(&self, addr: Multiaddr) -> Result<PeerId> {
         self.call(self.timing.command_timeout, "connect", |reply| {
             Command::Connect { addr, reply }
+        })
+        .await
+    }
+
+    /// Asks `peer` for its account of itself (peer id, addresses, routing table, store size).
+    pub async fn remote_info(&self, peer: PeerId) -> Result<NodeInfo> {
+        self.call(self.timing.command_timeout, "info", |reply| {
+            Command::RemoteInfo { peer, reply }
         })
         .await
     }

@@ -26,6 +26,7 @@ pub mod node;
 pub mod options;
 pub mod status;
 
+pub use dht_behaviours::info::{NodeInfo, RoutingPeer};
 pub use dht_behaviours::store::StoreLimits;
 pub use dht_behaviours::{ProtocolConfig, Timing, config as limits};
 pub use error::{Error, Result};

@@ -84,6 +84,13 @@ impl DhtOptions {
         Ok(self)
     }
 
+    /// Use the DHT without serving it: no kad answers, never in routing tables, never a storage
+    /// target. For consoles, one-shot commands and light clients.
+    pub fn client_mode(mut self, client: bool) -> Self {
+        self.protocol.client_mode = client;
+        self
+    }
+
     /// Bound the local store.
     pub fn store_limits(mut self, limits: StoreLimits) -> Self {
         self.store_limits = limits;

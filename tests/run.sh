@@ -5,3 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== cargo test --workspace"
 cargo test --workspace --locked
+echo "== docker/cluster-test.sh"
+docker/cluster-test.sh

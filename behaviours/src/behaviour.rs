@@ -13,6 +13,7 @@ use crate::config::{
     IDENTIFY_PROTOCOL, MAX_ADDRS_PER_PEER, MAX_CONNECTIONS_PER_PEER, MAX_ESTABLISHED,
     MAX_PENDING_INCOMING, MAX_PENDING_OUTGOING, ProtocolConfig,
 };
+use crate::info::{self, InfoBehaviour};
 use crate::kad::{self, Kademlia};
 use crate::store::StoreLimits;
 
@@ -29,6 +30,8 @@ pub struct DhtBehaviour {
     pub command: CommandBehaviour,
     /// Broadcast hand-offs.
     pub broadcast: BroadcastBehaviour,
+    /// Read-only introspection.
+    pub info: InfoBehaviour,
     /// Identify: agent version, listen addresses and protocols of peers.
     pub identify: identify::Behaviour,
     /// Liveness of connections.
@@ -51,6 +54,7 @@ impl DhtBehaviour {
             kad: kad::new_behaviour(local, config, store),
             command: command::new_behaviour(t.command_timeout),
             broadcast: broadcast::new_behaviour(t.broadcast_timeout),
+            info: info::new_behaviour(t.command_timeout),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), keypair.public())
                     .with_agent_version(config.agent_version.clone())
@@ -81,8 +85,15 @@ impl DhtBehaviour {
 
     /// Feeds kad with what identify learned: kad only learns addresses of peers *we* dialed, so
     /// peers that dialed us would stay unroutable. Only peers that speak our kad protocol are added,
-    /// with at most [`MAX_ADDRS_PER_PEER`] dialable addresses. Returns how many were added.
-    pub fn learn_from_identify(&mut self, peer: &PeerId, info: &identify::Info) -> usize {
+    /// with at most [`MAX_ADDRS_PER_PEER`] dialable addresses. Loopback addresses are taken only
+    /// from a peer on this host (`same_host`): from anywhere else they would point at ourselves.
+    /// Returns how many were added.
+    pub fn learn_from_identify(
+        &mut self,
+        peer: &PeerId,
+        info: &identify::Info,
+        same_host: bool,
+    ) -> usize {
         let speaks_kad = self
             .kad
             .protocol_names()
@@ -95,7 +106,7 @@ impl DhtBehaviour {
         for addr in info
             .listen_addrs
             .iter()
-            .filter(|a| is_dialable(a))
+            .filter(|a| is_dialable(a) && (same_host || !is_loopback(a)))
             .take(MAX_ADDRS_PER_PEER)
         {
             if !matches!(
@@ -125,6 +136,15 @@ pub fn is_dialable(addr: &Multiaddr) -> bool {
     }) && addr.iter().any(|p| matches!(p, Protocol::Tcp(_)))
 }
 
+/// Whether the address is on the loopback interface.
+pub fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +157,7 @@ mod tests {
         assert!(is_dialable(&ok));
         assert!(!is_dialable(&any));
         assert!(!is_dialable(&udp));
+        assert!(is_loopback(&ok));
+        assert!(!is_loopback(&"/ip4/10.1.2.3/tcp/1".parse().expect("addr")));
     }
 }

@@ -182,6 +182,9 @@ pub struct ProtocolConfig {
     pub timing: Timing,
     /// Agent version announced by identify.
     pub agent_version: String,
+    /// A client uses the DHT but never serves it: it does not answer kad requests and never enters
+    /// routing tables, so no value is ever stored on it (consoles and one-shot commands).
+    pub client_mode: bool,
 }
 
 impl Default for ProtocolConfig {
@@ -193,6 +196,7 @@ impl Default for ProtocolConfig {
             parallelism: NonZeroUsize::new(DEFAULT_PARALLELISM).unwrap_or(NonZeroUsize::MIN),
             timing: Timing::default(),
             agent_version: format!("dht/{}", env!("CARGO_PKG_VERSION")),
+            client_mode: false,
         }
     }
 }

@@ -29,7 +29,11 @@ pub fn new_behaviour(local: PeerId, config: &ProtocolConfig, limits: StoreLimits
     let store = BoundedStore::new(local, limits);
     let mut kad = kad::Behaviour::with_config(local, store, kad_config);
     // Without a confirmed external address kad would stay a client: it would neither answer
-    // queries nor enter anyone's routing table (rust-libp2p #4074).
-    kad.set_mode(Some(Mode::Server));
+    // queries nor enter anyone's routing table (rust-libp2p #4074). Serving nodes say so.
+    kad.set_mode(Some(if config.client_mode {
+        Mode::Client
+    } else {
+        Mode::Server
+    }));
     kad
 }

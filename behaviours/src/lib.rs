@@ -4,13 +4,14 @@
 //! - [`behaviour`]: the composed behaviour (kad, custom commands, broadcast, identify, ping, limits);
 //! - [`config`]: limits as named constants, the timing profile and its checks;
 //! - [`kad`], [`store`], [`validation`]: Kademlia, its bounded record store and record checks;
-//! - [`command`], [`broadcast`]: our two sub-protocols, over [`frame`]d streams.
+//! - [`command`], [`broadcast`], [`info`]: our own sub-protocols, over [`frame`]d streams.
 
 pub mod behaviour;
 pub mod broadcast;
 pub mod command;
 pub mod config;
 pub mod frame;
+pub mod info;
 pub mod kad;
 pub mod store;
 pub mod validation;

@@ -6,6 +6,8 @@ use futures::future::BoxFuture;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::oneshot;
 
+use dht_behaviours::info::NodeInfo;
+
 use crate::error::Result;
 use crate::key::Key;
 use crate::status::{LocalRecord, NodeStatus, PeerEntry, RoutingEntry, Stored};
@@ -53,6 +55,10 @@ pub(crate) enum Command {
     },
     LocalRecords {
         reply: Reply<Vec<LocalRecord>>,
+    },
+    RemoteInfo {
+        peer: PeerId,
+        reply: Reply<NodeInfo>,
     },
     Connect {
         addr: Multiaddr,

@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use dht_behaviours::behaviour::is_loopback;
 use dht_behaviours::broadcast::{Broadcaster, FULL_HEIGHT, Handoff};
 use dht_behaviours::command::CommandReply;
 use dht_behaviours::config::MAX_COMMAND_REPLY;
+use dht_behaviours::info::{NodeInfo, RoutingPeer};
 use dht_behaviours::validation::validate_record;
 use dht_behaviours::{DhtBehaviour, DhtBehaviourEvent, ProtocolConfig};
 use futures::StreamExt;
@@ -82,6 +84,7 @@ pub(crate) struct EventLoop {
     alive: watch::Sender<()>,
     bandwidth: Arc<Bandwidth>,
     dials: Pending<ConnectionId, Reply<PeerId>>,
+    info_ops: Pending<OutboundRequestId, (PeerId, Reply<NodeInfo>)>,
 }
 
 pub(crate) struct Parts {
@@ -113,6 +116,7 @@ impl EventLoop {
             kad_ops: Pending::new(),
             cmd_ops: Pending::new(),
             dials: Pending::new(),
+            info_ops: Pending::new(),
             broadcaster: Broadcaster::new(local),
             bootstrap: Bootstrapper::new(parts.bootstrap, now),
             connections: HashMap::new(),
@@ -225,6 +229,11 @@ impl EventLoop {
             Command::LocalRecords { reply } => {
                 let _ = reply.send(Ok(self.local_records()));
             }
+            Command::RemoteInfo { peer, reply } => {
+                let id = self.swarm.behaviour_mut().info.send_request(&peer, ());
+                let deadline = self.deadline(self.config.timing.command_timeout + TICK);
+                self.info_ops.insert(id, deadline, (peer, reply));
+            }
             Command::Connect { addr, reply } => {
                 let opts = DialOpts::from(addr.clone());
                 let id = opts.connection_id();
@@ -263,8 +272,10 @@ impl EventLoop {
         let mut record = Record::new(key.to_record_key(), value);
         record.publisher = Some(self.local);
         // The publisher's own copy lives as long as the node; copies elsewhere get the TTL.
+        // A client serves nobody, so it keeps no copy.
+        let serving = !self.config.client_mode;
         let kad = &mut self.swarm.behaviour_mut().kad;
-        if let Err(e) = kad.store_mut().put(record.clone()) {
+        if serving && let Err(e) = kad.store_mut().put(record.clone()) {
             self.counters.errors += 1;
             let _ = reply.send(Err(Error::StoreFull(e.to_string())));
             return;
@@ -420,6 +431,13 @@ impl EventLoop {
                 after,
             }));
         }
+        for (_, (_, reply)) in self.info_ops.take_expired(now) {
+            let after = self.config.timing.command_timeout;
+            let _ = reply.send(Err(Error::Timeout {
+                operation: "info",
+                after,
+            }));
+        }
         for (_, reply) in self.dials.take_expired(now) {
             let after = self.config.timing.command_timeout;
             let _ = reply.send(Err(Error::Timeout {
@@ -460,6 +478,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(DhtBehaviourEvent::Command(e)) => self.on_command_protocol(e),
             SwarmEvent::Behaviour(DhtBehaviourEvent::Broadcast(e)) => self.on_broadcast(e),
             SwarmEvent::Behaviour(DhtBehaviourEvent::Identify(e)) => self.on_identify(e),
+            SwarmEvent::Behaviour(DhtBehaviourEvent::Info(e)) => self.on_info(e),
             SwarmEvent::Behaviour(DhtBehaviourEvent::Ping(e)) => self.on_ping(e),
             SwarmEvent::Behaviour(other) => trace!(?other, "behaviour event"),
             SwarmEvent::ConnectionEstablished {
@@ -598,8 +617,10 @@ impl EventLoop {
         };
         let key = Key::from_record_key(&record.key);
         let k = self.config.replication_factor.get();
+        let serving = !self.config.client_mode;
         let targets = replication_targets(
             &self.local,
+            serving,
             key.as_bytes(),
             peers.into_iter().map(|p| p.peer_id),
             k,
@@ -607,7 +628,7 @@ impl EventLoop {
         if targets.is_empty() {
             let _ = reply.send(Ok(Stored {
                 key,
-                nodes: 1,
+                nodes: usize::from(serving),
                 remote: 0,
             }));
             return;
@@ -651,7 +672,7 @@ impl EventLoop {
         debug!(%key, remote, targets, "store finished");
         let _ = reply.send(Ok(Stored {
             key,
-            nodes: remote + 1,
+            nodes: remote + usize::from(!self.config.client_mode),
             remote,
         }));
     }
@@ -875,12 +896,82 @@ impl EventLoop {
         }
     }
 
+    fn on_info(&mut self, event: request_response::Event<(), NodeInfo>) {
+        match event {
+            request_response::Event::Message { message, .. } => match message {
+                request_response::Message::Request { channel, .. } => {
+                    let info = self.node_info();
+                    if self
+                        .swarm
+                        .behaviour_mut()
+                        .info
+                        .send_response(channel, info)
+                        .is_err()
+                    {
+                        debug!("info answer not sent: the requester is gone");
+                    }
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some((_, (_, reply))) = self.info_ops.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some((_, (_, reply))) = self.info_ops.remove(&request_id) {
+                    let _ = reply.send(Err(Error::CommandFailed {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            other => trace!(?other, "info event"),
+        }
+    }
+
+    fn node_info(&mut self) -> NodeInfo {
+        let status = self.status();
+        NodeInfo {
+            peer_id: status.peer_id.to_string(),
+            agent_version: self.config.agent_version.clone(),
+            listen_addrs: status
+                .listen_addrs
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            connected_peers: status.connected_peers,
+            routing_table: self
+                .routing_table()
+                .into_iter()
+                .map(|e| RoutingPeer {
+                    peer: e.peer.to_string(),
+                    bucket: e.bucket,
+                })
+                .collect(),
+            stored_keys: status.stored_keys,
+            stored_bytes: status.stored_bytes,
+            uptime_secs: status.uptime.as_secs(),
+        }
+    }
+
     fn on_identify(&mut self, event: identify::Event) {
         if let identify::Event::Received { peer_id, info, .. } = event {
+            let same_host = self
+                .connections
+                .get(&peer_id)
+                .is_some_and(|conns| conns.iter().any(|(_, a)| is_loopback(a)));
             let added = self
                 .swarm
                 .behaviour_mut()
-                .learn_from_identify(&peer_id, &info);
+                .learn_from_identify(&peer_id, &info, same_host);
             debug!(peer = %peer_id, agent = %info.agent_version, added, "identified");
         }
     }
@@ -916,10 +1007,11 @@ async fn run_handler(
     let _ = done.send((channel, reply)).await;
 }
 
-/// The peers a record goes to: the `k` nodes closest to `key` among the peers found and this
-/// node itself, without this node (it keeps its own copy anyway).
+/// The peers a record goes to: the `k` nodes closest to `key` among the peers found and, when it
+/// serves (`local_counts`), this node itself, which keeps its own copy and is left out.
 pub(crate) fn replication_targets(
     local: &PeerId,
+    local_counts: bool,
     key: &[u8],
     peers: impl Iterator<Item = PeerId>,
     k: usize,
@@ -928,7 +1020,9 @@ pub(crate) fn replication_targets(
     let mut all: Vec<PeerId> = peers.filter(|p| p != local).collect();
     all.sort_unstable();
     all.dedup();
-    all.push(*local);
+    if local_counts {
+        all.push(*local);
+    }
     all.sort_by_cached_key(|p| target.distance(&KBucketKey::from(*p)));
     all.into_iter().take(k).filter(|p| p != local).collect()
 }
@@ -985,7 +1079,10 @@ mod tests {
         let local = PeerId::random();
         let peers: Vec<PeerId> = (0..10).map(|_| PeerId::random()).collect();
         let key = b"some key";
-        let targets = replication_targets(&local, key, peers.iter().copied(), 3);
+        let targets = replication_targets(&local, true, key, peers.iter().copied(), 3);
+        let client = replication_targets(&local, false, key, peers.iter().copied(), 3);
+        assert_eq!(client.len(), 3);
+        assert!(!client.contains(&local));
         let target = KBucketKey::new(key.to_vec());
         let mut everyone = peers.clone();
         everyone.push(local);
