@@ -37,3 +37,8 @@ pub use libp2p::{Multiaddr, PeerId};
 pub use node::command::CommandHandler;
 pub use options::DhtOptions;
 pub use status::{Counters, LocalRecord, NodeStatus, PeerEntry, RoutingEntry, Stored};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -110,7 +110,7 @@ impl DhtBehaviour {
             .take(MAX_ADDRS_PER_PEER)
         {
             if !matches!(
-                self.kad.add_address(peer, addr.clone()),
+                self.kad.add_address(peer, with_peer(addr, *peer)),
                 RoutingUpdate::Failed
             ) {
                 added += 1;
@@ -134,6 +134,15 @@ pub fn is_dialable(addr: &Multiaddr) -> bool {
         Protocol::Ip6(ip) => !ip.is_unspecified(),
         _ => true,
     }) && addr.iter().any(|p| matches!(p, Protocol::Tcp(_)))
+}
+
+/// `addr` ending in `/p2p/<peer>` exactly once, so one address is never kept twice.
+pub fn with_peer(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
+    let bare: Multiaddr = addr
+        .iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect();
+    bare.with(Protocol::P2p(peer))
 }
 
 /// Whether the address is on the loopback interface.

@@ -70,7 +70,7 @@ impl Bootstrapper {
 }
 
 /// The address without a trailing `/p2p/<id>`.
-pub(crate) fn without_peer_id(addr: &Multiaddr) -> Multiaddr {
+fn without_peer_id(addr: &Multiaddr) -> Multiaddr {
     addr.iter()
         .filter(|p| !matches!(p, Protocol::P2p(_)))
         .collect()

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use dht_behaviours::behaviour::is_loopback;
+use dht_behaviours::behaviour::{is_loopback, with_peer};
 use dht_behaviours::broadcast::{Broadcaster, FULL_HEIGHT, Handoff};
 use dht_behaviours::command::CommandReply;
 use dht_behaviours::config::MAX_COMMAND_REPLY;
@@ -18,7 +18,6 @@ use libp2p::kad::{
     self, GetClosestPeersError, GetRecordOk, InboundRequest, KBucketKey, PeerRecord,
     PutRecordError, QueryId, QueryResult, Quorum, Record,
 };
-use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
@@ -27,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tracing::{debug, info, trace, warn};
 
 use super::bandwidth::Bandwidth;
-use super::bootstrap::{Bootstrapper, without_peer_id};
+use super::bootstrap::Bootstrapper;
 use super::command::{Command, CommandHandler, Reply};
 use super::pending::Pending;
 use crate::error::Error;
@@ -344,7 +343,7 @@ impl EventLoop {
             listen_addrs: self
                 .listen_addrs
                 .iter()
-                .map(|a| with_peer_id(a, local))
+                .map(|a| with_peer(a, local))
                 .collect(),
             connected_peers: self.connections.len(),
             routing_table_size,
@@ -505,7 +504,7 @@ impl EventLoop {
                 }
                 if endpoint.is_dialer() && joined {
                     let kad = &mut self.swarm.behaviour_mut().kad;
-                    kad.add_address(&peer_id, without_peer_id(&remote));
+                    kad.add_address(&peer_id, with_peer(&remote, peer_id));
                     if let Err(e) = kad.bootstrap() {
                         debug!("bootstrap lookup not started: {e}");
                     }
@@ -564,7 +563,7 @@ impl EventLoop {
                 debug!(addr = %send_back_addr, "inbound connection failed: {error}");
             }
             SwarmEvent::NewListenAddr { address, .. } => {
-                info!(addr = %with_peer_id(&address, self.local), "listening");
+                info!(addr = %with_peer(&address, self.local), "listening");
                 if !self.listen_addrs.contains(&address) {
                     self.listen_addrs.push(address);
                 }
@@ -1061,15 +1060,6 @@ fn dial_reason(error: &DialError) -> String {
     }
 }
 
-/// `addr` ending in `/p2p/<peer>`, as users paste it into `-c`.
-pub(crate) fn with_peer_id(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
-    if addr.iter().any(|p| matches!(p, Protocol::P2p(_))) {
-        addr.clone()
-    } else {
-        addr.clone().with(Protocol::P2p(peer))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1100,8 +1090,8 @@ mod tests {
     fn addresses_get_the_peer_id_once() {
         let peer = PeerId::random();
         let a: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().expect("addr");
-        let full = with_peer_id(&a, peer);
-        assert_eq!(with_peer_id(&full, peer), full);
+        let full = with_peer(&a, peer);
+        assert_eq!(with_peer(&full, peer), full);
         assert!(full.to_string().ends_with(&peer.to_string()));
     }
 }
