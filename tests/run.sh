@@ -7,3 +7,5 @@ echo "== cargo test --workspace"
 cargo test --workspace --locked
 echo "== docker/cluster-test.sh"
 docker/cluster-test.sh
+echo "== tests/interop/run.sh"
+tests/interop/run.sh
