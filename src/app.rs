@@ -30,6 +30,21 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Some(OneShot::Get { key }) => get(&cli, key).await,
         Some(OneShot::Health { addr }) => health(&cli, addr.clone()).await,
         Some(OneShot::Info { addr, json }) => info(&cli, addr.clone(), *json).await,
+        Some(OneShot::Bench {
+            ops,
+            concurrency,
+            size,
+            json,
+        }) => {
+            bench(
+                &cli,
+                *ops as usize,
+                *concurrency as usize,
+                *size as usize,
+                *json,
+            )
+            .await
+        }
     }
 }
 
@@ -395,6 +410,40 @@ async fn info(cli: &Cli, addr: Option<Multiaddr>, json: bool) -> Result<ExitCode
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn bench(
+    cli: &Cli,
+    ops: usize,
+    concurrency: usize,
+    size: usize,
+    json: bool,
+) -> Result<ExitCode> {
+    // Two client nodes, so that every fetch is served by the network, not by the writer.
+    let writer = short_lived(cli).await?;
+    let reader = match short_lived(cli).await {
+        Ok(r) => r,
+        Err(e) => {
+            writer.stop().await;
+            return Err(e);
+        }
+    };
+    let report = crate::bench::run(&writer, &reader, ops, concurrency, size).await;
+    writer.stop().await;
+    reader.stop().await;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        crate::bench::print_table(&report, &mut out)?;
+    }
+    let failed = report.store.errors + report.fetch.errors;
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[cfg(test)]

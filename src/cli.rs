@@ -132,6 +132,21 @@ pub enum OneShot {
         #[arg(long)]
         json: bool,
     },
+    /// Measure a running network: N stores, then N fetches of those values by another node
+    Bench {
+        /// Operations per phase
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=crate::bench::MAX_OPS as u64))]
+        ops: u64,
+        /// Operations in flight
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=crate::bench::MAX_CONCURRENCY as u64))]
+        concurrency: u64,
+        /// Value size in bytes
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=dht::limits::MAX_VALUE_SIZE as u64))]
+        size: u64,
+        /// Print one JSON object instead of a table
+        #[arg(long)]
+        json: bool,
+    },
     /// Exit 0 when a node answers at MULTIADDR over libp2p (default: the local node on port 3000)
     Health {
         /// The node to check

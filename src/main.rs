@@ -1,6 +1,7 @@
 //! `dht`: run a DHT node, a local network of nodes, or a one-shot command.
 
 mod app;
+mod bench;
 mod cli;
 mod console;
 mod stats;

@@ -169,6 +169,6 @@ async def main(binary, addrs):
 if __name__ == "__main__":
     if len(sys.argv) != 5:
         sys.exit(__doc__)
-    # py-libp2p logs every peer-closed stream; only real errors matter here.
-    logging.getLogger("libp2p").setLevel(logging.ERROR)
+    # py-libp2p logs (with tracebacks) every peer that hangs up, e.g. our short-lived clients.
+    logging.getLogger("libp2p").setLevel(logging.CRITICAL)
     sys.exit(1 if trio.run(main, sys.argv[1], sys.argv[2:]) else 0)

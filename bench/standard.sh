@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The standard workload: NODES node processes on 127.0.0.1 (replication factor 20), then with
+# `dht bench`: OPS stores and OPS fetches of 100-byte values one at a time, then 16 in flight, then
+# 1 KiB and 64 KiB values with 16 in flight. Records every node's resident memory and CPU time
+# before and after, and prints one summary table. Leaves no process behind.
+#   bench/standard.sh            (20 nodes, 1000 operations per run)
+#   bench/standard.sh --smoke    (5 nodes, 20 operations: that it runs, not how fast)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+nodes=${NODES:-20}
+ops=${OPS:-1000}
+if [[ ${1:-} == --smoke ]]; then nodes=5; ops=20; fi
+
+cargo build --release --locked --bin dht 2>&1 | grep -v '^ *\(Compiling\|Finished\)' || true
+bin="$PWD/target/release/dht"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  ((${#pids[@]})) && kill "${pids[@]}" 2>/dev/null
+  wait 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_base() {
+  local base i
+  for _ in $(seq 50); do
+    base=$((20000 + RANDOM % 30000))
+    for ((i = 0; i < nodes; i++)); do
+      (echo >"/dev/tcp/127.0.0.1/$((base + i))") 2>/dev/null && continue 2
+    done
+    echo "$base"; return
+  done
+  echo "no free port range" >&2; exit 1
+}
+base=$(free_base)
+for ((i = 0; i < nodes; i++)); do
+  args=(-l "/ip4/127.0.0.1/tcp/$((base + i))" -v 1 --replication-factor 20)
+  ((i > 0)) && args+=(-c "/ip4/127.0.0.1/tcp/$base")
+  "$bin" "${args[@]}" >"$work/node$i.out" 2>"$work/node$i.err" &
+  pids+=($!)
+  ((i == 0)) && until grep -q "listening on" "$work/node0.out" 2>/dev/null; do sleep 0.05; done
+done
+
+# Ready when every node routes every other (deadline 60 s).
+routes() { "$bin" -v 0 info "/ip4/127.0.0.1/tcp/$1" --json 2>/dev/null |
+  python3 -c 'import json,sys; print(len(json.load(sys.stdin)["routing_table"]))' 2>/dev/null || echo 0; }
+deadline=$((SECONDS + 60))
+for ((i = 0; i < nodes; i++)); do
+  until (($(routes $((base + i))) >= nodes - 1)); do
+    ((SECONDS < deadline)) || { echo "node $i did not route every other node within 60 s" >&2; exit 1; }
+    sleep 0.2
+  done
+done
+
+# Resident memory (KiB) and CPU time (s) of every node, as "rss cpu" lines.
+sample() {
+  local tick; tick=$(getconf CLK_TCK)
+  for p in "${pids[@]}"; do
+    awk '/^VmRSS/ {print $2}' "/proc/$p/status" | tr '\n' ' '
+    awk -v t="$tick" '{printf "%.2f\n", ($14 + $15) / t}' "/proc/$p/stat"
+  done
+}
+sample >"$work/before"
+
+connect="/ip4/127.0.0.1/tcp/$((base + 1))"
+runs=("100 1" "100 16" "1024 16" "65536 16")
+for run in "${runs[@]}"; do
+  read -r size conc <<<"$run"
+  "$bin" -v 1 bench -c "$connect" --ops "$ops" --concurrency "$conc" --size "$size" --json >>"$work/results.jsonl"
+done
+sample >"$work/after"
+
+python3 - "$work" "$nodes" <<'PY'
+import json, os, platform, statistics, sys, datetime
+work, nodes = sys.argv[1], int(sys.argv[2])
+rows = [json.loads(l) for l in open(os.path.join(work, "results.jsonl"))]
+def load(name):
+    return [tuple(map(float, l.split())) for l in open(os.path.join(work, name)) if l.strip()]
+before, after = load("before"), load("after")
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+print(f"standard workload: {nodes} nodes on 127.0.0.1, replication factor 20, {os.cpu_count()} cores ({cpu}), {datetime.date.today()}")
+print(f"{'values':>8} {'in flight':>9} {'op':>5} {'ops':>6} {'errors':>6} {'ops/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8}  stored on")
+for r in rows:
+    counts = ", ".join(f"{k}x{v}" for k, v in sorted(r["stored_count"].items(), key=lambda kv: int(kv[0])))
+    for op in ("store", "fetch"):
+        p = r[op]
+        print(f"{r['value_size']:>8} {r['concurrency']:>9} {op:>5} {p['ops']:>6} {p['errors']:>6} {p['throughput']:>9.1f} "
+              f"{p['p50_ms']:>8.3f} {p['p90_ms']:>8.3f} {p['p99_ms']:>8.3f} {p['max_ms']:>8.3f}  {counts if op == 'store' else ''}")
+rss_b = [b[0] / 1024 for b in before]; rss_a = [a[0] / 1024 for a in after]
+cpu_used = [a[1] - b[1] for a, b in zip(after, before)]
+print(f"resident memory per node, MiB: ready {statistics.median(rss_b):.1f} median ({min(rss_b):.1f}-{max(rss_b):.1f}); "
+      f"after the runs {statistics.median(rss_a):.1f} median ({min(rss_a):.1f}-{max(rss_a):.1f})")
+print(f"CPU time per node during the runs, s: {statistics.median(cpu_used):.2f} median, {sum(cpu_used):.2f} in all")
+errors = sum(r[op]["errors"] for r in rows for op in ("store", "fetch"))
+print(f"operations that failed: {errors}")
+sys.exit(1 if errors else 0)
+PY
