@@ -57,7 +57,7 @@ done
 sample() {
   local tick; tick=$(getconf CLK_TCK)
   for p in "${pids[@]}"; do
-    awk '/^VmRSS/ {print $2}' "/proc/$p/status" | tr '\n' ' '
+    awk '/^VmRSS|^RssAnon/ {printf "%s ", $2}' "/proc/$p/status"
     awk -v t="$tick" '{printf "%.2f\n", ($14 + $15) / t}' "/proc/$p/stat"
   done
 }
@@ -87,10 +87,12 @@ for r in rows:
         p = r[op]
         print(f"{r['value_size']:>8} {r['concurrency']:>9} {op:>5} {p['ops']:>6} {p['errors']:>6} {p['throughput']:>9.1f} "
               f"{p['p50_ms']:>8.3f} {p['p90_ms']:>8.3f} {p['p99_ms']:>8.3f} {p['max_ms']:>8.3f}  {counts if op == 'store' else ''}")
-rss_b = [b[0] / 1024 for b in before]; rss_a = [a[0] / 1024 for a in after]
-cpu_used = [a[1] - b[1] for a, b in zip(after, before)]
-print(f"resident memory per node, MiB: ready {statistics.median(rss_b):.1f} median ({min(rss_b):.1f}-{max(rss_b):.1f}); "
-      f"after the runs {statistics.median(rss_a):.1f} median ({min(rss_a):.1f}-{max(rss_a):.1f})")
+def mem(rows, col):
+    v = [r[col] / 1024 for r in rows]
+    return f"{statistics.median(v):.1f} median ({min(v):.1f}-{max(v):.1f})"
+cpu_used = [a[2] - b[2] for a, b in zip(after, before)]
+print(f"resident memory per node, MiB: ready {mem(before, 0)}, after the runs {mem(after, 0)}")
+print(f"  of which private (not the binary's shared pages): ready {mem(before, 1)}, after the runs {mem(after, 1)}")
 print(f"CPU time per node during the runs, s: {statistics.median(cpu_used):.2f} median, {sum(cpu_used):.2f} in all")
 errors = sum(r[op]["errors"] for r in rows for op in ("store", "fetch"))
 print(f"operations that failed: {errors}")

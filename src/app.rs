@@ -30,6 +30,30 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Some(OneShot::Get { key }) => get(&cli, key).await,
         Some(OneShot::Health { addr }) => health(&cli, addr.clone()).await,
         Some(OneShot::Info { addr, json }) => info(&cli, addr.clone(), *json).await,
+        Some(OneShot::Sim {
+            nodes,
+            lookups,
+            fetches,
+            settle,
+            json,
+        }) => {
+            let report = crate::sim::run(
+                *nodes as usize,
+                cli.replication_factor,
+                *lookups as usize,
+                *fetches as usize,
+                *settle,
+            )
+            .await?;
+            let mut out = std::io::stdout().lock();
+            if *json {
+                serde_json::to_writer(&mut out, &report)?;
+                writeln!(out)?;
+            } else {
+                crate::sim::print(&report, &mut out)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Some(OneShot::Bench {
             ops,
             concurrency,

@@ -147,6 +147,25 @@ pub enum OneShot {
         #[arg(long)]
         json: bool,
     },
+    /// Simulate a network of N full nodes in this process (in-memory transport): join time, lookup
+    /// cost and accuracy, memory per node
+    Sim {
+        /// Nodes to simulate
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(2..=100_000))]
+        nodes: u64,
+        /// Lookups to measure
+        #[arg(long, default_value_t = 200)]
+        lookups: u64,
+        /// Values to store and fetch
+        #[arg(long, default_value_t = 50)]
+        fetches: u64,
+        /// Longest wait for the routing tables to fill
+        #[arg(long, default_value = "300s", value_parser = parse_duration)]
+        settle: std::time::Duration,
+        /// Print one JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
     /// Exit 0 when a node answers at MULTIADDR over libp2p (default: the local node on port 3000)
     Health {
         /// The node to check

@@ -16,7 +16,7 @@ use crate::event::{Event, Events};
 use crate::key::Key;
 use crate::node::command::{Command, CommandHandler, Reply};
 use crate::options::DhtOptions;
-use crate::status::{LocalRecord, NodeStatus, PeerEntry, RoutingEntry, Stored};
+use crate::status::{LocalRecord, Lookup, NodeStatus, PeerEntry, RoutingEntry, Stored};
 
 /// Extra time a handle waits beyond an operation's own deadline before it gives up on the loop.
 pub const HANDLE_GRACE: Duration = Duration::from_secs(2);
@@ -115,6 +115,15 @@ impl Dht {
         self.call(self.timing.query_timeout, "fetch", |reply| Command::Fetch {
             key,
             reply,
+        })
+        .await
+    }
+
+    /// Finds the k peers closest to `key` with an iterative lookup; also reports its cost.
+    pub async fn lookup(&self, key: &Key) -> Result<Lookup> {
+        let key = key.clone();
+        self.call(self.timing.query_timeout, "lookup", |reply| {
+            Command::Lookup { key, reply }
         })
         .await
     }

@@ -35,8 +35,8 @@ pub use handle::Dht;
 pub use key::{Key, KeyError};
 pub use libp2p::{Multiaddr, PeerId};
 pub use node::command::CommandHandler;
-pub use options::DhtOptions;
-pub use status::{Counters, LocalRecord, NodeStatus, PeerEntry, RoutingEntry, Stored};
+pub use options::{DhtOptions, TransportKind};
+pub use status::{Counters, LocalRecord, Lookup, NodeStatus, PeerEntry, RoutingEntry, Stored};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -4,6 +4,7 @@ mod app;
 mod bench;
 mod cli;
 mod console;
+mod sim;
 mod stats;
 
 use std::process::ExitCode;

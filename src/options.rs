@@ -17,6 +17,17 @@ pub const EVENT_BUFFER: usize = 1024;
 /// Commands from handles queued for the event loop.
 pub const COMMAND_BUFFER: usize = 1024;
 
+/// The transport a node runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransportKind {
+    /// TCP with noise (encryption, authentication) and yamux: the real network.
+    #[default]
+    Tcp,
+    /// libp2p's in-process memory transport with plaintext and yamux: `/memory/<n>` addresses,
+    /// reachable only from the same process. No encryption: for simulations and tests only.
+    Memory,
+}
+
 /// How to start a node.
 #[derive(Clone)]
 pub struct DhtOptions {
@@ -30,6 +41,8 @@ pub struct DhtOptions {
     pub protocol: ProtocolConfig,
     /// Bounds of the local record store.
     pub store_limits: StoreLimits,
+    /// TCP (the default) or the in-process memory transport (simulations).
+    pub transport: TransportKind,
 }
 
 impl Default for DhtOptions {
@@ -43,6 +56,7 @@ impl Default for DhtOptions {
             keypair: None,
             protocol: ProtocolConfig::default(),
             store_limits: StoreLimits::default(),
+            transport: TransportKind::Tcp,
         }
     }
 }
@@ -88,6 +102,12 @@ impl DhtOptions {
     /// target. For consoles, one-shot commands and light clients.
     pub fn client_mode(mut self, client: bool) -> Self {
         self.protocol.client_mode = client;
+        self
+    }
+
+    /// Run on this transport.
+    pub fn transport(mut self, transport: TransportKind) -> Self {
+        self.transport = transport;
         self
     }
 

@@ -20,6 +20,17 @@ pub struct Stored {
     pub remote: usize,
 }
 
+/// The outcome of a closest-peers lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// The closest peers found (at most k, this node excluded), closest first.
+    pub peers: Vec<PeerId>,
+    /// Requests the iterative lookup sent.
+    pub requests: u32,
+    /// How long it took.
+    pub duration: Duration,
+}
+
 /// Operation counters since the node started.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {

@@ -127,13 +127,16 @@ impl DhtBehaviour {
     }
 }
 
-/// Whether an address advertised by a peer can be dialed at all (not `0.0.0.0`, not `::`).
+/// Whether an address advertised by a peer can be dialed at all: TCP (not to `0.0.0.0` or `::`),
+/// or the in-process memory transport.
 pub fn is_dialable(addr: &Multiaddr) -> bool {
     addr.iter().all(|p| match p {
         Protocol::Ip4(ip) => !ip.is_unspecified(),
         Protocol::Ip6(ip) => !ip.is_unspecified(),
         _ => true,
-    }) && addr.iter().any(|p| matches!(p, Protocol::Tcp(_)))
+    }) && addr
+        .iter()
+        .any(|p| matches!(p, Protocol::Tcp(_) | Protocol::Memory(_)))
 }
 
 /// `addr` ending in `/p2p/<peer>` exactly once, so one address is never kept twice.

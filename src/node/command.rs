@@ -10,7 +10,7 @@ use dht_behaviours::info::NodeInfo;
 
 use crate::error::Result;
 use crate::key::Key;
-use crate::status::{LocalRecord, NodeStatus, PeerEntry, RoutingEntry, Stored};
+use crate::status::{LocalRecord, Lookup, NodeStatus, PeerEntry, RoutingEntry, Stored};
 
 /// Answers inbound custom commands: the peer and payload in, a reply or a refusal reason out.
 pub type CommandHandler = Arc<
@@ -26,6 +26,10 @@ pub(crate) enum Command {
         key: Key,
         value: Vec<u8>,
         reply: Reply<Stored>,
+    },
+    Lookup {
+        key: Key,
+        reply: Reply<Lookup>,
     },
     Fetch {
         key: Key,

@@ -33,7 +33,7 @@ use crate::error::Error;
 use crate::event::Event;
 use crate::key::Key;
 use crate::status::{
-    Counters, LocalRecord, NodeStatus, PREVIEW_LEN, PeerEntry, RoutingEntry, Stored,
+    Counters, LocalRecord, Lookup, NodeStatus, PREVIEW_LEN, PeerEntry, RoutingEntry, Stored,
 };
 
 /// How often deadlines, bootstrap and expiry are checked.
@@ -56,6 +56,9 @@ enum KadOp {
     Fetch {
         key: Key,
         reply: Reply<Vec<u8>>,
+    },
+    Lookup {
+        reply: Reply<Lookup>,
     },
 }
 
@@ -184,6 +187,15 @@ impl EventLoop {
         match command {
             Command::Store { key, value, reply } => self.start_store(key, value, reply),
             Command::Fetch { key, reply } => self.start_fetch(key, reply),
+            Command::Lookup { key, reply } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_closest_peers(key.as_bytes().to_vec());
+                let deadline = self.deadline(self.config.timing.query_timeout + TICK);
+                self.kad_ops.insert(id, deadline, KadOp::Lookup { reply });
+            }
             Command::CustomCmd {
                 peer,
                 payload,
@@ -420,6 +432,12 @@ impl EventLoop {
                         after,
                     }));
                 }
+                KadOp::Lookup { reply } => {
+                    let _ = reply.send(Err(Error::Timeout {
+                        operation: "lookup",
+                        after,
+                    }));
+                }
             }
         }
         for (_, (_, reply)) in self.cmd_ops.take_expired(now) {
@@ -585,9 +603,12 @@ impl EventLoop {
     fn on_kad(&mut self, event: kad::Event) {
         match event {
             kad::Event::OutboundQueryProgressed {
-                id, result, step, ..
+                id,
+                result,
+                step,
+                stats,
             } => match result {
-                QueryResult::GetClosestPeers(r) => self.on_closest_peers(id, r),
+                QueryResult::GetClosestPeers(r) => self.on_closest_peers(id, r, &stats),
                 QueryResult::PutRecord(r) => self.on_put(id, r),
                 QueryResult::GetRecord(r) => self.on_get(id, r, step.last),
                 QueryResult::Bootstrap(r) => debug!(?r, "bootstrap step"),
@@ -605,14 +626,31 @@ impl EventLoop {
         }
     }
 
-    fn on_closest_peers(&mut self, id: QueryId, result: kad::GetClosestPeersResult) {
-        let Some((deadline, KadOp::StoreLookup { record, reply })) = self.kad_ops.remove(&id)
-        else {
-            return;
-        };
+    fn on_closest_peers(
+        &mut self,
+        id: QueryId,
+        result: kad::GetClosestPeersResult,
+        stats: &kad::QueryStats,
+    ) {
         let peers = match result {
             Ok(ok) => ok.peers,
             Err(GetClosestPeersError::Timeout { peers, .. }) => peers,
+        };
+        let (deadline, record, reply) = match self.kad_ops.remove(&id) {
+            Some((deadline, KadOp::StoreLookup { record, reply })) => (deadline, record, reply),
+            Some((_, KadOp::Lookup { reply })) => {
+                let _ = reply.send(Ok(Lookup {
+                    peers: peers.into_iter().map(|p| p.peer_id).collect(),
+                    requests: stats.num_requests(),
+                    duration: stats.duration().unwrap_or_default(),
+                }));
+                return;
+            }
+            Some((deadline, other)) => {
+                self.kad_ops.insert(id, deadline, other);
+                return;
+            }
+            None => return,
         };
         let key = Key::from_record_key(&record.key);
         let k = self.config.replication_factor.get();

@@ -13,11 +13,12 @@ use std::time::Duration;
 use dht_behaviours::DhtBehaviour;
 use futures::{FutureExt, StreamExt};
 use libp2p::Multiaddr;
+use libp2p::core::transport::MemoryTransport;
 use libp2p::core::{Transport, upgrade};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Swarm, SwarmBuilder, noise, tcp, yamux};
+use libp2p::{Swarm, SwarmBuilder, noise, plaintext, tcp, yamux};
 
 use bandwidth::Counted;
 use std::net::IpAddr;
@@ -30,7 +31,7 @@ pub use event_loop::{EXPIRY_SWEEP, MAX_RUNNING_HANDLERS, TICK};
 
 use crate::error::{Error, Result};
 use crate::handle::Dht;
-use crate::options::{COMMAND_BUFFER, DhtOptions, EVENT_BUFFER};
+use crate::options::{COMMAND_BUFFER, DhtOptions, EVENT_BUFFER, TransportKind};
 use event_loop::{EventLoop, Parts};
 
 /// How long start-up waits for every listener to report its address.
@@ -44,26 +45,42 @@ fn build_swarm(
     let protocol = options.protocol.clone();
     let store = options.store_limits;
     let idle = protocol.timing.idle_timeout;
-    // TCP + noise + yamux, as `with_tcp` builds it, with byte counters under the encryption.
-    let swarm = SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_other_transport(|key| {
-            let noise = noise::Config::new(key).map_err(Box::new)?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
-                tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+    let transport_error = |e: &dyn std::fmt::Display| Error::Transport(e.to_string());
+    let builder = SwarmBuilder::with_existing_identity(keypair).with_tokio();
+    // Both arms are TCP-or-memory + security + yamux, with byte counters under the security layer.
+    let swarm = match options.transport {
+        TransportKind::Tcp => builder
+            .with_other_transport(|key| {
+                let noise = noise::Config::new(key).map_err(Box::new)?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                    tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                        .map(move |stream, _| Counted::new(stream, bandwidth.clone()))
+                        .upgrade(upgrade::Version::V1Lazy)
+                        .authenticate(noise)
+                        .multiplex(yamux::Config::default()),
+                )
+            })
+            .map_err(|e| transport_error(&e))?
+            .with_dns()
+            .map_err(|e| transport_error(&e))?
+            .with_behaviour(|key| DhtBehaviour::new(key, &protocol, store))
+            .map_err(|e| transport_error(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build(),
+        TransportKind::Memory => builder
+            .with_other_transport(|key| {
+                MemoryTransport::default()
                     .map(move |stream, _| Counted::new(stream, bandwidth.clone()))
                     .upgrade(upgrade::Version::V1Lazy)
-                    .authenticate(noise)
-                    .multiplex(yamux::Config::default()),
-            )
-        })
-        .map_err(|e| Error::Transport(e.to_string()))?
-        .with_dns()
-        .map_err(|e| Error::Transport(e.to_string()))?
-        .with_behaviour(|key| DhtBehaviour::new(key, &protocol, store))
-        .map_err(|e| Error::Transport(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
-        .build();
+                    .authenticate(plaintext::Config::new(key))
+                    .multiplex(yamux::Config::default())
+            })
+            .map_err(|e| transport_error(&e))?
+            .with_behaviour(|key| DhtBehaviour::new(key, &protocol, store))
+            .map_err(|e| transport_error(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build(),
+    };
     Ok(swarm)
 }
 
