@@ -11,6 +11,11 @@ use libp2p::kad::KBucketKey;
 use rand::Rng;
 use serde::Serialize;
 
+/// Idle connections of simulated nodes close after this long.
+pub const SIM_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Ping interval of simulated nodes.
+pub const SIM_PING_INTERVAL: Duration = Duration::from_secs(60);
+
 /// What one simulation measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct SimReport {
@@ -72,12 +77,18 @@ pub async fn run(
 ) -> Result<SimReport> {
     let k_nz = NonZeroUsize::new(k).context("k must be at least 1")?;
     let options = || {
-        // Default intervals (no republish storms during a run), memory transport.
+        // Default intervals (no republish storms during a run); connections close after 10 s idle
+        // and pings are rare, since open connections are what a simulated node costs most.
         DhtOptions::default()
             .listen_on(["/memory/0".parse().expect("memory address")])
             .transport(TransportKind::Memory)
             .replication_factor(k_nz)
-            .timing(Timing::default())
+            .timing(Timing {
+                idle_timeout: SIM_IDLE_TIMEOUT,
+                ping_interval: SIM_PING_INTERVAL,
+                ping_timeout: SIM_PING_INTERVAL,
+                ..Timing::default()
+            })
     };
     let mut rng = rand::thread_rng();
     let started = Instant::now();

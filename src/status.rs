@@ -50,6 +50,10 @@ pub struct Counters {
     pub broadcasts_sent: u64,
     /// Broadcasts delivered here.
     pub broadcasts_received: u64,
+    /// Fetched values cached on the lookup path.
+    pub values_cached: u64,
+    /// Records handed to newcomers closer to their keys.
+    pub records_handed_off: u64,
     /// Records refused (invalid or over a limit).
     pub records_refused: u64,
     /// Operations that ended in an error.

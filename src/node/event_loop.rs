@@ -40,6 +40,12 @@ use crate::status::{
 pub const TICK: Duration = Duration::from_millis(200);
 /// How often expired records are swept from the store.
 pub const EXPIRY_SWEEP: Duration = Duration::from_secs(5);
+/// Records handed to one newcomer at once (the rest follow with the periodic replication).
+pub const MAX_HANDOFF_PER_PEER: usize = 256;
+/// Content keys remembered to tell repeated fetches (demand) from first ones.
+pub const DEMAND_TRACKED_KEYS: usize = 4096;
+/// A cached copy lives this many times shorter than a stored one.
+pub const CACHE_TTL_DIVISOR: u32 = 8;
 /// Custom-command handlers running at once; more inbound commands are refused as busy.
 pub const MAX_RUNNING_HANDLERS: usize = 256;
 
@@ -59,6 +65,10 @@ enum KadOp {
     },
     Lookup {
         reply: Reply<Lookup>,
+    },
+    /// A fetch already answered: its record goes to the closest peer on the path that lacked it.
+    Cache {
+        record: Record,
     },
 }
 
@@ -87,6 +97,7 @@ pub(crate) struct EventLoop {
     bandwidth: Arc<Bandwidth>,
     dials: Pending<ConnectionId, Reply<PeerId>>,
     info_ops: Pending<OutboundRequestId, (PeerId, Reply<NodeInfo>)>,
+    demand: Demand,
 }
 
 pub(crate) struct Parts {
@@ -119,6 +130,7 @@ impl EventLoop {
             cmd_ops: Pending::new(),
             dials: Pending::new(),
             info_ops: Pending::new(),
+            demand: Demand::default(),
             broadcaster: Broadcaster::new(local),
             bootstrap: Bootstrapper::new(parts.bootstrap, now),
             connections: HashMap::new(),
@@ -432,6 +444,7 @@ impl EventLoop {
                         after,
                     }));
                 }
+                KadOp::Cache { .. } => continue,
                 KadOp::Lookup { reply } => {
                     let _ = reply.send(Err(Error::Timeout {
                         operation: "lookup",
@@ -620,6 +633,7 @@ impl EventLoop {
             } => {
                 if is_new_peer {
                     debug!(%peer, "peer added to the routing table");
+                    self.hand_off_records(peer);
                 }
             }
             other => trace!(?other, "kad event"),
@@ -727,16 +741,46 @@ impl EventLoop {
                 if let Err(e) = valid {
                     self.counters.records_refused += 1;
                     warn!(?peer, "discarded an invalid record: {e}");
-                } else if let Some((_, KadOp::Fetch { reply, .. })) = self.kad_ops.remove(&id) {
-                    let _ = reply.send(Ok(record.value));
-                    if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                } else if let Some((deadline, KadOp::Fetch { key, reply })) =
+                    self.kad_ops.remove(&id)
+                {
+                    let _ = reply.send(Ok(record.value.clone()));
+                    // Content never changes, so copies can be spread safely. Under demand (a key
+                    // fetched again), the lookup runs on to find the closest node that lacked the
+                    // value; otherwise it stops at the first record.
+                    if key.is_content() && self.demand.repeated(&key) {
+                        self.kad_ops.insert(id, deadline, KadOp::Cache { record });
+                    } else if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
                         q.finish();
                     }
                     return;
                 }
             }
-            Ok(GetRecordOk::FinishedWithNoAdditionalRecord { .. }) => {}
+            Ok(GetRecordOk::FinishedWithNoAdditionalRecord { cache_candidates }) => {
+                if matches!(self.kad_ops.get_mut(&id), Some(KadOp::Cache { .. }))
+                    && let Some((_, KadOp::Cache { mut record })) = self.kad_ops.remove(&id)
+                {
+                    record.expires =
+                        Some(Instant::now() + self.config.timing.record_ttl / CACHE_TTL_DIVISOR);
+                    let kad = &mut self.swarm.behaviour_mut().kad;
+                    // The closest node seen on the path that lacked the value; when the lookup saw
+                    // none (every node it asked held it), this node is that node.
+                    if let Some(peer) = cache_candidates.into_values().next() {
+                        debug!(%peer, "caching a fetched value on the lookup path");
+                        kad.put_record_to(record, std::iter::once(peer), Quorum::One);
+                        self.counters.values_cached += 1;
+                    } else if !self.config.client_mode && kad.store_mut().put(record).is_ok() {
+                        debug!("caching a fetched value here");
+                        self.counters.values_cached += 1;
+                    }
+                    return;
+                }
+            }
             Err(ref e) => debug!("record lookup ended: {e}"),
+        }
+        if last && matches!(self.kad_ops.get_mut(&id), Some(KadOp::Cache { .. })) {
+            self.kad_ops.remove(&id);
+            return;
         }
         if last && let Some((_, KadOp::Fetch { key, reply })) = self.kad_ops.remove(&id) {
             self.counters.errors += 1;
@@ -748,6 +792,43 @@ impl EventLoop {
             } else {
                 Error::NotFound(key)
             }));
+        }
+    }
+
+    /// Kademlia's hand-off: a new peer closer to a key than this node gets the record now, not at
+    /// the next replication round. At most [`MAX_HANDOFF_PER_PEER`] records go at once; the periodic
+    /// replication covers the rest.
+    fn hand_off_records(&mut self, peer: PeerId) {
+        if self.config.client_mode {
+            return;
+        }
+        let here = KBucketKey::from(self.local);
+        let newcomer = KBucketKey::from(peer);
+        let now = Instant::now();
+        let ttl = self.config.timing.record_ttl;
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let records: Vec<Record> = kad
+            .store_mut()
+            .records()
+            .filter(|r| !r.is_expired(now))
+            .filter(|r| {
+                let target = KBucketKey::new(r.key.to_vec());
+                target.distance(&newcomer) < target.distance(&here)
+            })
+            .take(MAX_HANDOFF_PER_PEER)
+            .map(|r| {
+                let mut r = r.into_owned();
+                // Our own published copy has no expiry; the copy handed off gets the TTL.
+                r.expires = r.expires.or(Some(now + ttl));
+                r
+            })
+            .collect();
+        if !records.is_empty() {
+            debug!(%peer, records = records.len(), "handing records to a closer newcomer");
+        }
+        for record in records {
+            self.counters.records_handed_off += 1;
+            kad.put_record_to(record, std::iter::once(peer), Quorum::One);
         }
     }
 
@@ -1062,6 +1143,27 @@ pub(crate) fn replication_targets(
     }
     all.sort_by_cached_key(|p| target.distance(&KBucketKey::from(*p)));
     all.into_iter().take(k).filter(|p| p != local).collect()
+}
+
+/// Which content keys this node fetched lately, to tell popular ones. Bounded: it forgets
+/// everything when [`DEMAND_TRACKED_KEYS`] are tracked.
+#[derive(Default)]
+struct Demand {
+    seen: std::collections::HashSet<Key>,
+}
+
+impl Demand {
+    /// Records a fetch of `key`; whether it was fetched before.
+    fn repeated(&mut self, key: &Key) -> bool {
+        if self.seen.contains(key) {
+            return true;
+        }
+        if self.seen.len() >= DEMAND_TRACKED_KEYS {
+            self.seen.clear();
+        }
+        self.seen.insert(key.clone());
+        false
+    }
 }
 
 /// The address a failed dial was aimed at, for messages.

@@ -5,5 +5,6 @@ mod cli;
 mod command;
 mod common;
 mod lifecycle;
+mod records;
 mod robustness;
 mod store_fetch;
