@@ -156,6 +156,7 @@ async fn serve(cli: &Cli) -> Result<ExitCode> {
             bootstrap.insert(0, local_addr(first).await?);
         }
         let mut opts = options(cli, listen, bootstrap)?.client_mode(cli.client);
+        opts.blocked = cli.block.clone();
         if i == 0
             && let Some(path) = &cli.key_file
         {

@@ -23,7 +23,7 @@ KEYS:
 ENVIRONMENT:
   Every node flag can come from the environment: DHT_LISTEN, DHT_CONNECT (comma-separated),
   DHT_VERBOSE, DHT_KEY_FILE, DHT_REPLICATION_FACTOR, DHT_KAD_PROTOCOL, DHT_RECORD_TTL, DHT_FAST,
-  DHT_CLIENT; flags win.
+  DHT_CLIENT, DHT_BLOCK; flags win.
 
 ADDRESSES:
   Multiaddrs such as /ip4/127.0.0.1/tcp/3000, /ip6/::1/tcp/3000, /dns4/bootstrap/tcp/3000, with or
@@ -87,6 +87,16 @@ pub struct Cli {
     #[arg(long = "kad-protocol", value_name = "NAME", default_value = DEFAULT_KAD_PROTOCOL, global = true,
           env = "DHT_KAD_PROTOCOL")]
     pub kad_protocol: String,
+
+    /// Refuse this peer (repeatable): no connection, never in the routing table.
+    /// Misbehaving peers are also blocked automatically for a while
+    #[arg(
+        long = "block",
+        value_name = "PEER",
+        env = "DHT_BLOCK",
+        value_delimiter = ','
+    )]
+    pub block: Vec<dht::PeerId>,
 
     /// Use the DHT without serving it: listen nowhere, never hold values for others. For a console
     /// attached to a running network (docker exec ... dht --client -i -c ...)

@@ -18,6 +18,8 @@ commands:
   l                 local store: key, size, preview
   b MESSAGE         broadcast MESSAGE to every node
   c PEER MESSAGE    send a custom command to PEER; prints its reply (this node echoes)
+  bl [PEER]         the block list; with PEER, block it
+  ub PEER           unblock PEER
   q                 quit
 keys: 64 hex characters name a content key; `hex:...` a key by its bytes; other text is the key itself";
 
@@ -46,6 +48,12 @@ pub enum Line {
     Broadcast(String),
     /// `c PEER MESSAGE`
     Custom(PeerId, String),
+    /// `bl`
+    BlockList,
+    /// `bl PEER`
+    Block(PeerId),
+    /// `ub PEER`
+    Unblock(PeerId),
     /// `q`
     Quit,
 }
@@ -100,6 +108,23 @@ pub fn parse(line: &str) -> Result<Line, String> {
             }
             _ => Err("usage: c PEER MESSAGE".into()),
         },
+        "bl" | "ub" => {
+            let arg = rest.trim();
+            match (word, arg) {
+                ("bl", "") => Ok(Line::BlockList),
+                ("ub", "") => Err("usage: ub PEER".into()),
+                (_, peer) => {
+                    let peer = peer
+                        .parse::<PeerId>()
+                        .map_err(|_| format!("bad peer id {peer:?}"))?;
+                    Ok(if word == "bl" {
+                        Line::Block(peer)
+                    } else {
+                        Line::Unblock(peer)
+                    })
+                }
+            }
+        }
         other => Err(format!("unknown command '{other}' (h for help)")),
     }
 }
@@ -199,6 +224,30 @@ pub async fn execute(node: &Dht, line: Line, out: &mut impl Write) -> std::io::R
                 let n = node.broadcast(message.into_bytes()).await?;
                 writeln!(out, "broadcast handed to {n} peers")?;
             }
+            Line::BlockList => {
+                let list = node.blocked().await?;
+                for b in &list {
+                    match b.remaining {
+                        Some(left) => {
+                            writeln!(out, "{} misbehaved, {} left", b.peer, human_duration(left))?
+                        }
+                        None => writeln!(out, "{} blocked by hand", b.peer)?,
+                    }
+                }
+                writeln!(out, "{} blocked", list.len())?;
+            }
+            Line::Block(peer) => {
+                node.block(peer).await?;
+                writeln!(out, "blocked {peer}")?;
+            }
+            Line::Unblock(peer) => {
+                let was = node.unblock(peer).await?;
+                writeln!(
+                    out,
+                    "{} {peer}",
+                    if was { "unblocked" } else { "was not blocked:" }
+                )?;
+            }
             Line::Custom(peer, message) => {
                 let reply = node.custom_cmd(peer, message.into_bytes()).await?;
                 writeln!(out, "{}", printable(&reply))?;
@@ -269,6 +318,11 @@ mod tests {
             Ok(Line::Custom(peer, "hi there".into()))
         );
         assert_eq!(parse("b hi all"), Ok(Line::Broadcast("hi all".into())));
+        assert_eq!(parse("bl"), Ok(Line::BlockList));
+        assert_eq!(parse(&format!("bl {peer}")), Ok(Line::Block(peer)));
+        assert_eq!(parse(&format!("ub {peer}")), Ok(Line::Unblock(peer)));
+        assert_eq!(parse("ub"), Err("usage: ub PEER".into()));
+        assert!(parse("bl nope").is_err());
     }
 
     #[test]

@@ -16,7 +16,9 @@ use crate::event::{Event, Events};
 use crate::key::Key;
 use crate::node::command::{Command, CommandHandler, Reply};
 use crate::options::DhtOptions;
-use crate::status::{LocalRecord, Lookup, NodeStatus, PeerEntry, RoutingEntry, Stored};
+use crate::status::{
+    BlockedPeer, LocalRecord, Lookup, NodeStatus, PeerEntry, RoutingEntry, Stored,
+};
 
 /// Extra time a handle waits beyond an operation's own deadline before it gives up on the loop.
 pub const HANDLE_GRACE: Duration = Duration::from_secs(2);
@@ -266,6 +268,33 @@ impl Dht {
     pub async fn remote_info(&self, peer: PeerId) -> Result<NodeInfo> {
         self.call(self.timing.command_timeout, "info", |reply| {
             Command::RemoteInfo { peer, reply }
+        })
+        .await
+    }
+
+    /// Disconnects and refuses `peer` until [`Dht::unblock`], and drops it from the routing table.
+    pub async fn block(&self, peer: PeerId) -> Result<()> {
+        self.call(LOCAL_QUERY_TIMEOUT, "block", |reply| Command::Block {
+            peer,
+            reply,
+        })
+        .await
+    }
+
+    /// Lifts a block; whether the peer was blocked.
+    pub async fn unblock(&self, peer: PeerId) -> Result<bool> {
+        self.call(LOCAL_QUERY_TIMEOUT, "unblock", |reply| Command::Unblock {
+            peer,
+            reply,
+        })
+        .await
+    }
+
+    /// The block list: peers blocked by the operator, and peers blocked for misbehaving (forged
+    /// content, invalid records, malformed messages) with the time their block has left.
+    pub async fn blocked(&self) -> Result<Vec<BlockedPeer>> {
+        self.call(LOCAL_QUERY_TIMEOUT, "blocked", |reply| Command::Blocked {
+            reply,
         })
         .await
     }

@@ -36,7 +36,9 @@ pub use key::{Key, KeyError};
 pub use libp2p::{Multiaddr, PeerId};
 pub use node::command::CommandHandler;
 pub use options::{DhtOptions, TransportKind};
-pub use status::{Counters, LocalRecord, Lookup, NodeStatus, PeerEntry, RoutingEntry, Stored};
+pub use status::{
+    BlockedPeer, Counters, LocalRecord, Lookup, NodeStatus, PeerEntry, RoutingEntry, Stored,
+};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -5,8 +5,8 @@ use std::num::NonZeroUsize;
 use dht_behaviours::config::parse_protocol_name;
 use dht_behaviours::store::StoreLimits;
 use dht_behaviours::{ProtocolConfig, Timing};
-use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId};
 
 use crate::error::Result;
 
@@ -43,6 +43,8 @@ pub struct DhtOptions {
     pub store_limits: StoreLimits,
     /// TCP (the default) or the in-process memory transport (simulations).
     pub transport: TransportKind,
+    /// Peers refused from the start.
+    pub blocked: Vec<PeerId>,
 }
 
 impl Default for DhtOptions {
@@ -57,6 +59,7 @@ impl Default for DhtOptions {
             protocol: ProtocolConfig::default(),
             store_limits: StoreLimits::default(),
             transport: TransportKind::Tcp,
+            blocked: Vec::new(),
         }
     }
 }
@@ -102,6 +105,12 @@ impl DhtOptions {
     /// target. For consoles, one-shot commands and light clients.
     pub fn client_mode(mut self, client: bool) -> Self {
         self.protocol.client_mode = client;
+        self
+    }
+
+    /// Refuse this peer (repeatable).
+    pub fn block(mut self, peer: PeerId) -> Self {
+        self.blocked.push(peer);
         self
     }
 

@@ -54,6 +54,8 @@ pub struct Counters {
     pub values_cached: u64,
     /// Records handed to newcomers closer to their keys.
     pub records_handed_off: u64,
+    /// Peers blocked for misbehaving.
+    pub peers_blocked: u64,
     /// Records refused (invalid or over a limit).
     pub records_refused: u64,
     /// Operations that ended in an error.
@@ -120,4 +122,13 @@ pub struct LocalRecord {
     pub published_here: bool,
     /// Time left before it expires (`None`: kept while the node runs).
     pub expires_in: Option<Duration>,
+}
+
+/// A peer on the block list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockedPeer {
+    /// The peer.
+    pub peer: PeerId,
+    /// Time left for an automatic block; `None` for a block set by the operator.
+    pub remaining: Option<Duration>,
 }

@@ -10,7 +10,9 @@ use dht_behaviours::info::NodeInfo;
 
 use crate::error::Result;
 use crate::key::Key;
-use crate::status::{LocalRecord, Lookup, NodeStatus, PeerEntry, RoutingEntry, Stored};
+use crate::status::{
+    BlockedPeer, LocalRecord, Lookup, NodeStatus, PeerEntry, RoutingEntry, Stored,
+};
 
 /// Answers inbound custom commands: the peer and payload in, a reply or a refusal reason out.
 pub type CommandHandler = Arc<
@@ -67,6 +69,17 @@ pub(crate) enum Command {
     Connect {
         addr: Multiaddr,
         reply: Reply<PeerId>,
+    },
+    Block {
+        peer: PeerId,
+        reply: Reply<()>,
+    },
+    Unblock {
+        peer: PeerId,
+        reply: Reply<bool>,
+    },
+    Blocked {
+        reply: Reply<Vec<BlockedPeer>>,
     },
     Stop {
         reply: Reply<()>,

@@ -10,7 +10,7 @@ use dht_behaviours::broadcast::{Broadcaster, FULL_HEIGHT, Handoff};
 use dht_behaviours::command::CommandReply;
 use dht_behaviours::config::MAX_COMMAND_REPLY;
 use dht_behaviours::info::{NodeInfo, RoutingPeer};
-use dht_behaviours::validation::validate_record;
+use dht_behaviours::validation::{RecordError, validate_record};
 use dht_behaviours::{DhtBehaviour, DhtBehaviourEvent, ProtocolConfig};
 use futures::StreamExt;
 use libp2p::kad::store::RecordStore;
@@ -29,11 +29,13 @@ use super::bandwidth::Bandwidth;
 use super::bootstrap::Bootstrapper;
 use super::command::{Command, CommandHandler, Reply};
 use super::pending::Pending;
+use super::reputation::{BLOCK_DURATION, BlockReason, Offence, Reputation};
 use crate::error::Error;
 use crate::event::Event;
 use crate::key::Key;
 use crate::status::{
-    Counters, LocalRecord, Lookup, NodeStatus, PREVIEW_LEN, PeerEntry, RoutingEntry, Stored,
+    BlockedPeer, Counters, LocalRecord, Lookup, NodeStatus, PREVIEW_LEN, PeerEntry, RoutingEntry,
+    Stored,
 };
 
 /// How often deadlines, bootstrap and expiry are checked.
@@ -98,6 +100,7 @@ pub(crate) struct EventLoop {
     dials: Pending<ConnectionId, Reply<PeerId>>,
     info_ops: Pending<OutboundRequestId, (PeerId, Reply<NodeInfo>)>,
     demand: Demand,
+    reputation: Reputation,
 }
 
 pub(crate) struct Parts {
@@ -131,6 +134,7 @@ impl EventLoop {
             dials: Pending::new(),
             info_ops: Pending::new(),
             demand: Demand::default(),
+            reputation: Reputation::default(),
             broadcaster: Broadcaster::new(local),
             bootstrap: Bootstrapper::new(parts.bootstrap, now),
             connections: HashMap::new(),
@@ -140,6 +144,31 @@ impl EventLoop {
             last_sweep: now,
             alive: parts.alive,
             bandwidth: parts.bandwidth,
+        }
+    }
+
+    /// Blocks the peers given at start.
+    pub(crate) fn with_blocks(mut self, peers: &[PeerId]) -> Self {
+        for peer in peers {
+            self.reputation.block(*peer);
+            self.enforce_block(*peer);
+        }
+        self
+    }
+
+    /// Disconnects and refuses `peer`, and drops it from the routing table.
+    fn enforce_block(&mut self, peer: PeerId) {
+        let behaviour = self.swarm.behaviour_mut();
+        behaviour.blocked.block_peer(peer);
+        behaviour.kad.remove_peer(&peer);
+    }
+
+    /// Records what `peer` did; blocks it when that was one offence too many.
+    fn offend(&mut self, peer: PeerId, offence: Offence) {
+        if self.reputation.offend(peer, offence, Instant::now()) {
+            warn!(%peer, ?offence, "blocking a misbehaving peer for {BLOCK_DURATION:?}");
+            self.counters.peers_blocked += 1;
+            self.enforce_block(peer);
         }
     }
 
@@ -256,6 +285,35 @@ impl EventLoop {
                 let id = self.swarm.behaviour_mut().info.send_request(&peer, ());
                 let deadline = self.deadline(self.config.timing.command_timeout + TICK);
                 self.info_ops.insert(id, deadline, (peer, reply));
+            }
+            Command::Block { peer, reply } => {
+                info!(%peer, "blocked by the operator");
+                self.reputation.block(peer);
+                self.enforce_block(peer);
+                let _ = reply.send(Ok(()));
+            }
+            Command::Unblock { peer, reply } => {
+                let was = self.reputation.unblock(&peer);
+                self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+                let _ = reply.send(Ok(was));
+            }
+            Command::Blocked { reply } => {
+                let now = Instant::now();
+                let mut list: Vec<BlockedPeer> = self
+                    .reputation
+                    .blocked()
+                    .map(|(peer, reason)| BlockedPeer {
+                        peer: *peer,
+                        remaining: match reason {
+                            BlockReason::Manual => None,
+                            BlockReason::Misbehaved { until } => {
+                                Some(until.saturating_duration_since(now))
+                            }
+                        },
+                    })
+                    .collect();
+                list.sort_by_key(|b| b.peer);
+                let _ = reply.send(Ok(list));
             }
             Command::Connect { addr, reply } => {
                 let opts = DialOpts::from(addr.clone());
@@ -474,6 +532,10 @@ impl EventLoop {
                 operation: "connect",
                 after,
             }));
+        }
+        for peer in self.reputation.expired(now) {
+            info!(%peer, "block ran out");
+            self.swarm.behaviour_mut().blocked.unblock_peer(peer);
         }
         if let Some(addrs) = self.bootstrap.due(now, !self.connections.is_empty()) {
             for addr in addrs {
@@ -732,15 +794,23 @@ impl EventLoop {
         let timed_out = matches!(result, Err(kad::GetRecordError::Timeout { .. }));
         match result {
             Ok(GetRecordOk::FoundRecord(PeerRecord { peer, record })) => {
+                // Every answer is checked while the lookup lives, also after the fetch was
+                // answered (a lookup running on for caching): that is how liars are caught.
                 let valid = match self.kad_ops.get_mut(&id) {
                     Some(KadOp::Fetch { key, .. }) => {
                         validate_record(key.as_bytes(), &record.value)
+                    }
+                    Some(KadOp::Cache { record: held }) => {
+                        validate_record(held.key.as_ref(), &record.value)
                     }
                     _ => return,
                 };
                 if let Err(e) = valid {
                     self.counters.records_refused += 1;
                     warn!(?peer, "discarded an invalid record: {e}");
+                    if let Some(peer) = peer {
+                        self.offend(peer, offence_for(&e));
+                    }
                 } else if let Some((deadline, KadOp::Fetch { key, reply })) =
                     self.kad_ops.remove(&id)
                 {
@@ -843,6 +913,7 @@ impl EventLoop {
                 if let Err(e) = validate_record(record.key.as_ref(), &record.value) {
                     self.counters.records_refused += 1;
                     warn!(peer = %source, "refused a record: {e}");
+                    self.offend(source, offence_for(&e));
                     return;
                 }
                 if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
@@ -917,6 +988,9 @@ impl EventLoop {
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 debug!(%peer, "inbound custom command failed: {error}");
+                if is_malformed(&error) {
+                    self.offend(peer, Offence::MalformedMessage);
+                }
             }
             request_response::Event::ResponseSent { .. } => {}
         }
@@ -1009,6 +1083,9 @@ impl EventLoop {
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 debug!(%peer, "inbound broadcast failed: {error}");
+                if is_malformed(&error) {
+                    self.offend(peer, Offence::MalformedMessage);
+                }
             }
             request_response::Event::ResponseSent { .. } => {}
         }
@@ -1143,6 +1220,19 @@ pub(crate) fn replication_targets(
     }
     all.sort_by_cached_key(|p| target.distance(&KBucketKey::from(*p)));
     all.into_iter().take(k).filter(|p| p != local).collect()
+}
+
+/// The offence a refused record amounts to.
+fn offence_for(error: &RecordError) -> Offence {
+    match error {
+        RecordError::ContentMismatch => Offence::ForgedContent,
+        _ => Offence::InvalidRecord,
+    }
+}
+
+/// Whether an inbound failure means the peer sent bytes our codec could not decode.
+fn is_malformed(error: &request_response::InboundFailure) -> bool {
+    matches!(error, request_response::InboundFailure::Io(e) if e.kind() == std::io::ErrorKind::InvalidData)
 }
 
 /// Which content keys this node fetched lately, to tell popular ones. Bounded: it forgets

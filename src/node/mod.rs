@@ -5,6 +5,7 @@ mod bootstrap;
 pub(crate) mod command;
 mod event_loop;
 mod pending;
+pub mod reputation;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -173,7 +174,8 @@ pub(crate) async fn start(options: DhtOptions) -> Result<Dht> {
         listen_addrs,
         alive: alive_tx,
         bandwidth,
-    });
+    })
+    .with_blocks(&options.blocked);
     tokio::spawn(event_loop.run());
     Ok(Dht::new(
         local,

@@ -5,6 +5,7 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use dht::{Dht, DhtOptions, Multiaddr, Timing};
+use libp2p::multiaddr::Protocol;
 use tokio::time::Instant;
 
 /// Longest a scenario waits for a network to settle.
@@ -52,18 +53,43 @@ pub async fn addr_of(node: &Dht) -> Multiaddr {
 /// Starts `n` nodes with replication factor `k`, all joined through the first, and waits until
 /// every routing table holds every other node.
 pub async fn network(n: usize, k: usize) -> Vec<Dht> {
-    let first = Dht::start(options(k)).await.expect("start node 0");
+    network_with(n, || options(k)).await
+}
+
+/// Like [`network`], with the options `make` gives each node.
+pub async fn network_with(n: usize, make: impl Fn() -> DhtOptions) -> Vec<Dht> {
+    let first = Dht::start(make()).await.expect("start node 0");
     let boot = addr_of(&first).await;
     let mut nodes = vec![first];
     for _ in 1..n {
         nodes.push(
-            Dht::start(options(k).bootstrap(boot.clone()))
+            Dht::start(make().bootstrap(boot.clone()))
                 .await
                 .expect("start node"),
         );
     }
     wait_routed(&nodes, n - 1).await;
     nodes
+}
+
+/// The address without its `/p2p/<id>` part.
+pub fn without_p2p(addr: &Multiaddr) -> Multiaddr {
+    addr.iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect()
+}
+
+/// The TCP port of a listen address.
+pub fn tcp_port(addr: &Multiaddr) -> u16 {
+    addr.iter()
+        .find_map(|p| {
+            if let Protocol::Tcp(port) = p {
+                Some(port)
+            } else {
+                None
+            }
+        })
+        .expect("a TCP address")
 }
 
 /// Waits until each node's routing table holds at least `min` peers.

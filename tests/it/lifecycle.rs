@@ -3,25 +3,15 @@
 use std::time::Duration;
 
 use dht::{Dht, DhtOptions, Error, Key, Timing};
-use libp2p::multiaddr::Protocol;
 
-use crate::common::{addr_of, eventually, network, options};
+use crate::common::{addr_of, eventually, network, options, tcp_port, without_p2p};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_ends_the_node_frees_its_port_and_later_calls_say_shutdown() {
     let nodes = network(2, 20).await;
     let node = nodes[1].clone();
     let addr = addr_of(&node).await;
-    let port = addr
-        .iter()
-        .find_map(|p| {
-            if let Protocol::Tcp(p) = p {
-                Some(p)
-            } else {
-                None
-            }
-        })
-        .expect("port");
+    let port = tcp_port(&addr);
     let mut events = node.events();
     assert!(node.running());
     node.stop().await;
@@ -85,10 +75,7 @@ async fn stop_ends_the_node_frees_its_port_and_later_calls_say_shutdown() {
 async fn a_port_in_use_and_bad_options_are_errors_at_start() {
     let first = Dht::start(options(20)).await.expect("start");
     let addr = addr_of(&first).await;
-    let taken: libp2p::Multiaddr = addr
-        .iter()
-        .filter(|p| !matches!(p, Protocol::P2p(_)))
-        .collect();
+    let taken = without_p2p(&addr);
     match Dht::start(options(20).listen_on([taken.clone()])).await {
         Err(Error::Listen { addr, reason }) => {
             assert_eq!(addr, taken);
@@ -117,10 +104,7 @@ async fn a_node_without_peers_keeps_retrying_its_bootstrap_and_joins_when_it_app
     // Reserve a port, then free it: the bootstrap node will come up there later.
     let probe = Dht::start(options(20)).await.expect("probe");
     let addr = addr_of(&probe).await;
-    let bare: libp2p::Multiaddr = addr
-        .iter()
-        .filter(|p| !matches!(p, Protocol::P2p(_)))
-        .collect();
+    let bare = without_p2p(&addr);
     probe.stop().await;
 
     let joiner = Dht::start(options(20).bootstrap(bare.clone()))

@@ -4,6 +4,7 @@ mod broadcast;
 mod cli;
 mod command;
 mod common;
+mod hostile;
 mod lifecycle;
 mod records;
 mod robustness;

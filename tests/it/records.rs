@@ -7,7 +7,7 @@ use std::time::Duration;
 use dht::{Dht, DhtOptions, Key, PeerId, Timing};
 use libp2p::kad::KBucketKey;
 
-use crate::common::{addr_of, eventually, stop_all, wait_routed};
+use crate::common::{addr_of, eventually, network_with, stop_all};
 
 /// Fast deadlines, but replication and republish far away: what these tests see cannot come from them.
 fn quiet_timing() -> Timing {
@@ -27,18 +27,7 @@ fn options(k: usize) -> DhtOptions {
 }
 
 async fn network(n: usize, k: usize) -> Vec<Dht> {
-    let first = Dht::start(options(k)).await.expect("start");
-    let boot = addr_of(&first).await;
-    let mut nodes = vec![first];
-    for _ in 1..n {
-        nodes.push(
-            Dht::start(options(k).bootstrap(boot.clone()))
-                .await
-                .expect("start"),
-        );
-    }
-    wait_routed(&nodes, n - 1).await;
-    nodes
+    network_with(n, || options(k)).await
 }
 
 async fn holds(node: &Dht, key: &Key) -> bool {

@@ -3,28 +3,17 @@
 use std::time::Duration;
 
 use dht::Key;
-use libp2p::multiaddr::Protocol;
 use rand::RngCore;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::common::{addr_of, network, stop_all};
+use crate::common::{addr_of, network, stop_all, tcp_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_silent_connections_do_not_stop_service() {
     let nodes = network(4, 20).await;
     let target = &nodes[1];
-    let port = addr_of(target)
-        .await
-        .iter()
-        .find_map(|p| {
-            if let Protocol::Tcp(port) = p {
-                Some(port)
-            } else {
-                None
-            }
-        })
-        .expect("tcp port");
+    let port = tcp_port(&addr_of(target).await);
 
     // Half-open connections that never speak, and connections that send garbage.
     let mut silent = Vec::new();
