@@ -811,14 +811,18 @@ impl EventLoop {
                     if let Some(peer) = peer {
                         self.offend(peer, offence_for(&e));
                     }
-                } else if let Some((deadline, KadOp::Fetch { key, reply })) =
-                    self.kad_ops.remove(&id)
+                } else if matches!(self.kad_ops.get_mut(&id), Some(KadOp::Fetch { .. }))
+                    && let Some((deadline, KadOp::Fetch { key, reply })) = self.kad_ops.remove(&id)
                 {
                     let _ = reply.send(Ok(record.value.clone()));
                     // Content never changes, so copies can be spread safely. Under demand (a key
                     // fetched again), the lookup runs on to find the closest node that lacked the
                     // value; otherwise it stops at the first record.
                     if key.is_content() && self.demand.repeated(&key) {
+                        debug!(
+                            ?id,
+                            "fetch answered; the lookup runs on to find where to cache"
+                        );
                         self.kad_ops.insert(id, deadline, KadOp::Cache { record });
                     } else if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
                         q.finish();
@@ -839,17 +843,21 @@ impl EventLoop {
                         debug!(%peer, "caching a fetched value on the lookup path");
                         kad.put_record_to(record, std::iter::once(peer), Quorum::One);
                         self.counters.values_cached += 1;
-                    } else if !self.config.client_mode && kad.store_mut().put(record).is_ok() {
-                        debug!("caching a fetched value here");
-                        self.counters.values_cached += 1;
+                    } else {
+                        self.cache_here(record);
                     }
                     return;
                 }
             }
             Err(ref e) => debug!("record lookup ended: {e}"),
         }
-        if last && matches!(self.kad_ops.get_mut(&id), Some(KadOp::Cache { .. })) {
-            self.kad_ops.remove(&id);
+        // A caching lookup that ended without naming a node (it timed out): this node lacked the
+        // value, so it keeps the copy.
+        if last
+            && matches!(self.kad_ops.get_mut(&id), Some(KadOp::Cache { .. }))
+            && let Some((_, KadOp::Cache { record })) = self.kad_ops.remove(&id)
+        {
+            self.cache_here(record);
             return;
         }
         if last && let Some((_, KadOp::Fetch { key, reply })) = self.kad_ops.remove(&id) {
@@ -862,6 +870,25 @@ impl EventLoop {
             } else {
                 Error::NotFound(key)
             }));
+        }
+    }
+
+    /// Keeps a fetched value here as a cached copy (serving nodes only).
+    fn cache_here(&mut self, mut record: Record) {
+        if self.config.client_mode {
+            return;
+        }
+        record.expires = Some(Instant::now() + self.config.timing.record_ttl / CACHE_TTL_DIVISOR);
+        if self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .store_mut()
+            .put(record)
+            .is_ok()
+        {
+            debug!("caching a fetched value here");
+            self.counters.values_cached += 1;
         }
     }
 

@@ -287,10 +287,10 @@ async fn a_node_with_an_unreachable_bootstrap_keeps_running_and_retries() {
         "-c",
         &format!("127.0.0.1:{closed}"),
     ]);
-    node.line_with("listening on", Duration::from_secs(10))
+    node.line_with("listening on", Duration::from_secs(30))
         .await;
     // It warns, and dials again (the back-off starts at 1 s), instead of exiting.
-    node.log_lines_with("bootstrap node unreachable", 2, Duration::from_secs(10))
+    node.log_lines_with("bootstrap node unreachable", 2, Duration::from_secs(20))
         .await;
     assert!(
         node.child.try_wait().expect("try_wait").is_none(),
@@ -333,9 +333,9 @@ async fn version_help_and_key_file() {
     let mut ids = Vec::new();
     for _ in 0..2 {
         let mut node = Proc::spawn(&["-l", "/ip4/127.0.0.1/tcp/0", "--key-file", key_arg]);
-        let line = node.line_with("peer id:", Duration::from_secs(10)).await;
+        let line = node.line_with("peer id:", Duration::from_secs(30)).await;
         ids.push(line.trim_start_matches("peer id:").trim().to_owned());
-        node.line_with("listening on", Duration::from_secs(10))
+        node.line_with("listening on", Duration::from_secs(30))
             .await;
         assert_eq!(node.terminate().await, 0);
     }

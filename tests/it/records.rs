@@ -117,7 +117,8 @@ async fn fetched_content_is_cached_on_the_lookup_path() {
     }
     // A node that lacked the value now holds a copy with the shorter cache TTL: the closest node on
     // the reader's lookup path that lacked it, or, when every node asked held it, the reader.
-    let cached = eventually(Duration::from_secs(10), "a cached copy", || async {
+    // (A lookup that times out ends one query timeout later: 10 s in the fast profile.)
+    let cached = eventually(Duration::from_secs(25), "a cached copy", || async {
         for n in &nodes {
             if holders.contains(&n.peer_id()) {
                 continue;
