@@ -343,3 +343,17 @@ async fn version_help_and_key_file() {
     assert!(ids[0].starts_with("12D3"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stat_mode_prints_a_line_per_refresh() {
+    let mut node = Proc::spawn(&["-s", "-l", "/ip4/127.0.0.1/tcp/0"]);
+    for _ in 0..2 {
+        let line = node.line_with("peers ", Duration::from_secs(30)).await;
+        for field in [
+            "routing ", "keys ", "store ", "fetch ", "errors ", " in ", " out ",
+        ] {
+            assert!(line.contains(field), "stat line lacks {field:?}: {line}");
+        }
+    }
+    assert_eq!(node.terminate().await, 0);
+}

@@ -4,6 +4,7 @@ mod broadcast;
 mod cli;
 mod command;
 mod common;
+mod garbage;
 mod hostile;
 mod lifecycle;
 mod records;
