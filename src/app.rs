@@ -58,16 +58,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             ops,
             concurrency,
             size,
+            duration,
             json,
         }) => {
-            bench(
-                &cli,
-                *ops as usize,
-                *concurrency as usize,
-                *size as usize,
-                *json,
-            )
-            .await
+            let shape = (*ops as usize, *concurrency as usize, *size as usize);
+            bench(&cli, shape, *duration, *json).await
         }
     }
 }
@@ -439,9 +434,8 @@ async fn info(cli: &Cli, addr: Option<Multiaddr>, json: bool) -> Result<ExitCode
 
 async fn bench(
     cli: &Cli,
-    ops: usize,
-    concurrency: usize,
-    size: usize,
+    (ops, concurrency, size): (usize, usize, usize),
+    duration: Option<Duration>,
     json: bool,
 ) -> Result<ExitCode> {
     // Two client nodes, so that every fetch is served by the network, not by the writer.
@@ -453,7 +447,7 @@ async fn bench(
             return Err(e);
         }
     };
-    let report = crate::bench::run(&writer, &reader, ops, concurrency, size).await;
+    let report = crate::bench::run(&writer, &reader, ops, concurrency, size, duration).await;
     writer.stop().await;
     reader.stop().await;
     let mut out = std::io::stdout().lock();

@@ -101,6 +101,13 @@ impl Progress {
 
     fn step(&mut self) {
         self.done += 1;
+        if self.draw && self.total == usize::MAX {
+            if self.last.elapsed() > Duration::from_millis(100) {
+                self.last = Instant::now();
+                eprint!("\r{:6} {}", self.label, self.done);
+            }
+            return;
+        }
         if self.draw
             && (self.done == self.total || self.last.elapsed() > Duration::from_millis(100))
         {
@@ -137,13 +144,15 @@ fn value(i: usize, size: usize, run: u64) -> Vec<u8> {
     v
 }
 
-/// Stores `ops` values through `writer`, then fetches each through `reader`.
+/// Stores `ops` values through `writer`, then fetches each through `reader`; with `duration`, the
+/// fetches cycle over the same keys until it has passed (the data stays, the operations grow).
 pub async fn run(
     writer: &Dht,
     reader: &Dht,
     ops: usize,
     concurrency: usize,
     size: usize,
+    duration: Option<Duration>,
 ) -> Report {
     let run_id: u64 = rand::random();
     let mut bar = Progress::new("store", ops);
@@ -176,11 +185,18 @@ pub async fn run(
     }
     let store = phase(ops, errors, started.elapsed(), latencies);
 
-    let mut bar = Progress::new("fetch", ops);
     let started = Instant::now();
-    let mut results = futures::stream::iter(0..ops)
-        .map(|i| {
-            let v = value(i, size, run_id);
+    let fetches = futures::stream::iter(0..).take_while(|n| {
+        let go_on = match duration {
+            Some(d) => started.elapsed() < d,
+            None => *n < ops,
+        };
+        futures::future::ready(go_on)
+    });
+    let mut bar = Progress::new("fetch", if duration.is_some() { usize::MAX } else { ops });
+    let mut results = fetches
+        .map(|n| {
+            let v = value(n % ops, size, run_id);
             async move {
                 let key = Key::for_value(&v);
                 let t = Instant::now();
@@ -202,7 +218,8 @@ pub async fn run(
             }
         }
     }
-    let fetch = phase(ops, errors, started.elapsed(), latencies);
+    let attempted = latencies.len() + errors;
+    let fetch = phase(attempted, errors, started.elapsed(), latencies);
     Report {
         ops,
         concurrency,

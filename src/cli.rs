@@ -153,6 +153,9 @@ pub enum OneShot {
         /// Value size in bytes
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=dht::limits::MAX_VALUE_SIZE as u64))]
         size: u64,
+        /// Keep fetching the stored values (in a cycle) for this long instead of once each
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        duration: Option<std::time::Duration>,
         /// Print one JSON object instead of a table
         #[arg(long)]
         json: bool,

@@ -28,6 +28,7 @@ use tracing::{debug, info, trace, warn};
 use super::bandwidth::Bandwidth;
 use super::bootstrap::Bootstrapper;
 use super::command::{Command, CommandHandler, Reply};
+use super::outbound::OutboundCommands;
 use super::pending::Pending;
 use super::reputation::{BLOCK_DURATION, BlockReason, Offence, Reputation};
 use crate::error::Error;
@@ -101,6 +102,7 @@ pub(crate) struct EventLoop {
     info_ops: Pending<OutboundRequestId, (PeerId, Reply<NodeInfo>)>,
     demand: Demand,
     reputation: Reputation,
+    commands_out: OutboundCommands,
 }
 
 pub(crate) struct Parts {
@@ -134,6 +136,7 @@ impl EventLoop {
             dials: Pending::new(),
             info_ops: Pending::new(),
             demand: Demand::default(),
+            commands_out: OutboundCommands::default(),
             reputation: Reputation::default(),
             broadcaster: Broadcaster::new(local),
             bootstrap: Bootstrapper::new(parts.bootstrap, now),
@@ -243,13 +246,9 @@ impl EventLoop {
                 reply,
             } => {
                 self.counters.commands_sent += 1;
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .command
-                    .send_request(&peer, payload);
                 let deadline = self.deadline(self.config.timing.command_timeout + TICK);
-                self.cmd_ops.insert(id, deadline, (peer, reply));
+                self.commands_out.push(peer, payload, reply, deadline);
+                self.send_queued_commands(peer);
             }
             Command::SetCommandHandler { handler, reply } => {
                 self.handler = handler;
@@ -511,7 +510,17 @@ impl EventLoop {
                 }
             }
         }
-        for (_, (_, reply)) in self.cmd_ops.take_expired(now) {
+        for (_, (peer, reply)) in self.cmd_ops.take_expired(now) {
+            self.commands_out.done(peer);
+            self.send_queued_commands(peer);
+            self.counters.errors += 1;
+            let after = self.config.timing.command_timeout;
+            let _ = reply.send(Err(Error::Timeout {
+                operation: "custom command",
+                after,
+            }));
+        }
+        for reply in self.commands_out.take_expired(now) {
             self.counters.errors += 1;
             let after = self.config.timing.command_timeout;
             let _ = reply.send(Err(Error::Timeout {
@@ -873,6 +882,18 @@ impl EventLoop {
         }
     }
 
+    /// Sends the commands queued for `peer` while it has free slots.
+    fn send_queued_commands(&mut self, peer: PeerId) {
+        while let Some((payload, reply, deadline)) = self.commands_out.next_to_send(peer) {
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .command
+                .send_request(&peer, payload);
+            self.cmd_ops.insert(id, deadline, (peer, reply));
+        }
+    }
+
     /// Keeps a fetched value here as a cached copy (serving nodes only).
     fn cache_here(&mut self, mut record: Record) {
         if self.config.client_mode {
@@ -983,6 +1004,8 @@ impl EventLoop {
                     response,
                 } => {
                     if let Some((_, (peer, reply))) = self.cmd_ops.remove(&request_id) {
+                        self.commands_out.done(peer);
+                        self.send_queued_commands(peer);
                         let _ = reply.send(match response {
                             CommandReply::Ok(bytes) => Ok(bytes),
                             CommandReply::Refused(reason) => {
@@ -1000,6 +1023,8 @@ impl EventLoop {
                 ..
             } => {
                 if let Some((_, (_, reply))) = self.cmd_ops.remove(&request_id) {
+                    self.commands_out.done(peer);
+                    self.send_queued_commands(peer);
                     self.counters.errors += 1;
                     let _ = reply.send(Err(match error {
                         request_response::OutboundFailure::Timeout => Error::Timeout {

@@ -4,6 +4,7 @@ mod bandwidth;
 mod bootstrap;
 pub(crate) mod command;
 mod event_loop;
+mod outbound;
 mod pending;
 pub mod reputation;
 

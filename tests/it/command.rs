@@ -78,3 +78,63 @@ async fn custom_command_to_a_departed_peer_fails_within_the_deadline() {
     );
     stop_all(&nodes[..2]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_commands_and_an_oversize_one_end_without_hanging() {
+    let nodes = network(2, 20).await;
+    nodes[1]
+        .set_command_handler(|_, payload: Vec<u8>| async move {
+            // Slow enough that many are in flight at once.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(payload)
+        })
+        .await
+        .expect("handler");
+    let target = nodes[1].peer_id();
+    let started = Instant::now();
+    let results = futures::future::join_all((0..200u32).map(|i| {
+        let node = nodes[0].clone();
+        async move {
+            node.custom_cmd(target, i.to_be_bytes().to_vec())
+                .await
+                .map(|r| (i, r))
+        }
+    }))
+    .await;
+    let mut answered = 0;
+    for r in results {
+        match r {
+            Ok((i, reply)) => {
+                assert_eq!(reply, i.to_be_bytes().to_vec());
+                answered += 1;
+            }
+            Err(other) => panic!("a command ended with {other}"),
+        }
+    }
+    // At most 32 go out at once to one peer; the rest wait in a bounded queue, and all are answered.
+    assert_eq!(answered, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // A 2 MiB request is refused before it is sent; the node goes on answering.
+    let big = vec![0u8; 2 * 1024 * 1024];
+    assert!(matches!(
+        nodes[0].custom_cmd(target, big).await,
+        Err(Error::PayloadTooLarge { .. })
+    ));
+    assert_eq!(
+        nodes[0]
+            .custom_cmd(target, b"still".to_vec())
+            .await
+            .expect("reply"),
+        b"still"
+    );
+    assert_eq!(
+        nodes[1].status().await.expect("status").pending_operations,
+        0
+    );
+    stop_all(&nodes).await;
+}
