@@ -30,6 +30,7 @@ use super::bootstrap::Bootstrapper;
 use super::command::{Command, CommandHandler, Reply};
 use super::outbound::OutboundCommands;
 use super::pending::Pending;
+use super::quota::Quota;
 use super::reputation::{BLOCK_DURATION, BlockReason, Offence, Reputation};
 use crate::error::Error;
 use crate::event::Event;
@@ -103,6 +104,7 @@ pub(crate) struct EventLoop {
     demand: Demand,
     reputation: Reputation,
     commands_out: OutboundCommands,
+    quota: Quota,
 }
 
 pub(crate) struct Parts {
@@ -137,6 +139,7 @@ impl EventLoop {
             info_ops: Pending::new(),
             demand: Demand::default(),
             commands_out: OutboundCommands::default(),
+            quota: Quota::default(),
             reputation: Reputation::default(),
             broadcaster: Broadcaster::new(local),
             bootstrap: Bootstrapper::new(parts.bootstrap, now),
@@ -567,6 +570,8 @@ impl EventLoop {
                 .remove_expired(now);
             if gone > 0 {
                 debug!(gone, "expired records removed");
+                let store = self.swarm.behaviour_mut().kad.store_mut();
+                self.quota.sweep(|k| store.get(k).is_some());
             }
         }
     }
@@ -964,9 +969,18 @@ impl EventLoop {
                     self.offend(source, offence_for(&e));
                     return;
                 }
-                if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
+                if !self.quota.admits(&source, &record.key) {
                     self.counters.records_refused += 1;
-                    warn!(peer = %source, "could not store a record: {e}");
+                    debug!(peer = %source, "refused a record: the peer's quota is used up");
+                    return;
+                }
+                let key = record.key.clone();
+                match self.swarm.behaviour_mut().kad.store_mut().put(record) {
+                    Ok(()) => self.quota.stored(source, key),
+                    Err(e) => {
+                        self.counters.records_refused += 1;
+                        warn!(peer = %source, "could not store a record: {e}");
+                    }
                 }
             }
             InboundRequest::AddProvider {

@@ -6,6 +6,7 @@ pub(crate) mod command;
 mod event_loop;
 mod outbound;
 mod pending;
+pub mod quota;
 pub mod reputation;
 
 use std::collections::HashSet;

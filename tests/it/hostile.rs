@@ -13,19 +13,14 @@ use libp2p::{SwarmBuilder, identify, noise, tcp, yamux};
 
 use crate::common::{addr_of, eventually, network, options, stop_all};
 
-/// A peer that speaks our protocols but holds a forged value under `key` and serves it to anyone.
-/// It is driven here, not by our event loop, so nothing validates what it stores.
-async fn liar(
-    keypair: Keypair,
-    boot: Multiaddr,
-    key: &Key,
-    forged: Vec<u8>,
-) -> (PeerId, Multiaddr, tokio::task::JoinHandle<()>) {
+/// A swarm with our protocols, driven by the test instead of our event loop: nothing checks what it
+/// stores or sends.
+fn raw_peer(keypair: Keypair) -> libp2p::Swarm<DhtBehaviour> {
     let config = ProtocolConfig {
         timing: Timing::fast(),
         ..ProtocolConfig::default()
     };
-    let mut swarm = SwarmBuilder::with_existing_identity(keypair)
+    SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
             tcp::Config::default(),
@@ -35,7 +30,18 @@ async fn liar(
         .expect("tcp")
         .with_behaviour(|k| DhtBehaviour::new(k, &config, StoreLimits::default()))
         .expect("behaviour")
-        .build();
+        .build()
+}
+
+/// A peer that speaks our protocols but holds a forged value under `key` and serves it to anyone.
+/// It is driven here, not by our event loop, so nothing validates what it stores.
+async fn liar(
+    keypair: Keypair,
+    boot: Multiaddr,
+    key: &Key,
+    forged: Vec<u8>,
+) -> (PeerId, Multiaddr, tokio::task::JoinHandle<()>) {
+    let mut swarm = raw_peer(keypair);
     let id = *swarm.local_peer_id();
     swarm
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
@@ -219,5 +225,94 @@ async fn operators_block_and_unblock_peers() {
         .connect(addr_of(a).await)
         .await
         .expect("reconnect after unblock");
+    stop_all(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_storing_ten_thousand_records_hits_its_quota_and_others_are_served() {
+    let nodes = network(3, 20).await;
+    let target = &nodes[0];
+    let kept = nodes[1]
+        .store(b"an honest value".to_vec())
+        .await
+        .expect("store");
+    let before = target.key_count().await.expect("keys");
+
+    let mut flooder = raw_peer(Keypair::generate_ed25519());
+    let target_id = target.peer_id();
+    flooder
+        .behaviour_mut()
+        .kad
+        .add_address(&target_id, addr_of(target).await);
+    const FLOOD: usize = 10_000;
+    const IN_FLIGHT: usize = 256;
+    // As fast as the protocol lets one peer go: 256 PUTs in flight, a new one as each ends.
+    let flood = async {
+        let mut queries = std::collections::HashSet::new();
+        let mut next = 0;
+        loop {
+            while queries.len() < IN_FLIGHT && next < FLOOD {
+                let record = Record::new(
+                    RecordKey::new(&format!("/flood/{next}").into_bytes()),
+                    vec![b'x'; 64],
+                );
+                let one = std::iter::once(target_id);
+                queries.insert(flooder.behaviour_mut().kad.put_record_to(
+                    record,
+                    one,
+                    libp2p::kad::Quorum::One,
+                ));
+                next += 1;
+            }
+            if queries.is_empty() {
+                break;
+            }
+            if let SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(
+                libp2p::kad::Event::OutboundQueryProgressed { id, step, .. },
+            )) = flooder.select_next_some().await
+                && step.last
+            {
+                queries.remove(&id);
+            }
+        }
+    };
+    // Others are served while the flood runs.
+    let served = async {
+        let mut ok = 0;
+        for _ in 0..20 {
+            if nodes[2].fetch(&kept.key).await.ok().as_deref() == Some(&b"an honest value"[..]) {
+                ok += 1;
+            }
+        }
+        ok
+    };
+    let (_, ok) = tokio::time::timeout(
+        Duration::from_secs(120),
+        futures::future::join(flood, served),
+    )
+    .await
+    .expect("the flood finishes within 120 s");
+    assert_eq!(ok, 20, "fetches failed during the flood");
+
+    let status = target.status().await.expect("status");
+    let quota = dht::node::quota::MAX_RECORDS_PER_PEER;
+    assert!(
+        status.stored_keys <= before + quota,
+        "{} keys stored; quota {quota}",
+        status.stored_keys
+    );
+    assert!(
+        status.stored_keys >= before + quota / 2,
+        "the flood was not even partly stored"
+    );
+    assert!(
+        status.counters.records_refused as usize >= FLOOD - quota,
+        "{:?}",
+        status.counters
+    );
+    assert_eq!(
+        nodes[2].fetch(&kept.key).await.expect("fetch"),
+        b"an honest value"
+    );
     stop_all(&nodes).await;
 }
