@@ -34,4 +34,8 @@ while kill -0 "$bench" 2>/dev/null; do
   for _ in $(seq 60); do kill -0 "$bench" 2>/dev/null || break; sleep 1; done
 done
 wait "$bench"
-python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); f=r["fetch"]; print(f"fetches: {f[\"ops\"]} ({f[\"errors\"]} errors), {f[\"throughput\"]:.0f}/s, p50 {f[\"p50_ms\"]:.2f} ms, p99 {f[\"p99_ms\"]:.2f} ms")' "$work/result.json"
+python3 - "$work/result.json" <<'PY'
+import json, sys
+f = json.load(open(sys.argv[1]))["fetch"]
+print(f"fetches: {f['ops']} ({f['errors']} errors), {f['throughput']:.0f}/s, p50 {f['p50_ms']:.2f} ms, p99 {f['p99_ms']:.2f} ms")
+PY
