@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use dht_behaviours::config::MAX_VALUE_SIZE;
+use dht_behaviours::validation::RecordError;
 use libp2p::{Multiaddr, PeerId};
 
 use crate::key::{Key, KeyError};
@@ -97,6 +99,21 @@ pub enum Error {
     /// The node has stopped.
     #[error("the node has stopped")]
     Shutdown,
+}
+
+impl Error {
+    /// The error for a record of `key` that failed validation.
+    pub(crate) fn from_record(error: RecordError, key: &Key) -> Self {
+        match error {
+            RecordError::ContentMismatch => Error::ContentMismatch(key.clone()),
+            RecordError::ValueTooLarge(size) => Error::ValueTooLarge {
+                size,
+                max: MAX_VALUE_SIZE,
+            },
+            RecordError::EmptyKey => Error::InvalidKey(KeyError::Empty),
+            RecordError::KeyTooLong(n) => Error::InvalidKey(KeyError::TooLong(n)),
+        }
+    }
 }
 
 /// Result of a [`crate::Dht`] operation.

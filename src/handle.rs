@@ -8,6 +8,7 @@ use dht_behaviours::Timing;
 use dht_behaviours::config::MAX_BROADCAST_PAYLOAD;
 use dht_behaviours::config::{MAX_COMMAND_REQUEST, MAX_VALUE_SIZE};
 use dht_behaviours::info::NodeInfo;
+use dht_behaviours::validation::validate_record;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -88,7 +89,13 @@ impl Dht {
     /// many nodes hold it.
     pub async fn store(&self, value: impl Into<Vec<u8>>) -> Result<Stored> {
         let value = value.into();
-        check_value(&value)?;
+        // The key is the value's own hash, so only the size can be wrong.
+        if value.len() > MAX_VALUE_SIZE {
+            return Err(Error::ValueTooLarge {
+                size: value.len(),
+                max: MAX_VALUE_SIZE,
+            });
+        }
         let key = Key::for_value(&value);
         self.call(2 * self.timing.query_timeout, "store", |reply| {
             Command::Store { key, value, reply }
@@ -99,10 +106,7 @@ impl Dht {
     /// Stores `value` under `key`. A 32-byte key is a content key: the value must hash to it.
     pub async fn store_at(&self, key: &Key, value: impl Into<Vec<u8>>) -> Result<Stored> {
         let value = value.into();
-        check_value(&value)?;
-        if key.is_content() && Key::for_value(&value) != *key {
-            return Err(Error::ContentMismatch(key.clone()));
-        }
+        validate_record(key.as_bytes(), &value).map_err(|e| Error::from_record(e, key))?;
         let key = key.clone();
         self.call(2 * self.timing.query_timeout, "store", |reply| {
             Command::Store { key, value, reply }
@@ -318,14 +322,4 @@ impl Dht {
         let mut alive = self.alive.clone();
         while alive.changed().await.is_ok() {}
     }
-}
-
-fn check_value(value: &[u8]) -> Result<()> {
-    if value.len() > MAX_VALUE_SIZE {
-        return Err(Error::ValueTooLarge {
-            size: value.len(),
-            max: MAX_VALUE_SIZE,
-        });
-    }
-    Ok(())
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use dht_behaviours::behaviour::{is_loopback, with_peer};
 use dht_behaviours::broadcast::{Broadcaster, FULL_HEIGHT, Handoff};
 use dht_behaviours::command::CommandReply;
-use dht_behaviours::config::{MAX_COMMAND_REPLY, MAX_VALUE_SIZE};
+use dht_behaviours::config::MAX_COMMAND_REPLY;
 use dht_behaviours::info::{NodeInfo, RoutingPeer};
 use dht_behaviours::validation::{RecordError, validate_record};
 use dht_behaviours::{DhtBehaviour, DhtBehaviourEvent, ProtocolConfig};
@@ -34,7 +34,7 @@ use super::quota::Quota;
 use super::reputation::{BLOCK_DURATION, BlockReason, Offence, Reputation};
 use crate::error::Error;
 use crate::event::Event;
-use crate::key::{Key, KeyError};
+use crate::key::Key;
 use crate::status::{
     BlockedPeer, Counters, LocalRecord, Lookup, NodeStatus, PREVIEW_LEN, PeerEntry, RoutingEntry,
     Stored,
@@ -341,20 +341,8 @@ impl EventLoop {
     }
 
     fn start_store(&mut self, key: Key, value: Vec<u8>, reply: Reply<Stored>) {
+        // Only handles send stores, and they validated the record before any traffic.
         self.counters.stores_issued += 1;
-        if let Err(e) = validate_record(key.as_bytes(), &value) {
-            self.counters.errors += 1;
-            let _ = reply.send(Err(match e {
-                RecordError::ContentMismatch => Error::ContentMismatch(key),
-                RecordError::ValueTooLarge(size) => Error::ValueTooLarge {
-                    size,
-                    max: MAX_VALUE_SIZE,
-                },
-                RecordError::EmptyKey => Error::InvalidKey(KeyError::Empty),
-                RecordError::KeyTooLong(n) => Error::InvalidKey(KeyError::TooLong(n)),
-            }));
-            return;
-        }
         let mut record = Record::new(key.to_record_key(), value);
         record.publisher = Some(self.local);
         // The publisher's own copy lives as long as the node; copies elsewhere get the TTL.
