@@ -2,7 +2,7 @@
 //! pending operation is keyed by its query or request id and has a deadline.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dht_behaviours::behaviour::{is_loopback, with_peer};
@@ -176,13 +176,6 @@ impl EventLoop {
             self.counters.peers_blocked += 1;
             self.enforce_block(peer);
         }
-    }
-
-    /// A weak reference to the event sender, for handles to subscribe while the loop lives.
-    pub(crate) fn events_ref(
-        events: &Arc<broadcast::Sender<Event>>,
-    ) -> Weak<broadcast::Sender<Event>> {
-        Arc::downgrade(events)
     }
 
     pub(crate) async fn run(mut self) {
@@ -426,6 +419,9 @@ impl EventLoop {
             stored_bytes: store.bytes(),
             pending_operations: self.kad_ops.len()
                 + self.cmd_ops.len()
+                + self.commands_out.queued()
+                + self.info_ops.len()
+                + self.dials.len()
                 + self.broadcaster.in_flight(),
             uptime: self.started.elapsed(),
             counters: self.counters.clone(),
@@ -474,67 +470,42 @@ impl EventLoop {
 
     // ---- timers ---------------------------------------------------------------------------
 
+    /// Ends a pending operation whose deadline passed.
+    fn time_out<T>(&mut self, reply: Reply<T>, operation: &'static str, after: Duration) {
+        self.counters.errors += 1;
+        let _ = reply.send(Err(Error::Timeout { operation, after }));
+    }
+
     fn on_tick(&mut self) {
         let now = Instant::now();
+        let query = self.config.timing.query_timeout;
+        let command = self.config.timing.command_timeout;
         for (id, op) in self.kad_ops.take_expired(now) {
             if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
                 q.finish();
             }
-            self.counters.errors += 1;
-            let after = self.config.timing.query_timeout;
             match op {
                 KadOp::StoreLookup { reply, .. } | KadOp::StorePut { reply, .. } => {
-                    let _ = reply.send(Err(Error::Timeout {
-                        operation: "store",
-                        after,
-                    }));
+                    self.time_out(reply, "store", query)
                 }
-                KadOp::Fetch { reply, .. } => {
-                    let _ = reply.send(Err(Error::Timeout {
-                        operation: "fetch",
-                        after,
-                    }));
-                }
-                KadOp::Cache { .. } => continue,
-                KadOp::Lookup { reply } => {
-                    let _ = reply.send(Err(Error::Timeout {
-                        operation: "lookup",
-                        after,
-                    }));
-                }
+                KadOp::Fetch { reply, .. } => self.time_out(reply, "fetch", query),
+                KadOp::Lookup { reply } => self.time_out(reply, "lookup", query),
+                KadOp::Cache { .. } => {}
             }
         }
         for (_, (peer, reply)) in self.cmd_ops.take_expired(now) {
             self.commands_out.done(peer);
             self.send_queued_commands(peer);
-            self.counters.errors += 1;
-            let after = self.config.timing.command_timeout;
-            let _ = reply.send(Err(Error::Timeout {
-                operation: "custom command",
-                after,
-            }));
+            self.time_out(reply, "custom command", command);
         }
         for reply in self.commands_out.take_expired(now) {
-            self.counters.errors += 1;
-            let after = self.config.timing.command_timeout;
-            let _ = reply.send(Err(Error::Timeout {
-                operation: "custom command",
-                after,
-            }));
+            self.time_out(reply, "custom command", command);
         }
         for (_, (_, reply)) in self.info_ops.take_expired(now) {
-            let after = self.config.timing.command_timeout;
-            let _ = reply.send(Err(Error::Timeout {
-                operation: "info",
-                after,
-            }));
+            self.time_out(reply, "info", command);
         }
         for (_, reply) in self.dials.take_expired(now) {
-            let after = self.config.timing.command_timeout;
-            let _ = reply.send(Err(Error::Timeout {
-                operation: "connect",
-                after,
-            }));
+            self.time_out(reply, "connect", command);
         }
         for peer in self.reputation.expired(now) {
             info!(%peer, "block ran out");
@@ -839,13 +810,13 @@ impl EventLoop {
                 if matches!(self.kad_ops.get_mut(&id), Some(KadOp::Cache { .. }))
                     && let Some((_, KadOp::Cache { mut record })) = self.kad_ops.remove(&id)
                 {
-                    record.expires =
-                        Some(Instant::now() + self.config.timing.record_ttl / CACHE_TTL_DIVISOR);
+                    let cache_expiry = self.cache_expiry();
                     let kad = &mut self.swarm.behaviour_mut().kad;
                     // The closest node seen on the path that lacked the value; when the lookup saw
                     // none (every node it asked held it), this node is that node.
                     if let Some(peer) = cache_candidates.into_values().next() {
                         debug!(%peer, "caching a fetched value on the lookup path");
+                        record.expires = Some(cache_expiry);
                         kad.put_record_to(record, std::iter::once(peer), Quorum::One);
                         self.counters.values_cached += 1;
                     } else {
@@ -890,12 +861,17 @@ impl EventLoop {
         }
     }
 
+    /// When a cached copy made now expires: sooner than a stored one.
+    fn cache_expiry(&self) -> Instant {
+        Instant::now() + self.config.timing.record_ttl / CACHE_TTL_DIVISOR
+    }
+
     /// Keeps a fetched value here as a cached copy (serving nodes only).
     fn cache_here(&mut self, mut record: Record) {
         if self.config.client_mode {
             return;
         }
-        record.expires = Some(Instant::now() + self.config.timing.record_ttl / CACHE_TTL_DIVISOR);
+        record.expires = Some(self.cache_expiry());
         if self
             .swarm
             .behaviour_mut()

@@ -166,7 +166,7 @@ pub(crate) async fn start(options: DhtOptions) -> Result<Dht> {
     let (event_tx, _) = broadcast::channel(EVENT_BUFFER);
     let events = Arc::new(event_tx);
     let (alive_tx, alive_rx) = watch::channel(());
-    let weak_events = EventLoop::events_ref(&events);
+    let weak_events = Arc::downgrade(&events);
     let event_loop = EventLoop::new(Parts {
         swarm,
         config: options.protocol.clone(),

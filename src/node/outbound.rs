@@ -71,6 +71,11 @@ impl OutboundCommands {
         }
     }
 
+    /// Commands waiting for a slot, to every peer.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.values().map(VecDeque::len).sum()
+    }
+
     /// Queued commands whose deadline passed before they could be sent.
     pub(crate) fn take_expired(&mut self, now: Instant) -> Vec<Reply<Vec<u8>>> {
         let mut expired = Vec::new();
