@@ -12,7 +12,7 @@ use libp2p::multiaddr::Protocol;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tracing::warn;
 
-use crate::cli::{Cli, DEFAULT_HEALTH_ADDR, OneShot};
+use crate::cli::{Cli, OneShot};
 use crate::console;
 
 /// Longest wait for a local network to become routable before the console starts anyway.
@@ -301,12 +301,17 @@ async fn shutdown_signal() {
     }
 }
 
+/// A client node that listens nowhere, for one operation.
+async fn client_node(cli: &Cli) -> Result<Dht> {
+    Ok(Dht::start(options(cli, Vec::new(), Vec::new())?.client_mode(true)).await?)
+}
+
 /// A node that listens nowhere and joins through `-c`, for one operation.
 async fn short_lived(cli: &Cli) -> Result<Dht> {
     if cli.connect.is_empty() {
         bail!("no node to talk to: give one with -c MULTIADDR");
     }
-    let node = Dht::start(options(cli, Vec::new(), Vec::new())?.client_mode(true)).await?;
+    let node = client_node(cli).await?;
     let mut errors = Vec::new();
     for addr in &cli.connect {
         if let Err(e) = node.connect(addr.clone()).await {
@@ -370,12 +375,8 @@ async fn get(cli: &Cli, key: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn health(cli: &Cli, addr: Option<Multiaddr>) -> Result<ExitCode> {
-    let addr = match addr {
-        Some(a) => a,
-        None => DEFAULT_HEALTH_ADDR.parse()?,
-    };
-    let node = Dht::start(options(cli, Vec::new(), Vec::new())?.client_mode(true)).await?;
+async fn health(cli: &Cli, addr: Multiaddr) -> Result<ExitCode> {
+    let node = client_node(cli).await?;
     let result = node.connect(addr.clone()).await;
     node.stop().await;
     let peer = result.with_context(|| format!("no node answers at {addr}"))?;
@@ -383,12 +384,8 @@ async fn health(cli: &Cli, addr: Option<Multiaddr>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn info(cli: &Cli, addr: Option<Multiaddr>, json: bool) -> Result<ExitCode> {
-    let addr = match addr {
-        Some(a) => a,
-        None => DEFAULT_HEALTH_ADDR.parse()?,
-    };
-    let node = Dht::start(options(cli, Vec::new(), Vec::new())?.client_mode(true)).await?;
+async fn info(cli: &Cli, addr: Multiaddr, json: bool) -> Result<ExitCode> {
+    let node = client_node(cli).await?;
     let result = async {
         let peer = node
             .connect(addr.clone())

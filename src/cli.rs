@@ -135,9 +135,9 @@ pub enum OneShot {
     },
     /// Ask a node for its account of itself: peer id, addresses, routing table, store size
     Info {
-        /// The node to ask (default: the local node on port 3000)
-        #[arg(value_parser = parse_addr)]
-        addr: Option<Multiaddr>,
+        /// The node to ask
+        #[arg(value_parser = parse_addr, default_value = DEFAULT_HEALTH_ADDR)]
+        addr: Multiaddr,
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
@@ -182,8 +182,8 @@ pub enum OneShot {
     /// Exit 0 when a node answers at MULTIADDR over libp2p (default: the local node on port 3000)
     Health {
         /// The node to check
-        #[arg(value_parser = parse_addr)]
-        addr: Option<Multiaddr>,
+        #[arg(value_parser = parse_addr, default_value = DEFAULT_HEALTH_ADDR)]
+        addr: Multiaddr,
     },
 }
 
