@@ -15,6 +15,7 @@ use crate::config::{
 };
 use crate::info::{self, InfoBehaviour};
 use crate::kad::{self, Kademlia};
+use crate::mirror::{self, MirrorBehaviour};
 use crate::store::StoreLimits;
 
 /// Everything a `dht` node speaks.
@@ -32,6 +33,8 @@ pub struct DhtBehaviour {
     pub broadcast: BroadcastBehaviour,
     /// Read-only introspection.
     pub info: InfoBehaviour,
+    /// Records handed to mirror nodes.
+    pub mirror: MirrorBehaviour,
     /// Identify: agent version, listen addresses and protocols of peers.
     pub identify: identify::Behaviour,
     /// Liveness of connections.
@@ -55,6 +58,7 @@ impl DhtBehaviour {
             command: command::new_behaviour(t.command_timeout),
             broadcast: broadcast::new_behaviour(t.broadcast_timeout),
             info: info::new_behaviour(t.command_timeout),
+            mirror: mirror::new_behaviour(t.command_timeout, config.mirror),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), keypair.public())
                     .with_agent_version(config.agent_version.clone())

@@ -4,7 +4,8 @@
 //! - [`behaviour`]: the composed behaviour (kad, custom commands, broadcast, identify, ping, limits);
 //! - [`config`]: limits as named constants, the timing profile and its checks;
 //! - [`kad`], [`store`], [`validation`]: Kademlia, its bounded record store and record checks;
-//! - [`command`], [`broadcast`], [`info`]: our own sub-protocols, over [`frame`]d streams.
+//! - [`command`], [`broadcast`], [`info`], [`mirror`]: our own sub-protocols, over [`frame`]d
+//!   streams.
 
 pub mod behaviour;
 pub mod broadcast;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod frame;
 pub mod info;
 pub mod kad;
+pub mod mirror;
 pub mod store;
 pub mod validation;
 

@@ -7,6 +7,7 @@ use dht_behaviours::command::{CommandCodec, CommandReply};
 use dht_behaviours::config::{BROADCAST_PROTOCOL, COMMAND_PROTOCOL, MAX_COMMAND_REQUEST};
 use dht_behaviours::frame::read_frame;
 use dht_behaviours::info::{INFO_PROTOCOL, InfoCodec};
+use dht_behaviours::mirror::{MIRROR_PROTOCOL, MirrorCodec, MirrorRecord};
 use dht_behaviours::validation::validate_record;
 use futures::executor::block_on;
 use futures::io::Cursor;
@@ -95,5 +96,26 @@ proptest! {
     #[test]
     fn record_validation_never_panics(key in prop::collection::vec(any::<u8>(), 0..300), value in any_bytes()) {
         let _ = validate_record(&key, &value);
+    }
+
+    #[test]
+    fn mirror_records_never_panic_and_round_trip(
+        bytes in any_bytes(),
+        key in prop::collection::vec(any::<u8>(), 1..=256),
+        value in any_bytes(),
+        ms in any::<u64>(),
+        flip in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        let _ = MirrorRecord::decode(&bytes);
+        let _ = block_on(MirrorCodec.read_request(&MIRROR_PROTOCOL, &mut Cursor::new(framed(&bytes))));
+        let _ = block_on(MirrorCodec.read_response(&MIRROR_PROTOCOL, &mut Cursor::new(bytes)));
+        let record = MirrorRecord { key, value, expires_in: std::time::Duration::from_millis(ms) };
+        let mut buf = Vec::new();
+        block_on(MirrorCodec.write_request(&MIRROR_PROTOCOL, &mut Cursor::new(&mut buf), record.clone())).expect("write");
+        prop_assert_eq!(block_on(MirrorCodec.read_request(&MIRROR_PROTOCOL, &mut Cursor::new(buf.clone()))).expect("read"), record);
+        let i = flip.index(buf.len());
+        buf[i] = byte;
+        let _ = block_on(MirrorCodec.read_request(&MIRROR_PROTOCOL, &mut Cursor::new(buf)));
     }
 }
