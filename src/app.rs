@@ -82,6 +82,7 @@ fn options(cli: &Cli, listen: Vec<Multiaddr>, bootstrap: Vec<Multiaddr>) -> Resu
     if let Some(ttl) = cli.record_ttl {
         o.protocol.timing.record_ttl = ttl;
     }
+    o.store_limits.max_records = cli.max_records;
     o.protocol.validate().context("timing")?;
     Ok(o)
 }
@@ -150,8 +151,19 @@ async fn serve(cli: &Cli) -> Result<ExitCode> {
         if let Some(first) = nodes.first() {
             bootstrap.insert(0, local_addr(first).await?);
         }
-        let mut opts = options(cli, listen, bootstrap)?.client_mode(cli.client);
+        let mut opts = options(cli, listen, bootstrap)?
+            .client_mode(cli.client)
+            .mirror(cli.mirror && i == 0);
         opts.blocked = cli.block.clone();
+        if let Some(dir) = &cli.data_dir
+            && !cli.client
+        {
+            opts = opts.data_dir(if n > 1 {
+                dir.join(i.to_string())
+            } else {
+                dir.clone()
+            });
+        }
         if i == 0
             && let Some(path) = &cli.key_file
         {
@@ -168,6 +180,14 @@ async fn serve(cli: &Cli) -> Result<ExitCode> {
         let status = node.status().await?;
         if n == 1 {
             writeln!(banner, "peer id: {}", status.peer_id)?;
+            if let Some(dir) = &cli.data_dir {
+                writeln!(
+                    banner,
+                    "data dir: {} ({} records)",
+                    dir.display(),
+                    status.stored_keys
+                )?;
+            }
             for a in &status.listen_addrs {
                 writeln!(banner, "listening on {a}")?;
             }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use dht::Multiaddr;
-use dht::limits::{DEFAULT_KAD_PROTOCOL, DEFAULT_REPLICATION_FACTOR};
+use dht::limits::{DEFAULT_KAD_PROTOCOL, DEFAULT_REPLICATION_FACTOR, STORE_MAX_RECORDS};
 
 /// Default listen address, as go-dht's `0.0.0.0:3000`.
 pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/3000";
@@ -23,7 +23,7 @@ KEYS:
 ENVIRONMENT:
   Every node flag can come from the environment: DHT_LISTEN, DHT_CONNECT (comma-separated),
   DHT_VERBOSE, DHT_KEY_FILE, DHT_REPLICATION_FACTOR, DHT_KAD_PROTOCOL, DHT_RECORD_TTL, DHT_FAST,
-  DHT_CLIENT, DHT_BLOCK; flags win.
+  DHT_CLIENT, DHT_BLOCK, DHT_DATA_DIR, DHT_MIRROR, DHT_MAX_RECORDS; flags win.
 
 ADDRESSES:
   Multiaddrs such as /ip4/127.0.0.1/tcp/3000, /ip6/::1/tcp/3000, /dns4/bootstrap/tcp/3000, with or
@@ -107,6 +107,26 @@ pub struct Cli {
     #[arg(long = "record-ttl", value_name = "DURATION", value_parser = parse_duration, global = true,
           env = "DHT_RECORD_TTL")]
     pub record_ttl: Option<std::time::Duration>,
+
+    /// Keep the identity key and the records here across restarts (a redb database). With -n each
+    /// node gets DIR/<i>. Without it the node keeps everything in memory and loses it at stop
+    #[arg(
+        long = "data-dir",
+        value_name = "DIR",
+        global = true,
+        env = "DHT_DATA_DIR"
+    )]
+    pub data_dir: Option<PathBuf>,
+
+    /// Mirror node: keep a copy of every record seen in the network (nodes that see a mirror send
+    /// it what they hold and what they store). With -n the first node is the mirror
+    #[arg(long = "mirror", env = "DHT_MIRROR", conflicts_with = "client")]
+    pub mirror: bool,
+
+    /// Most records the local store holds
+    #[arg(long = "max-records", value_name = "N", default_value_t = STORE_MAX_RECORDS, global = true,
+          env = "DHT_MAX_RECORDS", value_parser = parse_positive)]
+    pub max_records: usize,
 
     /// Use the fast timing profile (seconds instead of hours; for tests and experiments)
     #[arg(long = "fast", global = true, env = "DHT_FAST")]
@@ -212,6 +232,13 @@ fn parse_k(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(k) if (1..=256).contains(&k) => Ok(k),
         _ => Err(format!("{s:?} is not a replication factor from 1 to 256")),
+    }
+}
+
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a positive number")),
     }
 }
 

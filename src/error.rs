@@ -93,6 +93,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The data directory or its database could not be opened, read or written.
+    #[error("data directory {path}: {reason}")]
+    Persistence {
+        /// The directory or file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// The transport could not be built.
     #[error("transport: {0}")]
     Transport(String),

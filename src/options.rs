@@ -1,6 +1,7 @@
 //! Options a node starts from; defaults are named constants.
 
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 
 use dht_behaviours::config::parse_protocol_name;
 use dht_behaviours::store::StoreLimits;
@@ -45,6 +46,9 @@ pub struct DhtOptions {
     pub transport: TransportKind,
     /// Peers refused from the start.
     pub blocked: Vec<PeerId>,
+    /// Where the node keeps its identity key and its records across restarts; in memory only
+    /// (everything lost at stop) when `None`.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for DhtOptions {
@@ -60,6 +64,7 @@ impl Default for DhtOptions {
             store_limits: StoreLimits::default(),
             transport: TransportKind::Tcp,
             blocked: Vec::new(),
+            data_dir: None,
         }
     }
 }
@@ -123,6 +128,19 @@ impl DhtOptions {
     /// Bound the local store.
     pub fn store_limits(mut self, limits: StoreLimits) -> Self {
         self.store_limits = limits;
+        self
+    }
+
+    /// Keep the identity key (unless one is given) and the records in `dir`, across restarts.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Run as a mirror node: keep a copy of every record seen in the network (see
+    /// [`ProtocolConfig::mirror`]).
+    pub fn mirror(mut self, mirror: bool) -> Self {
+        self.protocol.mirror = mirror;
         self
     }
 }

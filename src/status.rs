@@ -58,6 +58,12 @@ pub struct Counters {
     pub peers_blocked: u64,
     /// Records refused (invalid or over a limit).
     pub records_refused: u64,
+    /// Records sent to mirror nodes.
+    pub records_mirrored: u64,
+    /// Record changes written to the data directory's database.
+    pub records_written: u64,
+    /// Database writes that failed (retried at the next flush).
+    pub write_errors: u64,
     /// Operations that ended in an error.
     pub errors: u64,
 }

@@ -185,6 +185,10 @@ pub struct ProtocolConfig {
     /// A client uses the DHT but never serves it: it does not answer kad requests and never enters
     /// routing tables, so no value is ever stored on it (consoles and one-shot commands).
     pub client_mode: bool,
+    /// A mirror keeps a copy of every record it sees. It announces itself by speaking
+    /// [`crate::mirror::MIRROR_PROTOCOL`]; nodes that see it send it the records they hold and each
+    /// new one they store, and its per-peer store quota is lifted.
+    pub mirror: bool,
 }
 
 impl Default for ProtocolConfig {
@@ -197,6 +201,7 @@ impl Default for ProtocolConfig {
             timing: Timing::default(),
             agent_version: format!("dht/{}", env!("CARGO_PKG_VERSION")),
             client_mode: false,
+            mirror: false,
         }
     }
 }

@@ -2,8 +2,8 @@
 //! count and the size of one value; a node must also bound the memory all values take together.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use libp2p::PeerId;
@@ -34,11 +34,16 @@ impl Default for StoreLimits {
 }
 
 /// Records in memory with a record and a byte budget; provider records go to libp2p's store.
+///
+/// With change tracking on, the store remembers which keys changed since the last
+/// [`BoundedStore::take_changes`], so that a persistence layer writes each change once, in batches,
+/// outside the swarm's poll (the kad store trait is synchronous and must not wait on a disk).
 pub struct BoundedStore {
     records: HashMap<RecordKey, Record>,
     bytes: usize,
     limits: StoreLimits,
     providers: MemoryStore,
+    changed: Option<HashSet<RecordKey>>,
 }
 
 fn footprint(record: &Record) -> usize {
@@ -59,6 +64,39 @@ impl BoundedStore {
             bytes: 0,
             limits,
             providers: MemoryStore::with_config(local_id, provider_config),
+            changed: None,
+        }
+    }
+
+    /// Starts remembering changed keys (for persistence).
+    pub fn track_changes(&mut self) {
+        self.changed.get_or_insert_with(HashSet::new);
+    }
+
+    /// Keys put or removed since the last call; empty when tracking is off. A key's current state
+    /// is whatever [`RecordStore::get`] returns now: present means written, absent means removed.
+    pub fn take_changes(&mut self) -> Vec<RecordKey> {
+        self.changed
+            .as_mut()
+            .map(|c| c.drain().collect())
+            .unwrap_or_default()
+    }
+
+    /// Marks `keys` as changed again (a write of them failed and must be retried).
+    pub fn mark_changed(&mut self, keys: impl IntoIterator<Item = RecordKey>) {
+        if let Some(changed) = self.changed.as_mut() {
+            changed.extend(keys);
+        }
+    }
+
+    /// Keys changed and not yet taken.
+    pub fn pending_changes(&self) -> usize {
+        self.changed.as_ref().map_or(0, HashSet::len)
+    }
+
+    fn mark(&mut self, key: &RecordKey) {
+        if let Some(changed) = self.changed.as_mut() {
+            changed.insert(key.clone());
         }
     }
 
@@ -86,10 +124,14 @@ impl BoundedStore {
     pub fn remove_expired(&mut self, now: Instant) -> usize {
         let before = self.records.len();
         let mut freed = 0;
-        self.records.retain(|_, r| {
+        let changed = &mut self.changed;
+        self.records.retain(|key, r| {
             let keep = !r.is_expired(now);
             if !keep {
                 freed += footprint(r);
+                if let Some(c) = changed.as_mut() {
+                    c.insert(key.clone());
+                }
             }
             keep
         });
@@ -115,8 +157,13 @@ impl RecordStore for BoundedStore {
         }
         let size = footprint(&record);
         let len = self.records.len();
+        let key = record.key.clone();
         match self.records.entry(record.key.clone()) {
             Entry::Occupied(mut e) => {
+                if *e.get() == record {
+                    // Nothing changes (a publisher's replication stores its own copy again).
+                    return Ok(());
+                }
                 let old = footprint(e.get());
                 if self.bytes - old + size > self.limits.max_bytes {
                     return Err(Error::MaxRecords);
@@ -132,12 +179,14 @@ impl RecordStore for BoundedStore {
                 e.insert(record);
             }
         }
+        self.mark(&key);
         Ok(())
     }
 
     fn remove(&mut self, key: &RecordKey) {
         if let Some(r) = self.records.remove(key) {
             self.bytes -= footprint(&r);
+            self.mark(key);
         }
     }
 
@@ -218,6 +267,30 @@ mod tests {
             s.put(rec("a", MAX_VALUE_SIZE + 1)),
             Err(Error::ValueTooLarge)
         ));
+    }
+
+    #[test]
+    fn changes_are_tracked_once_per_key() {
+        let mut s = store(10, 1000);
+        s.put(rec("untracked", 1)).expect("put");
+        assert!(s.take_changes().is_empty());
+        s.track_changes();
+        s.put(rec("a", 1)).expect("put");
+        s.put(rec("a", 2)).expect("overwrite");
+        s.put(rec("b", 1)).expect("put");
+        s.remove(&RecordKey::new(&"b"));
+        s.remove(&RecordKey::new(&"never there"));
+        assert!(s.put(rec("big", MAX_VALUE_SIZE + 1)).is_err());
+        let mut changed: Vec<Vec<u8>> = s.take_changes().iter().map(|k| k.to_vec()).collect();
+        changed.sort();
+        assert_eq!(changed, vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(s.pending_changes(), 0);
+        let mut old = rec("old", 1);
+        old.expires = Some(Instant::now());
+        s.put(old).expect("put");
+        s.take_changes();
+        s.remove_expired(Instant::now() + Duration::from_millis(1));
+        assert_eq!(s.take_changes(), vec![RecordKey::new(&"old")]);
     }
 
     #[test]

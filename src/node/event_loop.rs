@@ -1,28 +1,30 @@
 //! The event loop: the one task that owns the swarm. Handles talk to it through commands; every
 //! pending operation is keyed by its query or request id and has a deadline.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use dht_behaviours::behaviour::{is_loopback, with_peer};
 use dht_behaviours::broadcast::{Broadcaster, FULL_HEIGHT, Handoff};
 use dht_behaviours::command::CommandReply;
 use dht_behaviours::config::MAX_COMMAND_REPLY;
 use dht_behaviours::info::{NodeInfo, RoutingPeer};
+use dht_behaviours::mirror::{MIRROR_PROTOCOL, MirrorRecord};
 use dht_behaviours::validation::{RecordError, validate_record};
 use dht_behaviours::{DhtBehaviour, DhtBehaviourEvent, ProtocolConfig};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use libp2p::kad::store::RecordStore;
 use libp2p::kad::{
     self, GetClosestPeersError, GetRecordOk, InboundRequest, KBucketKey, PeerRecord,
-    PutRecordError, QueryId, QueryResult, Quorum, Record,
+    PutRecordError, QueryId, QueryResult, Quorum, Record, RecordKey,
 };
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, ping};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
+use tokio::task::{JoinError, JoinHandle};
 use tracing::{debug, info, trace, warn};
 
 use super::bandwidth::Bandwidth;
@@ -30,6 +32,7 @@ use super::bootstrap::Bootstrapper;
 use super::command::{Command, CommandHandler, Reply};
 use super::outbound::OutboundCommands;
 use super::pending::Pending;
+use super::persistence::{Change, FLUSH_EARLY_AT, FLUSH_INTERVAL, RecordDb, change_for};
 use super::quota::Quota;
 use super::reputation::{BLOCK_DURATION, BlockReason, Offence, Reputation};
 use crate::error::Error;
@@ -52,6 +55,13 @@ pub const DEMAND_TRACKED_KEYS: usize = 4096;
 pub const CACHE_TTL_DIVISOR: u32 = 8;
 /// Custom-command handlers running at once; more inbound commands are refused as busy.
 pub const MAX_RUNNING_HANDLERS: usize = 256;
+/// Own records re-stored per tick during a replication round (kad's job leaves them out).
+pub const OWN_REPLICATION_PER_TICK: usize = 32;
+/// Mirror nodes a node sends records to.
+pub const MAX_MIRRORS: usize = 8;
+/// Records sent to mirrors per tick while feeding a newly seen mirror (so a full store reaches it
+/// at a steady pace instead of in one burst of queries).
+pub const MIRROR_FEED_PER_TICK: usize = 64;
 
 enum KadOp {
     StoreLookup {
@@ -77,6 +87,47 @@ enum KadOp {
 }
 
 type HandlerDone = (ResponseChannel<CommandReply>, CommandReply);
+/// A database write running on a blocking thread: how many changes it wrote, or the keys to retry.
+type Write = JoinHandle<Result<usize, (String, Vec<RecordKey>)>>;
+
+/// Changed records ready to be written in one transaction.
+struct Batch {
+    db: Arc<RecordDb>,
+    keys: Vec<RecordKey>,
+    changes: Vec<Change>,
+    wall: SystemTime,
+}
+
+impl Batch {
+    /// Writes on a blocking thread: redb's commit waits for the disk.
+    fn spawn(self) -> Write {
+        tokio::task::spawn_blocking(move || match self.db.write(&self.changes, self.wall) {
+            Ok(()) => Ok(self.changes.len()),
+            Err(e) => Err((e.to_string(), self.keys)),
+        })
+    }
+}
+
+/// A record as a mirror receives it: with the time it has left (our own published copy has no
+/// expiry; the mirror's copy gets the TTL, as any holder's). `None` once expired.
+fn mirror_copy(record: &Record, now: Instant, ttl: Duration) -> Option<MirrorRecord> {
+    let expires_in = match record.expires {
+        Some(at) => at.checked_duration_since(now).filter(|d| !d.is_zero())?,
+        None => ttl,
+    };
+    Some(MirrorRecord {
+        key: record.key.to_vec(),
+        value: record.value.clone(),
+        expires_in,
+    })
+}
+
+/// A copy of a local record for another node: our own published copy has no expiry, the copy sent
+/// gets the TTL; other records keep theirs (sending never extends a life).
+fn outgoing_copy(mut record: Record, now: Instant, ttl: Duration) -> Record {
+    record.expires = record.expires.or(Some(now + ttl));
+    record
+}
 
 pub(crate) struct EventLoop {
     swarm: Swarm<DhtBehaviour>,
@@ -105,6 +156,13 @@ pub(crate) struct EventLoop {
     reputation: Reputation,
     commands_out: OutboundCommands,
     quota: Quota,
+    db: Option<Arc<RecordDb>>,
+    writing: Option<Write>,
+    last_flush: Instant,
+    mirrors: HashSet<PeerId>,
+    mirror_feed: VecDeque<(PeerId, RecordKey)>,
+    last_replication: Instant,
+    own_replication: VecDeque<RecordKey>,
 }
 
 pub(crate) struct Parts {
@@ -116,6 +174,7 @@ pub(crate) struct Parts {
     pub listen_addrs: Vec<Multiaddr>,
     pub alive: watch::Sender<()>,
     pub bandwidth: Arc<Bandwidth>,
+    pub db: Option<Arc<RecordDb>>,
 }
 
 impl EventLoop {
@@ -150,6 +209,13 @@ impl EventLoop {
             last_sweep: now,
             alive: parts.alive,
             bandwidth: parts.bandwidth,
+            db: parts.db,
+            writing: None,
+            last_flush: now,
+            mirrors: HashSet::new(),
+            mirror_feed: VecDeque::new(),
+            last_replication: now,
+            own_replication: VecDeque::new(),
         }
     }
 
@@ -181,18 +247,17 @@ impl EventLoop {
     pub(crate) async fn run(mut self) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        let stop_reply = loop {
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(Command::Stop { reply }) => {
                         info!("stopping");
-                        let _ = reply.send(Ok(()));
-                        break;
+                        break Some(reply);
                     }
                     Some(command) => self.on_command(command),
                     None => {
                         debug!("every handle was dropped; stopping");
-                        break;
+                        break None;
                     }
                 },
                 Some((channel, reply)) = self.handler_done_rx.recv() => {
@@ -204,6 +269,11 @@ impl EventLoop {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = tick.tick() => self.on_tick(),
             }
+        };
+        // A clean stop writes every change first: `stop()` returning means the data dir is whole.
+        self.write_all().await;
+        if let Some(reply) = stop_reply {
+            let _ = reply.send(Ok(()));
         }
         // Dropping the swarm closes every listener and connection; dropping `alive` then tells
         // waiting handles that the node is gone, and the pending replies' senders go with `self`.
@@ -349,6 +419,7 @@ impl EventLoop {
         }
         record.expires = Some(Instant::now() + self.config.timing.record_ttl);
         let id = kad.get_closest_peers(key.as_bytes().to_vec());
+        self.mirror_record(&record, None);
         let deadline = self.deadline(2 * self.config.timing.query_timeout + TICK);
         self.kad_ops
             .insert(id, deadline, KadOp::StoreLookup { record, reply });
@@ -536,6 +607,230 @@ impl EventLoop {
                 self.quota.sweep(|k| store.get(k).is_some());
             }
         }
+        if self.db.is_some()
+            && (now.duration_since(self.last_flush) >= FLUSH_INTERVAL
+                || self.swarm.behaviour_mut().kad.store_mut().pending_changes() >= FLUSH_EARLY_AT)
+        {
+            self.flush(now);
+        }
+        self.feed_mirrors();
+        self.replicate_own(now);
+    }
+
+    /// A publisher is a holder too: every replication interval it re-stores its own records on the
+    /// current closest nodes, so a key whose other holders all died is back on k nodes within one
+    /// interval, not one publication interval. libp2p-kad's replication job skips the publisher's
+    /// records between publications, hence this round. Their copies' life is renewed as by a
+    /// republish, which a live publisher does anyway; once it is gone, they expire one TTL later.
+    fn replicate_own(&mut self, now: Instant) {
+        if self.config.client_mode {
+            return;
+        }
+        let local = self.local;
+        if self.own_replication.is_empty()
+            && now.duration_since(self.last_replication) >= self.config.timing.replication_interval
+        {
+            self.last_replication = now;
+            let store = self.swarm.behaviour_mut().kad.store_mut();
+            self.own_replication.extend(
+                store
+                    .records()
+                    .filter(|r| r.publisher == Some(local) && r.expires.is_none())
+                    .map(|r| r.key.clone()),
+            );
+        }
+        for _ in 0..OWN_REPLICATION_PER_TICK {
+            let Some(key) = self.own_replication.pop_front() else {
+                break;
+            };
+            let kad = &mut self.swarm.behaviour_mut().kad;
+            let Some(record) = kad
+                .store_mut()
+                .get(&key)
+                .filter(|r| r.publisher == Some(local) && r.expires.is_none())
+                .map(std::borrow::Cow::into_owned)
+            else {
+                continue;
+            };
+            if let Err(e) = kad.put_record(record, Quorum::One) {
+                debug!("own record not replicated: {e}");
+            }
+        }
+    }
+
+    // ---- persistence ----------------------------------------------------------------------
+
+    /// The records changed since the last batch, as changes to write; `None` without a database or
+    /// without changes.
+    fn take_batch(&mut self) -> Option<Batch> {
+        let db = self.db.clone()?;
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let local = self.local;
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        let keys = store.take_changes();
+        if keys.is_empty() {
+            return None;
+        }
+        let changes = keys
+            .iter()
+            .map(|k| change_for(store, k, &local, now, wall))
+            .collect();
+        Some(Batch {
+            db,
+            keys,
+            changes,
+            wall,
+        })
+    }
+
+    fn write_done(&mut self, result: Result<Result<usize, (String, Vec<RecordKey>)>, JoinError>) {
+        match result {
+            Ok(Ok(written)) => self.counters.records_written += written as u64,
+            Ok(Err((e, keys))) => {
+                self.counters.write_errors += 1;
+                warn!("could not write records to the data directory ({e}); retrying");
+                let store = self.swarm.behaviour_mut().kad.store_mut();
+                store.mark_changed(keys);
+            }
+            Err(e) => {
+                self.counters.write_errors += 1;
+                warn!("the database writer failed: {e}");
+            }
+        }
+    }
+
+    /// Starts writing the changes since the last flush, unless the previous write still runs (its
+    /// changes then wait for the next flush: they are never queued twice).
+    fn flush(&mut self, now: Instant) {
+        if let Some(write) = self.writing.take() {
+            if !write.is_finished() {
+                self.writing = Some(write);
+                return;
+            }
+            if let Some(result) = write.now_or_never() {
+                self.write_done(result);
+            }
+        }
+        self.last_flush = now;
+        self.writing = self.take_batch().map(Batch::spawn);
+    }
+
+    /// Waits for the running write, then writes whatever changed since.
+    async fn write_all(&mut self) {
+        if let Some(write) = self.writing.take() {
+            let result = write.await;
+            self.write_done(result);
+        }
+        if let Some(batch) = self.take_batch() {
+            let result = batch.spawn().await;
+            self.write_done(result);
+        }
+    }
+
+    // ---- mirrors --------------------------------------------------------------------------
+
+    /// `peer` speaks the mirror protocol: it gets every record held here, at a steady pace.
+    fn mirror_seen(&mut self, peer: PeerId) {
+        if self.config.client_mode
+            || self.mirrors.len() >= MAX_MIRRORS
+            || !self.mirrors.insert(peer)
+        {
+            return;
+        }
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        let keys: Vec<RecordKey> = store.records().map(|r| r.key.clone()).collect();
+        info!(%peer, records = keys.len(), "mirror node found; sending it the records held here");
+        self.mirror_feed.extend(keys.into_iter().map(|k| (peer, k)));
+    }
+
+    /// Sends the next records of the mirror feed.
+    fn feed_mirrors(&mut self) {
+        let now = Instant::now();
+        let ttl = self.config.timing.record_ttl;
+        for _ in 0..MIRROR_FEED_PER_TICK {
+            let Some((peer, key)) = self.mirror_feed.pop_front() else {
+                break;
+            };
+            if !self.mirrors.contains(&peer) {
+                continue;
+            }
+            let behaviour = self.swarm.behaviour_mut();
+            let Some(record) = behaviour
+                .kad
+                .store_mut()
+                .get(&key)
+                .and_then(|r| mirror_copy(&r, now, ttl))
+            else {
+                continue;
+            };
+            behaviour.mirror.send_request(&peer, record);
+            self.counters.records_mirrored += 1;
+        }
+    }
+
+    /// Sends a record new to this node to every known mirror but `except` (where it came from).
+    fn mirror_record(&mut self, record: &Record, except: Option<PeerId>) {
+        let Some(copy) = mirror_copy(record, Instant::now(), self.config.timing.record_ttl) else {
+            return;
+        };
+        let behaviour = self.swarm.behaviour_mut();
+        for peer in self.mirrors.iter().filter(|p| Some(**p) != except) {
+            behaviour.mirror.send_request(peer, copy.clone());
+            self.counters.records_mirrored += 1;
+        }
+    }
+
+    /// The mirror protocol: a mirror stores what it is handed (validated, within its store's
+    /// limits, never living longer than the sender's copy nor than the TTL); a sender only logs.
+    fn on_mirror(&mut self, event: request_response::Event<MirrorRecord, ()>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let behaviour = self.swarm.behaviour_mut();
+                if behaviour.mirror.send_response(channel, ()).is_err() {
+                    debug!(%peer, "mirror acknowledgement not sent: the sender is gone");
+                }
+                self.counters.stores_served += 1;
+                if let Err(e) = validate_record(&request.key, &request.value) {
+                    self.counters.records_refused += 1;
+                    warn!(%peer, "refused a mirrored record: {e}");
+                    self.offend(peer, offence_for(&e));
+                    return;
+                }
+                let store = self.swarm.behaviour_mut().kad.store_mut();
+                let key = RecordKey::from(request.key);
+                if store
+                    .get(&key)
+                    .is_some_and(|r| r.publisher == Some(self.local))
+                {
+                    return;
+                }
+                let mut record = Record::new(key, request.value);
+                record.expires =
+                    Some(Instant::now() + request.expires_in.min(self.config.timing.record_ttl));
+                if let Err(e) = store.put(record) {
+                    self.counters.records_refused += 1;
+                    debug!(%peer, "could not keep a mirrored record: {e}");
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                if is_malformed(&error) {
+                    self.offend(peer, Offence::MalformedMessage);
+                }
+                debug!(%peer, "mirror request failed: {error}");
+            }
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                debug!(%peer, "record not mirrored: {error}");
+            }
+            other => trace!(?other, "mirror event"),
+        }
     }
 
     // ---- swarm events ---------------------------------------------------------------------
@@ -547,6 +842,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(DhtBehaviourEvent::Broadcast(e)) => self.on_broadcast(e),
             SwarmEvent::Behaviour(DhtBehaviourEvent::Identify(e)) => self.on_identify(e),
             SwarmEvent::Behaviour(DhtBehaviourEvent::Info(e)) => self.on_info(e),
+            SwarmEvent::Behaviour(DhtBehaviourEvent::Mirror(e)) => self.on_mirror(e),
             SwarmEvent::Behaviour(DhtBehaviourEvent::Ping(e)) => self.on_ping(e),
             SwarmEvent::Behaviour(other) => trace!(?other, "behaviour event"),
             SwarmEvent::ConnectionEstablished {
@@ -622,6 +918,9 @@ impl EventLoop {
                     && !self.connections.contains_key(&peer)
                 {
                     self.swarm.behaviour_mut().kad.remove_peer(&peer);
+                    if self.mirrors.remove(&peer) {
+                        debug!(%peer, "mirror unreachable; no more records go to it");
+                    }
                 }
             }
             SwarmEvent::IncomingConnectionError {
@@ -810,7 +1109,7 @@ impl EventLoop {
                 if matches!(self.kad_ops.get_mut(&id), Some(KadOp::Cache { .. }))
                     && let Some((_, KadOp::Cache { mut record })) = self.kad_ops.remove(&id)
                 {
-                    let cache_expiry = self.cache_expiry();
+                    let cache_expiry = self.cache_expiry(record.expires);
                     let kad = &mut self.swarm.behaviour_mut().kad;
                     // The closest node seen on the path that lacked the value; when the lookup saw
                     // none (every node it asked held it), this node is that node.
@@ -861,9 +1160,11 @@ impl EventLoop {
         }
     }
 
-    /// When a cached copy made now expires: sooner than a stored one.
-    fn cache_expiry(&self) -> Instant {
-        Instant::now() + self.config.timing.record_ttl / CACHE_TTL_DIVISOR
+    /// When a cached copy made now expires: sooner than a stored one, and never later than the
+    /// copy it was made from (caching must not lengthen a record's life).
+    fn cache_expiry(&self, original: Option<Instant>) -> Instant {
+        let cached = Instant::now() + self.config.timing.record_ttl / CACHE_TTL_DIVISOR;
+        original.map_or(cached, |e| e.min(cached))
     }
 
     /// Keeps a fetched value here as a cached copy (serving nodes only).
@@ -871,7 +1172,7 @@ impl EventLoop {
         if self.config.client_mode {
             return;
         }
-        record.expires = Some(self.cache_expiry());
+        record.expires = Some(self.cache_expiry(record.expires));
         if self
             .swarm
             .behaviour_mut()
@@ -906,12 +1207,7 @@ impl EventLoop {
                 target.distance(&newcomer) < target.distance(&here)
             })
             .take(MAX_HANDOFF_PER_PEER)
-            .map(|r| {
-                let mut r = r.into_owned();
-                // Our own published copy has no expiry; the copy handed off gets the TTL.
-                r.expires = r.expires.or(Some(now + ttl));
-                r
-            })
+            .map(|r| outgoing_copy(r.into_owned(), now, ttl))
             .collect();
         if !records.is_empty() {
             debug!(%peer, records = records.len(), "handing records to a closer newcomer");
@@ -936,14 +1232,26 @@ impl EventLoop {
                     self.offend(source, offence_for(&e));
                     return;
                 }
-                if !self.quota.admits(&source, &record.key) {
+                // A mirror takes everything; its store limits still hold.
+                let mirror = self.config.mirror;
+                if !mirror && !self.quota.admits(&source, &record.key) {
                     self.counters.records_refused += 1;
                     debug!(peer = %source, "refused a record: the peer's quota is used up");
                     return;
                 }
                 let key = record.key.clone();
-                match self.swarm.behaviour_mut().kad.store_mut().put(record) {
-                    Ok(()) => self.quota.stored(source, key),
+                let store = self.swarm.behaviour_mut().kad.store_mut();
+                let new = store.get(&key).is_none();
+                let copy = (new && !self.mirrors.is_empty()).then(|| record.clone());
+                match store.put(record) {
+                    Ok(()) => {
+                        if !mirror {
+                            self.quota.stored(source, key);
+                        }
+                        if let Some(record) = copy {
+                            self.mirror_record(&record, Some(source));
+                        }
+                    }
                     Err(e) => {
                         self.counters.records_refused += 1;
                         warn!(peer = %source, "could not store a record: {e}");
@@ -1201,6 +1509,9 @@ impl EventLoop {
                 .behaviour_mut()
                 .learn_from_identify(&peer_id, &info, same_host);
             debug!(peer = %peer_id, agent = %info.agent_version, added, "identified");
+            if info.protocols.contains(&MIRROR_PROTOCOL) && peer_id != self.local {
+                self.mirror_seen(peer_id);
+            }
         }
     }
 

@@ -6,6 +6,7 @@ pub(crate) mod command;
 mod event_loop;
 mod outbound;
 mod pending;
+pub mod persistence;
 pub mod quota;
 pub mod reputation;
 
@@ -19,14 +20,16 @@ use libp2p::Multiaddr;
 use libp2p::core::transport::MemoryTransport;
 use libp2p::core::{Transport, upgrade};
 use libp2p::identity::Keypair;
+use libp2p::kad::store::RecordStore;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Swarm, SwarmBuilder, noise, plaintext, tcp, yamux};
 
 use bandwidth::Counted;
 use std::net::IpAddr;
+use std::time::{Instant, SystemTime};
 use tokio::sync::{broadcast, mpsc, watch};
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 pub use bandwidth::Bandwidth;
 pub use bootstrap::{BOOTSTRAP_BACKOFF_MAX, BOOTSTRAP_BACKOFF_MIN};
@@ -34,8 +37,10 @@ pub use event_loop::{EXPIRY_SWEEP, MAX_RUNNING_HANDLERS, TICK};
 
 use crate::error::{Error, Result};
 use crate::handle::Dht;
+use crate::identity;
 use crate::options::{COMMAND_BUFFER, DhtOptions, EVENT_BUFFER, TransportKind};
 use event_loop::{EventLoop, Parts};
+use persistence::RecordDb;
 
 /// How long start-up waits for every listener to report its address.
 pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -90,13 +95,18 @@ fn build_swarm(
 /// Starts a node; returns once every listen address is bound, or the first bind error.
 pub(crate) async fn start(options: DhtOptions) -> Result<Dht> {
     options.protocol.validate()?;
-    let keypair = options
-        .keypair
-        .clone()
-        .unwrap_or_else(Keypair::generate_ed25519);
+    let keypair = match (&options.keypair, &options.data_dir) {
+        (Some(key), _) => key.clone(),
+        (None, Some(dir)) => identity::load_or_create(&dir.join(persistence::KEY_FILE))?,
+        (None, None) => Keypair::generate_ed25519(),
+    };
     let bandwidth = Arc::new(Bandwidth::default());
     let mut swarm = build_swarm(keypair, &options, bandwidth.clone())?;
     let local = *swarm.local_peer_id();
+    let db = match &options.data_dir {
+        Some(dir) => Some(Arc::new(open_records(dir, &mut swarm)?)),
+        None => None,
+    };
 
     let mut waiting = HashSet::new();
     for addr in &options.listen {
@@ -176,6 +186,7 @@ pub(crate) async fn start(options: DhtOptions) -> Result<Dht> {
         listen_addrs,
         alive: alive_tx,
         bandwidth,
+        db,
     })
     .with_blocks(&options.blocked);
     tokio::spawn(event_loop.run());
@@ -186,6 +197,38 @@ pub(crate) async fn start(options: DhtOptions) -> Result<Dht> {
         alive_rx,
         options.protocol.timing.clone(),
     ))
+}
+
+/// Opens the record database in `dir` and loads its unexpired records into the swarm's store, then
+/// turns on change tracking so that only what changes from now on is written back.
+fn open_records(dir: &std::path::Path, swarm: &mut Swarm<DhtBehaviour>) -> Result<RecordDb> {
+    let db = RecordDb::open(dir)?;
+    let local = *swarm.local_peer_id();
+    let loaded = db.load(local, Instant::now(), SystemTime::now())?;
+    let store = swarm.behaviour_mut().kad.store_mut();
+    let total = loaded.records.len();
+    let mut refused = 0;
+    for record in loaded.records {
+        if store.put(record).is_err() {
+            refused += 1;
+        }
+    }
+    if refused > 0 {
+        warn!(
+            refused,
+            "records in the data directory exceed the store's limits; not loaded"
+        );
+    }
+    info!(
+        records = total - refused,
+        published = loaded.published,
+        expired = loaded.expired,
+        corrupt = loaded.corrupt,
+        dir = %dir.display(),
+        "records loaded from the data directory"
+    );
+    store.track_changes();
+    Ok(db)
 }
 
 /// libp2p-tcp binds listeners with `SO_REUSEPORT`, so on Linux a second process could share a

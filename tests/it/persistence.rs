@@ -1,0 +1,256 @@
+//! Restarts with a data directory: the same peer id, unexpired records back (with their original
+//! expiry), expired ones never resurrected; and the loss without one, made explicit.
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dht::{Dht, DhtOptions, Error, Key, Multiaddr, PeerId, Timing};
+use futures::future::join_all;
+use tokio::time::Instant;
+
+use crate::common::{addr_of, eventually, stop_all, wait_routed};
+
+const K: usize = 3;
+
+/// Short enough that a copy whose publisher left expires during the test.
+fn timing() -> Timing {
+    Timing {
+        query_timeout: Duration::from_secs(5),
+        replication_interval: Duration::from_secs(3),
+        publication_interval: Duration::from_secs(6),
+        record_ttl: Duration::from_secs(12),
+        ..Timing::fast()
+    }
+}
+
+fn options(dir: Option<&Path>) -> DhtOptions {
+    let o = DhtOptions::default()
+        .listen_on(["/ip4/127.0.0.1/tcp/0".parse().expect("addr")])
+        .timing(timing())
+        .replication_factor(NonZeroUsize::new(K).expect("k"));
+    match dir {
+        Some(d) => o.data_dir(d),
+        None => o,
+    }
+}
+
+/// A fresh directory for this test run.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dht-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+async fn start(dir: &Path, boot: Option<Multiaddr>) -> Dht {
+    let mut o = options(Some(dir));
+    if let Some(b) = boot {
+        o = o.bootstrap(b);
+    }
+    Dht::start(o).await.expect("start")
+}
+
+async fn holds(node: &Dht, key: &Key) -> bool {
+    node.local_records()
+        .await
+        .is_ok_and(|rs| rs.iter().any(|r| r.key == *key))
+}
+
+/// Every key fetchable from every node, within `within`.
+async fn all_fetchable(nodes: &[Dht], keys: &[Key], within: Duration, what: &str) {
+    eventually(within, what, || async {
+        for n in nodes {
+            let results = join_all(keys.iter().map(|k| n.fetch(k))).await;
+            if results.iter().any(Result::is_err) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_with_data_dirs_keep_ids_and_unexpired_records_and_drop_expired_ones() {
+    let root = scratch("restart");
+    let dirs: Vec<PathBuf> = (0..5).map(|i| root.join(i.to_string())).collect();
+    let mut nodes = vec![start(&dirs[0], None).await];
+    let boot = addr_of(&nodes[0]).await;
+    for d in &dirs[1..] {
+        nodes.push(start(d, Some(boot.clone())).await);
+    }
+    wait_routed(&nodes, 4).await;
+    let ids: Vec<PeerId> = nodes.iter().map(Dht::peer_id).collect();
+
+    let mut keys = Vec::new();
+    for i in 0..20 {
+        let stored = nodes[i % 5]
+            .store(format!("durable value {i}").into_bytes())
+            .await
+            .expect("store");
+        keys.push(stored.key);
+    }
+    // A value whose publisher keeps no data dir and leaves for good: its copies must expire.
+    let orphan_publisher = Dht::start(options(None).bootstrap(boot.clone()))
+        .await
+        .expect("start");
+    wait_routed(std::slice::from_ref(&orphan_publisher), 5).await;
+    let orphan = orphan_publisher
+        .store(b"nobody republishes me".to_vec())
+        .await
+        .expect("store")
+        .key;
+    orphan_publisher.stop().await;
+    let orphan_gone_by = Instant::now() + timing().record_ttl;
+
+    // Restart one node that holds the orphan, after the orphan's copies have expired.
+    let mut holder = None;
+    for (i, n) in nodes.iter().enumerate() {
+        if holds(n, &orphan).await {
+            holder = Some(i);
+            break;
+        }
+    }
+    let h = holder.expect("some node holds the orphan");
+    nodes[h].stop().await;
+    tokio::time::sleep_until(orphan_gone_by + Duration::from_secs(1)).await;
+    let boot = addr_of(&nodes[(h + 1) % 5]).await;
+    let restarted = start(&dirs[h], Some(boot)).await;
+    assert_eq!(restarted.peer_id(), ids[h], "same peer id after a restart");
+    // Loaded from disk before it talks to anyone: its own values are there, the expired one not.
+    let local = restarted.local_records().await.expect("records");
+    assert!(
+        !local.iter().any(|r| r.key == orphan),
+        "an expired record was resurrected"
+    );
+    for (i, key) in keys.iter().enumerate() {
+        if i % 5 == h {
+            let r = local
+                .iter()
+                .find(|r| r.key == *key)
+                .expect("its own published value reloaded");
+            assert!(r.published_here, "reloaded as published here");
+        }
+    }
+    nodes[h] = restarted;
+    let restarted_at = Instant::now();
+    all_fetchable(
+        &nodes[h..=h],
+        &keys,
+        Duration::from_secs(15),
+        "every value from the restarted node",
+    )
+    .await;
+    println!(
+        "one node restarted: every value fetchable from it after {:?}",
+        restarted_at.elapsed()
+    );
+    assert!(matches!(
+        nodes[h].fetch(&orphan).await,
+        Err(Error::NotFound(_))
+    ));
+
+    // Now the whole network at once.
+    stop_all(&nodes).await;
+    let mut again = vec![start(&dirs[0], None).await];
+    let boot = addr_of(&again[0]).await;
+    for d in &dirs[1..] {
+        again.push(start(d, Some(boot.clone())).await);
+    }
+    let restarted_at = Instant::now();
+    let same: Vec<PeerId> = again.iter().map(Dht::peer_id).collect();
+    assert_eq!(same, ids, "every node keeps its peer id");
+    wait_routed(&again, 4).await;
+    all_fetchable(
+        &again,
+        &keys,
+        Duration::from_secs(30),
+        "every value from every node after a full restart",
+    )
+    .await;
+    println!(
+        "full restart: every value fetchable from every node after {:?}",
+        restarted_at.elapsed()
+    );
+    for n in &again {
+        assert!(!holds(n, &orphan).await);
+    }
+    stop_all(&again).await;
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_data_dir_a_restart_loses_the_identity_and_the_records() {
+    let first = Dht::start(options(None)).await.expect("start");
+    let id = first.peer_id();
+    first
+        .store(b"in memory only".to_vec())
+        .await
+        .expect("store");
+    assert_eq!(first.key_count().await.expect("count"), 1);
+    first.stop().await;
+    let second = Dht::start(options(None)).await.expect("start");
+    assert_ne!(second.peer_id(), id);
+    assert_eq!(second.key_count().await.expect("count"), 0);
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_holds_every_record_stored_in_its_network() {
+    let mut nodes = crate::common::network_with(8, || options(None)).await;
+    let mut keys = Vec::new();
+    // Records stored before the mirror exists reach it when nodes see it...
+    for i in 0..30 {
+        keys.push(
+            nodes[i % 8]
+                .store(format!("before the mirror {i}").into_bytes())
+                .await
+                .expect("store")
+                .key,
+        );
+    }
+    let boot = addr_of(&nodes[0]).await;
+    let mirror = Dht::start(options(None).mirror(true).bootstrap(boot))
+        .await
+        .expect("start mirror");
+    nodes.push(mirror.clone());
+    wait_routed(&nodes, 8).await;
+    // ...and records stored after it, as they are stored.
+    for i in 0..30 {
+        keys.push(
+            nodes[i % 8]
+                .store(format!("after the mirror {i}").into_bytes())
+                .await
+                .expect("store")
+                .key,
+        );
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the mirror to hold every record",
+        || async {
+            let held = mirror.local_records().await.ok()?;
+            keys.iter()
+                .all(|k| held.iter().any(|r| r.key == *k))
+                .then_some(())
+        },
+    )
+    .await;
+    // With k = 3 among 9 nodes, an ordinary node holds about a third of them.
+    let counts = join_all(nodes[..8].iter().map(Dht::key_count)).await;
+    let most = counts.into_iter().map(|c| c.expect("count")).max();
+    assert!(
+        most < Some(keys.len()),
+        "an ordinary node holds every record too: the test proves nothing"
+    );
+    assert!(
+        mirror
+            .status()
+            .await
+            .expect("status")
+            .counters
+            .records_refused
+            == 0
+    );
+    stop_all(&nodes).await;
+}
