@@ -357,3 +357,42 @@ async fn stat_mode_prints_a_line_per_refresh() {
     }
     assert_eq!(node.terminate().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_with_its_data_dir_keeps_its_peer_id_and_records() {
+    let dir = std::env::temp_dir().join(format!("dht-cli-data-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data_dir = dir.to_str().expect("utf8 path");
+    let port = free_ports(1);
+    let listen = format!("/ip4/127.0.0.1/tcp/{port}");
+    let mut node = Proc::spawn(&["-l", &listen, "--data-dir", data_dir]);
+    let id = node.line_with("peer id:", Duration::from_secs(20)).await;
+    assert!(
+        node.line_with("data dir:", ONE_SHOT)
+            .await
+            .ends_with("(0 records)")
+    );
+    let (code, out, err) = run(&["put", "kept across restarts", "-c", &listen], b"").await;
+    assert_eq!(code, 0, "{err}");
+    let key = sha256_hex(b"kept across restarts");
+    assert_eq!(String::from_utf8_lossy(&out), format!("{key} 1\n"));
+    // SIGTERM stops the node cleanly, which writes every change before it exits.
+    assert_eq!(node.terminate().await, 0);
+
+    let mut node = Proc::spawn(&["-l", &listen, "--data-dir", data_dir]);
+    assert_eq!(node.line_with("peer id:", ONE_SHOT).await, id);
+    assert!(
+        node.line_with("data dir:", ONE_SHOT)
+            .await
+            .ends_with("(1 records)")
+    );
+    let (code, out, err) = run(&["get", &key, "-c", &listen], b"").await;
+    assert_eq!(
+        (code, out.as_slice()),
+        (0, b"kept across restarts".as_slice()),
+        "{err}"
+    );
+    assert_eq!(node.terminate().await, 0);
+    assert!(dir.join("records.redb").is_file() && dir.join("node.key").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}
