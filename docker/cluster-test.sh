@@ -106,11 +106,12 @@ if ((bad == 0)) && [[ $(grep -c . "$work/keys") == 50 ]]; then ok "50 values sto
 else fail "50 values fetched from every node"; fi
 
 # 3. Kill 2 of 7 nodes (replication factor 3): every value is still fetchable from every survivor;
-#    the killed nodes restart with the same peer id and rejoin.
+#    the killed nodes restart with the same peer id, their records and rejoin.
 mapfile -t workers < <(service_containers node)
 victims=("${workers[0]}" "${workers[1]}")
-declare -A id_before
-for c in "${victims[@]}"; do id_before[$c]=$(peer_of "$c"); done
+declare -A id_before keys_before
+stored_keys() { info "$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["stored_keys"])'; }
+for c in "${victims[@]}"; do id_before[$c]=$(peer_of "$c"); keys_before[$c]=$(stored_keys "$c"); done
 docker kill "${victims[@]}" >/dev/null
 survivors=(); for c in "${all[@]}"; do [[ $c == "${victims[0]}" || $c == "${victims[1]}" ]] || survivors+=("$c"); done
 bad=0
@@ -125,6 +126,15 @@ for c in "${victims[@]}"; do
 done
 if ((same == 1)) && within 60 routes_complete "${all[@]}"; then ok "killed nodes restart with the same peer id and rejoin every routing table"
 else fail "killed nodes rejoin with the same peer id"; fi
+# Their records come back from /data (--data-dir), written before the SIGKILL.
+kept=1
+for c in "${victims[@]}"; do
+  n=$(stored_keys "$c") || n=0
+  echo "$c held ${keys_before[$c]} records before docker kill, ${n} after restart"
+  ((n >= keys_before[$c] && n > 0)) || kept=0
+done
+if ((kept == 1)); then ok "killed nodes reload their records from their data dir"
+else fail "killed nodes reload their records"; fi
 
 # 4. Cut 2 nodes off, store on both sides, heal: every value reaches every node in bounded time.
 cut=("${workers[2]}" "${workers[3]}")
