@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use libp2p::StreamProtocol;
 
+use crate::ip_limits::IpLimit;
+
 /// Largest value a record may carry, in bytes (64 KiB). Enforced before any traffic.
 pub const MAX_VALUE_SIZE: usize = 64 * 1024;
 /// Longest record key, in bytes. Content keys are 32 bytes; free keys may be text such as `/v/name`.
@@ -14,6 +16,11 @@ pub const MAX_KEY_SIZE: usize = 256;
 pub const KAD_PACKET_OVERHEAD: usize = 32 * 1024;
 /// The kad frame limit, raised from libp2p's 16 KiB so that the largest record fits in one message.
 pub const KAD_MAX_PACKET_SIZE: usize = MAX_VALUE_SIZE + MAX_KEY_SIZE + KAD_PACKET_OVERHEAD;
+/// libp2p-kad sends a record's remaining life in whole seconds and encodes less than one second as 0,
+/// which means "never expires": the receiver keeps such a record with a fresh TTL, bringing a dying
+/// record back to life. A record is therefore treated as expired a margin before its expiry (see
+/// [`Timing::expiry_margin`]): this second, plus the longest a put may wait for its lookup.
+pub const EXPIRY_MARGIN: Duration = Duration::from_secs(1);
 /// Addresses kept for one peer learned through identify.
 pub const MAX_ADDRS_PER_PEER: usize = 8;
 
@@ -55,6 +62,8 @@ pub const MAX_PENDING_INCOMING: u32 = 256;
 pub const MAX_PENDING_OUTGOING: u32 = 256;
 /// Established connections in all.
 pub const MAX_ESTABLISHED: u32 = 4096;
+/// Inbound connections from one IP address at once (loopback exempt unless configured).
+pub const MAX_CONNECTIONS_PER_IP: u32 = 16;
 
 /// Default replication factor k: the number of closest nodes a value is stored on.
 pub const DEFAULT_REPLICATION_FACTOR: usize = 20;
@@ -134,7 +143,15 @@ impl Timing {
         }
     }
 
-    /// Checks that the intervals make sense together: replication < republish < TTL.
+    /// How long before its expiry a record stops being served, replicated or handed on: a put
+    /// encodes the record only after its lookup (up to a query timeout), and must still carry at
+    /// least [`EXPIRY_MARGIN`] of life then.
+    pub fn expiry_margin(&self) -> Duration {
+        self.query_timeout + EXPIRY_MARGIN
+    }
+
+    /// Checks that the intervals make sense together: replication < republish < TTL, and a
+    /// republished record reaches its holders before their copies stop being served.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let nonzero = [
             ("query timeout", self.query_timeout),
@@ -159,9 +176,10 @@ impl Timing {
                 self.replication_interval, self.publication_interval
             )));
         }
-        if self.publication_interval >= self.record_ttl {
+        if self.publication_interval + self.expiry_margin() >= self.record_ttl {
             return Err(ConfigError::Invalid(format!(
-                "publication interval ({:?}) must be shorter than the record TTL ({:?})",
+                "publication interval ({:?}) plus the query timeout and 1 s must be shorter than the \
+                 record TTL ({:?})",
                 self.publication_interval, self.record_ttl
             )));
         }
@@ -189,6 +207,8 @@ pub struct ProtocolConfig {
     /// [`crate::mirror::MIRROR_PROTOCOL`]; nodes that see it send it the records they hold and each
     /// new one they store, and its per-peer store quota is lifted.
     pub mirror: bool,
+    /// The cap on inbound connections per remote IP address.
+    pub ip_limit: IpLimit,
 }
 
 impl Default for ProtocolConfig {
@@ -202,6 +222,10 @@ impl Default for ProtocolConfig {
             agent_version: format!("dht/{}", env!("CARGO_PKG_VERSION")),
             client_mode: false,
             mirror: false,
+            ip_limit: IpLimit {
+                max_per_ip: MAX_CONNECTIONS_PER_IP,
+                include_loopback: false,
+            },
         }
     }
 }

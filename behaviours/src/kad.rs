@@ -26,7 +26,7 @@ pub fn new_behaviour(local: PeerId, config: &ProtocolConfig, limits: StoreLimits
         .set_periodic_bootstrap_interval(Some(t.bootstrap_interval))
         .set_record_filtering(StoreInserts::FilterBoth)
         .set_max_packet_size(KAD_MAX_PACKET_SIZE);
-    let store = BoundedStore::new(local, limits);
+    let store = BoundedStore::new(local, limits).with_expiry_margin(t.expiry_margin());
     let mut kad = kad::Behaviour::with_config(local, store, kad_config);
     // Without a confirmed external address kad would stay a client: it would neither answer
     // queries nor enter anyone's routing table (rust-libp2p #4074). Serving nodes say so.

@@ -4,15 +4,15 @@
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use libp2p::kad::store::{Error, MemoryStore, MemoryStoreConfig, RecordStore, Result};
 use libp2p::kad::{ProviderRecord, Record, RecordKey};
 
 use crate::config::{
-    MAX_VALUE_SIZE, STORE_MAX_BYTES, STORE_MAX_PROVIDED_KEYS, STORE_MAX_PROVIDERS_PER_KEY,
-    STORE_MAX_RECORDS,
+    EXPIRY_MARGIN, MAX_VALUE_SIZE, STORE_MAX_BYTES, STORE_MAX_PROVIDED_KEYS,
+    STORE_MAX_PROVIDERS_PER_KEY, STORE_MAX_RECORDS,
 };
 
 /// Limits of one [`BoundedStore`].
@@ -44,6 +44,12 @@ pub struct BoundedStore {
     limits: StoreLimits,
     providers: MemoryStore,
     changed: Option<HashSet<RecordKey>>,
+    margin: Duration,
+}
+
+/// Whether `record` still lives at `now`, counting it gone `margin` before its expiry.
+fn alive(record: &Record, now: Instant, margin: Duration) -> bool {
+    record.expires.is_none_or(|t| t > now + margin)
 }
 
 fn footprint(record: &Record) -> usize {
@@ -65,7 +71,15 @@ impl BoundedStore {
             limits,
             providers: MemoryStore::with_config(local_id, provider_config),
             changed: None,
+            margin: EXPIRY_MARGIN,
         }
+    }
+
+    /// Counts a record gone this long before its expiry (at least [`EXPIRY_MARGIN`]; see
+    /// [`crate::Timing::expiry_margin`]).
+    pub fn with_expiry_margin(mut self, margin: Duration) -> Self {
+        self.margin = margin.max(EXPIRY_MARGIN);
+        self
     }
 
     /// Starts remembering changed keys (for persistence).
@@ -125,8 +139,9 @@ impl BoundedStore {
         let before = self.records.len();
         let mut freed = 0;
         let changed = &mut self.changed;
+        let margin = self.margin;
         self.records.retain(|key, r| {
-            let keep = !r.is_expired(now);
+            let keep = alive(r, now, margin);
             if !keep {
                 freed += footprint(r);
                 if let Some(c) = changed.as_mut() {
@@ -141,14 +156,16 @@ impl BoundedStore {
 }
 
 impl RecordStore for BoundedStore {
-    type RecordsIter<'a> = std::iter::Map<
-        std::collections::hash_map::Values<'a, RecordKey, Record>,
-        fn(&'a Record) -> Cow<'a, Record>,
-    >;
+    type RecordsIter<'a> = Box<dyn Iterator<Item = Cow<'a, Record>> + 'a>;
     type ProvidedIter<'a> = <MemoryStore as RecordStore>::ProvidedIter<'a>;
 
+    /// The record, unless it is within its expiry margin (kad serves what this returns).
     fn get(&self, key: &RecordKey) -> Option<Cow<'_, Record>> {
-        self.records.get(key).map(Cow::Borrowed)
+        let now = Instant::now();
+        self.records
+            .get(key)
+            .filter(|r| alive(r, now, self.margin))
+            .map(Cow::Borrowed)
     }
 
     fn put(&mut self, record: Record) -> Result<()> {
@@ -190,8 +207,15 @@ impl RecordStore for BoundedStore {
         }
     }
 
+    /// Every living record (kad's replication job reads this; a dying one must not go out).
     fn records(&self) -> Self::RecordsIter<'_> {
-        self.records.values().map(Cow::Borrowed)
+        let now = Instant::now();
+        Box::new(
+            self.records
+                .values()
+                .filter(move |r| alive(r, now, self.margin))
+                .map(Cow::Borrowed),
+        )
     }
 
     fn add_provider(&mut self, record: ProviderRecord) -> Result<()> {
@@ -214,7 +238,6 @@ impl RecordStore for BoundedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn store(max_records: usize, max_bytes: usize) -> BoundedStore {
         BoundedStore::new(
@@ -291,6 +314,21 @@ mod tests {
         s.take_changes();
         s.remove_expired(Instant::now() + Duration::from_millis(1));
         assert_eq!(s.take_changes(), vec![RecordKey::new(&"old")]);
+    }
+
+    #[test]
+    fn a_record_in_its_last_second_is_neither_served_nor_listed() {
+        let mut s = store(10, 1000);
+        let mut dying = rec("dying", 3);
+        dying.expires = Some(Instant::now() + EXPIRY_MARGIN / 2);
+        let mut living = rec("living", 3);
+        living.expires = Some(Instant::now() + 10 * EXPIRY_MARGIN);
+        s.put(dying).expect("put");
+        s.put(living).expect("put");
+        assert!(s.get(&RecordKey::new(&"dying")).is_none());
+        assert!(s.get(&RecordKey::new(&"living")).is_some());
+        assert_eq!(s.records().count(), 1);
+        assert_eq!(s.remove_expired(Instant::now()), 1);
     }
 
     #[test]
