@@ -104,6 +104,12 @@ pub enum Error {
     /// The transport could not be built.
     #[error("transport: {0}")]
     Transport(String),
+    /// Too many operations are waiting for the network; try again later.
+    #[error("the node is busy: {pending} operations are waiting for the network; try again")]
+    Busy {
+        /// Operations pending.
+        pending: usize,
+    },
     /// The node has stopped.
     #[error("the node has stopped")]
     Shutdown,

@@ -54,6 +54,8 @@ pub struct Counters {
     pub values_cached: u64,
     /// Records handed to newcomers closer to their keys.
     pub records_handed_off: u64,
+    /// Peers removed from the routing table for not answering pings.
+    pub peers_evicted: u64,
     /// Peers blocked for misbehaving.
     pub peers_blocked: u64,
     /// Records refused (invalid or over a limit).

@@ -14,6 +14,7 @@ use crate::config::{
     MAX_PENDING_INCOMING, MAX_PENDING_OUTGOING, ProtocolConfig,
 };
 use crate::info::{self, InfoBehaviour};
+use crate::ip_limits::IpLimits;
 use crate::kad::{self, Kademlia};
 use crate::mirror::{self, MirrorBehaviour};
 use crate::store::StoreLimits;
@@ -25,6 +26,8 @@ pub struct DhtBehaviour {
     pub blocked: allow_block_list::Behaviour<BlockedPeers>,
     /// Caps on pending and established connections.
     pub limits: connection_limits::Behaviour,
+    /// A cap on inbound connections per IP address.
+    pub ip_limits: IpLimits,
     /// Kademlia: routing, store and fetch.
     pub kad: Kademlia,
     /// Custom commands.
@@ -54,6 +57,7 @@ impl DhtBehaviour {
         Self {
             blocked: allow_block_list::Behaviour::default(),
             limits: connection_limits::Behaviour::new(limits),
+            ip_limits: IpLimits::new(config.ip_limit),
             kad: kad::new_behaviour(local, config, store),
             command: command::new_behaviour(t.command_timeout),
             broadcast: broadcast::new_behaviour(t.broadcast_timeout),

@@ -13,6 +13,7 @@ pub mod command;
 pub mod config;
 pub mod frame;
 pub mod info;
+pub mod ip_limits;
 pub mod kad;
 pub mod mirror;
 pub mod store;

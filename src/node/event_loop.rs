@@ -1,7 +1,7 @@
 //! The event loop: the one task that owns the swarm. Handles talk to it through commands; every
 //! pending operation is keyed by its query or request id and has a deadline.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -30,11 +30,13 @@ use tracing::{debug, info, trace, warn};
 use super::bandwidth::Bandwidth;
 use super::bootstrap::Bootstrapper;
 use super::command::{Command, CommandHandler, Reply};
+use super::mirror_feed::MirrorFeed;
 use super::outbound::OutboundCommands;
 use super::pending::Pending;
 use super::persistence::{Change, FLUSH_EARLY_AT, FLUSH_INTERVAL, RecordDb, change_for};
 use super::quota::Quota;
 use super::reputation::{BLOCK_DURATION, BlockReason, Offence, Reputation};
+use super::silence::Silence;
 use crate::error::Error;
 use crate::event::Event;
 use crate::key::Key;
@@ -55,13 +57,11 @@ pub const DEMAND_TRACKED_KEYS: usize = 4096;
 pub const CACHE_TTL_DIVISOR: u32 = 8;
 /// Custom-command handlers running at once; more inbound commands are refused as busy.
 pub const MAX_RUNNING_HANDLERS: usize = 256;
+/// Network operations (kad queries, dials, info requests) pending at once; more are refused with
+/// [`Error::Busy`] rather than queued without bound.
+pub const MAX_PENDING_OPERATIONS: usize = 4096;
 /// Own records re-stored per tick during a replication round (kad's job leaves them out).
 pub const OWN_REPLICATION_PER_TICK: usize = 32;
-/// Mirror nodes a node sends records to.
-pub const MAX_MIRRORS: usize = 8;
-/// Records sent to mirrors per tick while feeding a newly seen mirror (so a full store reaches it
-/// at a steady pace instead of in one burst of queries).
-pub const MIRROR_FEED_PER_TICK: usize = 64;
 
 enum KadOp {
     StoreLookup {
@@ -159,10 +159,10 @@ pub(crate) struct EventLoop {
     db: Option<Arc<RecordDb>>,
     writing: Option<Write>,
     last_flush: Instant,
-    mirrors: HashSet<PeerId>,
-    mirror_feed: VecDeque<(PeerId, RecordKey)>,
+    mirror_feed: MirrorFeed,
     last_replication: Instant,
     own_replication: VecDeque<RecordKey>,
+    silence: Silence,
 }
 
 pub(crate) struct Parts {
@@ -212,10 +212,10 @@ impl EventLoop {
             db: parts.db,
             writing: None,
             last_flush: now,
-            mirrors: HashSet::new(),
-            mirror_feed: VecDeque::new(),
+            mirror_feed: MirrorFeed::default(),
             last_replication: now,
             own_replication: VecDeque::new(),
+            silence: Silence::default(),
         }
     }
 
@@ -298,11 +298,16 @@ impl EventLoop {
             Command::Store { key, value, reply } => self.start_store(key, value, reply),
             Command::Fetch { key, reply } => self.start_fetch(key, reply),
             Command::Lookup { key, reply } => {
+                let Some(reply) = self.admit(reply) else {
+                    return;
+                };
+                // The k closest: kad's plain variant looks for its own constant 20.
+                let k = self.config.replication_factor;
                 let id = self
                     .swarm
                     .behaviour_mut()
                     .kad
-                    .get_closest_peers(key.as_bytes().to_vec());
+                    .get_n_closest_peers(key.as_bytes().to_vec(), k);
                 let deadline = self.deadline(self.config.timing.query_timeout + TICK);
                 self.kad_ops.insert(id, deadline, KadOp::Lookup { reply });
             }
@@ -347,6 +352,9 @@ impl EventLoop {
                 let _ = reply.send(Ok(self.local_records()));
             }
             Command::RemoteInfo { peer, reply } => {
+                let Some(reply) = self.admit(reply) else {
+                    return;
+                };
                 let id = self.swarm.behaviour_mut().info.send_request(&peer, ());
                 let deadline = self.deadline(self.config.timing.command_timeout + TICK);
                 self.info_ops.insert(id, deadline, (peer, reply));
@@ -381,6 +389,9 @@ impl EventLoop {
                 let _ = reply.send(Ok(list));
             }
             Command::Connect { addr, reply } => {
+                let Some(reply) = self.admit(reply) else {
+                    return;
+                };
                 let opts = DialOpts::from(addr.clone());
                 let id = opts.connection_id();
                 match self.swarm.dial(opts) {
@@ -403,9 +414,25 @@ impl EventLoop {
         }
     }
 
+    /// `reply` back when one more network operation may start; otherwise it is answered with
+    /// [`Error::Busy`]: every pending operation holds a query and a reply until its deadline, so their
+    /// number is bounded.
+    fn admit<T>(&mut self, reply: Reply<T>) -> Option<Reply<T>> {
+        let pending = self.kad_ops.len() + self.dials.len() + self.info_ops.len();
+        if pending < MAX_PENDING_OPERATIONS {
+            return Some(reply);
+        }
+        self.counters.errors += 1;
+        let _ = reply.send(Err(Error::Busy { pending }));
+        None
+    }
+
     fn start_store(&mut self, key: Key, value: Vec<u8>, reply: Reply<Stored>) {
         // Only handles send stores, and they validated the record before any traffic.
         self.counters.stores_issued += 1;
+        let Some(reply) = self.admit(reply) else {
+            return;
+        };
         let mut record = Record::new(key.to_record_key(), value);
         record.publisher = Some(self.local);
         // The publisher's own copy lives as long as the node; copies elsewhere get the TTL.
@@ -419,7 +446,7 @@ impl EventLoop {
         }
         record.expires = Some(Instant::now() + self.config.timing.record_ttl);
         let id = kad.get_closest_peers(key.as_bytes().to_vec());
-        self.mirror_record(&record, None);
+        self.mirror_feed.record_added(&record.key, None);
         let deadline = self.deadline(2 * self.config.timing.query_timeout + TICK);
         self.kad_ops
             .insert(id, deadline, KadOp::StoreLookup { record, reply });
@@ -442,6 +469,10 @@ impl EventLoop {
             let _ = reply.send(Err(Error::NoPeers));
             return;
         }
+        let Some(reply) = self.admit(reply) else {
+            return;
+        };
+        let kad = &mut self.swarm.behaviour_mut().kad;
         let id = kad.get_record(record_key);
         let deadline = self.deadline(self.config.timing.query_timeout + TICK);
         self.kad_ops
@@ -493,7 +524,8 @@ impl EventLoop {
                 + self.commands_out.queued()
                 + self.info_ops.len()
                 + self.dials.len()
-                + self.broadcaster.in_flight(),
+                + self.broadcaster.in_flight()
+                + self.mirror_feed.pending(),
             uptime: self.started.elapsed(),
             counters: self.counters.clone(),
             bytes_in: self.bandwidth.inbound(),
@@ -606,6 +638,7 @@ impl EventLoop {
                 let store = self.swarm.behaviour_mut().kad.store_mut();
                 self.quota.sweep(|k| store.get(k).is_some());
             }
+            self.silence.sweep(now);
         }
         if self.db.is_some()
             && (now.duration_since(self.last_flush) >= FLUSH_INTERVAL
@@ -732,51 +765,33 @@ impl EventLoop {
 
     /// `peer` speaks the mirror protocol: it gets every record held here, at a steady pace.
     fn mirror_seen(&mut self, peer: PeerId) {
-        if self.config.client_mode
-            || self.mirrors.len() >= MAX_MIRRORS
-            || !self.mirrors.insert(peer)
-        {
+        if self.config.client_mode {
             return;
         }
         let store = self.swarm.behaviour_mut().kad.store_mut();
         let keys: Vec<RecordKey> = store.records().map(|r| r.key.clone()).collect();
-        info!(%peer, records = keys.len(), "mirror node found; sending it the records held here");
-        self.mirror_feed.extend(keys.into_iter().map(|k| (peer, k)));
+        let held = keys.len();
+        if self.mirror_feed.add_mirror(peer, keys) {
+            info!(%peer, records = held, "mirror node found; sending it the records held here");
+        }
     }
 
-    /// Sends the next records of the mirror feed.
+    /// Sends the mirrors the next records due, read from the store as they are now.
     fn feed_mirrors(&mut self) {
         let now = Instant::now();
         let ttl = self.config.timing.record_ttl;
-        for _ in 0..MIRROR_FEED_PER_TICK {
-            let Some((peer, key)) = self.mirror_feed.pop_front() else {
-                break;
-            };
-            if !self.mirrors.contains(&peer) {
-                continue;
-            }
+        for handoff in self.mirror_feed.due() {
             let behaviour = self.swarm.behaviour_mut();
             let Some(record) = behaviour
                 .kad
                 .store_mut()
-                .get(&key)
+                .get(&handoff.key)
                 .and_then(|r| mirror_copy(&r, now, ttl))
             else {
                 continue;
             };
-            behaviour.mirror.send_request(&peer, record);
-            self.counters.records_mirrored += 1;
-        }
-    }
-
-    /// Sends a record new to this node to every known mirror but `except` (where it came from).
-    fn mirror_record(&mut self, record: &Record, except: Option<PeerId>) {
-        let Some(copy) = mirror_copy(record, Instant::now(), self.config.timing.record_ttl) else {
-            return;
-        };
-        let behaviour = self.swarm.behaviour_mut();
-        for peer in self.mirrors.iter().filter(|p| Some(**p) != except) {
-            behaviour.mirror.send_request(peer, copy.clone());
+            let id = behaviour.mirror.send_request(&handoff.peer, record);
+            self.mirror_feed.sent(id, handoff);
             self.counters.records_mirrored += 1;
         }
     }
@@ -826,8 +841,18 @@ impl EventLoop {
                 }
                 debug!(%peer, "mirror request failed: {error}");
             }
-            request_response::Event::OutboundFailure { peer, error, .. } => {
-                debug!(%peer, "record not mirrored: {error}");
+            request_response::Event::Message {
+                message: request_response::Message::Response { request_id, .. },
+                ..
+            } => self.mirror_feed.acknowledged(&request_id),
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                debug!(%peer, "record not mirrored ({error}); retrying unless out of tries");
+                self.mirror_feed.failed(&request_id);
             }
             other => trace!(?other, "mirror event"),
         }
@@ -918,7 +943,7 @@ impl EventLoop {
                     && !self.connections.contains_key(&peer)
                 {
                     self.swarm.behaviour_mut().kad.remove_peer(&peer);
-                    if self.mirrors.remove(&peer) {
+                    if self.mirror_feed.remove_mirror(&peer) {
                         debug!(%peer, "mirror unreachable; no more records go to it");
                     }
                 }
@@ -968,6 +993,12 @@ impl EventLoop {
             kad::Event::RoutingUpdated {
                 peer, is_new_peer, ..
             } => {
+                if self.silence.is_silent(&peer, Instant::now()) {
+                    // Named by someone else's lookup answer, or a stream opened: not an answer.
+                    trace!(%peer, "a silent peer stays out of the routing table");
+                    self.swarm.behaviour_mut().kad.remove_peer(&peer);
+                    return;
+                }
                 if is_new_peer {
                     debug!(%peer, "peer added to the routing table");
                     self.hand_off_records(peer);
@@ -1242,14 +1273,14 @@ impl EventLoop {
                 let key = record.key.clone();
                 let store = self.swarm.behaviour_mut().kad.store_mut();
                 let new = store.get(&key).is_none();
-                let copy = (new && !self.mirrors.is_empty()).then(|| record.clone());
+                let mirrored = new && self.mirror_feed.has_mirrors();
                 match store.put(record) {
                     Ok(()) => {
+                        if mirrored {
+                            self.mirror_feed.record_added(&key, Some(source));
+                        }
                         if !mirror {
                             self.quota.stored(source, key);
-                        }
-                        if let Some(record) = copy {
-                            self.mirror_record(&record, Some(source));
                         }
                     }
                     Err(e) => {
@@ -1500,6 +1531,7 @@ impl EventLoop {
 
     fn on_identify(&mut self, event: identify::Event) {
         if let identify::Event::Received { peer_id, info, .. } = event {
+            self.silence.heard_from(&peer_id);
             let same_host = self
                 .connections
                 .get(&peer_id)
@@ -1516,10 +1548,30 @@ impl EventLoop {
     }
 
     fn on_ping(&mut self, event: ping::Event) {
-        if let Err(e) = event.result {
-            // libp2p no longer closes connections whose pings fail; a cut peer would linger.
-            debug!(peer = %event.peer, "ping failed ({e}); closing the connection");
-            self.swarm.close_connection(event.connection);
+        match event.result {
+            Ok(_) => {
+                self.silence.heard_from(&event.peer);
+            }
+            // A peer that does not speak ping is not a dead one.
+            Err(ping::Failure::Unsupported) => {}
+            Err(e) => {
+                // libp2p no longer closes connections whose pings fail; a cut peer would linger.
+                // A peer that does not answer (dead, cut off, or silent: it takes streams and never
+                // answers) also leaves the routing table, so that lookups stop waiting on it and no
+                // one is told about it; identify puts it back once it answers on a new connection.
+                debug!(peer = %event.peer, "ping failed ({e}); closing the connection and evicting the peer");
+                self.swarm.close_connection(event.connection);
+                self.silence.silenced(event.peer, Instant::now());
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .remove_peer(&event.peer)
+                    .is_some()
+                {
+                    self.counters.peers_evicted += 1;
+                }
+            }
         }
     }
 }

@@ -4,11 +4,13 @@ mod bandwidth;
 mod bootstrap;
 pub(crate) mod command;
 mod event_loop;
+pub mod mirror_feed;
 mod outbound;
 mod pending;
 pub mod persistence;
 pub mod quota;
 pub mod reputation;
+pub mod silence;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -11,4 +11,5 @@ mod lifecycle;
 mod persistence;
 mod records;
 mod robustness;
+mod rogue;
 mod store_fetch;

@@ -1,0 +1,346 @@
+//! Peers that are not `dht` nodes and do not play by the rules, built from a bare libp2p swarm that
+//! takes streams on our protocols: one that never answers, one that answers every lookup with a
+//! thousand made-up peers. And a host that opens more connections than its share.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use dht::limits::DEFAULT_KAD_PROTOCOL;
+use dht::{Dht, DhtOptions, Multiaddr, PeerId, Timing};
+use dht_behaviours::ip_limits::IpLimit;
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::kad::KBucketKey;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{StreamProtocol, SwarmBuilder, noise, tcp, yamux};
+use libp2p_stream as stream;
+use tokio::time::Instant;
+
+use crate::common::{eventually, network, stop_all};
+
+/// Made-up peers in each answer of the flooding peer.
+const FLOOD_PEERS: usize = 1000;
+
+/// Starts a bare swarm on 127.0.0.1 that accepts streams on `protocols`, and hands each accepted
+/// stream to `serve`. Returns its peer id and address; it runs until the test ends.
+async fn rogue<F, Fut>(protocols: &[&'static str], serve: F) -> (PeerId, Multiaddr)
+where
+    F: Fn(libp2p::Stream) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut swarm = SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(|_| stream::Behaviour::new())
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
+        .build();
+    let mut control = swarm.behaviour().new_control();
+    for p in protocols {
+        let mut incoming = control
+            .accept(StreamProtocol::new(p))
+            .expect("not yet registered");
+        let serve = serve.clone();
+        tokio::spawn(async move {
+            while let Some((_, s)) = incoming.next().await {
+                tokio::spawn(serve.clone()(s));
+            }
+        });
+    }
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
+        .expect("listen");
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address;
+        }
+    };
+    let id = *swarm.local_peer_id();
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    (id, addr)
+}
+
+/// Holds the stream open and never says a word.
+async fn never_answer(s: libp2p::Stream) {
+    let mut s = s;
+    let mut sink = Vec::new();
+    // Reads whatever comes so the sender is never blocked, and answers nothing.
+    let _ = s.read_to_end(&mut sink).await;
+    std::future::pending::<()>().await;
+}
+
+fn varint(mut n: usize, out: &mut Vec<u8>) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn field(tag: u8, bytes: &[u8], out: &mut Vec<u8>) {
+    out.push(tag);
+    varint(bytes.len(), out);
+    out.extend_from_slice(bytes);
+}
+
+/// A kad answer of the request's type listing [`FLOOD_PEERS`] peers that do not exist, each at a
+/// closed port (protobuf by hand: type = 1, closerPeers = 8 with id = 1 and addrs = 2).
+fn flood_answer(kind: u8) -> Vec<u8> {
+    let addr: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().expect("addr");
+    let mut msg = vec![0x08, kind];
+    for _ in 0..FLOOD_PEERS {
+        let mut peer = Vec::new();
+        field(0x0a, &PeerId::random().to_bytes(), &mut peer);
+        field(0x12, &addr.to_vec(), &mut peer);
+        field(0x42, &peer, &mut msg);
+    }
+    let mut framed = Vec::new();
+    varint(msg.len(), &mut framed);
+    framed.extend_from_slice(&msg);
+    framed
+}
+
+/// Answers each kad request on the stream with a flood of made-up peers.
+async fn flood(s: libp2p::Stream) {
+    let mut s = s;
+    loop {
+        // Length prefix (unsigned varint), then the request; its first field is the type.
+        let mut len = 0usize;
+        let mut shift = 0;
+        loop {
+            let mut b = [0u8];
+            if s.read_exact(&mut b).await.is_err() || shift > 28 {
+                return;
+            }
+            len |= usize::from(b[0] & 0x7f) << shift;
+            shift += 7;
+            if b[0] & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut request = vec![0u8; len.min(1 << 20)];
+        if s.read_exact(&mut request).await.is_err() {
+            return;
+        }
+        let kind = match request.as_slice() {
+            [0x08, kind, ..] => *kind,
+            _ => 4,
+        };
+        if s.write_all(&flood_answer(kind)).await.is_err() || s.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_answering_with_a_thousand_made_up_peers_does_not_stall_lookups() {
+    let nodes = network(6, 3).await;
+    let (liar, liar_addr) = rogue(&[DEFAULT_KAD_PROTOCOL], flood).await;
+    let asker = &nodes[1];
+    assert_eq!(asker.connect(liar_addr).await.expect("connect"), liar);
+    assert!(
+        asker
+            .routing_table()
+            .await
+            .expect("table")
+            .iter()
+            .any(|e| e.peer == liar),
+        "the flooding peer is in the routing table, so lookups ask it"
+    );
+    let honest: Vec<PeerId> = nodes.iter().map(Dht::peer_id).collect();
+    let deadline = Timing::fast().query_timeout;
+    // Targets to which the flooding peer is the closest known peer: every lookup asks it first.
+    let mut everyone = honest.clone();
+    everyone.push(liar);
+    let targets: Vec<dht::Key> = (0..)
+        .map(|i| dht::Key::for_value(format!("target {i}").as_bytes()))
+        .filter(|k| {
+            let t = KBucketKey::new(k.as_bytes().to_vec());
+            everyone
+                .iter()
+                .filter(|p| **p != asker.peer_id())
+                .min_by_key(|p| t.distance(&KBucketKey::from(**p)))
+                == Some(&liar)
+        })
+        .take(5)
+        .collect();
+    let mut requests = 0;
+    for (i, key) in targets.iter().enumerate() {
+        let started = Instant::now();
+        let found = asker
+            .lookup(key)
+            .await
+            .expect("the lookup ends with a result");
+        requests += found.requests;
+        let took = started.elapsed();
+        assert!(took < deadline, "lookup {i} took {took:?}");
+        assert!(
+            found.peers.len() <= 3,
+            "more than k peers: {:?}",
+            found.peers
+        );
+        assert!(
+            found.peers.iter().all(|p| honest.contains(p) || *p == liar),
+            "a made-up peer in the result"
+        );
+        println!(
+            "lookup {i} past {FLOOD_PEERS} made-up peers: {took:?}, {} requests",
+            found.requests
+        );
+    }
+    // The made-up peers were read and tried (each failing at once): a lookup among six honest
+    // nodes takes at most six requests.
+    assert!(
+        requests > 5 * 20,
+        "only {requests} requests in 5 lookups: the flood was not read"
+    );
+    // None of the made-up peers entered the routing table.
+    let table = asker.routing_table().await.expect("table");
+    assert!(
+        table
+            .iter()
+            .all(|e| honest.contains(&e.peer) || e.peer == liar)
+    );
+    // And the node goes on serving: a value stored elsewhere is fetched through it.
+    let stored = nodes[4]
+        .store(b"still served".to_vec())
+        .await
+        .expect("store");
+    assert_eq!(
+        asker.fetch(&stored.key).await.expect("fetch"),
+        b"still served"
+    );
+    stop_all(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peers_do_not_stall_lookups_and_leave_the_routing_tables() {
+    let nodes = network(8, 3).await;
+    let protocols = [DEFAULT_KAD_PROTOCOL, "/ipfs/ping/1.0.0", "/ipfs/id/1.0.0"];
+    let silent = [
+        rogue(&protocols, never_answer).await,
+        rogue(&protocols, never_answer).await,
+    ];
+    let silent_ids: Vec<PeerId> = silent.iter().map(|(id, _)| *id).collect();
+    for n in &nodes {
+        for (id, addr) in &silent {
+            assert_eq!(n.connect(addr.clone()).await.expect("connect"), *id);
+        }
+        let table = n.routing_table().await.expect("table");
+        assert!(
+            silent_ids
+                .iter()
+                .all(|s| table.iter().any(|e| e.peer == *s))
+        );
+    }
+    // Stores and fetches go through the others, each within its deadline.
+    let deadline = Timing::fast().query_timeout;
+    for i in 0..10 {
+        let started = Instant::now();
+        let value = format!("past the silent ones {i}").into_bytes();
+        let stored = nodes[i % 8].store(value.clone()).await.expect("store");
+        assert!(stored.nodes >= 3, "stored on {} nodes", stored.nodes);
+        let fetched = nodes[(i + 3) % 8].fetch(&stored.key).await.expect("fetch");
+        assert_eq!(fetched, value);
+        assert!(started.elapsed() < 2 * deadline);
+    }
+    // The silent peers never answer a ping: every node drops them from its routing table.
+    let ping = Timing::fast();
+    let since = Instant::now();
+    eventually(
+        ping.ping_interval + ping.ping_timeout + Duration::from_secs(10),
+        "the silent peers to leave every routing table",
+        || async {
+            for n in &nodes {
+                let table = n.routing_table().await.ok()?;
+                if table.iter().any(|e| silent_ids.contains(&e.peer)) {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    println!(
+        "silent peers out of all 8 routing tables {:?} after the last operation",
+        since.elapsed()
+    );
+    let evicted: u64 = futures::future::join_all(nodes.iter().map(Dht::status))
+        .await
+        .into_iter()
+        .map(|s| s.expect("status").counters.peers_evicted)
+        .sum();
+    assert!(evicted >= 2 * 8, "only {evicted} evictions");
+    stop_all(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ip_cannot_take_more_than_its_share_of_connections() {
+    let limit = IpLimit {
+        max_per_ip: 3,
+        include_loopback: true,
+    };
+    let mut options = DhtOptions::default()
+        .listen_on(["/ip4/127.0.0.1/tcp/0".parse().expect("addr")])
+        .timing(Timing::fast())
+        .replication_factor(NonZeroUsize::new(3).expect("k"));
+    options.protocol.ip_limit = limit;
+    let target = Dht::start(options).await.expect("start");
+    let addr = crate::common::addr_of(&target).await;
+    let client = || {
+        DhtOptions::default()
+            .listen_on(["/ip4/127.0.0.1/tcp/0".parse().expect("addr")])
+            .timing(Timing::fast())
+    };
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        let c = Dht::start(client()).await.expect("client");
+        // The handshake completes before the target refuses, so the dial itself may succeed.
+        let _ = c.connect(addr.clone()).await;
+        clients.push(c);
+    }
+    let connected =
+        |target: Dht| async move { target.status().await.ok().map(|s| s.connected_peers) };
+    let n = eventually(Duration::from_secs(5), "the target to settle", || async {
+        connected(target.clone()).await.filter(|n| *n <= 3)
+    })
+    .await;
+    assert_eq!(n, 3, "three connections from 127.0.0.1 are allowed");
+    // A departing client frees its slot for another.
+    let holding = futures::future::join_all(clients.iter().map(|c| c.connected_peers())).await;
+    let first_holder = holding
+        .iter()
+        .position(|p| p.as_ref().is_ok_and(|p| !p.is_empty()))
+        .expect("a client holds a connection");
+    clients[first_holder].stop().await;
+    eventually(Duration::from_secs(5), "the slot to be freed", || async {
+        connected(target.clone()).await.filter(|n| *n == 2)
+    })
+    .await;
+    let late = Dht::start(client()).await.expect("client");
+    assert_eq!(
+        late.connect(addr.clone()).await.expect("connect"),
+        target.peer_id()
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the late client to hold a connection",
+        || async { connected(target.clone()).await.filter(|n| *n == 3) },
+    )
+    .await;
+    late.stop().await;
+    stop_all(&clients).await;
+    target.stop().await;
+}
