@@ -4,8 +4,12 @@ use std::future::Future;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use dht::{Dht, DhtOptions, Multiaddr, Timing};
+use dht::{Dht, DhtOptions, Key, Multiaddr, PeerId, Timing};
+use libp2p::identity::Keypair;
+use libp2p::kad::KBucketKey;
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{Swarm, SwarmBuilder, noise, tcp, yamux};
 use tokio::time::Instant;
 
 /// Longest a scenario waits for a network to settle.
@@ -109,4 +113,33 @@ pub async fn stop_all(nodes: &[Dht]) {
     for n in nodes {
         n.stop().await;
     }
+}
+
+/// The `n` peers of `ids` closest to `key` by XOR distance, closest first.
+pub fn closest(ids: &[PeerId], key: &Key, n: usize) -> Vec<PeerId> {
+    let target = KBucketKey::new(key.as_bytes().to_vec());
+    let mut ids = ids.to_vec();
+    ids.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
+    ids.truncate(n);
+    ids
+}
+
+/// A bare libp2p swarm on TCP + noise + yamux with the behaviour `make` builds, driven by the test
+/// itself (for peers that are not `dht` nodes and need not behave).
+pub fn tcp_swarm<B: NetworkBehaviour>(
+    keypair: Keypair,
+    make: impl FnOnce(&Keypair) -> B,
+) -> Swarm<B> {
+    SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .expect("tcp")
+        .with_behaviour(make)
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
+        .build()
 }

@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use dht::{Dht, DhtOptions, Error, Key, PeerId, Timing};
 use futures::future::join_all;
-use libp2p::kad::KBucketKey;
 use tokio::time::Instant;
 
-use crate::common::{eventually, network_with, stop_all};
+use crate::common::{closest, eventually, network_with, stop_all};
 
 const K: usize = 3;
 
@@ -20,15 +19,6 @@ fn options(timing: Timing) -> DhtOptions {
         .listen_on(["/ip4/127.0.0.1/tcp/0".parse().expect("addr")])
         .timing(timing)
         .replication_factor(NonZeroUsize::new(K).expect("k"))
-}
-
-/// The `n` peers closest to `key` among `ids`.
-fn closest(ids: &[PeerId], key: &Key, n: usize) -> Vec<PeerId> {
-    let target = KBucketKey::new(key.as_bytes().to_vec());
-    let mut ids = ids.to_vec();
-    ids.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
-    ids.truncate(n);
-    ids
 }
 
 /// How many of `nodes` hold an unexpired copy of `key`.

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use dht::Key;
 use futures::{AsyncRead, AsyncWrite, AsyncWriteExt, StreamExt};
+use libp2p::StreamProtocol;
 use libp2p::request_response::{self, Codec, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{StreamProtocol, SwarmBuilder, noise, tcp, yamux};
 
-use crate::common::{addr_of, eventually, network, stop_all};
+use crate::common::{addr_of, eventually, network, stop_all, tcp_swarm};
 
 /// Writes the request bytes as they are and reads nothing back: a peer that speaks garbage.
 #[derive(Clone, Default)]
@@ -68,24 +68,14 @@ async fn malformed_frames_on_every_protocol_leave_the_node_serving_and_the_sende
         "/dht/broadcast/1.0.0",
         "/dht/info/1.0.0",
     ];
-    let mut swarm = SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
+    let mut swarm = tcp_swarm(libp2p::identity::Keypair::generate_ed25519(), |_| {
+        request_response::Behaviour::<Raw>::new(
+            protocols
+                .iter()
+                .map(|p| (StreamProtocol::new(p), ProtocolSupport::Outbound)),
+            request_response::Config::default().with_request_timeout(Duration::from_secs(5)),
         )
-        .expect("tcp")
-        .with_behaviour(|_| {
-            request_response::Behaviour::<Raw>::new(
-                protocols
-                    .iter()
-                    .map(|p| (StreamProtocol::new(p), ProtocolSupport::Outbound)),
-                request_response::Config::default().with_request_timeout(Duration::from_secs(5)),
-            )
-        })
-        .expect("behaviour")
-        .build();
+    });
     let garbage_id = *swarm.local_peer_id();
     swarm.dial(addr_of(target).await).expect("dial");
     let frames: Vec<Vec<u8>> = vec![

@@ -5,13 +5,13 @@ use std::time::Duration;
 use dht::{Dht, Key, Multiaddr, PeerId, ProtocolConfig, StoreLimits, Timing};
 use dht_behaviours::{DhtBehaviour, DhtBehaviourEvent};
 use futures::StreamExt;
+use libp2p::identify;
 use libp2p::identity::Keypair;
 use libp2p::kad::store::RecordStore;
 use libp2p::kad::{KBucketKey, Record, RecordKey};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{SwarmBuilder, identify, noise, tcp, yamux};
 
-use crate::common::{addr_of, eventually, network, options, stop_all};
+use crate::common::{addr_of, eventually, network, options, stop_all, tcp_swarm};
 
 /// A swarm with our protocols, driven by the test instead of our event loop: nothing checks what it
 /// stores or sends.
@@ -20,17 +20,9 @@ fn raw_peer(keypair: Keypair) -> libp2p::Swarm<DhtBehaviour> {
         timing: Timing::fast(),
         ..ProtocolConfig::default()
     };
-    SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .expect("tcp")
-        .with_behaviour(|k| DhtBehaviour::new(k, &config, StoreLimits::default()))
-        .expect("behaviour")
-        .build()
+    tcp_swarm(keypair, |k| {
+        DhtBehaviour::new(k, &config, StoreLimits::default())
+    })
 }
 
 /// A peer that speaks our protocols but holds a forged value under `key` and serves it to anyone.

@@ -5,9 +5,8 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use dht::{Dht, DhtOptions, Key, PeerId, Timing};
-use libp2p::kad::KBucketKey;
 
-use crate::common::{addr_of, eventually, network_with, stop_all};
+use crate::common::{addr_of, closest, eventually, network_with, stop_all};
 
 /// Fast deadlines, but replication and republish far away: what these tests see cannot come from them.
 fn quiet_timing() -> Timing {
@@ -36,14 +35,6 @@ async fn holds(node: &Dht, key: &Key) -> bool {
         .expect("records")
         .iter()
         .any(|r| r.key == *key)
-}
-
-fn closest(ids: &[PeerId], key: &Key, k: usize) -> Vec<PeerId> {
-    let target = KBucketKey::new(key.as_bytes().to_vec());
-    let mut ids = ids.to_vec();
-    ids.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
-    ids.truncate(k);
-    ids
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,13 +9,12 @@ use dht::limits::DEFAULT_KAD_PROTOCOL;
 use dht::{Dht, DhtOptions, Multiaddr, PeerId, Timing};
 use dht_behaviours::ip_limits::IpLimit;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use libp2p::kad::KBucketKey;
+use libp2p::StreamProtocol;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{StreamProtocol, SwarmBuilder, noise, tcp, yamux};
 use libp2p_stream as stream;
 use tokio::time::Instant;
 
-use crate::common::{eventually, network, stop_all};
+use crate::common::{closest, eventually, network, stop_all, tcp_swarm};
 
 /// Made-up peers in each answer of the flooding peer.
 const FLOOD_PEERS: usize = 1000;
@@ -27,18 +26,9 @@ where
     F: Fn(libp2p::Stream) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let mut swarm = SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .expect("tcp")
-        .with_behaviour(|_| stream::Behaviour::new())
-        .expect("behaviour")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
-        .build();
+    let mut swarm = tcp_swarm(libp2p::identity::Keypair::generate_ed25519(), |_| {
+        stream::Behaviour::new()
+    });
     let mut control = swarm.behaviour().new_control();
     for p in protocols {
         let mut incoming = control
@@ -162,18 +152,15 @@ async fn a_peer_answering_with_a_thousand_made_up_peers_does_not_stall_lookups()
     let honest: Vec<PeerId> = nodes.iter().map(Dht::peer_id).collect();
     let deadline = Timing::fast().query_timeout;
     // Targets to which the flooding peer is the closest known peer: every lookup asks it first.
-    let mut everyone = honest.clone();
+    let mut everyone: Vec<PeerId> = honest
+        .iter()
+        .copied()
+        .filter(|p| *p != asker.peer_id())
+        .collect();
     everyone.push(liar);
     let targets: Vec<dht::Key> = (0..)
         .map(|i| dht::Key::for_value(format!("target {i}").as_bytes()))
-        .filter(|k| {
-            let t = KBucketKey::new(k.as_bytes().to_vec());
-            everyone
-                .iter()
-                .filter(|p| **p != asker.peer_id())
-                .min_by_key(|p| t.distance(&KBucketKey::from(**p)))
-                == Some(&liar)
-        })
+        .filter(|k| closest(&everyone, k, 1) == [liar])
         .take(5)
         .collect();
     let mut requests = 0;
