@@ -36,7 +36,20 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             fetches,
             settle,
             json,
+            model,
         }) => {
+            if *model {
+                let (n, k, l) = (*nodes as usize, cli.replication_factor, *lookups as usize);
+                let report = tokio::task::spawn_blocking(move || crate::model::run(n, k, l)).await?;
+                let mut out = std::io::stdout().lock();
+                if *json {
+                    serde_json::to_writer(&mut out, &report)?;
+                    writeln!(out)?;
+                } else {
+                    crate::model::print(&report, &mut out)?;
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let report = crate::sim::run(
                 *nodes as usize,
                 cli.replication_factor,

@@ -1,0 +1,381 @@
+//! `dht sim --model`: Kademlia's rules at a scale full nodes cannot reach on one machine.
+//!
+//! Every node is reduced to an id and a routing table with k entries per bucket (a full bucket keeps
+//! its old entries, as kad does while they answer); the network is instant and never loses a
+//! message. Joins and lookups follow what our nodes do: a joining node looks itself up through one
+//! bootstrap node, then refreshes the buckets beyond its nearest neighbour; a lookup asks the alpha
+//! closest unasked peers it knows, round after round, until the k closest it knows have all
+//! answered; every node asked learns the asker, and the asker learns every node that answered.
+//! This is not our nodes' code (that is `dht sim`, which stops being practical past a few hundred
+//! nodes): it measures the algorithm, hops and requests against log2(N), and whether lookups find
+//! the true k closest, for 1,000 to 100,000 nodes.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Instant;
+
+use rand::Rng;
+use serde::Serialize;
+
+/// Lookup parallelism alpha, as our nodes use it.
+pub const ALPHA: usize = 3;
+
+/// A 256-bit id as two halves, so that XOR distances compare as integers.
+type Id = (u128, u128);
+
+fn distance(a: Id, b: Id) -> Id {
+    (a.0 ^ b.0, a.1 ^ b.1)
+}
+
+/// The bucket a peer at distance `d` falls in: log2 of the distance (255 for the farthest half).
+fn bucket(d: Id) -> Option<u8> {
+    let lz = if d.0 != 0 {
+        d.0.leading_zeros()
+    } else if d.1 != 0 {
+        128 + d.1.leading_zeros()
+    } else {
+        return None;
+    };
+    u8::try_from(255 - lz).ok()
+}
+
+struct Node {
+    id: Id,
+    table: Vec<u32>,
+    per_bucket: [u8; 256],
+}
+
+/// The network of the model.
+struct Model {
+    nodes: Vec<Node>,
+    k: usize,
+}
+
+/// What one lookup did.
+struct Walk {
+    closest: Vec<u32>,
+    requests: u32,
+    rounds: u32,
+    asked: Vec<u32>,
+    /// The round in which the watched node was first heard of (0: it was known already).
+    found_in: Option<u32>,
+}
+
+impl Model {
+    /// `a` learns `b`, if `b`'s bucket has room.
+    fn learn(&mut self, a: u32, b: u32) {
+        if a == b {
+            return;
+        }
+        let (ida, idb) = (self.nodes[a as usize].id, self.nodes[b as usize].id);
+        let Some(i) = bucket(distance(ida, idb)) else {
+            return;
+        };
+        let k = self.k;
+        let node = &mut self.nodes[a as usize];
+        if usize::from(node.per_bucket[usize::from(i)]) < k && !node.table.contains(&b) {
+            node.table.push(b);
+            node.per_bucket[usize::from(i)] += 1;
+        }
+    }
+
+    /// The k entries of `n`'s table closest to `target`.
+    fn closest_known(&self, n: u32, target: Id) -> Vec<u32> {
+        let mut known: Vec<(Id, u32)> = self.nodes[n as usize]
+            .table
+            .iter()
+            .map(|p| (distance(self.nodes[*p as usize].id, target), *p))
+            .collect();
+        if known.len() > self.k {
+            known.select_nth_unstable(self.k);
+            known.truncate(self.k);
+        }
+        known.sort_unstable();
+        known.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// An iterative lookup of `target` from `from`; `stop_at` ends it early when one of those
+    /// nodes is asked (a fetch that found a holder).
+    fn lookup(&mut self, from: u32, target: Id, stop_at: &[u32], watch: Option<u32>) -> Walk {
+        let mut seen: BTreeMap<Id, (u32, bool)> = BTreeMap::new();
+        let mut found_in = None;
+        for p in self.closest_known(from, target) {
+            seen.insert(distance(self.nodes[p as usize].id, target), (p, false));
+            if Some(p) == watch {
+                found_in = Some(0);
+            }
+        }
+        let (mut requests, mut rounds) = (0, 0);
+        let mut asked = Vec::new();
+        loop {
+            let batch: Vec<(Id, u32)> = seen
+                .iter()
+                .take(self.k)
+                .filter(|(_, (_, done))| !done)
+                .take(ALPHA)
+                .map(|(d, (p, _))| (*d, *p))
+                .collect();
+            if batch.is_empty() {
+                break;
+            }
+            rounds += 1;
+            for (d, q) in batch {
+                requests += 1;
+                seen.insert(d, (q, true));
+                asked.push(q);
+                self.learn(q, from);
+                self.learn(from, q);
+                for p in self.closest_known(q, target) {
+                    if Some(p) == watch && found_in.is_none() {
+                        found_in = Some(rounds);
+                    }
+                    if p != from {
+                        seen.entry(distance(self.nodes[p as usize].id, target))
+                            .or_insert((p, false));
+                    }
+                }
+            }
+            if asked.iter().any(|a| stop_at.contains(a)) {
+                break;
+            }
+        }
+        let closest = seen
+            .values()
+            .filter(|(_, done)| *done)
+            .take(self.k)
+            .map(|(p, _)| *p)
+            .collect();
+        Walk {
+            closest,
+            requests,
+            rounds,
+            asked,
+            found_in,
+        }
+    }
+
+    /// The true k closest to `target`, `except` left out.
+    fn truth(&self, target: Id, except: u32) -> Vec<u32> {
+        let mut all: Vec<(Id, u32)> = (0..self.nodes.len() as u32)
+            .filter(|p| *p != except)
+            .map(|p| (distance(self.nodes[p as usize].id, target), p))
+            .collect();
+        let k = self.k.min(all.len());
+        if all.len() > k {
+            all.select_nth_unstable(k);
+            all.truncate(k);
+        }
+        all.sort_unstable();
+        all.into_iter().map(|(_, p)| p).collect()
+    }
+}
+
+/// A random id at distance 2^b..2^(b+1) from `id`.
+fn in_bucket(id: Id, b: u8, rng: &mut impl Rng) -> Id {
+    let (hi, lo): (u128, u128) = (rng.r#gen(), rng.r#gen());
+    let d = if b >= 128 {
+        let top = 1u128 << (b - 128);
+        ((hi & (top - 1)) | top, lo)
+    } else {
+        let top = 1u128 << b;
+        (0, (lo & (top - 1)) | top)
+    };
+    distance(id, d)
+}
+
+/// What the model measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelReport {
+    /// Nodes.
+    pub nodes: usize,
+    /// Bucket size and replication factor k.
+    pub k: usize,
+    /// Wall-clock seconds the joins took to simulate.
+    pub join_secs: f64,
+    /// Requests all joins sent, per node.
+    pub join_requests_per_node: f64,
+    /// Smallest and median routing table.
+    pub routing_min: usize,
+    /// Median routing table.
+    pub routing_median: usize,
+    /// Lookups measured.
+    pub lookups: usize,
+    /// Median and largest requests per lookup.
+    pub requests_median: u32,
+    /// Largest requests of a lookup.
+    pub requests_max: u32,
+    /// Median and largest rounds (hops at alpha in parallel) per lookup.
+    pub rounds_median: u32,
+    /// Largest rounds of a lookup.
+    pub rounds_max: u32,
+    /// Median and largest round in which a lookup first heard of the true closest node: the hop
+    /// count Kademlia bounds by log2(N). (Rounds go on after it: a lookup must hear from all k
+    /// closest, at least k / alpha rounds.)
+    pub hops_median: u32,
+    /// Largest hop count.
+    pub hops_max: u32,
+    /// log2(N).
+    pub log2_n: f64,
+    /// Share of the true k closest that lookups found, on average.
+    pub accuracy: f64,
+    /// Fetches (a lookup from another node for a value stored on a writer's k closest) that found
+    /// a holder.
+    pub fetch_success: f64,
+    /// Bytes of model state (ids and tables) per node; a real node costs far more.
+    pub model_bytes_per_node: f64,
+}
+
+fn median<T: Copy + Ord>(v: &mut [T]) -> T {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// Builds a network of `n` nodes, one join after the other, then measures `lookups` lookups and as
+/// many store-then-fetch pairs.
+pub fn run(n: usize, k: usize, lookups: usize) -> ModelReport {
+    let mut rng = rand::thread_rng();
+    let mut model = Model {
+        nodes: Vec::with_capacity(n),
+        k,
+    };
+    let started = Instant::now();
+    let mut join_requests = 0u64;
+    for i in 0..n as u32 {
+        model.nodes.push(Node {
+            id: (rng.r#gen(), rng.r#gen()),
+            table: Vec::new(),
+            per_bucket: [0; 256],
+        });
+        if i == 0 {
+            continue;
+        }
+        let boot = rng.gen_range(0..i);
+        model.learn(i, boot);
+        model.learn(boot, i);
+        let me = model.nodes[i as usize].id;
+        join_requests += u64::from(model.lookup(i, me, &[], None).requests);
+        // Refresh every bucket beyond the nearest neighbour, as kad's bootstrap does.
+        let nearest = model.nodes[i as usize]
+            .table
+            .iter()
+            .filter_map(|p| bucket(distance(me, model.nodes[*p as usize].id)))
+            .min()
+            .unwrap_or(255);
+        for b in nearest.saturating_add(1)..=255 {
+            let target = in_bucket(me, b, &mut rng);
+            join_requests += u64::from(model.lookup(i, target, &[], None).requests);
+        }
+    }
+    let join_secs = started.elapsed().as_secs_f64();
+    let mut sizes: Vec<usize> = model.nodes.iter().map(|x| x.table.len()).collect();
+    let routing_min = sizes.iter().copied().min().unwrap_or(0);
+    let routing_median = median(&mut sizes);
+    let state: usize = model
+        .nodes
+        .iter()
+        .map(|x| std::mem::size_of::<Node>() + 4 * x.table.capacity())
+        .sum();
+
+    let (mut requests, mut rounds, mut hops) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut accuracy, mut found) = (0.0, 0);
+    for _ in 0..lookups {
+        let from = rng.gen_range(0..n as u32);
+        let target: Id = (rng.r#gen(), rng.r#gen());
+        let truth = model.truth(target, from);
+        let walk = model.lookup(from, target, &[], truth.first().copied());
+        if let Some(h) = walk.found_in {
+            hops.push(h);
+        }
+        accuracy += walk.closest.iter().filter(|p| truth.contains(p)).count() as f64
+            / truth.len().max(1) as f64;
+        requests.push(walk.requests);
+        rounds.push(walk.rounds);
+        // The writer stores on the k closest its lookup found (and keeps a copy); a reader
+        // elsewhere looks the key up until it asks a holder.
+        let mut holders = walk.closest;
+        holders.push(from);
+        let reader = (from + rng.gen_range(1..n.max(2) as u32)) % n as u32;
+        let fetch = model.lookup(reader, target, &holders, None);
+        if reader == from || fetch.asked.iter().any(|a| holders.contains(a)) {
+            found += 1;
+        }
+    }
+    ModelReport {
+        nodes: n,
+        k,
+        join_secs,
+        join_requests_per_node: join_requests as f64 / n as f64,
+        routing_min,
+        routing_median,
+        lookups,
+        requests_max: requests.iter().copied().max().unwrap_or(0),
+        requests_median: median(&mut requests),
+        rounds_max: rounds.iter().copied().max().unwrap_or(0),
+        rounds_median: median(&mut rounds),
+        hops_max: hops.iter().copied().max().unwrap_or(0),
+        hops_median: if hops.is_empty() { 0 } else { median(&mut hops) },
+        log2_n: (n as f64).log2(),
+        accuracy: accuracy / lookups.max(1) as f64,
+        fetch_success: found as f64 / lookups.max(1) as f64,
+        model_bytes_per_node: state as f64 / n as f64,
+    }
+}
+
+/// Prints the report as text.
+pub fn print(r: &ModelReport, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "model: {} nodes, k = {}, alpha = {ALPHA}, instant lossless network (not our nodes' code)",
+        r.nodes, r.k
+    )?;
+    writeln!(
+        out,
+        "joins: {:.1} s to simulate, {:.0} requests per node; routing table min {}, median {}",
+        r.join_secs, r.join_requests_per_node, r.routing_min, r.routing_median
+    )?;
+    writeln!(
+        out,
+        "lookups: {} - requests median {} (max {}), rounds median {} (max {}); the closest node \
+         reached after {} hops median (max {}) vs log2(N) = {:.1}; {:.1}% of the true k closest found",
+        r.lookups,
+        r.requests_median,
+        r.requests_max,
+        r.rounds_median,
+        r.rounds_max,
+        r.hops_median,
+        r.hops_max,
+        r.log2_n,
+        100.0 * r.accuracy
+    )?;
+    writeln!(
+        out,
+        "store then fetch from another node: {:.1}% found a holder; model state {:.0} bytes per node",
+        100.0 * r.fetch_success,
+        r.model_bytes_per_node
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_follow_the_highest_differing_bit() {
+        assert_eq!(bucket((1 << 127, 0)), Some(255));
+        assert_eq!(bucket((0, 1)), Some(0));
+        assert_eq!(bucket((0, 0)), None);
+        let mut rng = rand::thread_rng();
+        for b in [0u8, 5, 127, 128, 200, 255] {
+            let id = (rng.r#gen(), rng.r#gen());
+            assert_eq!(bucket(distance(id, in_bucket(id, b, &mut rng))), Some(b));
+        }
+    }
+
+    #[test]
+    fn a_small_network_finds_the_true_closest() {
+        let r = run(300, 20, 50);
+        assert!(r.accuracy > 0.95, "{r:?}");
+        assert!(r.fetch_success > 0.95, "{r:?}");
+        assert!(r.routing_min >= 20, "{r:?}");
+    }
+}
