@@ -40,7 +40,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }) => {
             if *model {
                 let (n, k, l) = (*nodes as usize, cli.replication_factor, *lookups as usize);
-                let report = tokio::task::spawn_blocking(move || crate::model::run(n, k, l)).await?;
+                let report =
+                    tokio::task::spawn_blocking(move || crate::model::run(n, k, l)).await?;
                 let mut out = std::io::stdout().lock();
                 if *json {
                     serde_json::to_writer(&mut out, &report)?;

@@ -313,7 +313,11 @@ pub fn run(n: usize, k: usize, lookups: usize) -> ModelReport {
         rounds_max: rounds.iter().copied().max().unwrap_or(0),
         rounds_median: median(&mut rounds),
         hops_max: hops.iter().copied().max().unwrap_or(0),
-        hops_median: if hops.is_empty() { 0 } else { median(&mut hops) },
+        hops_median: if hops.is_empty() {
+            0
+        } else {
+            median(&mut hops)
+        },
         log2_n: (n as f64).log2(),
         accuracy: accuracy / lookups.max(1) as f64,
         fetch_success: found as f64 / lookups.max(1) as f64,

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use dht_behaviours::behaviour::{is_loopback, with_peer};
 use dht_behaviours::broadcast::{Broadcaster, FULL_HEIGHT, Handoff};
@@ -13,7 +13,7 @@ use dht_behaviours::info::{NodeInfo, RoutingPeer};
 use dht_behaviours::mirror::{MIRROR_PROTOCOL, MirrorRecord};
 use dht_behaviours::validation::{RecordError, validate_record};
 use dht_behaviours::{DhtBehaviour, DhtBehaviourEvent, ProtocolConfig};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use libp2p::kad::store::RecordStore;
 use libp2p::kad::{
     self, GetClosestPeersError, GetRecordOk, InboundRequest, KBucketKey, PeerRecord,
@@ -24,7 +24,6 @@ use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, ping};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
-use tokio::task::{JoinError, JoinHandle};
 use tracing::{debug, info, trace, warn};
 
 use super::bandwidth::Bandwidth;
@@ -33,7 +32,7 @@ use super::command::{Command, CommandHandler, Reply};
 use super::mirror_feed::MirrorFeed;
 use super::outbound::OutboundCommands;
 use super::pending::Pending;
-use super::persistence::{Change, FLUSH_EARLY_AT, FLUSH_INTERVAL, RecordDb, change_for};
+use super::persistence::{RecordDb, Writer};
 use super::quota::Quota;
 use super::reputation::{BLOCK_DURATION, BlockReason, Offence, Reputation};
 use super::silence::Silence;
@@ -87,27 +86,6 @@ enum KadOp {
 }
 
 type HandlerDone = (ResponseChannel<CommandReply>, CommandReply);
-/// A database write running on a blocking thread: how many changes it wrote, or the keys to retry.
-type Write = JoinHandle<Result<usize, (String, Vec<RecordKey>)>>;
-
-/// Changed records ready to be written in one transaction.
-struct Batch {
-    db: Arc<RecordDb>,
-    keys: Vec<RecordKey>,
-    changes: Vec<Change>,
-    wall: SystemTime,
-}
-
-impl Batch {
-    /// Writes on a blocking thread: redb's commit waits for the disk.
-    fn spawn(self) -> Write {
-        tokio::task::spawn_blocking(move || match self.db.write(&self.changes, self.wall) {
-            Ok(()) => Ok(self.changes.len()),
-            Err(e) => Err((e.to_string(), self.keys)),
-        })
-    }
-}
-
 /// A record as a mirror receives it: with the time it has left (our own published copy has no
 /// expiry; the mirror's copy gets the TTL, as any holder's). `None` once expired.
 fn mirror_copy(record: &Record, now: Instant, ttl: Duration) -> Option<MirrorRecord> {
@@ -156,9 +134,7 @@ pub(crate) struct EventLoop {
     reputation: Reputation,
     commands_out: OutboundCommands,
     quota: Quota,
-    db: Option<Arc<RecordDb>>,
-    writing: Option<Write>,
-    last_flush: Instant,
+    writer: Option<Writer>,
     mirror_feed: MirrorFeed,
     last_replication: Instant,
     own_replication: VecDeque<RecordKey>,
@@ -209,9 +185,7 @@ impl EventLoop {
             last_sweep: now,
             alive: parts.alive,
             bandwidth: parts.bandwidth,
-            db: parts.db,
-            writing: None,
-            last_flush: now,
+            writer: parts.db.map(|db| Writer::new(db, now)),
             mirror_feed: MirrorFeed::default(),
             last_replication: now,
             own_replication: VecDeque::new(),
@@ -271,7 +245,12 @@ impl EventLoop {
             }
         };
         // A clean stop writes every change first: `stop()` returning means the data dir is whole.
-        self.write_all().await;
+        if let Some(writer) = self.writer.as_mut() {
+            let store = self.swarm.behaviour_mut().kad.store_mut();
+            for flushed in writer.finish(store, &self.local).await {
+                self.counters.count_flush(&flushed);
+            }
+        }
         if let Some(reply) = stop_reply {
             let _ = reply.send(Ok(()));
         }
@@ -640,18 +619,18 @@ impl EventLoop {
             }
             self.silence.sweep(now);
         }
-        if self.db.is_some()
-            && (now.duration_since(self.last_flush) >= FLUSH_INTERVAL
-                || self.swarm.behaviour_mut().kad.store_mut().pending_changes() >= FLUSH_EARLY_AT)
-        {
-            self.flush(now);
+        if let Some(writer) = self.writer.as_mut() {
+            let store = self.swarm.behaviour_mut().kad.store_mut();
+            if let Some(flushed) = writer.tick(store, &self.local, now) {
+                self.counters.count_flush(&flushed);
+            }
         }
         self.feed_mirrors();
         self.replicate_own(now);
     }
 
     /// A publisher is a holder too: every replication interval it re-stores its own records on the
-    /// current closest nodes, so a key whose other holders all died is back on k nodes within one
+    /// current closest nodes (and on the mirrors it knows), so a key whose other holders all died is back on k nodes within one
     /// interval, not one publication interval. libp2p-kad's replication job skips the publisher's
     /// records between publications, hence this round. Their copies' life is renewed as by a
     /// republish, which a live publisher does anyway; once it is gone, they expire one TTL later.
@@ -688,76 +667,8 @@ impl EventLoop {
             if let Err(e) = kad.put_record(record, Quorum::One) {
                 debug!("own record not replicated: {e}");
             }
-        }
-    }
-
-    // ---- persistence ----------------------------------------------------------------------
-
-    /// The records changed since the last batch, as changes to write; `None` without a database or
-    /// without changes.
-    fn take_batch(&mut self) -> Option<Batch> {
-        let db = self.db.clone()?;
-        let now = Instant::now();
-        let wall = SystemTime::now();
-        let local = self.local;
-        let store = self.swarm.behaviour_mut().kad.store_mut();
-        let keys = store.take_changes();
-        if keys.is_empty() {
-            return None;
-        }
-        let changes = keys
-            .iter()
-            .map(|k| change_for(store, k, &local, now, wall))
-            .collect();
-        Some(Batch {
-            db,
-            keys,
-            changes,
-            wall,
-        })
-    }
-
-    fn write_done(&mut self, result: Result<Result<usize, (String, Vec<RecordKey>)>, JoinError>) {
-        match result {
-            Ok(Ok(written)) => self.counters.records_written += written as u64,
-            Ok(Err((e, keys))) => {
-                self.counters.write_errors += 1;
-                warn!("could not write records to the data directory ({e}); retrying");
-                let store = self.swarm.behaviour_mut().kad.store_mut();
-                store.mark_changed(keys);
-            }
-            Err(e) => {
-                self.counters.write_errors += 1;
-                warn!("the database writer failed: {e}");
-            }
-        }
-    }
-
-    /// Starts writing the changes since the last flush, unless the previous write still runs (its
-    /// changes then wait for the next flush: they are never queued twice).
-    fn flush(&mut self, now: Instant) {
-        if let Some(write) = self.writing.take() {
-            if !write.is_finished() {
-                self.writing = Some(write);
-                return;
-            }
-            if let Some(result) = write.now_or_never() {
-                self.write_done(result);
-            }
-        }
-        self.last_flush = now;
-        self.writing = self.take_batch().map(Batch::spawn);
-    }
-
-    /// Waits for the running write, then writes whatever changed since.
-    async fn write_all(&mut self) {
-        if let Some(write) = self.writing.take() {
-            let result = write.await;
-            self.write_done(result);
-        }
-        if let Some(batch) = self.take_batch() {
-            let result = batch.spawn().await;
-            self.write_done(result);
+            // Mirrors keep a copy only as long as it lives: they are refreshed along with holders.
+            self.mirror_feed.record_added(&key, None);
         }
     }
 
@@ -1272,7 +1183,30 @@ impl EventLoop {
                 }
                 let key = record.key.clone();
                 let store = self.swarm.behaviour_mut().kad.store_mut();
-                let new = store.get(&key).is_none();
+                let held = store.get(&key);
+                // Our own published copy is the one we republish: a copy sent back to us (from a
+                // mirror, say, which does not keep publishers) must not replace it.
+                if held
+                    .as_ref()
+                    .is_some_and(|r| r.publisher == Some(self.local) && r.expires.is_none())
+                {
+                    return;
+                }
+                // kad shortens the life of a record stored far from its key; a mirror, far from
+                // most keys, keeps the longer life it was given by the mirror protocol.
+                let later = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                    (Some(a), Some(b)) => a >= b,
+                };
+                if self.config.mirror
+                    && held
+                        .as_ref()
+                        .is_some_and(|r| later(r.expires, record.expires))
+                {
+                    return;
+                }
+                let new = held.is_none();
                 let mirrored = new && self.mirror_feed.has_mirrors();
                 match store.put(record) {
                     Ok(()) => {

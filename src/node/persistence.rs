@@ -12,6 +12,7 @@
 //! write loads better, at the price of compaction threads and more memory.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dht_behaviours::config::{MAX_KEY_SIZE, MAX_VALUE_SIZE};
@@ -21,6 +22,8 @@ use libp2p::PeerId;
 use libp2p::kad::store::RecordStore;
 use libp2p::kad::{Record, RecordKey};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use tokio::task::{JoinError, JoinHandle};
+use tracing::warn;
 
 use crate::error::{Error, Result};
 
@@ -230,6 +233,114 @@ impl RecordDb {
         let tx = self.db.begin_read().map_err(|e| self.error(e))?;
         let table = tx.open_table(RECORDS).map_err(|e| self.error(e))?;
         table.len().map_err(|e| self.error(e))
+    }
+}
+
+/// How a write of changed records ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flushed {
+    /// This many changes are on disk.
+    Written(usize),
+    /// The write failed; its keys are marked changed again and go with the next one.
+    Failed(String),
+}
+
+/// A write running on a blocking thread: how many changes it wrote, or the keys to retry.
+type Running = JoinHandle<Result<usize, (String, Vec<RecordKey>)>>;
+
+/// Writes the store's changes behind the event loop: one transaction per [`FLUSH_INTERVAL`] (or
+/// sooner past [`FLUSH_EARLY_AT`] changes), on a blocking thread, one at a time.
+pub struct Writer {
+    db: Arc<RecordDb>,
+    running: Option<Running>,
+    last_flush: Instant,
+}
+
+impl Writer {
+    /// A writer to `db`, the last flush taken as `now`.
+    pub fn new(db: Arc<RecordDb>, now: Instant) -> Self {
+        Self {
+            db,
+            running: None,
+            last_flush: now,
+        }
+    }
+
+    /// Called on every tick: collects a finished write, and starts the next one when it is due and
+    /// the previous one is done (changes made meanwhile wait: a key is never queued twice).
+    pub fn tick(
+        &mut self,
+        store: &mut BoundedStore,
+        local: &PeerId,
+        now: Instant,
+    ) -> Option<Flushed> {
+        let due = now.duration_since(self.last_flush) >= FLUSH_INTERVAL
+            || store.pending_changes() >= FLUSH_EARLY_AT;
+        let mut flushed = None;
+        if let Some(write) = self.running.take() {
+            if !write.is_finished() {
+                self.running = Some(write);
+                return None;
+            }
+            if let Some(result) = futures::FutureExt::now_or_never(write) {
+                flushed = Some(outcome(result, store));
+            }
+        }
+        if due {
+            self.last_flush = now;
+            self.running = self.start(store, local);
+        }
+        flushed
+    }
+
+    /// Waits for the running write, then writes whatever changed since (a clean stop).
+    pub async fn finish(&mut self, store: &mut BoundedStore, local: &PeerId) -> Vec<Flushed> {
+        let mut done = Vec::new();
+        if let Some(write) = self.running.take() {
+            done.push(outcome(write.await, store));
+        }
+        if let Some(write) = self.start(store, local) {
+            done.push(outcome(write.await, store));
+        }
+        done
+    }
+
+    fn start(&self, store: &mut BoundedStore, local: &PeerId) -> Option<Running> {
+        let keys = store.take_changes();
+        if keys.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let changes: Vec<Change> = keys
+            .iter()
+            .map(|k| change_for(store, k, local, now, wall))
+            .collect();
+        let db = self.db.clone();
+        Some(tokio::task::spawn_blocking(move || {
+            match db.write(&changes, wall) {
+                Ok(()) => Ok(changes.len()),
+                Err(e) => Err((e.to_string(), keys)),
+            }
+        }))
+    }
+}
+
+fn outcome(
+    result: Result<Result<usize, (String, Vec<RecordKey>)>, JoinError>,
+    store: &mut BoundedStore,
+) -> Flushed {
+    match result {
+        Ok(Ok(written)) => Flushed::Written(written),
+        Ok(Err((e, keys))) => {
+            warn!("could not write records to the data directory ({e}); retrying");
+            store.mark_changed(keys);
+            Flushed::Failed(e)
+        }
+        Err(e) => {
+            warn!("the database writer failed: {e}");
+            Flushed::Failed(e.to_string())
+        }
     }
 }
 

@@ -236,6 +236,20 @@ async fn a_mirror_holds_every_record_stored_in_its_network() {
         },
     )
     .await;
+    // A TTL later the mirror still holds them all: it is refreshed as holders are, while the
+    // records live (their publishers are up). Each check is at one moment: the expiry margin
+    // hides a copy a few seconds before its expiry, so a lapse between refreshes would show.
+    let ttl = timing().record_ttl;
+    let until = Instant::now() + ttl;
+    while Instant::now() < until {
+        let held = mirror.local_records().await.expect("records");
+        let missing = keys
+            .iter()
+            .filter(|k| !held.iter().any(|r| r.key == **k))
+            .count();
+        assert_eq!(missing, 0, "the mirror lost records a TTL on");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     // With k = 3 among 9 nodes, an ordinary node holds about a third of them.
     let counts = join_all(nodes[..8].iter().map(Dht::key_count)).await;
     let most = counts.into_iter().map(|c| c.expect("count")).max();
