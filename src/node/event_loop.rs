@@ -630,10 +630,11 @@ impl EventLoop {
     }
 
     /// A publisher is a holder too: every replication interval it re-stores its own records on the
-    /// current closest nodes (and on the mirrors it knows), so a key whose other holders all died is back on k nodes within one
-    /// interval, not one publication interval. libp2p-kad's replication job skips the publisher's
-    /// records between publications, hence this round. Their copies' life is renewed as by a
-    /// republish, which a live publisher does anyway; once it is gone, they expire one TTL later.
+    /// current closest nodes (and on the mirrors it knows), so a key whose other holders all died
+    /// is back on k nodes within one interval, not one publication interval. libp2p-kad's
+    /// replication job skips the publisher's records between publications, hence this round. Their
+    /// copies' life is renewed as by a republish, which a live publisher does anyway; once it is
+    /// gone, they expire one TTL later.
     fn replicate_own(&mut self, now: Instant) {
         if self.config.client_mode {
             return;
