@@ -181,6 +181,19 @@ pub async fn execute(node: &Dht, line: Line, out: &mut impl Write) -> std::io::R
                     s.stored_keys,
                     human_bytes(s.stored_bytes as u64)
                 )?;
+                match &s.database {
+                    Some(db) => writeln!(
+                        out,
+                        "persistence:    {} ({} changes written, {} failed writes)",
+                        db.display(),
+                        s.counters.records_written,
+                        s.counters.write_errors
+                    )?,
+                    None => writeln!(out, "persistence:    none (records are lost at stop)")?,
+                }
+                if s.mirror {
+                    writeln!(out, "mirror:         yes (keeps every record it is sent)")?;
+                }
                 writeln!(out, "uptime:         {}", human_duration(s.uptime))?;
             }
             Line::Routes => {

@@ -106,6 +106,10 @@ pub struct NodeStatus {
     pub bytes_in: u64,
     /// Bytes sent over every connection since start.
     pub bytes_out: u64,
+    /// The database holding its records across restarts (`None`: in memory only).
+    pub database: Option<std::path::PathBuf>,
+    /// Whether it is a mirror node.
+    pub mirror: bool,
 }
 
 /// One routing-table entry.

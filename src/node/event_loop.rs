@@ -509,6 +509,8 @@ impl EventLoop {
             counters: self.counters.clone(),
             bytes_in: self.bandwidth.inbound(),
             bytes_out: self.bandwidth.outbound(),
+            database: self.writer.as_ref().map(|w| w.path().to_path_buf()),
+            mirror: self.config.mirror,
         }
     }
 

@@ -228,6 +228,11 @@ impl RecordDb {
         tx.commit().map_err(|e| self.error(e))
     }
 
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Rows in the records table.
     pub fn rows(&self) -> Result<u64> {
         let tx = self.db.begin_read().map_err(|e| self.error(e))?;
@@ -264,6 +269,11 @@ impl Writer {
             running: None,
             last_flush: now,
         }
+    }
+
+    /// The database file written to.
+    pub fn path(&self) -> &Path {
+        self.db.path()
     }
 
     /// Called on every tick: collects a finished write, and starts the next one when it is due and
