@@ -80,6 +80,8 @@ mod tests {
             },
             bytes_in,
             bytes_out: 0,
+            database: None,
+            mirror: false,
         }
     }
 
