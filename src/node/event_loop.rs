@@ -1499,6 +1499,11 @@ impl EventLoop {
                 debug!(peer = %event.peer, "ping failed ({e}); closing the connection and evicting the peer");
                 self.swarm.close_connection(event.connection);
                 self.silence.silenced(event.peer, Instant::now());
+                // A ping that timed out was taken and not answered; a failed one only met a
+                // closing connection (a peer stopping), which is no offence.
+                if matches!(e, ping::Failure::Timeout) {
+                    self.offend(event.peer, Offence::Unanswered);
+                }
                 if self
                     .swarm
                     .behaviour_mut()

@@ -24,6 +24,9 @@ pub enum Offence {
     InvalidRecord,
     /// A frame our codecs could not decode.
     MalformedMessage,
+    /// A ping that timed out: once is a bad link; ten within [`OFFENCE_MEMORY`] make a peer that takes
+    /// streams and does not answer, to be pushed out.
+    Unanswered,
 }
 
 impl Offence {
@@ -33,6 +36,7 @@ impl Offence {
             Offence::ForgedContent => BLOCK_THRESHOLD,
             Offence::InvalidRecord => 3,
             Offence::MalformedMessage => 2,
+            Offence::Unanswered => 1,
         }
     }
 }
@@ -140,6 +144,18 @@ mod tests {
             blocked = r.offend(sloppy, Offence::MalformedMessage, now);
         }
         assert!(blocked);
+    }
+
+    #[test]
+    fn a_peer_that_never_answers_is_blocked_on_the_tenth_timeout() {
+        let mut r = Reputation::default();
+        let now = Instant::now();
+        let silent = PeerId::random();
+        let verdicts: Vec<bool> = (0..10)
+            .map(|i| r.offend(silent, Offence::Unanswered, now + Duration::from_secs(i)))
+            .collect();
+        assert_eq!(verdicts.iter().filter(|b| **b).count(), 1);
+        assert_eq!(verdicts.last(), Some(&true));
     }
 
     #[test]
