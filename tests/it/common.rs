@@ -5,10 +5,11 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use dht::{Dht, DhtOptions, Key, Multiaddr, PeerId, Timing};
+use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::kad::KBucketKey;
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Swarm, SwarmBuilder, noise, tcp, yamux};
 use tokio::time::Instant;
 
@@ -142,4 +143,16 @@ pub fn tcp_swarm<B: NetworkBehaviour>(
         .expect("behaviour")
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
         .build()
+}
+
+/// Makes `swarm` listen on an OS-chosen port of 127.0.0.1 and returns the address once bound.
+pub async fn listen_locally<B: NetworkBehaviour>(swarm: &mut Swarm<B>) -> Multiaddr {
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
+        .expect("listen");
+    loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            return address;
+        }
+    }
 }

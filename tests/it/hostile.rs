@@ -11,7 +11,7 @@ use libp2p::kad::store::RecordStore;
 use libp2p::kad::{KBucketKey, Record, RecordKey};
 use libp2p::swarm::SwarmEvent;
 
-use crate::common::{addr_of, eventually, network, options, stop_all, tcp_swarm};
+use crate::common::{addr_of, eventually, listen_locally, network, options, stop_all, tcp_swarm};
 
 /// A swarm with our protocols, driven by the test instead of our event loop: nothing checks what it
 /// stores or sends.
@@ -35,14 +35,7 @@ async fn liar(
 ) -> (PeerId, Multiaddr, tokio::task::JoinHandle<()>) {
     let mut swarm = raw_peer(keypair);
     let id = *swarm.local_peer_id();
-    swarm
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
-        .expect("listen");
-    let addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-            break address;
-        }
-    };
+    let addr = listen_locally(&mut swarm).await;
     swarm
         .behaviour_mut()
         .kad

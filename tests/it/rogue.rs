@@ -10,11 +10,10 @@ use dht::{Dht, DhtOptions, Multiaddr, PeerId, Timing};
 use dht_behaviours::ip_limits::IpLimit;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::StreamProtocol;
-use libp2p::swarm::SwarmEvent;
 use libp2p_stream as stream;
 use tokio::time::Instant;
 
-use crate::common::{closest, eventually, network, stop_all, tcp_swarm};
+use crate::common::{closest, eventually, listen_locally, network, stop_all, tcp_swarm};
 
 /// Made-up peers in each answer of the flooding peer.
 const FLOOD_PEERS: usize = 1000;
@@ -41,14 +40,7 @@ where
             }
         });
     }
-    swarm
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
-        .expect("listen");
-    let addr = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-            break address;
-        }
-    };
+    let addr = listen_locally(&mut swarm).await;
     let id = *swarm.local_peer_id();
     tokio::spawn(async move {
         loop {
