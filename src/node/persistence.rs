@@ -11,6 +11,7 @@
 //! small batches rarely and reads everything once at start. fjall (an LSM tree) would suit heavy
 //! write loads better, at the price of compaction threads and more memory.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -136,18 +137,19 @@ impl RecordDb {
         let wall_ms = unix_ms(wall);
         let mut loaded = Loaded::default();
         let mut dead = Vec::new();
-        let published: std::collections::HashSet<Vec<u8>> = {
-            let tx = self.db.begin_read().map_err(|e| self.error(e))?;
-            let table = tx.open_table(PUBLISHED).map_err(|e| self.error(e))?;
-            let mut keys = std::collections::HashSet::new();
-            for row in table.iter().map_err(|e| self.error(e))? {
-                let (k, _) = row.map_err(|e| self.error(e))?;
-                keys.insert(k.value().to_vec());
-            }
-            keys
-        };
+        // One read transaction: both tables as of the same commit.
+        let tx = self.db.begin_read().map_err(|e| self.error(e))?;
+        let mut published = HashSet::new();
+        for row in tx
+            .open_table(PUBLISHED)
+            .map_err(|e| self.error(e))?
+            .iter()
+            .map_err(|e| self.error(e))?
         {
-            let tx = self.db.begin_read().map_err(|e| self.error(e))?;
+            let (k, _) = row.map_err(|e| self.error(e))?;
+            published.insert(k.value().to_vec());
+        }
+        {
             let table = tx.open_table(RECORDS).map_err(|e| self.error(e))?;
             for row in table.iter().map_err(|e| self.error(e))? {
                 let (k, v) = row.map_err(|e| self.error(e))?;
@@ -177,6 +179,7 @@ impl RecordDb {
                 }
             }
         }
+        drop(tx);
         if !dead.is_empty() {
             let changes: Vec<Change> = dead.into_iter().map(|key| Change::Remove { key }).collect();
             self.write(&changes, wall)?;
