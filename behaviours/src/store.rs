@@ -47,6 +47,12 @@ pub struct BoundedStore {
     margin: Duration,
 }
 
+/// Whether `record` is `local`'s own published copy: the one it republishes, with no expiry while
+/// the node runs (copies elsewhere carry the TTL).
+pub fn is_own(record: &Record, local: &PeerId) -> bool {
+    record.publisher.as_ref() == Some(local) && record.expires.is_none()
+}
+
 /// Whether `record` still lives at `now`, counting it gone `margin` before its expiry.
 fn alive(record: &Record, now: Instant, margin: Duration) -> bool {
     record.expires.is_none_or(|t| t > now + margin)

@@ -11,6 +11,7 @@ use dht_behaviours::command::CommandReply;
 use dht_behaviours::config::MAX_COMMAND_REPLY;
 use dht_behaviours::info::{NodeInfo, RoutingPeer};
 use dht_behaviours::mirror::{MIRROR_PROTOCOL, MirrorRecord};
+use dht_behaviours::store::is_own;
 use dht_behaviours::validation::{RecordError, validate_record};
 use dht_behaviours::{DhtBehaviour, DhtBehaviourEvent, ProtocolConfig};
 use futures::StreamExt;
@@ -650,7 +651,7 @@ impl EventLoop {
             self.own_replication.extend(
                 store
                     .records()
-                    .filter(|r| r.publisher == Some(local) && r.expires.is_none())
+                    .filter(|r| is_own(r, &local))
                     .map(|r| r.key.clone()),
             );
         }
@@ -662,7 +663,7 @@ impl EventLoop {
             let Some(record) = kad
                 .store_mut()
                 .get(&key)
-                .filter(|r| r.publisher == Some(local) && r.expires.is_none())
+                .filter(|r| is_own(r, &local))
                 .map(std::borrow::Cow::into_owned)
             else {
                 continue;
@@ -735,10 +736,7 @@ impl EventLoop {
                 }
                 let store = self.swarm.behaviour_mut().kad.store_mut();
                 let key = RecordKey::from(request.key);
-                if store
-                    .get(&key)
-                    .is_some_and(|r| r.publisher == Some(self.local))
-                {
+                if store.get(&key).is_some_and(|r| is_own(&r, &self.local)) {
                     return;
                 }
                 let mut record = Record::new(key, request.value);
@@ -1189,24 +1187,17 @@ impl EventLoop {
                 let held = store.get(&key);
                 // Our own published copy is the one we republish: a copy sent back to us (from a
                 // mirror, say, which does not keep publishers) must not replace it.
-                if held
-                    .as_ref()
-                    .is_some_and(|r| r.publisher == Some(self.local) && r.expires.is_none())
-                {
+                if held.as_ref().is_some_and(|r| is_own(r, &self.local)) {
                     return;
                 }
                 // kad shortens the life of a record stored far from its key; a mirror, far from
-                // most keys, keeps the longer life it was given by the mirror protocol.
-                let later = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
-                    (None, _) => true,
-                    (Some(_), None) => false,
-                    (Some(a), Some(b)) => a >= b,
+                // most keys, keeps the longer life it was given by the mirror protocol (no expiry
+                // is the longest).
+                let outlives = |r: &Record| {
+                    r.expires
+                        .is_none_or(|a| record.expires.is_some_and(|b| a >= b))
                 };
-                if self.config.mirror
-                    && held
-                        .as_ref()
-                        .is_some_and(|r| later(r.expires, record.expires))
-                {
+                if self.config.mirror && held.as_ref().is_some_and(|r| outlives(r)) {
                     return;
                 }
                 let new = held.is_none();

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dht_behaviours::config::{MAX_KEY_SIZE, MAX_VALUE_SIZE};
-use dht_behaviours::store::BoundedStore;
+use dht_behaviours::store::{BoundedStore, is_own};
 use dht_behaviours::validation::validate_record;
 use libp2p::PeerId;
 use libp2p::kad::store::RecordStore;
@@ -379,7 +379,7 @@ pub fn change_for(
             Change::Put {
                 key: key.to_vec(),
                 row: encode_row(expires_at, record.publisher.as_ref(), &record.value),
-                published: record.publisher.as_ref() == Some(local) && record.expires.is_none(),
+                published: is_own(&record, local),
             }
         }
     }
