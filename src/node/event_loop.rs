@@ -88,17 +88,15 @@ enum KadOp {
 
 type HandlerDone = (ResponseChannel<CommandReply>, CommandReply);
 /// A record as a mirror receives it: with the time it has left (our own published copy has no
-/// expiry; the mirror's copy gets the TTL, as any holder's). `None` once expired.
-fn mirror_copy(record: &Record, now: Instant, ttl: Duration) -> Option<MirrorRecord> {
-    let expires_in = match record.expires {
-        Some(at) => at.checked_duration_since(now).filter(|d| !d.is_zero())?,
-        None => ttl,
-    };
-    Some(MirrorRecord {
+/// expiry; the mirror's copy gets the TTL, as any holder's).
+fn mirror_copy(record: &Record, now: Instant, ttl: Duration) -> MirrorRecord {
+    MirrorRecord {
         key: record.key.to_vec(),
         value: record.value.clone(),
-        expires_in,
-    })
+        expires_in: record
+            .expires
+            .map_or(ttl, |at| at.saturating_duration_since(now)),
+    }
 }
 
 /// A copy of a local record for another node: our own published copy has no expiry, the copy sent
@@ -435,10 +433,9 @@ impl EventLoop {
     fn start_fetch(&mut self, key: Key, reply: Reply<Vec<u8>>) {
         self.counters.fetches_issued += 1;
         let record_key = key.to_record_key();
-        let now = Instant::now();
         let kad = &mut self.swarm.behaviour_mut().kad;
+        // The store returns only living records (it hides them a margin before their expiry).
         if let Some(r) = kad.store_mut().get(&record_key)
-            && !r.is_expired(now)
             && validate_record(key.as_bytes(), &r.value).is_ok()
         {
             let _ = reply.send(Ok(r.value.clone()));
@@ -540,7 +537,6 @@ impl EventLoop {
             .kad
             .store_mut()
             .records()
-            .filter(|r| !r.is_expired(now))
             .map(|r| LocalRecord {
                 key: Key::from_record_key(&r.key),
                 size: r.value.len(),
@@ -701,7 +697,7 @@ impl EventLoop {
                 .kad
                 .store_mut()
                 .get(&handoff.key)
-                .and_then(|r| mirror_copy(&r, now, ttl))
+                .map(|r| mirror_copy(&r, now, ttl))
             else {
                 continue;
             };
@@ -1144,7 +1140,6 @@ impl EventLoop {
         let records: Vec<Record> = kad
             .store_mut()
             .records()
-            .filter(|r| !r.is_expired(now))
             .filter(|r| {
                 let target = KBucketKey::new(r.key.to_vec());
                 target.distance(&newcomer) < target.distance(&here)
