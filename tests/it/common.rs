@@ -156,3 +156,10 @@ pub async fn listen_locally<B: NetworkBehaviour>(swarm: &mut Swarm<B>) -> Multia
         }
     }
 }
+
+/// Whether `node` holds an unexpired copy of `key`.
+pub async fn holds(node: &Dht, key: &Key) -> bool {
+    node.local_records()
+        .await
+        .is_ok_and(|rs| rs.iter().any(|r| r.key == *key))
+}

@@ -10,7 +10,7 @@ use dht::{Dht, DhtOptions, Error, Key, PeerId, Timing};
 use futures::future::join_all;
 use tokio::time::Instant;
 
-use crate::common::{closest, eventually, network_with, stop_all};
+use crate::common::{closest, eventually, holds, network_with, stop_all};
 
 const K: usize = 3;
 
@@ -23,10 +23,10 @@ fn options(timing: Timing) -> DhtOptions {
 
 /// How many of `nodes` hold an unexpired copy of `key`.
 async fn holders(nodes: &[&Dht], key: &Key) -> usize {
-    let records = join_all(nodes.iter().map(|n| n.local_records())).await;
-    records
+    join_all(nodes.iter().map(|n| holds(n, key)))
+        .await
         .into_iter()
-        .filter(|r| r.as_ref().is_ok_and(|rs| rs.iter().any(|r| r.key == *key)))
+        .filter(|h| *h)
         .count()
 }
 

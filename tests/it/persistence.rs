@@ -9,7 +9,7 @@ use dht::{Dht, DhtOptions, Error, Key, Multiaddr, PeerId, Timing};
 use futures::future::join_all;
 use tokio::time::Instant;
 
-use crate::common::{addr_of, eventually, stop_all, wait_routed};
+use crate::common::{addr_of, eventually, holds, stop_all, wait_routed};
 
 const K: usize = 3;
 
@@ -48,12 +48,6 @@ async fn start(dir: &Path, boot: Option<Multiaddr>) -> Dht {
         o = o.bootstrap(b);
     }
     Dht::start(o).await.expect("start")
-}
-
-async fn holds(node: &Dht, key: &Key) -> bool {
-    node.local_records()
-        .await
-        .is_ok_and(|rs| rs.iter().any(|r| r.key == *key))
 }
 
 /// Every key fetchable from every node, within `within`.

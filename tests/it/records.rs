@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use dht::{Dht, DhtOptions, Key, PeerId, Timing};
 
-use crate::common::{addr_of, closest, eventually, network_with, stop_all};
+use crate::common::{addr_of, closest, eventually, holds, network_with, stop_all};
 
 /// Fast deadlines, but replication and republish far away: what these tests see cannot come from them.
 fn quiet_timing() -> Timing {
@@ -27,14 +27,6 @@ fn options(k: usize) -> DhtOptions {
 
 async fn network(n: usize, k: usize) -> Vec<Dht> {
     network_with(n, || options(k)).await
-}
-
-async fn holds(node: &Dht, key: &Key) -> bool {
-    node.local_records()
-        .await
-        .expect("records")
-        .iter()
-        .any(|r| r.key == *key)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
