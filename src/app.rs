@@ -42,14 +42,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 let (n, k, l) = (*nodes as usize, cli.replication_factor, *lookups as usize);
                 let report =
                     tokio::task::spawn_blocking(move || crate::model::run(n, k, l)).await?;
-                let mut out = std::io::stdout().lock();
-                if *json {
-                    serde_json::to_writer(&mut out, &report)?;
-                    writeln!(out)?;
-                } else {
-                    crate::model::print(&report, &mut out)?;
-                }
-                return Ok(ExitCode::SUCCESS);
+                return print_report(&report, *json, crate::model::print);
             }
             let report = crate::sim::run(
                 *nodes as usize,
@@ -59,14 +52,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 *settle,
             )
             .await?;
-            let mut out = std::io::stdout().lock();
-            if *json {
-                serde_json::to_writer(&mut out, &report)?;
-                writeln!(out)?;
-            } else {
-                crate::sim::print(&report, &mut out)?;
-            }
-            Ok(ExitCode::SUCCESS)
+            print_report(&report, *json, crate::sim::print)
         }
         Some(OneShot::Bench {
             ops,
@@ -79,6 +65,22 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             bench(&cli, shape, *duration, *json).await
         }
     }
+}
+
+/// Prints a simulation's report as one JSON object, or as text with `text`.
+fn print_report<R: serde::Serialize>(
+    report: &R,
+    json: bool,
+    text: fn(&R, &mut std::io::StdoutLock<'static>) -> std::io::Result<()>,
+) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut out, report)?;
+        writeln!(out)?;
+    } else {
+        text(report, &mut out)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn options(cli: &Cli, listen: Vec<Multiaddr>, bootstrap: Vec<Multiaddr>) -> Result<DhtOptions> {
