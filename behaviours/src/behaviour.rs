@@ -16,6 +16,7 @@ use crate::config::{
 use crate::info::{self, InfoBehaviour};
 use crate::ip_limits::IpLimits;
 use crate::kad::{self, Kademlia};
+use crate::kad_wire::{self, KadClient};
 use crate::mirror::{self, MirrorBehaviour};
 use crate::store::StoreLimits;
 
@@ -28,8 +29,10 @@ pub struct DhtBehaviour {
     pub limits: connection_limits::Behaviour,
     /// A cap on inbound connections per IP address.
     pub ip_limits: IpLimits,
-    /// Kademlia: routing, store and fetch.
+    /// Kademlia: routing table, record store, and serving other nodes' requests.
     pub kad: Kademlia,
+    /// Our own lookups' requests (FIND_NODE, GET_VALUE, PUT_VALUE) over the kad protocol.
+    pub kad_client: KadClient,
     /// Custom commands.
     pub command: CommandBehaviour,
     /// Broadcast hand-offs.
@@ -59,6 +62,7 @@ impl DhtBehaviour {
             limits: connection_limits::Behaviour::new(limits),
             ip_limits: IpLimits::new(config.ip_limit),
             kad: kad::new_behaviour(local, config, store),
+            kad_client: kad_wire::new_behaviour(config.kad_protocol.clone(), t.peer_timeout()),
             command: command::new_behaviour(t.command_timeout),
             broadcast: broadcast::new_behaviour(t.broadcast_timeout),
             info: info::new_behaviour(t.command_timeout),

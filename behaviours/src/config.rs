@@ -21,7 +21,9 @@ pub const KAD_MAX_PACKET_SIZE: usize = MAX_VALUE_SIZE + MAX_KEY_SIZE + KAD_PACKE
 /// record back to life. A record is therefore treated as expired a margin before its expiry (see
 /// [`Timing::expiry_margin`]): this second, plus the longest a put may wait for its lookup.
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(1);
-/// Addresses kept for one peer learned through identify.
+/// A lookup's deadline holds this many request timeouts: a silent peer delays it by one third.
+pub const PEER_TIMEOUTS_PER_QUERY: u32 = 3;
+/// Addresses kept for one peer learned through identify or a lookup answer.
 pub const MAX_ADDRS_PER_PEER: usize = 8;
 
 /// Records a node's store holds at most.
@@ -148,6 +150,12 @@ impl Timing {
     /// least [`EXPIRY_MARGIN`] of life then.
     pub fn expiry_margin(&self) -> Duration {
         self.query_timeout + EXPIRY_MARGIN
+    }
+
+    /// How long one kad request of a lookup may go unanswered before the peer counts as failed
+    /// and the lookup moves on: a third of the whole query's deadline.
+    pub fn peer_timeout(&self) -> Duration {
+        self.query_timeout / PEER_TIMEOUTS_PER_QUERY
     }
 
     /// Checks that the intervals make sense together: replication < republish < TTL, and a

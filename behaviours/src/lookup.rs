@@ -1,0 +1,419 @@
+//! An iterative Kademlia lookup as a pure state machine: which peer to ask next, what an answer
+//! adds, when the lookup is done. No I/O, no clock: the event loop sends the requests (through
+//! [`crate::kad_wire`]) and feeds the answers and failures back.
+//!
+//! Why our own and not libp2p-kad's queries: kad takes every peer of an answer into a query, so one
+//! liar answering with 1,000 made-up peers makes a lookup dial 1,000 addresses; it waits for all k
+//! closest peers to answer before a store may start (k requests before the first PUT_VALUE); and it
+//! asks alpha peers at once even for a fetch that the closest peer almost always answers alone.
+//! Here:
+//! - at most k peers are taken from one answer (the k closest to the target);
+//! - a lookup is done when the `resilience` closest live peers it knows have answered (go-libp2p's
+//!   "beta"); a store then puts to the k closest it knows, and any that fails is replaced by the
+//!   next closest, so liveness is checked by the PUT itself rather than by k extra requests;
+//! - a lookup may start narrow (one request at a time) and widens to alpha at the first miss,
+//!   failure or slow answer.
+
+use std::collections::BTreeMap;
+
+use libp2p::kad::{KBucketDistance, KBucketKey};
+use libp2p::{Multiaddr, PeerId};
+
+use crate::config::MAX_ADDRS_PER_PEER;
+use crate::kad_wire::WirePeer;
+
+/// go-libp2p's "beta": a lookup ends once this many of the closest live peers have answered.
+pub const LOOKUP_RESILIENCE: usize = 3;
+/// Candidates a lookup keeps, in multiples of k (the farthest waiting ones are forgotten).
+pub const CANDIDATES_PER_K: usize = 3;
+
+/// Where a candidate stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// Not asked yet.
+    Waiting,
+    /// Asked; no answer yet.
+    InFlight,
+    /// Answered (without the record, for a fetch).
+    Succeeded,
+    /// Answered with the record sought.
+    Held,
+    /// Did not answer, or answered with garbage.
+    Failed,
+}
+
+impl PeerState {
+    fn answered(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Held)
+    }
+}
+
+/// The knobs of one lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LookupParams {
+    /// Replication factor: peers taken from one answer, and the size of the result.
+    pub k: usize,
+    /// Requests in flight at once once wide.
+    pub alpha: usize,
+    /// The lookup ends when this many of the closest live peers have answered.
+    pub resilience: usize,
+    /// Start with one request in flight, widening to `alpha` at the first miss or failure.
+    pub narrow: bool,
+}
+
+/// One peer the lookup knows of.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Its id.
+    pub peer: PeerId,
+    /// Addresses learned from answers (empty for peers of our routing table: the swarm knows them).
+    pub addrs: Vec<Multiaddr>,
+    /// Where it stands.
+    pub state: PeerState,
+}
+
+/// An iterative lookup for the peers closest to a key.
+#[derive(Debug)]
+pub struct Lookup {
+    target: KBucketKey<Vec<u8>>,
+    params: LookupParams,
+    candidates: BTreeMap<KBucketDistance, Candidate>,
+    in_flight: usize,
+    wide: bool,
+    requests: usize,
+    ignored: usize,
+}
+
+impl Lookup {
+    /// A lookup for `key` (hashed for distance, as kad does), starting from `seeds`.
+    pub fn new(
+        key: &[u8],
+        seeds: impl IntoIterator<Item = (PeerId, Vec<Multiaddr>)>,
+        params: LookupParams,
+    ) -> Self {
+        let params = LookupParams {
+            k: params.k.max(1),
+            alpha: params.alpha.max(1),
+            resilience: params.resilience.clamp(1, params.k.max(1)),
+            narrow: params.narrow,
+        };
+        let mut lookup = Self {
+            target: KBucketKey::new(key.to_vec()),
+            params,
+            candidates: BTreeMap::new(),
+            in_flight: 0,
+            wide: !params.narrow,
+            requests: 0,
+            ignored: 0,
+        };
+        for (peer, addrs) in seeds {
+            lookup.add(peer, addrs);
+        }
+        lookup.prune();
+        lookup
+    }
+
+    fn distance(&self, peer: &PeerId) -> KBucketDistance {
+        self.target.distance(&KBucketKey::from(*peer))
+    }
+
+    fn add(&mut self, peer: PeerId, mut addrs: Vec<Multiaddr>) -> bool {
+        let d = self.distance(&peer);
+        if let Some(c) = self.candidates.get_mut(&d) {
+            for a in addrs {
+                if c.addrs.len() < MAX_ADDRS_PER_PEER && !c.addrs.contains(&a) {
+                    c.addrs.push(a);
+                }
+            }
+            return false;
+        }
+        addrs.truncate(MAX_ADDRS_PER_PEER);
+        self.candidates.insert(
+            d,
+            Candidate {
+                peer,
+                addrs,
+                state: PeerState::Waiting,
+            },
+        );
+        true
+    }
+
+    /// Forgets the farthest candidates not asked yet beyond the cap (asked ones stay: their
+    /// answers are still expected).
+    fn prune(&mut self) {
+        let cap = CANDIDATES_PER_K * self.params.k;
+        while self.candidates.len() > cap {
+            let Some(d) = self
+                .candidates
+                .iter()
+                .rev()
+                .find(|(_, c)| matches!(c.state, PeerState::Waiting | PeerState::Failed))
+                .map(|(d, _)| *d)
+            else {
+                break;
+            };
+            self.candidates.remove(&d);
+        }
+    }
+
+    /// The live candidates (not failed), closest first.
+    fn live(&self) -> impl Iterator<Item = &Candidate> {
+        self.candidates
+            .values()
+            .filter(|c| c.state != PeerState::Failed)
+    }
+
+    /// Whether the lookup is over: the `resilience` closest live peers have all answered (also when
+    /// there is no live peer left at all).
+    pub fn is_finished(&self) -> bool {
+        self.live()
+            .take(self.params.resilience)
+            .all(|c| c.state.answered())
+    }
+
+    /// The next peer to ask, with the addresses learned for it, if one may be asked now. Only the
+    /// closest live peers are asked: beyond `max(resilience, alpha)` an answer could not change
+    /// the outcome.
+    pub fn next_request(&mut self) -> Option<(PeerId, Vec<Multiaddr>)> {
+        let parallel = if self.wide { self.params.alpha } else { 1 };
+        if self.in_flight >= parallel || self.is_finished() {
+            return None;
+        }
+        let window = self.params.resilience.max(self.params.alpha);
+        let d = self
+            .candidates
+            .iter()
+            .filter(|(_, c)| c.state != PeerState::Failed)
+            .take(window)
+            .find(|(_, c)| c.state == PeerState::Waiting)
+            .map(|(d, _)| *d)?;
+        let c = self.candidates.get_mut(&d)?;
+        c.state = PeerState::InFlight;
+        self.in_flight += 1;
+        self.requests += 1;
+        Some((c.peer, c.addrs.clone()))
+    }
+
+    fn settle(&mut self, peer: &PeerId, state: PeerState) -> bool {
+        let d = self.distance(peer);
+        match self.candidates.get_mut(&d) {
+            Some(c) if c.state == PeerState::InFlight => {
+                c.state = state;
+                self.in_flight -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `peer` answered without the record, naming `closer` peers: the k of them closest to the
+    /// target are taken (peers the caller refused are already filtered out). Returns how many
+    /// new candidates were added. An answer the lookup did not ask for is ignored.
+    pub fn on_answer(&mut self, peer: &PeerId, closer: Vec<WirePeer>) -> usize {
+        if !self.settle(peer, PeerState::Succeeded) {
+            return 0;
+        }
+        self.wide = true;
+        let mut closer: Vec<(KBucketDistance, WirePeer)> = closer
+            .into_iter()
+            .filter(|p| p.peer != *peer)
+            .map(|p| (self.distance(&p.peer), p))
+            .collect();
+        closer.sort_by_key(|(d, _)| *d);
+        closer.dedup_by(|a, b| a.0 == b.0);
+        self.ignored += closer.len().saturating_sub(self.params.k);
+        closer.truncate(self.params.k);
+        let added = closer
+            .into_iter()
+            .filter(|(_, p)| self.add(p.peer, p.addrs.clone()))
+            .count();
+        self.prune();
+        added
+    }
+
+    /// `peer` answered with the record sought.
+    pub fn on_found(&mut self, peer: &PeerId) {
+        self.settle(peer, PeerState::Held);
+    }
+
+    /// `peer` did not answer (or answered with garbage or a false record); the lookup widens.
+    pub fn on_failure(&mut self, peer: &PeerId) {
+        if self.settle(peer, PeerState::Failed) {
+            self.wide = true;
+        }
+    }
+
+    /// Allows `alpha` requests in flight (a narrow start whose first answer is slow).
+    pub fn widen(&mut self) {
+        self.wide = true;
+    }
+
+    /// The `n` closest live candidates, closest first.
+    pub fn closest(&self, n: usize) -> Vec<Candidate> {
+        self.live().take(n).cloned().collect()
+    }
+
+    /// The closest peer that answered without the record (where a fetched value is worth caching).
+    pub fn closest_lacking(&self) -> Option<PeerId> {
+        self.candidates
+            .values()
+            .find(|c| c.state == PeerState::Succeeded)
+            .map(|c| c.peer)
+    }
+
+    /// Requests sent so far.
+    pub fn requests(&self) -> usize {
+        self.requests
+    }
+
+    /// Requests in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Peers named in answers beyond the k taken from each.
+    pub fn ignored(&self) -> usize {
+        self.ignored
+    }
+
+    /// The replication factor of this lookup.
+    pub fn k(&self) -> usize {
+        self.params.k
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(k: usize, resilience: usize, narrow: bool) -> LookupParams {
+        LookupParams {
+            k,
+            alpha: 3,
+            resilience,
+            narrow,
+        }
+    }
+
+    fn wire(peers: &[PeerId]) -> Vec<WirePeer> {
+        peers
+            .iter()
+            .map(|p| WirePeer {
+                peer: *p,
+                addrs: vec![],
+            })
+            .collect()
+    }
+
+    /// Drives `lookup` over a network where every peer knows all of `network`.
+    fn run(lookup: &mut Lookup, network: &[PeerId], dead: &[PeerId]) {
+        while let Some((peer, _)) = lookup.next_request() {
+            if dead.contains(&peer) {
+                lookup.on_failure(&peer);
+            } else {
+                lookup.on_answer(&peer, wire(network));
+            }
+        }
+    }
+
+    fn sorted_by_distance(key: &[u8], peers: &[PeerId]) -> Vec<PeerId> {
+        let target = KBucketKey::new(key.to_vec());
+        let mut v = peers.to_vec();
+        v.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
+        v
+    }
+
+    #[test]
+    fn finds_the_k_closest_from_one_far_seed() {
+        let network: Vec<PeerId> = (0..100).map(|_| PeerId::random()).collect();
+        let truth = sorted_by_distance(b"key", &network);
+        let seed = *truth.last().expect("peers");
+        let mut lookup = Lookup::new(b"key", [(seed, vec![])], params(10, 3, false));
+        run(&mut lookup, &network, &[]);
+        assert!(lookup.is_finished());
+        let found: Vec<PeerId> = lookup.closest(10).into_iter().map(|c| c.peer).collect();
+        assert_eq!(found, truth[..10]);
+        // Two rounds at most: the seed, then the three closest.
+        assert!(lookup.requests() <= 4, "{} requests", lookup.requests());
+    }
+
+    #[test]
+    fn takes_at_most_k_peers_from_one_answer() {
+        let seed = PeerId::random();
+        let mut lookup = Lookup::new(b"key", [(seed, vec![])], params(5, 3, false));
+        let liar_answer: Vec<PeerId> = (0..1000).map(|_| PeerId::random()).collect();
+        let (asked, _) = lookup.next_request().expect("a request");
+        assert_eq!(asked, seed);
+        assert_eq!(lookup.on_answer(&seed, wire(&liar_answer)), 5);
+        assert_eq!(lookup.ignored(), 995);
+        // The made-up peers never answer: the lookup asks each at most once and ends.
+        let mut asked = 0;
+        while let Some((peer, _)) = lookup.next_request() {
+            asked += 1;
+            lookup.on_failure(&peer);
+        }
+        assert_eq!(asked, 5);
+        assert!(lookup.is_finished());
+        assert_eq!(lookup.closest(5).len(), 1);
+    }
+
+    #[test]
+    fn dead_peers_are_skipped_and_replaced() {
+        let network: Vec<PeerId> = (0..50).map(|_| PeerId::random()).collect();
+        let truth = sorted_by_distance(b"x", &network);
+        let dead = truth[..2].to_vec();
+        let seeds = network.iter().map(|p| (*p, vec![]));
+        let mut lookup = Lookup::new(b"x", seeds, params(5, 3, false));
+        run(&mut lookup, &network, &dead);
+        let found: Vec<PeerId> = lookup.closest(5).into_iter().map(|c| c.peer).collect();
+        assert_eq!(found, truth[2..7]);
+        assert!(
+            lookup
+                .closest(3)
+                .iter()
+                .all(|c| c.state == PeerState::Succeeded)
+        );
+    }
+
+    #[test]
+    fn a_narrow_lookup_asks_one_peer_until_a_miss() {
+        let network: Vec<PeerId> = (0..10).map(|_| PeerId::random()).collect();
+        let seeds = network.iter().map(|p| (*p, vec![]));
+        let mut lookup = Lookup::new(b"v", seeds, params(5, 5, true));
+        let (first, _) = lookup.next_request().expect("first");
+        assert!(lookup.next_request().is_none(), "narrow: one at a time");
+        lookup.on_found(&first);
+        assert_eq!(lookup.in_flight(), 0);
+        let (second, _) = lookup.next_request().expect("second");
+        lookup.on_answer(&second, vec![]);
+        assert!(lookup.next_request().is_some() && lookup.next_request().is_some());
+        assert_eq!(lookup.closest_lacking(), Some(second));
+    }
+
+    #[test]
+    fn unsolicited_answers_change_nothing() {
+        let seed = PeerId::random();
+        let mut lookup = Lookup::new(b"k", [(seed, vec![])], params(3, 3, false));
+        let stranger = PeerId::random();
+        assert_eq!(lookup.on_answer(&stranger, wire(&[PeerId::random()])), 0);
+        lookup.on_failure(&stranger);
+        assert_eq!(lookup.closest(3).len(), 1);
+        assert_eq!(lookup.in_flight(), 0);
+    }
+
+    #[test]
+    fn candidates_stay_bounded() {
+        let network: Vec<PeerId> = (0..200).map(|_| PeerId::random()).collect();
+        let seeds = network.iter().map(|p| (*p, vec![]));
+        let lookup = Lookup::new(b"k", seeds, params(4, 3, false));
+        assert_eq!(lookup.closest(usize::MAX).len(), CANDIDATES_PER_K * 4);
+    }
+
+    #[test]
+    fn an_empty_lookup_is_finished() {
+        let mut lookup = Lookup::new(b"k", [], params(3, 3, false));
+        assert!(lookup.is_finished());
+        assert!(lookup.next_request().is_none());
+    }
+}
