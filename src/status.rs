@@ -56,6 +56,9 @@ pub struct Counters {
     pub records_handed_off: u64,
     /// Peers removed from the routing table for not answering pings.
     pub peers_evicted: u64,
+    /// Peers named in lookup answers and left out: beyond the k closest taken from one answer,
+    /// beyond what one answer may carry, or malformed.
+    pub answer_peers_ignored: u64,
     /// Peers blocked for misbehaving.
     pub peers_blocked: u64,
     /// Records refused (invalid or over a limit).

@@ -16,10 +16,7 @@ use dht_behaviours::validation::{RecordError, validate_record};
 use dht_behaviours::{DhtBehaviour, DhtBehaviourEvent, ProtocolConfig};
 use futures::StreamExt;
 use libp2p::kad::store::RecordStore;
-use libp2p::kad::{
-    self, GetClosestPeersError, GetRecordOk, InboundRequest, KBucketKey, PeerRecord,
-    PutRecordError, QueryId, QueryResult, Quorum, Record, RecordKey,
-};
+use libp2p::kad::{self, InboundRequest, KBucketKey, Quorum, Record, RecordKey};
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
@@ -37,12 +34,14 @@ use super::persistence::{RecordDb, Writer};
 use super::quota::Quota;
 use super::reputation::{BLOCK_DURATION, BlockReason, Offence, Reputation};
 use super::silence::Silence;
+use lookups::{Purpose, Query, QueryKey, Sent};
+
+mod lookups;
 use crate::error::Error;
 use crate::event::Event;
 use crate::key::Key;
 use crate::status::{
-    BlockedPeer, Counters, LocalRecord, Lookup, NodeStatus, PREVIEW_LEN, PeerEntry, RoutingEntry,
-    Stored,
+    BlockedPeer, Counters, LocalRecord, NodeStatus, PREVIEW_LEN, PeerEntry, RoutingEntry, Stored,
 };
 
 /// How often deadlines, bootstrap and expiry are checked.
@@ -62,29 +61,6 @@ pub const MAX_RUNNING_HANDLERS: usize = 256;
 pub const MAX_PENDING_OPERATIONS: usize = 4096;
 /// Own records re-stored per tick during a replication round (kad's job leaves them out).
 pub const OWN_REPLICATION_PER_TICK: usize = 32;
-
-enum KadOp {
-    StoreLookup {
-        record: Record,
-        reply: Reply<Stored>,
-    },
-    StorePut {
-        key: Key,
-        targets: usize,
-        reply: Reply<Stored>,
-    },
-    Fetch {
-        key: Key,
-        reply: Reply<Vec<u8>>,
-    },
-    Lookup {
-        reply: Reply<Lookup>,
-    },
-    /// A fetch already answered: its record goes to the closest peer on the path that lacked it.
-    Cache {
-        record: Record,
-    },
-}
 
 type HandlerDone = (ResponseChannel<CommandReply>, CommandReply);
 /// A record as a mirror receives it: with the time it has left (our own published copy has no
@@ -116,7 +92,9 @@ pub(crate) struct EventLoop {
     handler_done_rx: mpsc::Receiver<HandlerDone>,
     handler: Option<CommandHandler>,
     handler_slots: Arc<Semaphore>,
-    kad_ops: Pending<QueryId, KadOp>,
+    queries: Pending<QueryKey, Query>,
+    next_query: QueryKey,
+    kad_requests: HashMap<OutboundRequestId, (QueryKey, Sent)>,
     cmd_ops: Pending<OutboundRequestId, (PeerId, Reply<Vec<u8>>)>,
     broadcaster: Broadcaster,
     bootstrap: Bootstrapper,
@@ -167,7 +145,9 @@ impl EventLoop {
             handler_done_rx,
             handler: None,
             handler_slots: Arc::new(Semaphore::new(MAX_RUNNING_HANDLERS)),
-            kad_ops: Pending::new(),
+            queries: Pending::new(),
+            next_query: 0,
+            kad_requests: HashMap::new(),
             cmd_ops: Pending::new(),
             dials: Pending::new(),
             info_ops: Pending::new(),
@@ -279,15 +259,8 @@ impl EventLoop {
                 let Some(reply) = self.admit(reply) else {
                     return;
                 };
-                // The k closest: kad's plain variant looks for its own constant 20.
-                let k = self.config.replication_factor;
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .get_n_closest_peers(key.as_bytes().to_vec(), k);
-                let deadline = self.deadline(self.config.timing.query_timeout + TICK);
-                self.kad_ops.insert(id, deadline, KadOp::Lookup { reply });
+                let deadline = self.query_deadline();
+                self.start_query(key.as_bytes().to_vec(), Purpose::Peers { reply }, deadline);
             }
             Command::CustomCmd {
                 peer,
@@ -396,7 +369,7 @@ impl EventLoop {
     /// [`Error::Busy`]: every pending operation holds a query and a reply until its deadline, so their
     /// number is bounded.
     fn admit<T>(&mut self, reply: Reply<T>) -> Option<Reply<T>> {
-        let pending = self.kad_ops.len() + self.dials.len() + self.info_ops.len();
+        let pending = self.queries.len() + self.dials.len() + self.info_ops.len();
         if pending < MAX_PENDING_OPERATIONS {
             return Some(reply);
         }
@@ -423,11 +396,13 @@ impl EventLoop {
             return;
         }
         record.expires = Some(Instant::now() + self.config.timing.record_ttl);
-        let id = kad.get_closest_peers(key.as_bytes().to_vec());
         self.mirror_feed.record_added(&record.key, None);
-        let deadline = self.deadline(2 * self.config.timing.query_timeout + TICK);
-        self.kad_ops
-            .insert(id, deadline, KadOp::StoreLookup { record, reply });
+        let deadline = self.query_deadline();
+        let purpose = Purpose::Store {
+            record,
+            reply: Some(reply),
+        };
+        self.start_query(key.as_bytes().to_vec(), purpose, deadline);
     }
 
     fn start_fetch(&mut self, key: Key, reply: Reply<Vec<u8>>) {
@@ -449,11 +424,12 @@ impl EventLoop {
         let Some(reply) = self.admit(reply) else {
             return;
         };
-        let kad = &mut self.swarm.behaviour_mut().kad;
-        let id = kad.get_record(record_key);
-        let deadline = self.deadline(self.config.timing.query_timeout + TICK);
-        self.kad_ops
-            .insert(id, deadline, KadOp::Fetch { key, reply });
+        let deadline = self.query_deadline();
+        self.start_query(
+            key.as_bytes().to_vec(),
+            Purpose::Fetch { key, reply },
+            deadline,
+        );
     }
 
     /// Hands `message` to peers of our buckets `from..to`; returns how many hand-offs were sent.
@@ -496,7 +472,7 @@ impl EventLoop {
             routing_table_size,
             stored_keys: store.len(),
             stored_bytes: store.bytes(),
-            pending_operations: self.kad_ops.len()
+            pending_operations: self.queries.len()
                 + self.cmd_ops.len()
                 + self.commands_out.queued()
                 + self.info_ops.len()
@@ -559,21 +535,9 @@ impl EventLoop {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
-        let query = self.config.timing.query_timeout;
         let command = self.config.timing.command_timeout;
-        for (id, op) in self.kad_ops.take_expired(now) {
-            if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
-                q.finish();
-            }
-            match op {
-                KadOp::StoreLookup { reply, .. } | KadOp::StorePut { reply, .. } => {
-                    self.time_out(reply, "store", query)
-                }
-                KadOp::Fetch { reply, .. } => self.time_out(reply, "fetch", query),
-                KadOp::Lookup { reply } => self.time_out(reply, "lookup", query),
-                KadOp::Cache { .. } => {}
-            }
-        }
+        self.expire_queries(now);
+        self.widen_slow_fetches(now);
         for (_, (peer, reply)) in self.cmd_ops.take_expired(now) {
             self.commands_out.done(peer);
             self.send_queued_commands(peer);
@@ -655,18 +619,23 @@ impl EventLoop {
             let Some(key) = self.own_replication.pop_front() else {
                 break;
             };
-            let kad = &mut self.swarm.behaviour_mut().kad;
-            let Some(record) = kad
+            let Some(record) = self
+                .swarm
+                .behaviour_mut()
+                .kad
                 .store_mut()
                 .get(&key)
                 .filter(|r| is_own(r, &local))
-                .map(std::borrow::Cow::into_owned)
+                .map(|r| outgoing_copy(r.into_owned(), now, self.config.timing.record_ttl))
             else {
                 continue;
             };
-            if let Err(e) = kad.put_record(record, Quorum::One) {
-                debug!("own record not replicated: {e}");
-            }
+            let deadline = self.query_deadline();
+            let purpose = Purpose::Store {
+                record,
+                reply: None,
+            };
+            self.start_query(key.to_vec(), purpose, deadline);
             // Mirrors keep a copy only as long as it lives: they are refreshed along with holders.
             self.mirror_feed.record_added(&key, None);
         }
@@ -771,6 +740,7 @@ impl EventLoop {
     fn on_swarm_event(&mut self, event: SwarmEvent<DhtBehaviourEvent>) {
         match event {
             SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(e)) => self.on_kad(e),
+            SwarmEvent::Behaviour(DhtBehaviourEvent::KadClient(e)) => self.on_kad_client(e),
             SwarmEvent::Behaviour(DhtBehaviourEvent::Command(e)) => self.on_command_protocol(e),
             SwarmEvent::Behaviour(DhtBehaviourEvent::Broadcast(e)) => self.on_broadcast(e),
             SwarmEvent::Behaviour(DhtBehaviourEvent::Identify(e)) => self.on_identify(e),
@@ -885,18 +855,10 @@ impl EventLoop {
 
     fn on_kad(&mut self, event: kad::Event) {
         match event {
-            kad::Event::OutboundQueryProgressed {
-                id,
-                result,
-                step,
-                stats,
-            } => match result {
-                QueryResult::GetClosestPeers(r) => self.on_closest_peers(id, r, &stats),
-                QueryResult::PutRecord(r) => self.on_put(id, r),
-                QueryResult::GetRecord(r) => self.on_get(id, r, step.last),
-                QueryResult::Bootstrap(r) => debug!(?r, "bootstrap step"),
-                other => trace!(?other, "background query result"),
-            },
+            // kad's own queries: bootstrap, its replication job, hand-offs and cache writes.
+            kad::Event::OutboundQueryProgressed { result, .. } => {
+                trace!(?result, "kad query progressed");
+            }
             kad::Event::InboundRequest { request } => self.on_inbound_kad(request),
             kad::Event::RoutingUpdated {
                 peer, is_new_peer, ..
@@ -913,177 +875,6 @@ impl EventLoop {
                 }
             }
             other => trace!(?other, "kad event"),
-        }
-    }
-
-    fn on_closest_peers(
-        &mut self,
-        id: QueryId,
-        result: kad::GetClosestPeersResult,
-        stats: &kad::QueryStats,
-    ) {
-        let peers = match result {
-            Ok(ok) => ok.peers,
-            Err(GetClosestPeersError::Timeout { peers, .. }) => peers,
-        };
-        let (deadline, record, reply) = match self.kad_ops.remove(&id) {
-            Some((deadline, KadOp::StoreLookup { record, reply })) => (deadline, record, reply),
-            Some((_, KadOp::Lookup { reply })) => {
-                let _ = reply.send(Ok(Lookup {
-                    peers: peers.into_iter().map(|p| p.peer_id).collect(),
-                    requests: stats.num_requests(),
-                    duration: stats.duration().unwrap_or_default(),
-                }));
-                return;
-            }
-            Some((deadline, other)) => {
-                self.kad_ops.insert(id, deadline, other);
-                return;
-            }
-            None => return,
-        };
-        let key = Key::from_record_key(&record.key);
-        let k = self.config.replication_factor.get();
-        let serving = !self.config.client_mode;
-        let targets = replication_targets(
-            &self.local,
-            serving,
-            key.as_bytes(),
-            peers.into_iter().map(|p| p.peer_id),
-            k,
-        );
-        if targets.is_empty() {
-            let _ = reply.send(Ok(Stored {
-                key,
-                nodes: usize::from(serving),
-                remote: 0,
-            }));
-            return;
-        }
-        let n = targets.len();
-        let qid =
-            self.swarm
-                .behaviour_mut()
-                .kad
-                .put_record_to(record, targets.into_iter(), Quorum::All);
-        self.kad_ops.insert(
-            qid,
-            deadline,
-            KadOp::StorePut {
-                key,
-                targets: n,
-                reply,
-            },
-        );
-    }
-
-    fn on_put(&mut self, id: QueryId, result: kad::PutRecordResult) {
-        let Some((
-            _,
-            KadOp::StorePut {
-                key,
-                targets,
-                reply,
-            },
-        )) = self.kad_ops.remove(&id)
-        else {
-            return;
-        };
-        let remote = match result {
-            Ok(_) => targets,
-            Err(
-                PutRecordError::QuorumFailed { success, .. }
-                | PutRecordError::Timeout { success, .. },
-            ) => success.len(),
-        };
-        debug!(%key, remote, targets, "store finished");
-        let _ = reply.send(Ok(Stored {
-            key,
-            nodes: remote + usize::from(!self.config.client_mode),
-            remote,
-        }));
-    }
-
-    fn on_get(&mut self, id: QueryId, result: kad::GetRecordResult, last: bool) {
-        let timed_out = matches!(result, Err(kad::GetRecordError::Timeout { .. }));
-        match result {
-            Ok(GetRecordOk::FoundRecord(PeerRecord { peer, record })) => {
-                // Every answer is checked while the lookup lives, also after the fetch was
-                // answered (a lookup running on for caching): that is how liars are caught.
-                let valid = match self.kad_ops.get_mut(&id) {
-                    Some(KadOp::Fetch { key, .. }) => {
-                        validate_record(key.as_bytes(), &record.value)
-                    }
-                    Some(KadOp::Cache { record: held }) => {
-                        validate_record(held.key.as_ref(), &record.value)
-                    }
-                    _ => return,
-                };
-                if let Err(e) = valid {
-                    self.counters.records_refused += 1;
-                    warn!(?peer, "discarded an invalid record: {e}");
-                    if let Some(peer) = peer {
-                        self.offend(peer, offence_for(&e));
-                    }
-                } else if matches!(self.kad_ops.get_mut(&id), Some(KadOp::Fetch { .. }))
-                    && let Some((deadline, KadOp::Fetch { key, reply })) = self.kad_ops.remove(&id)
-                {
-                    let _ = reply.send(Ok(record.value.clone()));
-                    // Content never changes, so copies can be spread safely. Under demand (a key
-                    // fetched again), the lookup runs on to find the closest node that lacked the
-                    // value; otherwise it stops at the first record.
-                    if key.is_content() && self.demand.repeated(&key) {
-                        debug!(
-                            ?id,
-                            "fetch answered; the lookup runs on to find where to cache"
-                        );
-                        self.kad_ops.insert(id, deadline, KadOp::Cache { record });
-                    } else if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
-                        q.finish();
-                    }
-                    return;
-                }
-            }
-            Ok(GetRecordOk::FinishedWithNoAdditionalRecord { cache_candidates }) => {
-                if matches!(self.kad_ops.get_mut(&id), Some(KadOp::Cache { .. }))
-                    && let Some((_, KadOp::Cache { mut record })) = self.kad_ops.remove(&id)
-                {
-                    let cache_expiry = self.cache_expiry(record.expires);
-                    let kad = &mut self.swarm.behaviour_mut().kad;
-                    // The closest node seen on the path that lacked the value; when the lookup saw
-                    // none (every node it asked held it), this node is that node.
-                    if let Some(peer) = cache_candidates.into_values().next() {
-                        debug!(%peer, "caching a fetched value on the lookup path");
-                        record.expires = Some(cache_expiry);
-                        kad.put_record_to(record, std::iter::once(peer), Quorum::One);
-                        self.counters.values_cached += 1;
-                    } else {
-                        self.cache_here(record);
-                    }
-                    return;
-                }
-            }
-            Err(ref e) => debug!("record lookup ended: {e}"),
-        }
-        // A caching lookup that ended without naming a node (it timed out): this node lacked the
-        // value, so it keeps the copy.
-        if last
-            && matches!(self.kad_ops.get_mut(&id), Some(KadOp::Cache { .. }))
-            && let Some((_, KadOp::Cache { record })) = self.kad_ops.remove(&id)
-        {
-            self.cache_here(record);
-            return;
-        }
-        if last && let Some((_, KadOp::Fetch { key, reply })) = self.kad_ops.remove(&id) {
-            self.counters.errors += 1;
-            let _ = reply.send(Err(if timed_out {
-                Error::Timeout {
-                    operation: "fetch",
-                    after: self.config.timing.query_timeout,
-                }
-            } else {
-                Error::NotFound(key)
-            }));
         }
     }
 

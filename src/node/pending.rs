@@ -28,6 +28,11 @@ impl<K: Eq + Hash + Copy, V> Pending<K, V> {
         self.entries.get_mut(key).map(|(_, v)| v)
     }
 
+    /// Every entry, in no order.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
+        self.entries.iter_mut().map(|(k, (_, v))| (k, v))
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

@@ -119,6 +119,11 @@ impl Reputation {
         done
     }
 
+    /// Whether `peer` is blocked now.
+    pub(crate) fn is_blocked(&self, peer: &PeerId) -> bool {
+        self.blocked.contains_key(peer)
+    }
+
     pub(crate) fn blocked(&self) -> impl Iterator<Item = (&PeerId, &BlockReason)> {
         self.blocked.iter()
     }
