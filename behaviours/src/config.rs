@@ -100,18 +100,17 @@ pub struct Timing {
     pub ping_timeout: Duration,
     /// A connection with no open stream is closed after this long.
     pub idle_timeout: Duration,
-    /// How long a stored record lives unless republished.
+    /// How long a stored record lives unless its publisher renews it.
     pub record_ttl: Duration,
-    /// How often holders re-store records to the current closest nodes.
+    /// How often holders re-store records on the current closest nodes; the publisher's re-store
+    /// also renews its records' life (a republish).
     pub replication_interval: Duration,
-    /// How often the original publisher re-stores its records.
-    pub publication_interval: Duration,
     /// How often the routing table is refreshed by a bootstrap lookup.
     pub bootstrap_interval: Duration,
 }
 
 impl Default for Timing {
-    /// The Kademlia paper's and libp2p's numbers: TTL 48 h, republish 22 h, re-replication 1 h.
+    /// The Kademlia paper's and libp2p's numbers: TTL 48 h, re-replication (and republish) 1 h.
     fn default() -> Self {
         Self {
             query_timeout: Duration::from_secs(30),
@@ -122,7 +121,6 @@ impl Default for Timing {
             idle_timeout: Duration::from_secs(60),
             record_ttl: Duration::from_secs(48 * 3600),
             replication_interval: Duration::from_secs(3600),
-            publication_interval: Duration::from_secs(22 * 3600),
             bootstrap_interval: Duration::from_secs(300),
         }
     }
@@ -140,7 +138,6 @@ impl Timing {
             idle_timeout: Duration::from_secs(30),
             record_ttl: Duration::from_secs(120),
             replication_interval: Duration::from_secs(10),
-            publication_interval: Duration::from_secs(30),
             bootstrap_interval: Duration::from_secs(10),
         }
     }
@@ -158,8 +155,8 @@ impl Timing {
         self.query_timeout / PEER_TIMEOUTS_PER_QUERY
     }
 
-    /// Checks that the intervals make sense together: replication < republish < TTL, and a
-    /// republished record reaches its holders before their copies stop being served.
+    /// Checks that the intervals make sense together: a republished record reaches its holders
+    /// before their copies stop being served (replication + query deadline + 1 s < TTL).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let nonzero = [
             ("query timeout", self.query_timeout),
@@ -170,7 +167,6 @@ impl Timing {
             ("idle timeout", self.idle_timeout),
             ("record TTL", self.record_ttl),
             ("replication interval", self.replication_interval),
-            ("publication interval", self.publication_interval),
             ("bootstrap interval", self.bootstrap_interval),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, d)| d.is_zero()) {
@@ -178,17 +174,11 @@ impl Timing {
                 "{name} must be greater than zero"
             )));
         }
-        if self.replication_interval >= self.publication_interval {
+        if self.replication_interval + self.expiry_margin() >= self.record_ttl {
             return Err(ConfigError::Invalid(format!(
-                "replication interval ({:?}) must be shorter than the publication interval ({:?})",
-                self.replication_interval, self.publication_interval
-            )));
-        }
-        if self.publication_interval + self.expiry_margin() >= self.record_ttl {
-            return Err(ConfigError::Invalid(format!(
-                "publication interval ({:?}) plus the query timeout and 1 s must be shorter than the \
+                "replication interval ({:?}) plus the query timeout and 1 s must be shorter than the \
                  record TTL ({:?})",
-                self.publication_interval, self.record_ttl
+                self.replication_interval, self.record_ttl
             )));
         }
         Ok(())
@@ -270,16 +260,9 @@ mod tests {
     }
 
     #[test]
-    fn replication_must_be_shorter_than_republish() {
-        let mut t = Timing::fast();
-        t.replication_interval = t.publication_interval;
-        assert!(t.validate().is_err());
-    }
-
-    #[test]
     fn republish_must_be_shorter_than_ttl() {
         let mut t = Timing::fast();
-        t.publication_interval = t.record_ttl + Duration::from_secs(1);
+        t.replication_interval = t.record_ttl - Duration::from_secs(1);
         assert!(t.validate().is_err());
     }
 

@@ -20,10 +20,12 @@ pub fn new_behaviour(local: PeerId, config: &ProtocolConfig, limits: StoreLimits
         .set_query_timeout(t.query_timeout)
         .set_substreams_timeout(t.query_timeout.min(std::time::Duration::from_secs(10)))
         .set_record_ttl(Some(t.record_ttl))
-        .set_replication_interval(Some(t.replication_interval))
-        .set_publication_interval(Some(t.publication_interval))
+        // Replication, republication and routing refresh run on the node's own lookups
+        // (`crate::lookup`), which take at most k peers from one answer.
+        .set_replication_interval(None)
+        .set_publication_interval(None)
         .set_provider_record_ttl(Some(t.record_ttl))
-        .set_periodic_bootstrap_interval(Some(t.bootstrap_interval))
+        .set_periodic_bootstrap_interval(None)
         .set_record_filtering(StoreInserts::FilterBoth)
         .set_max_packet_size(KAD_MAX_PACKET_SIZE);
     let store = BoundedStore::new(local, limits).with_expiry_margin(t.expiry_margin());

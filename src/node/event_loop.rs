@@ -59,8 +59,8 @@ pub const MAX_RUNNING_HANDLERS: usize = 256;
 /// Network operations (kad queries, dials, info requests) pending at once; more are refused with
 /// [`Error::Busy`] rather than queued without bound.
 pub const MAX_PENDING_OPERATIONS: usize = 4096;
-/// Own records re-stored per tick during a replication round (kad's job leaves them out).
-pub const OWN_REPLICATION_PER_TICK: usize = 32;
+/// Records re-stored per tick during a replication round.
+pub const REPLICATION_PER_TICK: usize = 32;
 
 type HandlerDone = (ResponseChannel<CommandReply>, CommandReply);
 /// A record as a mirror receives it: with the time it has left (our own published copy has no
@@ -114,7 +114,8 @@ pub(crate) struct EventLoop {
     writer: Option<Writer>,
     mirror_feed: MirrorFeed,
     last_replication: Instant,
-    own_replication: VecDeque<RecordKey>,
+    replication: VecDeque<RecordKey>,
+    last_refresh: Instant,
     silence: Silence,
 }
 
@@ -167,7 +168,8 @@ impl EventLoop {
             writer: parts.db.map(|db| Writer::new(db, now)),
             mirror_feed: MirrorFeed::default(),
             last_replication: now,
-            own_replication: VecDeque::new(),
+            replication: VecDeque::new(),
+            last_refresh: now,
             silence: Silence::default(),
         }
     }
@@ -589,55 +591,71 @@ impl EventLoop {
             }
         }
         self.feed_mirrors();
-        self.replicate_own(now);
+        self.replicate(now);
+        self.refresh_routing(now, false);
     }
 
-    /// A publisher is a holder too: every replication interval it re-stores its own records on the
-    /// current closest nodes (and on the mirrors it knows), so a key whose other holders all died
-    /// is back on k nodes within one interval, not one publication interval. libp2p-kad's
-    /// replication job skips the publisher's records between publications, hence this round. Their
-    /// copies' life is renewed as by a republish, which a live publisher does anyway; once it is
-    /// gone, they expire one TTL later.
-    fn replicate_own(&mut self, now: Instant) {
+    /// Kademlia's replication, on our lookups: every replication interval each record held here is
+    /// re-stored on the k nodes now closest to its key, so that copies follow churn. A record this
+    /// node published goes with a renewed life, as by a republish (so a key whose other holders all
+    /// died is back on k nodes within one interval; once the publisher is gone, its copies expire
+    /// one TTL later); other records keep their expiry, as re-storing never lengthens a life.
+    /// Paced at [`REPLICATION_PER_TICK`] records per tick.
+    fn replicate(&mut self, now: Instant) {
         if self.config.client_mode {
             return;
         }
-        let local = self.local;
-        if self.own_replication.is_empty()
+        if self.replication.is_empty()
             && now.duration_since(self.last_replication) >= self.config.timing.replication_interval
         {
             self.last_replication = now;
             let store = self.swarm.behaviour_mut().kad.store_mut();
-            self.own_replication.extend(
-                store
-                    .records()
-                    .filter(|r| is_own(r, &local))
-                    .map(|r| r.key.clone()),
-            );
+            self.replication
+                .extend(store.records().map(|r| r.key.clone()));
         }
-        for _ in 0..OWN_REPLICATION_PER_TICK {
-            let Some(key) = self.own_replication.pop_front() else {
+        let ttl = self.config.timing.record_ttl;
+        for _ in 0..REPLICATION_PER_TICK {
+            let Some(key) = self.replication.pop_front() else {
                 break;
             };
-            let Some(record) = self
-                .swarm
-                .behaviour_mut()
-                .kad
-                .store_mut()
-                .get(&key)
-                .filter(|r| is_own(r, &local))
-                .map(|r| outgoing_copy(r.into_owned(), now, self.config.timing.record_ttl))
-            else {
+            let store = self.swarm.behaviour_mut().kad.store_mut();
+            let Some(record) = store.get(&key).map(std::borrow::Cow::into_owned) else {
                 continue;
             };
+            let own = is_own(&record, &self.local);
             let deadline = self.query_deadline();
             let purpose = Purpose::Store {
-                record,
+                record: outgoing_copy(record, now, ttl),
                 reply: None,
             };
             self.start_query(key.to_vec(), purpose, deadline);
-            // Mirrors keep a copy only as long as it lives: they are refreshed along with holders.
-            self.mirror_feed.record_added(&key, None);
+            if own {
+                // Mirrors keep a copy only as long as it lives: they are refreshed with holders.
+                self.mirror_feed.record_added(&key, None);
+            }
+        }
+    }
+
+    /// Refreshes the routing table with our lookups: one for our own id (which finds and connects
+    /// our closest neighbours) and one for a random key, every bootstrap interval and on joining.
+    /// libp2p-kad still starts its own bootstrap while its table holds fewer than 20 peers (that
+    /// switch is not public): such a query is ended here at once, so only ours run.
+    fn refresh_routing(&mut self, now: Instant, force: bool) {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        for mut q in kad.iter_queries_mut() {
+            if matches!(q.info(), kad::QueryInfo::Bootstrap { .. }) {
+                q.finish();
+            }
+        }
+        let due = now.duration_since(self.last_refresh) >= self.config.timing.bootstrap_interval;
+        if !(force || due) || kad.kbuckets().next().is_none() {
+            return;
+        }
+        self.last_refresh = now;
+        let deadline = self.query_deadline();
+        let random: [u8; 32] = rand::random();
+        for target in [self.local.to_bytes(), random.to_vec()] {
+            self.start_query(target, Purpose::Refresh, deadline);
         }
     }
 
@@ -773,9 +791,7 @@ impl EventLoop {
                 if endpoint.is_dialer() && joined {
                     let kad = &mut self.swarm.behaviour_mut().kad;
                     kad.add_address(&peer_id, with_peer(&remote, peer_id));
-                    if let Err(e) = kad.bootstrap() {
-                        debug!("bootstrap lookup not started: {e}");
-                    }
+                    self.refresh_routing(Instant::now(), true);
                     info!(peer = %peer_id, addr = %remote, "joined through bootstrap node");
                 }
             }

@@ -166,7 +166,7 @@ impl RecordDb {
                     Some(row) => {
                         let mut record = Record::new(RecordKey::from(key.to_vec()), row.value);
                         if published.contains(key) {
-                            // Our own copy: no expiry, and kad's publication job re-stores it.
+                            // Our own copy: no expiry; every replication round re-stores it.
                             record.publisher = Some(local);
                             loaded.published += 1;
                         } else {

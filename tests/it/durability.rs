@@ -139,7 +139,6 @@ async fn the_publisher_alone_restores_a_key_and_without_it_the_key_expires_and_i
     let timing = Timing {
         query_timeout: Duration::from_secs(5),
         replication_interval: Duration::from_secs(3),
-        publication_interval: Duration::from_secs(8),
         record_ttl: Duration::from_secs(20),
         ..Timing::fast()
     };
@@ -165,9 +164,10 @@ async fn the_publisher_alone_restores_a_key_and_without_it_the_key_expires_and_i
         .filter(|n| !doomed.contains(&n.peer_id()))
         .collect();
 
-    // Scenario 2: within one republish interval (plus its lookup) the key is on 3 live nodes again.
+    // Scenario 2: within one replication interval, when the publisher re-stores its records (plus
+    // the lookup), the key is on 3 live nodes again.
     eventually(
-        timing.publication_interval + timing.query_timeout,
+        timing.replication_interval + timing.query_timeout,
         "the publisher to republish onto 3 live nodes",
         || async { (holders(&live, &key).await >= K).then_some(()) },
     )

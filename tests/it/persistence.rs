@@ -18,7 +18,6 @@ fn timing() -> Timing {
     Timing {
         query_timeout: Duration::from_secs(5),
         replication_interval: Duration::from_secs(3),
-        publication_interval: Duration::from_secs(6),
         record_ttl: Duration::from_secs(15),
         ..Timing::fast()
     }

@@ -8,11 +8,10 @@ use dht::{Dht, DhtOptions, Key, PeerId, Timing};
 
 use crate::common::{addr_of, closest, eventually, holds, network_with, stop_all};
 
-/// Fast deadlines, but replication and republish far away: what these tests see cannot come from them.
+/// Fast deadlines, but replication (and republish) far away: what these tests see cannot come from them.
 fn quiet_timing() -> Timing {
     Timing {
         replication_interval: Duration::from_secs(600),
-        publication_interval: Duration::from_secs(1200),
         record_ttl: Duration::from_secs(3600),
         ..Timing::fast()
     }

@@ -43,6 +43,8 @@ pub(crate) enum Purpose {
     Cache { record: Record },
     /// The k closest peers to a key.
     Peers { reply: Reply<status::Lookup> },
+    /// A routing-table refresh: the peers it meets join the table as they connect.
+    Refresh,
 }
 
 /// The PUT_VALUE phase of a store.
@@ -83,7 +85,7 @@ impl EventLoop {
             // The closest holder almost always answers alone; not found means all k said no.
             Purpose::Fetch { .. } | Purpose::Cache { .. } => (true, k),
             // Users asking for the k closest get k peers that answered.
-            Purpose::Peers { .. } => (false, k),
+            Purpose::Peers { .. } | Purpose::Refresh => (false, k),
             // A store's PUT_VALUEs check the k closest; the lookup only has to find them.
             Purpose::Store { .. } => (false, LOOKUP_RESILIENCE),
         };
@@ -125,7 +127,7 @@ impl EventLoop {
             return;
         }
         let request = match q.purpose {
-            Purpose::Store { .. } | Purpose::Peers { .. } => {
+            Purpose::Store { .. } | Purpose::Peers { .. } | Purpose::Refresh => {
                 KadRequest::FindNode { key: q.key.clone() }
             }
             Purpose::Fetch { .. } | Purpose::Cache { .. } => {
@@ -224,6 +226,7 @@ impl EventLoop {
                     self.cache_here(record);
                 }
             }
+            Purpose::Refresh => debug!(requests = q.lookup.requests(), "routing table refreshed"),
             Purpose::Peers { reply } => {
                 let peers = q
                     .lookup
@@ -441,7 +444,7 @@ impl EventLoop {
                 } => self.time_out(reply, "store", after),
                 Purpose::Fetch { reply, .. } => self.time_out(reply, "fetch", after),
                 Purpose::Peers { reply } => self.time_out(reply, "lookup", after),
-                Purpose::Store { reply: None, .. } | Purpose::Cache { .. } => {}
+                Purpose::Store { reply: None, .. } | Purpose::Cache { .. } | Purpose::Refresh => {}
             }
         }
     }
