@@ -75,7 +75,7 @@ fn build_swarm(
             .map_err(|e| transport_error(&e))?
             .with_behaviour(|key| DhtBehaviour::new(key, &protocol, store))
             .map_err(|e| transport_error(&e))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .with_swarm_config(swarm_config(idle))
             .build(),
         TransportKind::Memory => builder
             .with_other_transport(|key| {
@@ -88,10 +88,22 @@ fn build_swarm(
             .map_err(|e| transport_error(&e))?
             .with_behaviour(|key| DhtBehaviour::new(key, &protocol, store))
             .map_err(|e| transport_error(&e))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .with_swarm_config(swarm_config(idle))
             .build(),
     };
     Ok(swarm)
+}
+
+/// Swarm settings shared by both transports. Substreams negotiate their protocol lazily: the
+/// opener sends its protocol and its first message together instead of waiting a round trip for
+/// the other side's confirmation (every kad request, command and hand-off opens a substream).
+fn swarm_config(
+    idle: std::time::Duration,
+) -> impl FnOnce(libp2p::swarm::Config) -> libp2p::swarm::Config {
+    move |c| {
+        c.with_idle_connection_timeout(idle)
+            .with_substream_upgrade_protocol_override(upgrade::Version::V1Lazy)
+    }
 }
 
 /// Starts a node; returns once every listen address is bound, or the first bind error.

@@ -93,10 +93,9 @@ impl EventLoop {
         let seeds: Vec<(PeerId, Vec<_>)> = self
             .swarm
             .behaviour_mut()
-            .kad
-            .get_closest_local_peers(&target)
-            .take(CANDIDATES_PER_K * k)
-            .map(|p| (*p.preimage(), Vec::new()))
+            .closest_known(&target, CANDIDATES_PER_K * k)
+            .into_iter()
+            .map(|p| (p, Vec::new()))
             .collect();
         let params = LookupParams {
             k,
