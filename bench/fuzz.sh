@@ -3,7 +3,7 @@
 # SECONDS_EACH (default 600) in batches of random cases (a fresh seed per batch), on one core.
 # Prints, per property, the cases run and the outcome. A failing case is saved by proptest under
 # behaviours/tests/proptest-regressions/ and replayed by every later `cargo test`: commit it.
-#   bench/fuzz.sh [SECONDS_EACH]
+#   bench/fuzz.sh [SECONDS_EACH] [NAME_FILTER]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 each=${1:-600}
@@ -12,7 +12,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 run() { cargo test --release --locked -q -p dht-behaviours --test decoders "$@"; }
 run --no-run 2>&1 | grep -v '^ *\(Compiling\|Finished\|Executable\)' || true
-mapfile -t props < <(run -- --list 2>/dev/null | sed -n 's/: test$//p')
+mapfile -t props < <(run -- --list 2>/dev/null | sed -n 's/: test$//p' | grep -- "${2:-}")
 printf '%-52s %12s %8s  %s\n' property cases seconds outcome
 total=0
 for p in "${props[@]}"; do

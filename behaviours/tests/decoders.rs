@@ -7,12 +7,14 @@ use dht_behaviours::command::{CommandCodec, CommandReply};
 use dht_behaviours::config::{BROADCAST_PROTOCOL, COMMAND_PROTOCOL, MAX_COMMAND_REQUEST};
 use dht_behaviours::frame::read_frame;
 use dht_behaviours::info::{INFO_PROTOCOL, InfoCodec};
+use dht_behaviours::kad_wire::{KadClientCodec, KadResponse, WirePeer};
 use dht_behaviours::mirror::{MIRROR_PROTOCOL, MirrorCodec, MirrorRecord};
 use dht_behaviours::validation::validate_record;
 use futures::executor::block_on;
 use futures::io::Cursor;
-use libp2p::PeerId;
+use libp2p::kad::{Record, RecordKey};
 use libp2p::request_response::Codec;
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use proptest::prelude::*;
 
 /// A frame as our sub-protocols send it, with `body` inside.
@@ -91,6 +93,40 @@ proptest! {
     fn info_answers_never_panic(bytes in any_bytes()) {
         let _ = block_on(InfoCodec.read_response(&INFO_PROTOCOL, &mut Cursor::new(framed(&bytes))));
         let _ = block_on(InfoCodec.read_request(&INFO_PROTOCOL, &mut Cursor::new(bytes)));
+    }
+
+    #[test]
+    fn kad_answers_never_panic_and_round_trip(
+        bytes in any_bytes(),
+        key in prop::collection::vec(any::<u8>(), 1..=256),
+        value in any_bytes(),
+        peers in 0usize..40,
+        ttl in 0u64..100_000,
+        flip in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        let now = std::time::Instant::now();
+        let kad = StreamProtocol::new("/ipfs/kad/1.0.0");
+        let _ = KadResponse::decode(&bytes, now);
+        let _ = block_on(KadClientCodec.read_response(&kad, &mut Cursor::new(bytes)));
+        let mut record = Record::new(RecordKey::new(&key), value);
+        record.expires = (ttl > 0).then(|| now + std::time::Duration::from_secs(ttl));
+        let addr: Multiaddr = "/ip4/10.1.2.3/tcp/4001".parse().expect("addr");
+        let answer = KadResponse {
+            record: Some(record),
+            closer: (0..peers).map(|_| WirePeer { peer: PeerId::random(), addrs: vec![addr.clone()] }).collect(),
+            dropped: 0,
+        };
+        let mut buf = answer.encode(now);
+        let back = KadResponse::decode(&buf, now).expect("a valid answer decodes");
+        prop_assert_eq!(&back.closer, &answer.closer);
+        prop_assert_eq!(back.record.map(|r| r.value), answer.record.map(|r| r.value));
+        // One byte changed anywhere: decoded or refused, never a panic, never more than the caps.
+        let i = flip.index(buf.len());
+        buf[i] = byte;
+        if let Ok(mutated) = KadResponse::decode(&buf, now) {
+            prop_assert!(mutated.closer.len() <= dht_behaviours::kad_wire::MAX_PEERS_DECODED);
+        }
     }
 
     #[test]
