@@ -147,6 +147,9 @@ async fn echo(_peer: dht::PeerId, payload: Vec<u8>) -> std::result::Result<Vec<u
 }
 
 async fn serve(cli: &Cli) -> Result<ExitCode> {
+    // Caught from here on: a signal while the nodes start stops them cleanly rather than killing
+    // the process (and, with a data dir, losing its last writes).
+    let mut shutdown = Shutdown::install();
     let n = usize::from(cli.network);
     let mut nodes: Vec<Dht> = Vec::with_capacity(n);
     // With a console, standard output carries only command results (scripts read it); the
@@ -245,15 +248,15 @@ async fn serve(cli: &Cli) -> Result<ExitCode> {
         let _ = tokio::time::timeout(READY_TIMEOUT, ready).await;
         tokio::select! {
             r = run_console(first.clone()) => r,
-            _ = shutdown_signal() => Ok(()),
+            _ = shutdown.wait() => Ok(()),
         }
     } else if cli.stat {
         tokio::select! {
             _ = crate::stats::run(first.clone()) => Ok(()),
-            _ = shutdown_signal() => Ok(()),
+            _ = shutdown.wait() => Ok(()),
         }
     } else {
-        shutdown_signal().await;
+        shutdown.wait().await;
         Ok(())
     };
     for node in &nodes {
@@ -315,24 +318,37 @@ async fn run_console(node: Dht) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// SIGINT and SIGTERM, listened for from the moment this is made.
+struct Shutdown {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Shutdown {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let signals = signal(SignalKind::interrupt())
+                .and_then(|int| Ok((int, signal(SignalKind::terminate())?)))
+                .ok();
+            Self { signals }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn wait(&mut self) {
+        #[cfg(unix)]
+        if let Some((int, term)) = self.signals.as_mut() {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }
