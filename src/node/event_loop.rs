@@ -61,6 +61,8 @@ pub const MAX_RUNNING_HANDLERS: usize = 256;
 pub const MAX_PENDING_OPERATIONS: usize = 4096;
 /// Records re-stored per tick during a replication round.
 pub const REPLICATION_PER_TICK: usize = 32;
+/// Random keys tried to find one in a given far bucket when refreshing it (as libp2p-kad does).
+pub const REFRESH_KEY_TRIES: usize = 16;
 
 type HandlerDone = (ResponseChannel<CommandReply>, CommandReply);
 /// A record as a mirror receives it: with the time it has left (our own published copy has no
@@ -636,10 +638,13 @@ impl EventLoop {
         }
     }
 
-    /// Refreshes the routing table with our lookups: one for our own id (which finds and connects
-    /// our closest neighbours) and one for a random key, every bootstrap interval and on joining.
-    /// libp2p-kad still starts its own bootstrap while its table holds fewer than 20 peers (that
-    /// switch is not public): such a query is ended here at once, so only ours run.
+    /// Refreshes the routing table with our lookups, as Kademlia's bootstrap does: one for our own
+    /// id (which finds and connects our closest neighbours), then one for a random key in each
+    /// non-empty bucket beyond the nearest (best effort: keys are hashed, so a key landing in a far
+    /// bucket is found by trying [`REFRESH_KEY_TRIES`] random ones), every bootstrap interval and on
+    /// joining. The peers they reach enter the table as they connect. libp2p-kad still starts its
+    /// own bootstrap while its table holds fewer than 20 peers (that switch is not public): such a
+    /// query is ended here at once, so only ours run.
     fn refresh_routing(&mut self, now: Instant, force: bool) {
         let kad = &mut self.swarm.behaviour_mut().kad;
         for mut q in kad.iter_queries_mut() {
@@ -648,13 +653,28 @@ impl EventLoop {
             }
         }
         let due = now.duration_since(self.last_refresh) >= self.config.timing.bootstrap_interval;
-        if !(force || due) || kad.kbuckets().next().is_none() {
+        if !(force || due) {
+            return;
+        }
+        let buckets: Vec<u32> = kad.kbuckets().filter_map(|b| b.range().0.ilog2()).collect();
+        if buckets.is_empty() {
             return;
         }
         self.last_refresh = now;
+        let local = KBucketKey::from(self.local);
+        let mut targets = vec![self.local.to_bytes()];
+        for bucket in buckets.into_iter().skip(1) {
+            let mut key: [u8; 32] = rand::random();
+            for _ in 1..REFRESH_KEY_TRIES {
+                if local.distance(&KBucketKey::new(key.to_vec())).ilog2() == Some(bucket) {
+                    break;
+                }
+                key = rand::random();
+            }
+            targets.push(key.to_vec());
+        }
         let deadline = self.query_deadline();
-        let random: [u8; 32] = rand::random();
-        for target in [self.local.to_bytes(), random.to_vec()] {
+        for target in targets {
             self.start_query(target, Purpose::Refresh, deadline);
         }
     }
