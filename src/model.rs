@@ -2,18 +2,23 @@
 //!
 //! Every node is reduced to an id and a routing table with k entries per bucket (a full bucket keeps
 //! its old entries, as kad does while they answer); the network is instant and never loses a
-//! message. Joins and lookups follow what our nodes do: a joining node looks itself up through one
-//! bootstrap node, then refreshes the buckets beyond its nearest neighbour; a lookup asks the alpha
-//! closest unasked peers it knows, round after round, until the k closest it knows have all
-//! answered; every node asked learns the asker, and the asker learns every node that answered.
-//! This is not our nodes' code (that is `dht sim`, which stops being practical past a few hundred
-//! nodes): it measures the algorithm, hops and requests against log2(N), and whether lookups find
-//! the true k closest, for 1,000 to 100,000 nodes.
+//! message. A joining node looks itself up through one bootstrap node, then refreshes the buckets
+//! beyond its nearest neighbour, as our nodes do. The lookups measured are our nodes' own lookup
+//! state machine ([`dht_behaviours::lookup::Lookup`]) with the parameters our nodes give it for a
+//! `lookup`, a store and a fetch, answered by the model's nodes; every node asked learns the asker,
+//! and the asker learns every node that answered. The network is a model (our full nodes are
+//! `dht sim`, which stops being practical past a few hundred nodes): it measures hops and requests
+//! against log2(N), and whether lookups and stores find the true k closest, for 1,000 to 100,000
+//! nodes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::time::Instant;
 
+use dht_behaviours::kad_wire::WirePeer;
+use dht_behaviours::lookup::{LOOKUP_RESILIENCE, Lookup, LookupParams, PeerState};
+use libp2p::PeerId;
+use libp2p::kad::KBucketKey;
 use rand::Rng;
 use serde::Serialize;
 
@@ -40,6 +45,7 @@ fn bucket(d: Id) -> Option<u8> {
 }
 
 struct Node {
+    peer: PeerId,
     id: Id,
     table: Vec<u32>,
     per_bucket: [u8; 256],
@@ -48,7 +54,17 @@ struct Node {
 /// The network of the model.
 struct Model {
     nodes: Vec<Node>,
+    index: HashMap<PeerId, u32>,
     k: usize,
+}
+
+/// A point of the key space: the SHA-256 of a key or peer id, as kad hashes them.
+fn point(hashed: &[u8]) -> Id {
+    let mut hi = [0u8; 16];
+    let mut lo = [0u8; 16];
+    hi.copy_from_slice(&hashed[..16]);
+    lo.copy_from_slice(&hashed[16..32]);
+    (u128::from_be_bytes(hi), u128::from_be_bytes(lo))
 }
 
 /// What one lookup did.
@@ -170,6 +186,86 @@ impl Model {
     }
 }
 
+impl Model {
+    /// Runs our lookup state machine from `from` for `key`, each round sending every request it
+    /// allows and answering them from the model: a node in `holders` answers with the record, any
+    /// other with the k closest peers it knows. Stops once a holder answered, if there are any.
+    fn drive(
+        &mut self,
+        from: u32,
+        key: &[u8],
+        params: LookupParams,
+        holders: &[u32],
+        watch: Option<u32>,
+    ) -> (Walk, Lookup) {
+        let target = point(KBucketKey::new(key.to_vec()).hashed_bytes());
+        let known = self.closest_known(from, target);
+        let mut found_in = watch.filter(|w| known.contains(w)).map(|_| 0);
+        let seeds = known
+            .into_iter()
+            .map(|p| (self.nodes[p as usize].peer, Vec::new()));
+        let mut lookup = Lookup::new(key, seeds, params);
+        let (mut requests, mut rounds, mut asked) = (0, 0, Vec::new());
+        loop {
+            let mut batch = Vec::new();
+            while let Some((peer, _)) = lookup.next_request() {
+                batch.push(peer);
+            }
+            if batch.is_empty() {
+                break;
+            }
+            rounds += 1;
+            for peer in batch {
+                let Some(&q) = self.index.get(&peer) else {
+                    lookup.on_failure(&peer);
+                    continue;
+                };
+                requests += 1;
+                asked.push(q);
+                self.learn(q, from);
+                self.learn(from, q);
+                if holders.contains(&q) {
+                    lookup.on_found(&peer);
+                    continue;
+                }
+                let closer: Vec<WirePeer> = self
+                    .closest_known(q, target)
+                    .into_iter()
+                    .filter(|p| *p != from)
+                    .inspect(|p| {
+                        if Some(*p) == watch && found_in.is_none() {
+                            found_in = Some(rounds);
+                        }
+                    })
+                    .map(|p| WirePeer {
+                        peer: self.nodes[p as usize].peer,
+                        addrs: Vec::new(),
+                    })
+                    .collect();
+                lookup.on_answer(&peer, closer);
+            }
+            if asked.iter().any(|a| holders.contains(a)) {
+                break;
+            }
+        }
+        let closest = lookup
+            .closest(self.k)
+            .into_iter()
+            .filter_map(|c| self.index.get(&c.peer).map(|i| (*i, c.state)))
+            .filter(|(_, state)| *state != PeerState::Waiting || params.resilience < self.k)
+            .map(|(i, _)| i)
+            .collect();
+        let walk = Walk {
+            closest,
+            requests,
+            rounds,
+            asked,
+            found_in,
+        };
+        (walk, lookup)
+    }
+}
+
 /// A random id at distance 2^b..2^(b+1) from `id`.
 fn in_bucket(id: Id, b: u8, rng: &mut impl Rng) -> Id {
     let (hi, lo): (u128, u128) = (rng.r#gen(), rng.r#gen());
@@ -218,6 +314,12 @@ pub struct ModelReport {
     pub log2_n: f64,
     /// Share of the true k closest that lookups found, on average.
     pub accuracy: f64,
+    /// Median requests of a store's lookup (it ends when the 3 closest live peers answered).
+    pub store_requests_median: u32,
+    /// Share of the true k closest among a store's k targets, on average.
+    pub store_accuracy: f64,
+    /// Median requests of a fetch (the closest known peer first, then alpha at a time).
+    pub fetch_requests_median: u32,
     /// Fetches (a lookup from another node for a value stored on a writer's k closest) that found
     /// a holder.
     pub fetch_success: f64,
@@ -236,13 +338,17 @@ pub fn run(n: usize, k: usize, lookups: usize) -> ModelReport {
     let mut rng = rand::thread_rng();
     let mut model = Model {
         nodes: Vec::with_capacity(n),
+        index: HashMap::with_capacity(n),
         k,
     };
     let started = Instant::now();
     let mut join_requests = 0u64;
     for i in 0..n as u32 {
+        let peer = PeerId::random();
+        model.index.insert(peer, i);
         model.nodes.push(Node {
-            id: (rng.r#gen(), rng.r#gen()),
+            peer,
+            id: point(KBucketKey::from(peer).hashed_bytes()),
             table: Vec::new(),
             per_bucket: [0; 256],
         });
@@ -277,25 +383,45 @@ pub fn run(n: usize, k: usize, lookups: usize) -> ModelReport {
         .sum();
 
     let (mut requests, mut rounds, mut hops) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut accuracy, mut found) = (0.0, 0);
+    let (mut store_requests, mut fetch_requests) = (Vec::new(), Vec::new());
+    let (mut accuracy, mut store_accuracy, mut found) = (0.0, 0.0, 0);
+    let wide = |resilience| LookupParams {
+        k,
+        alpha: ALPHA,
+        resilience,
+        narrow: false,
+    };
     for _ in 0..lookups {
         let from = rng.gen_range(0..n as u32);
-        let target: Id = (rng.r#gen(), rng.r#gen());
+        let key: [u8; 32] = rng.r#gen();
+        let target = point(KBucketKey::new(key.to_vec()).hashed_bytes());
         let truth = model.truth(target, from);
-        let walk = model.lookup(from, target, &[], truth.first().copied());
+        let share = |found: &[u32]| {
+            found.iter().filter(|p| truth.contains(p)).count() as f64 / truth.len().max(1) as f64
+        };
+        // `lookup`: the k closest, every one of them heard from.
+        let (walk, _) = model.drive(from, &key, wide(k), &[], truth.first().copied());
         if let Some(h) = walk.found_in {
             hops.push(h);
         }
-        accuracy += walk.closest.iter().filter(|p| truth.contains(p)).count() as f64
-            / truth.len().max(1) as f64;
+        accuracy += share(&walk.closest);
         requests.push(walk.requests);
         rounds.push(walk.rounds);
-        // The writer stores on the k closest its lookup found (and keeps a copy); a reader
-        // elsewhere looks the key up until it asks a holder.
+        // A store: the lookup ends once the 3 closest live peers answered; the value goes to the k
+        // closest it knows (and the writer keeps a copy).
+        let (walk, _) = model.drive(from, &key, wide(LOOKUP_RESILIENCE), &[], None);
+        store_accuracy += share(&walk.closest);
+        store_requests.push(walk.requests);
         let mut holders = walk.closest;
         holders.push(from);
+        // A fetch from another node: the closest known peer first, until a holder answers.
         let reader = (from + rng.gen_range(1..n.max(2) as u32)) % n as u32;
-        let fetch = model.lookup(reader, target, &holders, None);
+        let narrow = LookupParams {
+            narrow: true,
+            ..wide(k)
+        };
+        let (fetch, _) = model.drive(reader, &key, narrow, &holders, None);
+        fetch_requests.push(fetch.requests);
         if reader == from || fetch.asked.iter().any(|a| holders.contains(a)) {
             found += 1;
         }
@@ -320,6 +446,9 @@ pub fn run(n: usize, k: usize, lookups: usize) -> ModelReport {
         },
         log2_n: (n as f64).log2(),
         accuracy: accuracy / lookups.max(1) as f64,
+        store_requests_median: median(&mut store_requests),
+        store_accuracy: store_accuracy / lookups.max(1) as f64,
+        fetch_requests_median: median(&mut fetch_requests),
         fetch_success: found as f64 / lookups.max(1) as f64,
         model_bytes_per_node: state as f64 / n as f64,
     }
@@ -329,7 +458,7 @@ pub fn run(n: usize, k: usize, lookups: usize) -> ModelReport {
 pub fn print(r: &ModelReport, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(
         out,
-        "model: {} nodes, k = {}, alpha = {ALPHA}, instant lossless network (not our nodes' code)",
+        "model: {} nodes, k = {}, alpha = {ALPHA}, instant lossless network, our lookup state machine",
         r.nodes, r.k
     )?;
     writeln!(
@@ -353,8 +482,16 @@ pub fn print(r: &ModelReport, out: &mut impl Write) -> std::io::Result<()> {
     )?;
     writeln!(
         out,
-        "store then fetch from another node: {:.1}% found a holder; model state {:.0} bytes per node",
+        "stores: requests median {}; {:.1}% of the true k closest among the k targets",
+        r.store_requests_median,
+        100.0 * r.store_accuracy
+    )?;
+    writeln!(
+        out,
+        "fetch from another node: {:.1}% found a holder, requests median {}; model state {:.0} bytes \
+         per node",
         100.0 * r.fetch_success,
+        r.fetch_requests_median,
         r.model_bytes_per_node
     )
 }
@@ -379,6 +516,7 @@ mod tests {
     fn a_small_network_finds_the_true_closest() {
         let r = run(300, 20, 50);
         assert!(r.accuracy > 0.95, "{r:?}");
+        assert!(r.store_accuracy > 0.95, "{r:?}");
         assert!(r.fetch_success > 0.95, "{r:?}");
         assert!(r.routing_min >= 20, "{r:?}");
     }
