@@ -34,7 +34,7 @@ use super::persistence::{RecordDb, Writer};
 use super::quota::Quota;
 use super::reputation::{BLOCK_DURATION, BlockReason, Offence, Reputation};
 use super::silence::Silence;
-use lookups::{Purpose, Query, QueryKey, Sent};
+use lookups::{KadOutbox, Purpose, Query, QueryKey};
 
 mod lookups;
 use crate::error::Error;
@@ -96,7 +96,7 @@ pub(crate) struct EventLoop {
     handler_slots: Arc<Semaphore>,
     queries: Pending<QueryKey, Query>,
     next_query: QueryKey,
-    kad_requests: HashMap<OutboundRequestId, (QueryKey, Sent)>,
+    kad_outbox: KadOutbox,
     cmd_ops: Pending<OutboundRequestId, (PeerId, Reply<Vec<u8>>)>,
     broadcaster: Broadcaster,
     bootstrap: Bootstrapper,
@@ -150,7 +150,7 @@ impl EventLoop {
             handler_slots: Arc::new(Semaphore::new(MAX_RUNNING_HANDLERS)),
             queries: Pending::new(),
             next_query: 0,
-            kad_requests: HashMap::new(),
+            kad_outbox: KadOutbox::default(),
             cmd_ops: Pending::new(),
             dials: Pending::new(),
             info_ops: Pending::new(),

@@ -24,6 +24,10 @@ impl<K: Eq + Hash + Copy, V> Pending<K, V> {
         self.entries.remove(key)
     }
 
+    pub(crate) fn contains(&self, key: &K) -> bool {
+        self.entries.contains_key(key)
+    }
+
     pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         self.entries.get_mut(key).map(|(_, v)| v)
     }

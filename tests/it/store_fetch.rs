@@ -147,3 +147,22 @@ async fn store_at_and_fetch_large_and_tiny_values_and_unknown_keys() {
     }
     stop_all(&nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_stores_at_once_all_reach_every_node() {
+    // Each store puts to the same 5 peers: 200 requests to each at once, more than a kad server
+    // takes on one connection (32), so ours wait their turn instead of being dropped.
+    let nodes = network(6, 6).await;
+    let values: Vec<Vec<u8>> = (0..200)
+        .map(|i| format!("burst value {i}").into_bytes())
+        .collect();
+    let stores = values.iter().map(|v| nodes[0].store(v.clone()));
+    let results = futures::future::join_all(stores).await;
+    for (i, r) in results.into_iter().enumerate() {
+        let stored = r.unwrap_or_else(|e| panic!("store {i}: {e}"));
+        assert_eq!(stored.remote, 5, "store {i} reached {} of 5 peers", stored.remote);
+    }
+    let last = Key::for_value(&values[199]);
+    assert_eq!(holders(&nodes, &last).await.len(), 6);
+    stop_all(&nodes).await;
+}

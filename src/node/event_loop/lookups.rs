@@ -3,7 +3,7 @@
 //! server). Every query has a deadline; every request resolves (answer or failure) and is then
 //! forgotten.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use dht_behaviours::behaviour::{is_dialable, is_loopback};
@@ -14,7 +14,7 @@ use dht_behaviours::lookup::{
 use dht_behaviours::validation::validate_record;
 use libp2p::PeerId;
 use libp2p::kad::{KBucketKey, Quorum, Record};
-use libp2p::request_response::{self, OutboundFailure};
+use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
 use tracing::{debug, trace, warn};
 
 use super::{EventLoop, TICK, offence_for, replication_targets};
@@ -26,6 +26,9 @@ use crate::status::{self, Stored};
 
 /// A fetch asks the closest peer alone first; unanswered this long, it asks alpha at once.
 pub const FETCH_WIDEN_AFTER: Duration = Duration::from_millis(100);
+/// Our kad requests in flight to one peer; more wait their turn. libp2p-kad serves at most 32
+/// streams per connection and drops new ones beyond that.
+pub const MAX_KAD_REQUESTS_PER_PEER: usize = 32;
 
 /// Identifies one of our queries.
 pub(crate) type QueryKey = u64;
@@ -69,6 +72,56 @@ pub(crate) struct Query {
 pub(crate) enum Sent {
     Lookup,
     Put,
+}
+
+/// A request waiting for a free slot to its peer.
+struct Waiting {
+    id: QueryKey,
+    addrs: Vec<libp2p::Multiaddr>,
+    request: KadRequest,
+    sent: Sent,
+}
+
+/// Our kad requests: those in flight, by request id, and those waiting for a free slot to their
+/// peer (at most [`MAX_KAD_REQUESTS_PER_PEER`] in flight to each).
+#[derive(Default)]
+pub(crate) struct KadOutbox {
+    in_flight: HashMap<OutboundRequestId, (QueryKey, PeerId, Sent)>,
+    per_peer: HashMap<PeerId, usize>,
+    waiting: HashMap<PeerId, VecDeque<Waiting>>,
+}
+
+impl KadOutbox {
+    fn has_room(&self, peer: &PeerId) -> bool {
+        self.per_peer.get(peer).copied().unwrap_or(0) < MAX_KAD_REQUESTS_PER_PEER
+    }
+
+    fn sent(&mut self, rid: OutboundRequestId, id: QueryKey, peer: PeerId, sent: Sent) {
+        self.in_flight.insert(rid, (id, peer, sent));
+        *self.per_peer.entry(peer).or_insert(0) += 1;
+    }
+
+    /// The request `rid` was answered or failed: its slot is free.
+    fn resolved(&mut self, rid: &OutboundRequestId) -> Option<(QueryKey, PeerId, Sent)> {
+        let (id, peer, sent) = self.in_flight.remove(rid)?;
+        if let Some(n) = self.per_peer.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_peer.remove(&peer);
+            }
+        }
+        Some((id, peer, sent))
+    }
+
+    /// The next waiting request to `peer` whose query still runs.
+    fn next_for(&mut self, peer: &PeerId, alive: impl Fn(QueryKey) -> bool) -> Option<Waiting> {
+        let queue = self.waiting.get_mut(peer)?;
+        let next = std::iter::from_fn(|| queue.pop_front()).find(|w| alive(w.id));
+        if queue.is_empty() {
+            self.waiting.remove(peer);
+        }
+        next
+    }
 }
 
 impl EventLoop {
@@ -154,12 +207,34 @@ impl EventLoop {
         request: KadRequest,
         sent: Sent,
     ) {
+        if !self.kad_outbox.has_room(&peer) {
+            let waiting = Waiting {
+                id,
+                addrs,
+                request,
+                sent,
+            };
+            self.kad_outbox
+                .waiting
+                .entry(peer)
+                .or_default()
+                .push_back(waiting);
+            return;
+        }
         let rid = self
             .swarm
             .behaviour_mut()
             .kad_client
             .send_request_with_addresses(&peer, request, addrs);
-        self.kad_requests.insert(rid, (id, sent));
+        self.kad_outbox.sent(rid, id, peer, sent);
+    }
+
+    /// A request to `peer` resolved: the next one waiting for it, if any, goes out.
+    fn send_waiting(&mut self, peer: PeerId) {
+        let queries = &self.queries;
+        if let Some(w) = self.kad_outbox.next_for(&peer, |id| queries.contains(&id)) {
+            self.send_kad(w.id, peer, w.addrs, w.request, w.sent);
+        }
     }
 
     /// The lookup is done: a store starts putting, a fetch found nothing, a `lookup` answers.
@@ -327,20 +402,26 @@ impl EventLoop {
                         response,
                     },
                 ..
-            } => match self.kad_requests.remove(&request_id) {
-                Some((id, Sent::Put)) => self.on_put_done(id, true),
-                Some((id, Sent::Lookup)) => self.on_lookup_answer(id, peer, response),
-                None => {}
-            },
+            } => {
+                let Some((id, to, sent)) = self.kad_outbox.resolved(&request_id) else {
+                    return;
+                };
+                self.send_waiting(to);
+                match sent {
+                    Sent::Put => self.on_put_done(id, true),
+                    Sent::Lookup => self.on_lookup_answer(id, peer, response),
+                }
+            }
             request_response::Event::OutboundFailure {
                 peer,
                 request_id,
                 error,
                 ..
             } => {
-                let Some((id, sent)) = self.kad_requests.remove(&request_id) else {
+                let Some((id, to, sent)) = self.kad_outbox.resolved(&request_id) else {
                     return;
                 };
+                self.send_waiting(to);
                 trace!(%peer, "kad request failed: {error}");
                 if is_malformed_answer(&error) {
                     self.offend(peer, Offence::MalformedMessage);
