@@ -139,8 +139,9 @@ impl Lookup {
         true
     }
 
-    /// Forgets the farthest candidates not asked yet beyond the cap (asked ones stay: their
-    /// answers are still expected).
+    /// Forgets the farthest candidates not asked yet beyond the cap. Asked ones stay: their answers
+    /// are still expected, and a failed peer named again by another answer is not asked again (at
+    /// most one failure per request, so they stay bounded too).
     fn prune(&mut self) {
         let cap = CANDIDATES_PER_K * self.params.k;
         while self.candidates.len() > cap {
@@ -148,7 +149,7 @@ impl Lookup {
                 .candidates
                 .iter()
                 .rev()
-                .find(|(_, c)| matches!(c.state, PeerState::Waiting | PeerState::Failed))
+                .find(|(_, c)| c.state == PeerState::Waiting)
                 .map(|(d, _)| *d)
             else {
                 break;
@@ -389,6 +390,24 @@ mod tests {
         lookup.on_answer(&second, vec![]);
         assert!(lookup.next_request().is_some() && lookup.next_request().is_some());
         assert_eq!(lookup.closest_lacking(), Some(second));
+    }
+
+    #[test]
+    fn a_failed_peer_named_again_is_not_asked_again() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let dead = PeerId::random();
+        let mut lookup = Lookup::new(b"k", [(a, vec![]), (b, vec![])], params(3, 3, false));
+        let mut asked = Vec::new();
+        while let Some((peer, _)) = lookup.next_request() {
+            asked.push(peer);
+        }
+        lookup.on_answer(&a, wire(&[dead]));
+        let (next, _) = lookup.next_request().expect("the dead peer");
+        assert_eq!(next, dead);
+        lookup.on_failure(&dead);
+        lookup.on_answer(&b, wire(&[dead]));
+        assert!(lookup.next_request().is_none());
+        assert!(lookup.is_finished());
     }
 
     #[test]

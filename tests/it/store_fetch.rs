@@ -160,7 +160,11 @@ async fn two_hundred_stores_at_once_all_reach_every_node() {
     let results = futures::future::join_all(stores).await;
     for (i, r) in results.into_iter().enumerate() {
         let stored = r.unwrap_or_else(|e| panic!("store {i}: {e}"));
-        assert_eq!(stored.remote, 5, "store {i} reached {} of 5 peers", stored.remote);
+        assert_eq!(
+            stored.remote, 5,
+            "store {i} reached {} of 5 peers",
+            stored.remote
+        );
     }
     let last = Key::for_value(&values[199]);
     assert_eq!(holders(&nodes, &last).await.len(), 6);
