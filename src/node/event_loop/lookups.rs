@@ -270,14 +270,14 @@ impl EventLoop {
                     spare,
                 });
                 self.queries.insert(id, deadline, q);
-                for c in chosen.clone() {
+                if chosen.is_empty() {
+                    self.store_finished(id);
+                }
+                for c in chosen {
                     let request = KadRequest::PutValue {
                         record: record.clone(),
                     };
                     self.send_kad(id, c.peer, c.addrs, request, Sent::Put);
-                }
-                if chosen.is_empty() {
-                    self.store_finished(id);
                 }
             }
             Purpose::Fetch { key, reply } => {
