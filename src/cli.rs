@@ -198,8 +198,8 @@ pub enum OneShot {
         /// Print one JSON object instead of text
         #[arg(long)]
         json: bool,
-        /// Run our lookup state machine on a model of N nodes (ids and routing tables, an instant network)
-        /// instead of N full nodes: for 1,000 to 100,000 nodes
+        /// Run our lookup state machine on a model of N nodes (ids and routing tables, an instant
+        /// network) instead of N full nodes: for 1,000 to 100,000 nodes
         #[arg(long)]
         model: bool,
     },
