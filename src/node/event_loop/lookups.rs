@@ -229,12 +229,15 @@ impl EventLoop {
         self.kad_outbox.sent(rid, id, peer, sent);
     }
 
-    /// A request to `peer` resolved: the next one waiting for it, if any, goes out.
-    fn send_waiting(&mut self, peer: PeerId) {
+    /// Request `rid` was answered or failed: its slot to the peer goes to the next request waiting
+    /// for it, if any. Returns the query it was sent for.
+    fn request_resolved(&mut self, rid: &OutboundRequestId) -> Option<(QueryKey, Sent)> {
+        let (id, peer, sent) = self.kad_outbox.resolved(rid)?;
         let queries = &self.queries;
-        if let Some(w) = self.kad_outbox.next_for(&peer, |id| queries.contains(&id)) {
+        if let Some(w) = self.kad_outbox.next_for(&peer, |q| queries.contains(&q)) {
             self.send_kad(w.id, peer, w.addrs, w.request, w.sent);
         }
+        Some((id, sent))
     }
 
     /// The lookup is done: a store starts putting, a fetch found nothing, a `lookup` answers.
@@ -403,10 +406,9 @@ impl EventLoop {
                     },
                 ..
             } => {
-                let Some((id, to, sent)) = self.kad_outbox.resolved(&request_id) else {
+                let Some((id, sent)) = self.request_resolved(&request_id) else {
                     return;
                 };
-                self.send_waiting(to);
                 match sent {
                     Sent::Put => self.on_put_done(id, true),
                     Sent::Lookup => self.on_lookup_answer(id, peer, response),
@@ -418,10 +420,9 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                let Some((id, to, sent)) = self.kad_outbox.resolved(&request_id) else {
+                let Some((id, sent)) = self.request_resolved(&request_id) else {
                     return;
                 };
-                self.send_waiting(to);
                 trace!(%peer, "kad request failed: {error}");
                 if is_malformed_answer(&error) {
                     self.offend(peer, Offence::MalformedMessage);
