@@ -263,8 +263,7 @@ impl EventLoop {
                 let Some(reply) = self.admit(reply) else {
                     return;
                 };
-                let deadline = self.query_deadline();
-                self.start_query(key.as_bytes().to_vec(), Purpose::Peers { reply }, deadline);
+                self.start_query(key.as_bytes().to_vec(), Purpose::Peers { reply });
             }
             Command::CustomCmd {
                 peer,
@@ -401,12 +400,11 @@ impl EventLoop {
         }
         record.expires = Some(Instant::now() + self.config.timing.record_ttl);
         self.mirror_feed.record_added(&record.key, None);
-        let deadline = self.query_deadline();
         let purpose = Purpose::Store {
             record,
             reply: Some(reply),
         };
-        self.start_query(key.as_bytes().to_vec(), purpose, deadline);
+        self.start_query(key.as_bytes().to_vec(), purpose);
     }
 
     fn start_fetch(&mut self, key: Key, reply: Reply<Vec<u8>>) {
@@ -428,12 +426,7 @@ impl EventLoop {
         let Some(reply) = self.admit(reply) else {
             return;
         };
-        let deadline = self.query_deadline();
-        self.start_query(
-            key.as_bytes().to_vec(),
-            Purpose::Fetch { key, reply },
-            deadline,
-        );
+        self.start_query(key.as_bytes().to_vec(), Purpose::Fetch { key, reply });
     }
 
     /// Hands `message` to peers of our buckets `from..to`; returns how many hand-offs were sent.
@@ -540,6 +533,7 @@ impl EventLoop {
     fn on_tick(&mut self) {
         let now = Instant::now();
         let command = self.config.timing.command_timeout;
+        self.give_up_overdue_requests(now);
         self.expire_queries(now);
         self.widen_slow_fetches(now);
         for (_, (peer, reply)) in self.cmd_ops.take_expired(now) {
@@ -625,12 +619,11 @@ impl EventLoop {
                 continue;
             };
             let own = is_own(&record, &self.local);
-            let deadline = self.query_deadline();
             let purpose = Purpose::Store {
                 record: outgoing_copy(record, now, ttl),
                 reply: None,
             };
-            self.start_query(key.to_vec(), purpose, deadline);
+            self.start_query(key.to_vec(), purpose);
             if own {
                 // Mirrors keep a copy only as long as it lives: they are refreshed with holders.
                 self.mirror_feed.record_added(&key, None);
@@ -673,9 +666,8 @@ impl EventLoop {
             }
             targets.push(key.to_vec());
         }
-        let deadline = self.query_deadline();
         for target in targets {
-            self.start_query(target, Purpose::Refresh, deadline);
+            self.start_query(target, Purpose::Refresh);
         }
     }
 

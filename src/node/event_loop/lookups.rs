@@ -82,11 +82,22 @@ struct Waiting {
     sent: Sent,
 }
 
+/// A request in flight.
+struct InFlight {
+    id: QueryKey,
+    peer: PeerId,
+    sent: Sent,
+    since: Instant,
+    /// Given up on by its query (see [`KadOutbox::overdue`]); its slot stays taken until it
+    /// resolves.
+    abandoned: bool,
+}
+
 /// Our kad requests: those in flight, by request id, and those waiting for a free slot to their
 /// peer (at most [`MAX_KAD_REQUESTS_PER_PEER`] in flight to each).
 #[derive(Default)]
 pub(crate) struct KadOutbox {
-    in_flight: HashMap<OutboundRequestId, (QueryKey, PeerId, Sent)>,
+    in_flight: HashMap<OutboundRequestId, InFlight>,
     per_peer: HashMap<PeerId, usize>,
     waiting: HashMap<PeerId, VecDeque<Waiting>>,
 }
@@ -97,20 +108,43 @@ impl KadOutbox {
     }
 
     fn sent(&mut self, rid: OutboundRequestId, id: QueryKey, peer: PeerId, sent: Sent) {
-        self.in_flight.insert(rid, (id, peer, sent));
+        let since = Instant::now();
+        let entry = InFlight {
+            id,
+            peer,
+            sent,
+            since,
+            abandoned: false,
+        };
+        self.in_flight.insert(rid, entry);
         *self.per_peer.entry(peer).or_insert(0) += 1;
     }
 
-    /// The request `rid` was answered or failed: its slot is free.
-    fn resolved(&mut self, rid: &OutboundRequestId) -> Option<(QueryKey, PeerId, Sent)> {
-        let (id, peer, sent) = self.in_flight.remove(rid)?;
-        if let Some(n) = self.per_peer.get_mut(&peer) {
+    /// The request `rid` was answered or failed: its slot is free. Returns it, and whether its query
+    /// had already given up on it.
+    fn resolved(&mut self, rid: &OutboundRequestId) -> Option<InFlight> {
+        let done = self.in_flight.remove(rid)?;
+        if let Some(n) = self.per_peer.get_mut(&done.peer) {
             *n -= 1;
             if *n == 0 {
-                self.per_peer.remove(&peer);
+                self.per_peer.remove(&done.peer);
             }
         }
-        Some((id, peer, sent))
+        Some(done)
+    }
+
+    /// Requests unanswered for `timeout`, now given up on. The transport's own timeout starts only
+    /// once a connection exists, so a dial that hangs (a peer cut off the network) would otherwise
+    /// hold a lookup until its deadline.
+    fn overdue(&mut self, now: Instant, timeout: Duration) -> Vec<(QueryKey, PeerId, Sent)> {
+        self.in_flight
+            .values_mut()
+            .filter(|r| !r.abandoned && now.duration_since(r.since) >= timeout)
+            .map(|r| {
+                r.abandoned = true;
+                (r.id, r.peer, r.sent)
+            })
+            .collect()
     }
 
     /// The next waiting request to `peer` whose query still runs.
@@ -125,14 +159,9 @@ impl KadOutbox {
 }
 
 impl EventLoop {
-    /// Starts a query for `key` from the closest peers of our routing table and sends its first
-    /// requests.
-    pub(super) fn start_query(
-        &mut self,
-        key: Vec<u8>,
-        purpose: Purpose,
-        deadline: Instant,
-    ) -> QueryKey {
+    /// Starts a query for `key` from the closest peers of our routing table, with the query
+    /// deadline, and sends its first requests.
+    pub(super) fn start_query(&mut self, key: Vec<u8>, purpose: Purpose) -> QueryKey {
         let k = self.config.replication_factor.get();
         let (narrow, resilience) = match purpose {
             // The closest holder almost always answers alone; not found means all k said no.
@@ -165,6 +194,13 @@ impl EventLoop {
             started: Instant::now(),
             put: None,
         };
+        // A store has two phases, the lookup and the PUTs, each given a query timeout.
+        let phases = if matches!(query.purpose, Purpose::Store { .. }) {
+            2
+        } else {
+            1
+        };
+        let deadline = Instant::now() + phases * self.config.timing.query_timeout + TICK;
         self.queries.insert(id, deadline, query);
         self.drive(id);
         id
@@ -232,12 +268,38 @@ impl EventLoop {
     /// Request `rid` was answered or failed: its slot to the peer goes to the next request waiting
     /// for it, if any. Returns the query it was sent for.
     fn request_resolved(&mut self, rid: &OutboundRequestId) -> Option<(QueryKey, Sent)> {
-        let (id, peer, sent) = self.kad_outbox.resolved(rid)?;
+        let done = self.kad_outbox.resolved(rid)?;
         let queries = &self.queries;
-        if let Some(w) = self.kad_outbox.next_for(&peer, |q| queries.contains(&q)) {
-            self.send_kad(w.id, peer, w.addrs, w.request, w.sent);
+        if let Some(w) = self
+            .kad_outbox
+            .next_for(&done.peer, |q| queries.contains(&q))
+        {
+            self.send_kad(w.id, done.peer, w.addrs, w.request, w.sent);
         }
-        Some((id, sent))
+        // A request its query gave up on was already counted as failed.
+        (!done.abandoned).then_some((done.id, done.sent))
+    }
+
+    /// A request failed (or was given up on): a lookup moves on, a store tries the next peer.
+    fn request_failed(&mut self, id: QueryKey, peer: PeerId, sent: Sent) {
+        match sent {
+            Sent::Put => self.on_put_done(id, false),
+            Sent::Lookup => {
+                if let Some(q) = self.queries.get_mut(&id) {
+                    q.lookup.on_failure(&peer);
+                }
+                self.drive(id);
+            }
+        }
+    }
+
+    /// Requests unanswered for the peer timeout count as failed; their queries move on.
+    pub(super) fn give_up_overdue_requests(&mut self, now: Instant) {
+        let timeout = self.config.timing.peer_timeout();
+        for (id, peer, sent) in self.kad_outbox.overdue(now, timeout) {
+            debug!(%peer, "kad request unanswered for {timeout:?}; moving on");
+            self.request_failed(id, peer, sent);
+        }
     }
 
     /// The lookup is done: a store starts putting, a fetch found nothing, a `lookup` answers.
@@ -427,15 +489,7 @@ impl EventLoop {
                 if is_malformed_answer(&error) {
                     self.offend(peer, Offence::MalformedMessage);
                 }
-                match sent {
-                    Sent::Put => self.on_put_done(id, false),
-                    Sent::Lookup => {
-                        if let Some(q) = self.queries.get_mut(&id) {
-                            q.lookup.on_failure(&peer);
-                        }
-                        self.drive(id);
-                    }
-                }
+                self.request_failed(id, peer, sent);
             }
             other => trace!(?other, "kad client event"),
         }
@@ -528,11 +582,6 @@ impl EventLoop {
                 Purpose::Store { reply: None, .. } | Purpose::Cache { .. } | Purpose::Refresh => {}
             }
         }
-    }
-
-    /// A query's deadline: the query timeout, checked on the next tick.
-    pub(super) fn query_deadline(&self) -> Instant {
-        Instant::now() + self.config.timing.query_timeout + TICK
     }
 }
 
