@@ -5,10 +5,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dht_behaviours::behaviour::{is_loopback, with_peer};
+use dht_behaviours::behaviour::{is_dialable, is_loopback, with_peer};
 use dht_behaviours::broadcast::{Broadcaster, FULL_HEIGHT, Handoff};
 use dht_behaviours::command::CommandReply;
-use dht_behaviours::config::MAX_COMMAND_REPLY;
+use dht_behaviours::config::{MAX_ADDRS_PER_PEER, MAX_COMMAND_REPLY};
 use dht_behaviours::info::{NodeInfo, RoutingPeer};
 use dht_behaviours::mirror::{MIRROR_PROTOCOL, MirrorRecord};
 use dht_behaviours::store::is_own;
@@ -115,6 +115,9 @@ pub(crate) struct EventLoop {
     quota: Quota,
     writer: Option<Writer>,
     mirror_feed: MirrorFeed,
+    /// The listen addresses of the mirrors we feed (from identify), so that a mirror whose
+    /// connection was closed (a missed ping) is dialed again rather than starved of refreshes.
+    mirror_addrs: HashMap<PeerId, Vec<Multiaddr>>,
     last_replication: Instant,
     replication: VecDeque<RecordKey>,
     last_refresh: Instant,
@@ -169,6 +172,7 @@ impl EventLoop {
             bandwidth: parts.bandwidth,
             writer: parts.db.map(|db| Writer::new(db, now)),
             mirror_feed: MirrorFeed::default(),
+            mirror_addrs: HashMap::new(),
             last_replication: now,
             replication: VecDeque::new(),
             last_refresh: now,
@@ -700,7 +704,14 @@ impl EventLoop {
             else {
                 continue;
             };
-            let id = behaviour.mirror.send_request(&handoff.peer, record);
+            let addrs = self
+                .mirror_addrs
+                .get(&handoff.peer)
+                .cloned()
+                .unwrap_or_default();
+            let id = behaviour
+                .mirror
+                .send_request_with_addresses(&handoff.peer, record, addrs);
             self.mirror_feed.sent(id, handoff);
             self.counters.records_mirrored += 1;
         }
@@ -849,6 +860,7 @@ impl EventLoop {
                     && !self.connections.contains_key(&peer)
                 {
                     self.swarm.behaviour_mut().kad.remove_peer(&peer);
+                    self.mirror_addrs.remove(&peer);
                     if self.mirror_feed.remove_mirror(&peer) {
                         debug!(%peer, "mirror unreachable; no more records go to it");
                     }
@@ -1285,6 +1297,16 @@ impl EventLoop {
             debug!(peer = %peer_id, agent = %info.agent_version, added, "identified");
             if info.protocols.contains(&MIRROR_PROTOCOL) && peer_id != self.local {
                 self.mirror_seen(peer_id);
+                if self.mirror_feed.is_mirror(&peer_id) {
+                    let addrs = info
+                        .listen_addrs
+                        .iter()
+                        .filter(|a| is_dialable(a) && (same_host || !is_loopback(a)))
+                        .take(MAX_ADDRS_PER_PEER)
+                        .map(|a| with_peer(a, peer_id))
+                        .collect();
+                    self.mirror_addrs.insert(peer_id, addrs);
+                }
             }
         }
     }

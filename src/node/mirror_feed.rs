@@ -62,6 +62,11 @@ impl MirrorFeed {
         self.mirrors.remove(peer)
     }
 
+    /// Whether `peer` is a known mirror.
+    pub fn is_mirror(&self, peer: &PeerId) -> bool {
+        self.mirrors.contains(peer)
+    }
+
     /// Whether any mirror is known.
     pub fn has_mirrors(&self) -> bool {
         !self.mirrors.is_empty()
