@@ -110,19 +110,15 @@ impl Model {
         known.into_iter().map(|(_, p)| p).collect()
     }
 
-    /// An iterative lookup of `target` from `from`; `stop_at` ends it early when one of those
-    /// nodes is asked (a fetch that found a holder).
-    fn lookup(&mut self, from: u32, target: Id, stop_at: &[u32], watch: Option<u32>) -> Walk {
+    /// A joining node's lookup of `target` from `from`, as the model builds the network: it asks
+    /// the alpha closest unasked peers among the k closest it knows until none is left. Returns
+    /// the requests it sent.
+    fn join_lookup(&mut self, from: u32, target: Id) -> u32 {
         let mut seen: BTreeMap<Id, (u32, bool)> = BTreeMap::new();
-        let mut found_in = None;
         for p in self.closest_known(from, target) {
             seen.insert(distance(self.nodes[p as usize].id, target), (p, false));
-            if Some(p) == watch {
-                found_in = Some(0);
-            }
         }
-        let (mut requests, mut rounds) = (0, 0);
-        let mut asked = Vec::new();
+        let mut requests = 0;
         loop {
             let batch: Vec<(Id, u32)> = seen
                 .iter()
@@ -132,41 +128,20 @@ impl Model {
                 .map(|(d, (p, _))| (*d, *p))
                 .collect();
             if batch.is_empty() {
-                break;
+                return requests;
             }
-            rounds += 1;
             for (d, q) in batch {
                 requests += 1;
                 seen.insert(d, (q, true));
-                asked.push(q);
                 self.learn(q, from);
                 self.learn(from, q);
                 for p in self.closest_known(q, target) {
-                    if Some(p) == watch && found_in.is_none() {
-                        found_in = Some(rounds);
-                    }
                     if p != from {
                         seen.entry(distance(self.nodes[p as usize].id, target))
                             .or_insert((p, false));
                     }
                 }
             }
-            if asked.iter().any(|a| stop_at.contains(a)) {
-                break;
-            }
-        }
-        let closest = seen
-            .values()
-            .filter(|(_, done)| *done)
-            .take(self.k)
-            .map(|(p, _)| *p)
-            .collect();
-        Walk {
-            closest,
-            requests,
-            rounds,
-            asked,
-            found_in,
         }
     }
 
@@ -197,7 +172,7 @@ impl Model {
         params: LookupParams,
         holders: &[u32],
         watch: Option<u32>,
-    ) -> (Walk, Lookup) {
+    ) -> Walk {
         let target = point(KBucketKey::new(key.to_vec()).hashed_bytes());
         let known = self.closest_known(from, target);
         let mut found_in = watch.filter(|w| known.contains(w)).map(|_| 0);
@@ -255,14 +230,13 @@ impl Model {
             .filter(|(_, state)| *state != PeerState::Waiting || params.resilience < self.k)
             .map(|(i, _)| i)
             .collect();
-        let walk = Walk {
+        Walk {
             closest,
             requests,
             rounds,
             asked,
             found_in,
-        };
-        (walk, lookup)
+        }
     }
 }
 
@@ -359,7 +333,7 @@ pub fn run(n: usize, k: usize, lookups: usize) -> ModelReport {
         model.learn(i, boot);
         model.learn(boot, i);
         let me = model.nodes[i as usize].id;
-        join_requests += u64::from(model.lookup(i, me, &[], None).requests);
+        join_requests += u64::from(model.join_lookup(i, me));
         // Refresh every bucket beyond the nearest neighbour, as kad's bootstrap does.
         let nearest = model.nodes[i as usize]
             .table
@@ -369,7 +343,7 @@ pub fn run(n: usize, k: usize, lookups: usize) -> ModelReport {
             .unwrap_or(255);
         for b in nearest.saturating_add(1)..=255 {
             let target = in_bucket(me, b, &mut rng);
-            join_requests += u64::from(model.lookup(i, target, &[], None).requests);
+            join_requests += u64::from(model.join_lookup(i, target));
         }
     }
     let join_secs = started.elapsed().as_secs_f64();
@@ -400,7 +374,7 @@ pub fn run(n: usize, k: usize, lookups: usize) -> ModelReport {
             found.iter().filter(|p| truth.contains(p)).count() as f64 / truth.len().max(1) as f64
         };
         // `lookup`: the k closest, every one of them heard from.
-        let (walk, _) = model.drive(from, &key, wide(k), &[], truth.first().copied());
+        let walk = model.drive(from, &key, wide(k), &[], truth.first().copied());
         if let Some(h) = walk.found_in {
             hops.push(h);
         }
@@ -409,7 +383,7 @@ pub fn run(n: usize, k: usize, lookups: usize) -> ModelReport {
         rounds.push(walk.rounds);
         // A store: the lookup ends once the 3 closest live peers answered; the value goes to the k
         // closest it knows (and the writer keeps a copy).
-        let (walk, _) = model.drive(from, &key, wide(LOOKUP_RESILIENCE), &[], None);
+        let walk = model.drive(from, &key, wide(LOOKUP_RESILIENCE), &[], None);
         store_accuracy += share(&walk.closest);
         store_requests.push(walk.requests);
         let mut holders = walk.closest;
@@ -420,7 +394,7 @@ pub fn run(n: usize, k: usize, lookups: usize) -> ModelReport {
             narrow: true,
             ..wide(k)
         };
-        let (fetch, _) = model.drive(reader, &key, narrow, &holders, None);
+        let fetch = model.drive(reader, &key, narrow, &holders, None);
         fetch_requests.push(fetch.requests);
         if reader == from || fetch.asked.iter().any(|a| holders.contains(a)) {
             found += 1;
