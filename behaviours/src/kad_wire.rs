@@ -328,6 +328,11 @@ where
     io.flush().await
 }
 
+/// The kad client only sends: kad itself serves inbound kad streams.
+fn not_served() -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, "the kad client does not serve")
+}
+
 /// Our kad requests and their answers, over the kad protocol's framing.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct KadClientCodec;
@@ -341,11 +346,7 @@ impl Codec for KadClientCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        // Outbound only: kad itself serves inbound kad streams.
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "the kad client does not serve",
-        ))
+        Err(not_served())
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<KadResponse>
@@ -377,10 +378,7 @@ impl Codec for KadClientCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "the kad client does not serve",
-        ))
+        Err(not_served())
     }
 }
 

@@ -147,6 +147,11 @@ impl KadOutbox {
             .collect()
     }
 
+    /// Queues a request until a slot to `peer` frees.
+    fn wait(&mut self, peer: PeerId, waiting: Waiting) {
+        self.waiting.entry(peer).or_default().push_back(waiting);
+    }
+
     /// The next waiting request to `peer` whose query still runs.
     fn next_for(&mut self, peer: &PeerId, alive: impl Fn(QueryKey) -> bool) -> Option<Waiting> {
         let queue = self.waiting.get_mut(peer)?;
@@ -250,11 +255,7 @@ impl EventLoop {
                 request,
                 sent,
             };
-            self.kad_outbox
-                .waiting
-                .entry(peer)
-                .or_default()
-                .push_back(waiting);
+            self.kad_outbox.wait(peer, waiting);
             return;
         }
         let rid = self
