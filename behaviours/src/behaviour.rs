@@ -70,7 +70,11 @@ impl DhtBehaviour {
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), keypair.public())
                     .with_agent_version(config.agent_version.clone())
-                    .with_push_listen_addr_updates(true),
+                    .with_push_listen_addr_updates(true)
+                    // Dials use only the addresses the node vetted (no loopback ones from a peer
+                    // on another host, at most a few per peer), not every listen address a peer
+                    // announced: identify's own address cache would add them all.
+                    .with_cache_size(0),
             ),
             ping: ping::Behaviour::new(
                 ping::Config::new()
