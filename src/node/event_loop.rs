@@ -558,16 +558,14 @@ impl EventLoop {
             info!(%peer, "block ran out");
             self.swarm.behaviour_mut().blocked.unblock_peer(peer);
         }
-        if let Some(addrs) = self.bootstrap.due(now, !self.connections.is_empty()) {
-            for addr in addrs {
-                debug!(%addr, "dialing bootstrap node");
-                let opts = DialOpts::from(addr.clone());
-                let id = opts.connection_id();
-                match self.swarm.dial(opts) {
-                    Ok(()) => self.bootstrap.dialing(id, addr),
-                    Err(e) => warn!(%addr, "cannot dial bootstrap node: {e}"),
-                }
-            }
+        let joined = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .any(|b| b.num_entries() > 0);
+        if let Some(addrs) = self.bootstrap.due(now, joined) {
+            self.dial_bootstrap(addrs);
         }
         if now.duration_since(self.last_sweep) >= EXPIRY_SWEEP {
             self.last_sweep = now;
@@ -593,6 +591,19 @@ impl EventLoop {
         self.feed_mirrors();
         self.replicate(now);
         self.refresh_routing(now, false);
+    }
+
+    /// Dials bootstrap nodes, remembering each dial to tell its outcome.
+    fn dial_bootstrap(&mut self, addrs: Vec<Multiaddr>) {
+        for addr in addrs {
+            debug!(%addr, "dialing bootstrap node");
+            let opts = DialOpts::from(addr.clone());
+            let id = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => self.bootstrap.dialing(id, addr),
+                Err(e) => warn!(%addr, "cannot dial bootstrap node: {e}"),
+            }
+        }
     }
 
     /// Kademlia's replication, on our lookups: every replication interval each record held here is
@@ -658,6 +669,14 @@ impl EventLoop {
             return;
         }
         self.last_refresh = now;
+        let missing = self.bootstrap.missing(|peer| {
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .kbucket(*peer)
+                .is_some_and(|b| b.iter().any(|e| e.node.key.preimage() == peer))
+        });
+        self.dial_bootstrap(missing);
         let local = KBucketKey::from(self.local);
         let mut targets = vec![self.local.to_bytes()];
         for bucket in buckets.into_iter().skip(1) {
@@ -805,9 +824,10 @@ impl EventLoop {
                 if num_established.get() == 1 {
                     self.emit(Event::PeerConnected(peer_id));
                 }
-                self.bootstrap.dial_ended(&connection_id, Instant::now());
+                let bootstrap = self.bootstrap.dial_connected(&connection_id, peer_id);
                 let asked = self.dials.remove(&connection_id).map(|(_, reply)| reply);
-                let joined = asked.is_some() || self.bootstrap.is_bootstrap(&remote);
+                let joined =
+                    asked.is_some() || bootstrap.is_some() || self.bootstrap.is_bootstrap(&remote);
                 if let Some(reply) = asked {
                     let _ = reply.send(Ok(peer_id));
                 }
@@ -815,7 +835,7 @@ impl EventLoop {
                     let kad = &mut self.swarm.behaviour_mut().kad;
                     kad.add_address(&peer_id, with_peer(&remote, peer_id));
                     self.refresh_routing(Instant::now(), true);
-                    info!(peer = %peer_id, addr = %remote, "joined through bootstrap node");
+                    info!(peer = %peer_id, addr = %remote, "joined through this peer");
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -841,9 +861,14 @@ impl EventLoop {
             } => {
                 debug!(?peer_id, "dial failed: {error}");
                 if let Some((addr, retry)) =
-                    self.bootstrap.dial_ended(&connection_id, Instant::now())
+                    self.bootstrap.dial_failed(&connection_id, Instant::now())
                 {
-                    warn!(%addr, "bootstrap node unreachable ({}); retrying in {retry:.0?}", dial_reason(&error));
+                    let reason = dial_reason(&error);
+                    if self.bootstrap.is_bootstrap(&addr) {
+                        warn!(%addr, "bootstrap node unreachable ({reason}); retrying in {retry:.0?}");
+                    } else {
+                        debug!(%addr, "former peer unreachable ({reason}); retrying in {retry:.0?}");
+                    }
                 }
                 if let Some((_, reply)) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Err(Error::Dial {
@@ -859,7 +884,12 @@ impl EventLoop {
                     )
                     && !self.connections.contains_key(&peer)
                 {
-                    self.swarm.behaviour_mut().kad.remove_peer(&peer);
+                    // Remembered for a rejoin only if the address was not someone else's.
+                    if matches!(error, DialError::Transport(_)) {
+                        self.evict(peer);
+                    } else {
+                        self.swarm.behaviour_mut().kad.remove_peer(&peer);
+                    }
                     self.mirror_addrs.remove(&peer);
                     if self.mirror_feed.remove_mirror(&peer) {
                         debug!(%peer, "mirror unreachable; no more records go to it");
@@ -877,6 +907,8 @@ impl EventLoop {
                 info!(addr = %with_peer(&address, self.local), "listening");
                 if !self.listen_addrs.contains(&address) {
                     self.listen_addrs.push(address);
+                    // An interface came up: if the node is cut off, that may be its network back.
+                    self.bootstrap.retry_now(Instant::now());
                 }
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
@@ -1285,7 +1317,7 @@ impl EventLoop {
 
     fn on_identify(&mut self, event: identify::Event) {
         if let identify::Event::Received { peer_id, info, .. } = event {
-            self.silence.heard_from(&peer_id);
+            self.silence.heard_from(&peer_id, Instant::now());
             let same_host = self
                 .connections
                 .get(&peer_id)
@@ -1314,7 +1346,7 @@ impl EventLoop {
     fn on_ping(&mut self, event: ping::Event) {
         match event.result {
             Ok(_) => {
-                self.silence.heard_from(&event.peer);
+                self.silence.heard_from(&event.peer, Instant::now());
             }
             // A peer that does not speak ping is not a dead one.
             Err(ping::Failure::Unsupported) => {}
@@ -1323,25 +1355,32 @@ impl EventLoop {
                 // A peer that does not answer (dead, cut off, or silent: it takes streams and never
                 // answers) also leaves the routing table, so that lookups stop waiting on it and no
                 // one is told about it; identify puts it back once it answers on a new connection.
-                debug!(peer = %event.peer, "ping failed ({e}); closing the connection and evicting the peer");
                 self.swarm.close_connection(event.connection);
-                self.silence.silenced(event.peer, Instant::now());
-                // A ping that timed out was taken and not answered; a failed one only met a
-                // closing connection (a peer stopping), which is no offence.
+                // A ping that timed out was taken and not answered: the peer is held out for a
+                // while. A failed one only met a broken or closing connection (a peer stopping,
+                // our own network gone), which says nothing of the peer once it is reachable.
                 if matches!(e, ping::Failure::Timeout) {
+                    let held = self.silence.silenced(event.peer, Instant::now());
+                    debug!(peer = %event.peer, "ping timed out; closing the connection, evicting the peer, holding it out for {held:?}");
                     self.offend(event.peer, Offence::Unanswered);
+                } else {
+                    debug!(peer = %event.peer, "ping failed ({e}); closing the connection and evicting the peer");
                 }
-                if self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .remove_peer(&event.peer)
-                    .is_some()
-                {
+                if self.evict(event.peer) {
                     self.counters.peers_evicted += 1;
                 }
             }
         }
+    }
+
+    /// Drops `peer` from the routing table, remembering its addresses for a rejoin should this
+    /// node end up cut off. Whether it was there.
+    fn evict(&mut self, peer: PeerId) -> bool {
+        let Some(entry) = self.swarm.behaviour_mut().kad.remove_peer(&peer) else {
+            return false;
+        };
+        self.bootstrap.peer_left(peer, entry.node.value.iter());
+        true
     }
 }
 
