@@ -53,11 +53,14 @@ for ((i = 0; i < nodes; i++)); do
   done
 done
 
-# Resident memory (KiB) and CPU time (s) of every node, as "rss cpu" lines.
+# Resident memory (KiB: all, private, proportional) and CPU time (s) of every node, as
+# "rss anon pss cpu" lines. PSS charges each of the 20 processes a twentieth of the binary's
+# shared code pages, which RSS counts whole in every one.
 sample() {
   local tick; tick=$(getconf CLK_TCK)
   for p in "${pids[@]}"; do
     awk '/^VmRSS|^RssAnon/ {printf "%s ", $2}' "/proc/$p/status"
+    awk '/^Pss:/ {printf "%s ", $2}' "/proc/$p/smaps_rollup"
     awk -v t="$tick" '{printf "%.2f\n", ($14 + $15) / t}' "/proc/$p/stat"
   done
 }
@@ -90,9 +93,10 @@ for r in rows:
 def mem(rows, col):
     v = [r[col] / 1024 for r in rows]
     return f"{statistics.median(v):.1f} median ({min(v):.1f}-{max(v):.1f})"
-cpu_used = [a[2] - b[2] for a, b in zip(after, before)]
+cpu_used = [a[3] - b[3] for a, b in zip(after, before)]
 print(f"resident memory per node, MiB: ready {mem(before, 0)}, after the runs {mem(after, 0)}")
 print(f"  of which private (not the binary's shared pages): ready {mem(before, 1)}, after the runs {mem(after, 1)}")
+print(f"  proportional (PSS: shared pages split among the processes): ready {mem(before, 2)}, after the runs {mem(after, 2)}")
 print(f"CPU time per node during the runs, s: {statistics.median(cpu_used):.2f} median, {sum(cpu_used):.2f} in all")
 errors = sum(r[op]["errors"] for r in rows for op in ("store", "fetch"))
 print(f"operations that failed: {errors}")

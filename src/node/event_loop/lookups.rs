@@ -330,6 +330,7 @@ impl EventLoop {
                     }
                 }
                 let record = record.clone();
+                trace!(requests = q.lookup.requests(), took = ?q.started.elapsed(), targets = chosen.len(), "store lookup done; putting");
                 q.put = Some(PutPhase {
                     pending: chosen.len(),
                     acked: 0,
@@ -422,7 +423,7 @@ impl EventLoop {
         } = q.purpose
         {
             let key = Key::from_record_key(&record.key);
-            debug!(%key, remote, "store finished");
+            debug!(%key, remote, took = ?q.started.elapsed(), "store finished");
             let _ = reply.send(Ok(Stored {
                 key,
                 nodes: remote + usize::from(!self.config.client_mode),
