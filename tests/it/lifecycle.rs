@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use dht::{Dht, DhtOptions, Error, Key, Timing};
+use libp2p::identity::Keypair;
 
 use crate::common::{addr_of, eventually, network, options, tcp_port, without_p2p};
 
@@ -135,4 +136,68 @@ async fn a_node_without_peers_keeps_retrying_its_bootstrap_and_joins_when_it_app
     assert_eq!(joiner.fetch(&stored.key).await.expect("fetch"), b"late");
     joiner.stop().await;
     boot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_peers_all_left_dials_them_again_when_they_return() {
+    // The first node has no bootstrap address of its own; its two peers come back with none
+    // either, so only the first node's memory of them can bring the network together again.
+    let first = Dht::start(options(3)).await.expect("first node");
+    let boot = addr_of(&first).await;
+    let keys = [Keypair::generate_ed25519(), Keypair::generate_ed25519()];
+    let mut peers = Vec::new();
+    for key in &keys {
+        let node = Dht::start(options(3).keypair(key.clone()).bootstrap(boot.clone()))
+            .await
+            .expect("peer");
+        peers.push(node);
+    }
+    crate::common::wait_routed(&peers, 1).await;
+    let mut addrs = Vec::new();
+    for p in &peers {
+        addrs.push(without_p2p(&addr_of(p).await));
+        p.stop().await;
+        p.wait().await;
+    }
+    // Their dials fail at the first node's next refresh: they leave its routing table.
+    eventually(
+        Duration::from_secs(30),
+        "the first node's routing table to empty",
+        || async { first.routing_table().await.ok()?.is_empty().then_some(()) },
+    )
+    .await;
+    let back: Vec<Dht> =
+        futures::future::join_all(keys.iter().zip(&addrs).map(|(key, addr)| {
+            Dht::start(options(3).keypair(key.clone()).listen_on([addr.clone()]))
+        }))
+        .await
+        .into_iter()
+        .map(|r| r.expect("peer back on its address"))
+        .collect();
+    let ids: Vec<_> = back.iter().map(Dht::peer_id).collect();
+    eventually(
+        Duration::from_secs(45),
+        "the first node to route both returned peers",
+        || async {
+            let table = first.routing_table().await.ok()?;
+            ids.iter()
+                .all(|id| table.iter().any(|e| e.peer == *id))
+                .then_some(())
+        },
+    )
+    .await;
+    // And they serve again: a value stored through one is fetched through the first node.
+    let stored = back[0]
+        .store(b"together again".to_vec())
+        .await
+        .expect("store");
+    assert!(stored.nodes >= 2, "stored on {} nodes", stored.nodes);
+    assert_eq!(
+        first.fetch(&stored.key).await.expect("fetch"),
+        b"together again"
+    );
+    first.stop().await;
+    for n in &back {
+        n.stop().await;
+    }
 }
