@@ -82,13 +82,16 @@ fetch_all() {
   script=$(sed 's/^/f /' "$2")
   got=$(console "$c" "$script") || return 1
   printf '%s\n' "$got" >"$work/got.$c"
+  [[ -e "$work/first.$c" ]] || printf '%s\n' "$got" >"$work/first.$c"
   [[ "$got" == "$(cat "$3")" ]]
 }
 # fetch_failed C KEYFILE VALUEFILE WHAT: reports what C's last fetch got wrong, and what C knows.
 fetch_failed() {
   local c=$1
   bad=1
-  echo "fetch through ${c:0:12} ($(peer_of "$c")) failed $4:"
+  echo "fetch through ${c:0:12} ($(peer_of "$c")) failed $4; at the first try:"
+  paste -d '|' "$2" "$3" "$work/first.$c" 2>/dev/null | awk -F'|' '$2 != $3 { print "  key " $1 ": got \"" $3 "\"" }'
+  echo "  and at the last:"
   paste -d '|' "$2" "$3" "$work/got.$c" 2>/dev/null | awk -F'|' '$2 != $3 { print "  key " $1 ": got \"" $3 "\"" }'
   info "$c" | python3 -c '
 import json, sys
@@ -129,6 +132,7 @@ for c in "${victims[@]}"; do id_before[$c]=$(peer_of "$c"); keys_before[$c]=$(st
 docker kill "${victims[@]}" >/dev/null
 survivors=(); for c in "${all[@]}"; do [[ $c == "${victims[0]}" || $c == "${victims[1]}" ]] || survivors+=("$c"); done
 bad=0
+rm -f "$work"/first.*
 for c in "${survivors[@]}"; do within 30 fetch_all "$c" "$work/keys" "$work/values" || fetch_failed "$c" "$work/keys" "$work/values" "with 2 nodes killed"; done
 if ((bad == 0)); then ok "after killing 2 of 7 nodes every value is fetchable from all 5 survivors"
 else fail "values fetchable after killing 2 nodes"; fi
@@ -154,6 +158,7 @@ else fail "killed nodes reload their records"; fi
 #    evict it), store on both sides, heal: every value reaches every node in bounded time.
 cut=("$(service_containers bootstrap)" "${workers[2]}")
 for c in "${cut[@]}"; do docker network disconnect "$net" "$c"; done
+cut_at=$SECONDS
 : >"$work/keys2"; : >"$work/values2"
 connected=(); for c in "${all[@]}"; do [[ " ${cut[*]} " == *" $c "* ]] || connected+=("$c"); done
 for i in $(seq 0 9); do
@@ -162,7 +167,7 @@ for i in $(seq 0 9); do
   out=$(console "$c" "s $v") || true
   key=${out%% *}
   [[ ${#key} -eq 64 ]] || echo "store $i through $c while cut gave: $out"
-  echo "store $i through ${c:0:12} while cut gave: $out" >>"$work/stores2"
+  echo "store $i through ${c:0:12} while cut gave at $((SECONDS - started)) s: $out" >>"$work/stores2"
   echo "$key" >>"$work/keys2"; echo "$v" >>"$work/values2"
 done
 # Each comes back under its service's name, as compose named it.
@@ -170,9 +175,11 @@ for c in "${cut[@]}"; do
   docker network connect --alias "$(docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}}' "$c")" "$net" "$c"
 done
 heal=$SECONDS
+echo "healed at $((SECONDS - started)) s" >>"$work/stores2"
+rm -f "$work"/first.*
 bad=0
 for c in "${all[@]}"; do within 90 fetch_all "$c" "$work/keys2" "$work/values2" || fetch_failed "$c" "$work/keys2" "$work/values2" "after healing"; done
-if ((bad == 0)); then ok "values stored on both sides of a cut are fetchable from every node $((SECONDS - heal)) s after healing"
+if ((bad == 0)); then ok "values stored on both sides of a $((heal - cut_at)) s cut are fetchable from every node $((SECONDS - heal)) s after healing"
 else cat "$work/stores2"; fail "values converge after a partition heals"; fi
 
 # 5. docker stop: exit code 0 within the grace period.

@@ -907,8 +907,10 @@ impl EventLoop {
                 info!(addr = %with_peer(&address, self.local), "listening");
                 if !self.listen_addrs.contains(&address) {
                     self.listen_addrs.push(address);
-                    // An interface came up: if the node is cut off, that may be its network back.
+                    // An interface came up: if the node was cut off, that may be its network
+                    // back; rejoin and refresh now rather than at the next round or interval.
                     self.bootstrap.retry_now(Instant::now());
+                    self.refresh_routing(Instant::now(), true);
                 }
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
@@ -1360,9 +1362,13 @@ impl EventLoop {
                 // while. A failed one only met a broken or closing connection (a peer stopping,
                 // our own network gone), which says nothing of the peer once it is reachable.
                 if matches!(e, ping::Failure::Timeout) {
-                    let held = self.silence.silenced(event.peer, Instant::now());
-                    debug!(peer = %event.peer, "ping timed out; closing the connection, evicting the peer, holding it out for {held:?}");
-                    self.offend(event.peer, Offence::Unanswered);
+                    // Counted once per quarantine: each connection to a cut peer times out.
+                    if let Some(held) = self.silence.silenced(event.peer, Instant::now()) {
+                        debug!(peer = %event.peer, "ping timed out; closing the connection, evicting the peer, holding it out for {held:?}");
+                        self.offend(event.peer, Offence::Unanswered);
+                    } else {
+                        debug!(peer = %event.peer, "ping timed out on another connection; closing it");
+                    }
                 } else {
                     debug!(peer = %event.peer, "ping failed ({e}); closing the connection and evicting the peer");
                 }

@@ -40,8 +40,12 @@ pub struct Silence {
 
 impl Silence {
     /// `peer` failed to answer at `now`: it is held out, for twice as long as the last time if
-    /// that was within [`SILENT_MEMORY`]. Returns how long.
-    pub fn silenced(&mut self, peer: PeerId, now: Instant) -> Duration {
+    /// that was within [`SILENT_MEMORY`]. Returns how long; `None` if it is held out already (each
+    /// of its connections times out on its own: one cut must not count as several silences).
+    pub fn silenced(&mut self, peer: PeerId, now: Instant) -> Option<Duration> {
+        if self.is_silent(&peer, now) {
+            return None;
+        }
         if self.peers.len() >= MAX_SILENT_PEERS && !self.peers.contains_key(&peer) {
             self.sweep(now);
             if self.peers.len() >= MAX_SILENT_PEERS
@@ -68,7 +72,7 @@ impl Silence {
                 strikes: strikes.saturating_add(1),
             },
         );
-        held
+        Some(held)
     }
 
     /// `peer` answered at `now`: it is no longer held out (its strikes are kept, so that a peer
@@ -122,8 +126,13 @@ mod tests {
         let mut s = Silence::default();
         let (a, b) = (PeerId::random(), PeerId::random());
         let now = Instant::now();
-        assert_eq!(s.silenced(a, now), SILENT_QUARANTINE_FIRST);
+        assert_eq!(s.silenced(a, now), Some(SILENT_QUARANTINE_FIRST));
         s.silenced(b, now);
+        assert_eq!(
+            s.silenced(b, now),
+            None,
+            "held out already: no second strike"
+        );
         assert!(s.is_silent(&a, now));
         assert!(s.heard_from(&a, now));
         assert!(!s.is_silent(&a, now));
@@ -139,7 +148,7 @@ mod tests {
         let mut now = Instant::now();
         let mut expected = SILENT_QUARANTINE_FIRST;
         for _ in 0..12 {
-            let held = s.silenced(p, now);
+            let held = s.silenced(p, now).expect("not held out");
             assert_eq!(held, expected);
             // Answering in between does not wipe the record: a peer that answers pings on a new
             // connection and goes silent again is still held out longer.
@@ -147,10 +156,10 @@ mod tests {
             now += held;
             expected = (expected * 2).min(SILENT_QUARANTINE_MAX);
         }
-        assert_eq!(s.silenced(p, now), SILENT_QUARANTINE_MAX);
+        assert_eq!(s.silenced(p, now), Some(SILENT_QUARANTINE_MAX));
         // Silent again long after its last silence: back to the first quarantine.
         let later = now + SILENT_MEMORY;
-        assert_eq!(s.silenced(p, later), SILENT_QUARANTINE_FIRST);
+        assert_eq!(s.silenced(p, later), Some(SILENT_QUARANTINE_FIRST));
     }
 
     #[test]

@@ -187,6 +187,7 @@ async fn a_node_whose_peers_all_left_dials_them_again_when_they_return() {
     )
     .await;
     // And they serve again: a value stored through one is fetched through the first node.
+    crate::common::wait_routed(&back, 1).await;
     let stored = back[0]
         .store(b"together again".to_vec())
         .await
