@@ -835,7 +835,7 @@ impl EventLoop {
                     let kad = &mut self.swarm.behaviour_mut().kad;
                     kad.add_address(&peer_id, with_peer(&remote, peer_id));
                     self.refresh_routing(Instant::now(), true);
-                    info!(peer = %peer_id, addr = %remote, "joined through this peer");
+                    info!(peer = %peer_id, addr = %remote, "joined the network");
                 }
             }
             SwarmEvent::ConnectionClosed {
