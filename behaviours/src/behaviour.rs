@@ -141,16 +141,8 @@ impl DhtBehaviour {
             return 0;
         }
         let mut added = 0;
-        for addr in info
-            .listen_addrs
-            .iter()
-            .filter(|a| is_dialable(a) && (same_host || !is_loopback(a)))
-            .take(MAX_ADDRS_PER_PEER)
-        {
-            if !matches!(
-                self.kad.add_address(peer, with_peer(addr, *peer)),
-                RoutingUpdate::Failed
-            ) {
+        for addr in vetted_addrs(*peer, &info.listen_addrs, same_host) {
+            if !matches!(self.kad.add_address(peer, addr), RoutingUpdate::Failed) {
                 added += 1;
             }
         }
@@ -175,6 +167,21 @@ pub fn is_dialable(addr: &Multiaddr) -> bool {
     }) && addr
         .iter()
         .any(|p| matches!(p, Protocol::Tcp(_) | Protocol::Memory(_)))
+}
+
+/// The addresses `peer` advertised that are worth dialing: dialable ones, loopback ones only from a
+/// peer on this host (`same_host`: from anywhere else they would point at ourselves), at most
+/// [`MAX_ADDRS_PER_PEER`], each ending in `/p2p/<peer>`.
+pub fn vetted_addrs<'a>(
+    peer: PeerId,
+    addrs: impl IntoIterator<Item = &'a Multiaddr>,
+    same_host: bool,
+) -> impl Iterator<Item = Multiaddr> {
+    addrs
+        .into_iter()
+        .filter(move |a| is_dialable(a) && (same_host || !is_loopback(a)))
+        .take(MAX_ADDRS_PER_PEER)
+        .map(move |a| with_peer(a, peer))
 }
 
 /// `addr` ending in `/p2p/<peer>` exactly once, so one address is never kept twice.

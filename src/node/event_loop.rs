@@ -5,10 +5,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dht_behaviours::behaviour::{is_dialable, is_loopback, with_peer};
+use dht_behaviours::behaviour::{is_loopback, vetted_addrs, with_peer};
 use dht_behaviours::broadcast::{Broadcaster, FULL_HEIGHT, Handoff};
 use dht_behaviours::command::CommandReply;
-use dht_behaviours::config::{MAX_ADDRS_PER_PEER, MAX_COMMAND_REPLY};
+use dht_behaviours::config::MAX_COMMAND_REPLY;
 use dht_behaviours::info::{NodeInfo, RoutingPeer};
 use dht_behaviours::mirror::{MIRROR_PROTOCOL, MirrorRecord};
 use dht_behaviours::store::is_own;
@@ -558,12 +558,8 @@ impl EventLoop {
             info!(%peer, "block ran out");
             self.swarm.behaviour_mut().blocked.unblock_peer(peer);
         }
-        let joined = self
-            .swarm
-            .behaviour_mut()
-            .kad
-            .kbuckets()
-            .any(|b| b.num_entries() > 0);
+        // kad's `kbuckets` yields only non-empty buckets.
+        let joined = self.swarm.behaviour_mut().kad.kbuckets().next().is_some();
         if let Some(addrs) = self.bootstrap.due(now, joined) {
             self.dial_bootstrap(addrs);
         }
@@ -1320,10 +1316,7 @@ impl EventLoop {
     fn on_identify(&mut self, event: identify::Event) {
         if let identify::Event::Received { peer_id, info, .. } = event {
             self.silence.heard_from(&peer_id, Instant::now());
-            let same_host = self
-                .connections
-                .get(&peer_id)
-                .is_some_and(|conns| conns.iter().any(|(_, a)| is_loopback(a)));
+            let same_host = self.on_same_host(&peer_id);
             let added = self
                 .swarm
                 .behaviour_mut()
@@ -1332,17 +1325,18 @@ impl EventLoop {
             if info.protocols.contains(&MIRROR_PROTOCOL) && peer_id != self.local {
                 self.mirror_seen(peer_id);
                 if self.mirror_feed.is_mirror(&peer_id) {
-                    let addrs = info
-                        .listen_addrs
-                        .iter()
-                        .filter(|a| is_dialable(a) && (same_host || !is_loopback(a)))
-                        .take(MAX_ADDRS_PER_PEER)
-                        .map(|a| with_peer(a, peer_id))
-                        .collect();
+                    let addrs = vetted_addrs(peer_id, &info.listen_addrs, same_host).collect();
                     self.mirror_addrs.insert(peer_id, addrs);
                 }
             }
         }
+    }
+
+    /// Whether `peer` is connected over loopback, so on this host: its loopback addresses are its.
+    fn on_same_host(&self, peer: &PeerId) -> bool {
+        self.connections
+            .get(peer)
+            .is_some_and(|conns| conns.iter().any(|(_, a)| is_loopback(a)))
     }
 
     fn on_ping(&mut self, event: ping::Event) {

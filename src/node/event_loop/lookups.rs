@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use dht_behaviours::behaviour::{is_dialable, is_loopback};
+use dht_behaviours::behaviour::vetted_addrs;
 use dht_behaviours::kad_wire::{KadRequest, KadResponse, WirePeer};
 use dht_behaviours::lookup::{
     CANDIDATES_PER_K, Candidate, LOOKUP_RESILIENCE, Lookup, LookupParams, PeerState,
@@ -436,10 +436,7 @@ impl EventLoop {
     /// dialable addresses (loopback ones only from a peer on this host).
     fn admissible(&self, from: &PeerId, closer: Vec<WirePeer>) -> Vec<WirePeer> {
         let now = Instant::now();
-        let same_host = self
-            .connections
-            .get(from)
-            .is_some_and(|c| c.iter().any(|(_, a)| is_loopback(a)));
+        let same_host = self.on_same_host(from);
         closer
             .into_iter()
             .filter(|p| {
@@ -448,8 +445,7 @@ impl EventLoop {
                     && !self.silence.is_silent(&p.peer, now)
             })
             .map(|mut p| {
-                p.addrs
-                    .retain(|a| is_dialable(a) && (same_host || !is_loopback(a)));
+                p.addrs = vetted_addrs(p.peer, &p.addrs, same_host).collect();
                 p
             })
             .collect()
