@@ -16,18 +16,21 @@ pub(crate) struct Quota {
 }
 
 impl Quota {
-    /// Whether `peer` may store `key` here: always for a key it already stored, otherwise while
-    /// it is under its quota.
+    /// Whether `peer` may store `key` here: always for a key already held (a re-store adds no
+    /// record), otherwise while it is under its quota.
     pub(crate) fn admits(&self, peer: &PeerId, key: &RecordKey) -> bool {
-        self.origin.get(key) == Some(peer)
+        self.origin.contains_key(key)
             || self.count.get(peer).copied().unwrap_or(0) < MAX_RECORDS_PER_PEER
     }
 
-    /// `peer` stored `key` here.
+    /// `peer` stored `key` here. A key already held stays counted against the peer that first
+    /// stored it: a re-store by another holder (replication, hand-off) adds no new record, and
+    /// moving the key to that holder's account would free the first peer's quota for more.
     pub(crate) fn stored(&mut self, peer: PeerId, key: RecordKey) {
-        if let Some(previous) = self.origin.insert(key, peer) {
-            self.release(&previous);
+        if self.origin.contains_key(&key) {
+            return;
         }
+        self.origin.insert(key, peer);
         *self.count.entry(peer).or_default() += 1;
     }
 
@@ -80,6 +83,14 @@ mod tests {
         // Overwriting its own key is fine; another peer has its own quota.
         assert!(q.admits(&peer, &RecordKey::new(&0usize.to_be_bytes())));
         assert!(q.admits(&PeerId::random(), &extra));
+        // Another holder re-storing the peer's keys (replication) frees none of its quota.
+        let holder = PeerId::random();
+        for i in 0..16usize {
+            q.stored(holder, RecordKey::new(&i.to_be_bytes()));
+        }
+        assert_eq!(q.used(&peer), MAX_RECORDS_PER_PEER);
+        assert_eq!(q.used(&holder), 0);
+        assert!(!q.admits(&peer, &extra));
         q.sweep(|k| k.as_ref() != 0usize.to_be_bytes());
         assert_eq!(q.used(&peer), MAX_RECORDS_PER_PEER - 1);
         assert!(q.admits(&peer, &extra));
