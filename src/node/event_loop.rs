@@ -757,12 +757,19 @@ impl EventLoop {
                 }
                 let store = self.swarm.behaviour_mut().kad.store_mut();
                 let key = RecordKey::from(request.key);
-                if store.get(&key).is_some_and(|r| is_own(&r, &self.local)) {
+                let expires =
+                    Instant::now() + request.expires_in.min(self.config.timing.record_ttl);
+                // Our own copy stays; so does a copy that outlives the one handed over. Every holder
+                // feeds the mirror, each with the life its own copy has left: a holder's older copy
+                // must not shorten the publisher's fresh one (on a loaded machine, enough for the
+                // mirror's copy to be hidden by the expiry margin until the next refresh).
+                let keeps =
+                    |r: &Record| is_own(r, &self.local) || r.expires.is_none_or(|a| a >= expires);
+                if store.get(&key).is_some_and(|r| keeps(&r)) {
                     return;
                 }
                 let mut record = Record::new(key, request.value);
-                record.expires =
-                    Some(Instant::now() + request.expires_in.min(self.config.timing.record_ttl));
+                record.expires = Some(expires);
                 if let Err(e) = store.put(record) {
                     self.counters.records_refused += 1;
                     debug!(%peer, "could not keep a mirrored record: {e}");
