@@ -38,13 +38,21 @@ pub enum PeerState {
     Succeeded,
     /// Answered with the record sought.
     Held,
-    /// Did not answer, or answered with garbage.
+    /// Could not be reached (dial refused, stream reset) or answered with garbage.
     Failed,
+    /// Asked, and no answer came in time: unlike a failure, this says nothing of what the peer
+    /// holds, so a fetch that ends without the record and past such a peer did not find it absent.
+    Unanswered,
 }
 
 impl PeerState {
     fn answered(self) -> bool {
         matches!(self, Self::Succeeded | Self::Held)
+    }
+
+    /// Still a candidate: not failed, not given up on.
+    fn live(self) -> bool {
+        !matches!(self, Self::Failed | Self::Unanswered)
     }
 }
 
@@ -160,9 +168,7 @@ impl Lookup {
 
     /// The live candidates (not failed), closest first.
     fn live(&self) -> impl Iterator<Item = &Candidate> {
-        self.candidates
-            .values()
-            .filter(|c| c.state != PeerState::Failed)
+        self.candidates.values().filter(|c| c.state.live())
     }
 
     /// Whether the lookup is over: the `resilience` closest live peers have all answered (also when
@@ -185,7 +191,7 @@ impl Lookup {
         let d = self
             .candidates
             .iter()
-            .filter(|(_, c)| c.state != PeerState::Failed)
+            .filter(|(_, c)| c.state.live())
             .take(window)
             .find(|(_, c)| c.state == PeerState::Waiting)
             .map(|(d, _)| *d)?;
@@ -243,6 +249,32 @@ impl Lookup {
         if self.settle(peer, PeerState::Failed) {
             self.wide = true;
         }
+    }
+
+    /// `peer` did not answer in time; the lookup widens and goes on without it.
+    pub fn on_timeout(&mut self, peer: &PeerId) {
+        if self.settle(peer, PeerState::Unanswered) {
+            self.wide = true;
+        }
+    }
+
+    /// How many peers went unanswered that are closer to the target than the farthest of the
+    /// `resilience` closest peers that answered: had they answered, the outcome could differ. Zero
+    /// means the lookup's verdict stands on answers alone (a fetch's "not found" is then true).
+    pub fn unanswered_closer(&self) -> usize {
+        let decisive = self
+            .candidates
+            .iter()
+            .filter(|(_, c)| c.state.answered())
+            .take(self.params.resilience)
+            .last()
+            .map(|(d, _)| *d);
+        self.candidates
+            .iter()
+            .filter(|(d, c)| {
+                c.state == PeerState::Unanswered && decisive.is_none_or(|far| **d < far)
+            })
+            .count()
     }
 
     /// Allows `alpha` requests in flight (a narrow start whose first answer is slow).
@@ -323,6 +355,36 @@ mod tests {
         let mut v = peers.to_vec();
         v.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
         v
+    }
+
+    #[test]
+    fn a_closer_peer_that_never_answered_makes_the_verdict_unsure() {
+        let network: Vec<PeerId> = (0..20).map(|_| PeerId::random()).collect();
+        let key = b"unsure";
+        let sorted = sorted_by_distance(key, &network);
+        let seeds = network.iter().map(|p| (*p, vec![]));
+        let mut lookup = Lookup::new(key, seeds, params(3, 3, false));
+        // The closest peer times out, the next dies: only the first is an unknown.
+        while let Some((peer, _)) = lookup.next_request() {
+            if peer == sorted[0] {
+                lookup.on_timeout(&peer);
+            } else if peer == sorted[1] {
+                lookup.on_failure(&peer);
+            } else {
+                lookup.on_answer(&peer, vec![]);
+            }
+        }
+        assert!(lookup.is_finished());
+        assert_eq!(lookup.unanswered_closer(), 1);
+        let answered: Vec<PeerId> = lookup.closest(3).iter().map(|c| c.peer).collect();
+        assert_eq!(answered, sorted[2..5].to_vec(), "it went on past both");
+
+        // Peers that only failed (refused, reset) leave the verdict sure.
+        let seeds = network.iter().map(|p| (*p, vec![]));
+        let mut lookup = Lookup::new(key, seeds, params(3, 3, false));
+        run(&mut lookup, &network, &sorted[..2]);
+        assert!(lookup.is_finished());
+        assert_eq!(lookup.unanswered_closer(), 0);
     }
 
     #[test]

@@ -281,13 +281,18 @@ impl EventLoop {
         (!done.abandoned).then_some((done.id, done.sent))
     }
 
-    /// A request failed (or was given up on): a lookup moves on, a store tries the next peer.
-    fn request_failed(&mut self, id: QueryKey, peer: PeerId, sent: Sent) {
+    /// A request failed (`timed_out`: went unanswered for the peer timeout): a lookup moves on, a
+    /// store tries the next peer.
+    fn request_failed(&mut self, id: QueryKey, peer: PeerId, sent: Sent, timed_out: bool) {
         match sent {
             Sent::Put => self.on_put_done(id, false),
             Sent::Lookup => {
                 if let Some(q) = self.queries.get_mut(&id) {
-                    q.lookup.on_failure(&peer);
+                    if timed_out {
+                        q.lookup.on_timeout(&peer);
+                    } else {
+                        q.lookup.on_failure(&peer);
+                    }
                 }
                 self.drive(id);
             }
@@ -299,7 +304,7 @@ impl EventLoop {
         let timeout = self.config.timing.peer_timeout();
         for (id, peer, sent) in self.kad_outbox.overdue(now, timeout) {
             debug!(%peer, "kad request unanswered for {timeout:?}; moving on");
-            self.request_failed(id, peer, sent);
+            self.request_failed(id, peer, sent, true);
         }
     }
 
@@ -349,7 +354,20 @@ impl EventLoop {
             }
             Purpose::Fetch { key, reply } => {
                 self.counters.errors += 1;
-                let _ = reply.send(Err(Error::NotFound(key)));
+                // "Not found" only when the closest peers all answered; a closer peer that never
+                // answered may hold the value (a loaded or distant node), and the caller should
+                // know to try again rather than take the key as absent.
+                let unanswered = q.lookup.unanswered_closer();
+                let error = if unanswered == 0 {
+                    Error::NotFound(key)
+                } else {
+                    debug!(%key, unanswered, "fetch ended without the value, closer peers unanswered");
+                    Error::Timeout {
+                        operation: "fetch",
+                        after: self.config.timing.peer_timeout(),
+                    }
+                };
+                let _ = reply.send(Err(error));
             }
             Purpose::Cache { mut record } => {
                 // The closest node the lookup saw without the value; when every node it asked held
@@ -487,7 +505,8 @@ impl EventLoop {
                 if is_malformed_answer(&error) {
                     self.offend(peer, Offence::MalformedMessage);
                 }
-                self.request_failed(id, peer, sent);
+                let timed_out = matches!(error, OutboundFailure::Timeout);
+                self.request_failed(id, peer, sent, timed_out);
             }
             other => trace!(?other, "kad client event"),
         }
