@@ -137,25 +137,13 @@ async fn run(args: &[&str], stdin: &[u8]) -> (i32, Vec<u8>, String) {
     (status.code().expect("exit code"), out, err)
 }
 
-/// A base port with `n` consecutive free ports after it.
-fn free_ports(n: u16) -> u16 {
-    for _ in 0..200 {
-        let base = rand::random::<u16>() % 20_000 + 30_000;
-        let all_free = (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no {n} consecutive free ports");
-}
-
 fn sha256_hex(value: &[u8]) -> String {
     dht::Key::for_value(value).to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_network_console_and_one_shots() {
-    let base = free_ports(5);
+    let base = crate::common::reserve_ports(5);
     let listen = format!("/ip4/127.0.0.1/tcp/{base}");
     let mut net = Proc::spawn(&["-n", "5", "-l", &listen, "--fast"]);
     let first = net.line_with("node 0:", Duration::from_secs(20)).await;
@@ -232,7 +220,7 @@ async fn local_network_console_and_one_shots() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_message_and_a_non_zero_exit() {
-    let closed = free_ports(1);
+    let closed = crate::common::reserve_ports(1);
     let closed_addr = format!("127.0.0.1:{closed}");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["-c", "/ip4/999.1.1.1/tcp/1"], "999.1.1.1"),
@@ -280,7 +268,7 @@ async fn bad_input_gets_a_clear_message_and_a_non_zero_exit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_an_unreachable_bootstrap_keeps_running_and_retries() {
-    let closed = free_ports(1);
+    let closed = crate::common::reserve_ports(1);
     let mut node = Proc::spawn(&[
         "-l",
         "/ip4/127.0.0.1/tcp/0",
@@ -363,7 +351,7 @@ async fn a_node_restarted_with_its_data_dir_keeps_its_peer_id_and_records() {
     let dir = std::env::temp_dir().join(format!("dht-cli-data-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let data_dir = dir.to_str().expect("utf8 path");
-    let port = free_ports(1);
+    let port = crate::common::reserve_ports(1);
     let listen = format!("/ip4/127.0.0.1/tcp/{port}");
     let mut node = Proc::spawn(&["-l", &listen, "--data-dir", data_dir]);
     let id = node.line_with("peer id:", Duration::from_secs(20)).await;

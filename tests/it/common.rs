@@ -13,6 +13,46 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Swarm, SwarmBuilder, noise, tcp, yamux};
 use tokio::time::Instant;
 
+/// Where the ports reserved for tests start: below Linux's ephemeral range (32768-60999), from
+/// which the kernel picks port-0 listeners and outbound connections' local ports, so that no other
+/// test's socket can take a port a test freed and means to bind again.
+pub const RESERVED_PORTS_START: u16 = 20_000;
+/// How many ports the tests may reserve in one run.
+pub const RESERVED_PORTS: u16 = 10_000;
+
+/// `n` consecutive ports of the reserved range, each bindable now and never handed out twice in
+/// this test process. For tests that must bind a known port (a node restarted on its address, a
+/// local network on consecutive ports); everything else listens on port 0.
+pub fn reserve_ports(n: u16) -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // A start that differs between runs, so that a run's ports are not those of one just ended.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        1 + (std::process::id() % u32::from(RESERVED_PORTS / 2)) as u16,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let offset = NEXT.fetch_add(n, Ordering::SeqCst);
+        assert!(
+            offset + n <= RESERVED_PORTS,
+            "the tests reserved more than {RESERVED_PORTS} ports"
+        );
+        let base = RESERVED_PORTS_START + offset;
+        if (base..base + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+/// A loopback address on a reserved port (see [`reserve_ports`]).
+pub fn reserved_addr() -> Multiaddr {
+    format!("/ip4/127.0.0.1/tcp/{}", reserve_ports(1))
+        .parse()
+        .expect("addr")
+}
+
 /// Longest a scenario waits for a network to settle.
 pub const SETTLE: Duration = Duration::from_secs(30);
 /// Interval between two checks of a condition.
@@ -37,8 +77,23 @@ where
     }
 }
 
+/// Logs of the nodes to standard error when `DHT_TEST_LOG` holds a filter (e.g. `dht=debug`), for
+/// taking a failing scenario apart; silent otherwise.
+pub fn log_if_asked() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("DHT_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
 /// Options for a test node: loopback, an OS-chosen port, the fast timing profile.
 pub fn options(k: usize) -> DhtOptions {
+    log_if_asked();
     DhtOptions::default()
         .listen_on(["/ip4/127.0.0.1/tcp/0".parse().expect("addr")])
         .timing(Timing::fast())

@@ -5,12 +5,24 @@ use std::time::Duration;
 use dht::{Dht, DhtOptions, Error, Key, Timing};
 use libp2p::identity::Keypair;
 
-use crate::common::{addr_of, eventually, network, options, tcp_port, without_p2p};
+use crate::common::{
+    addr_of, eventually, options, reserved_addr, tcp_port, wait_routed, without_p2p,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_ends_the_node_frees_its_port_and_later_calls_say_shutdown() {
-    let nodes = network(2, 20).await;
-    let node = nodes[1].clone();
+    // The node listens on a reserved port: one from the ephemeral range could be taken, once freed,
+    // by another test's connection before this test binds it again.
+    let first = Dht::start(options(20)).await.expect("first node");
+    let node = Dht::start(
+        options(20)
+            .listen_on([reserved_addr()])
+            .bootstrap(addr_of(&first).await),
+    )
+    .await
+    .expect("second node");
+    let nodes = vec![first, node.clone()];
+    wait_routed(&nodes, 1).await;
     let addr = addr_of(&node).await;
     let port = tcp_port(&addr);
     let mut events = node.events();
@@ -102,11 +114,8 @@ async fn a_port_in_use_and_bad_options_are_errors_at_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_peers_keeps_retrying_its_bootstrap_and_joins_when_it_appears() {
-    // Reserve a port, then free it: the bootstrap node will come up there later.
-    let probe = Dht::start(options(20)).await.expect("probe");
-    let addr = addr_of(&probe).await;
-    let bare = without_p2p(&addr);
-    probe.stop().await;
+    // A reserved port, free: the bootstrap node will come up there later.
+    let bare = reserved_addr();
 
     let joiner = Dht::start(options(20).bootstrap(bare.clone()))
         .await
@@ -147,12 +156,32 @@ async fn a_node_whose_peers_all_left_dials_them_again_when_they_return() {
     let keys = [Keypair::generate_ed25519(), Keypair::generate_ed25519()];
     let mut peers = Vec::new();
     for key in &keys {
-        let node = Dht::start(options(3).keypair(key.clone()).bootstrap(boot.clone()))
-            .await
-            .expect("peer");
+        let node = Dht::start(
+            options(3)
+                .keypair(key.clone())
+                .listen_on([reserved_addr()])
+                .bootstrap(boot.clone()),
+        )
+        .await
+        .expect("peer");
         peers.push(node);
     }
-    crate::common::wait_routed(&peers, 1).await;
+    wait_routed(&peers, 1).await;
+    // The first node must know both before they leave: it remembers only peers of its table. (A
+    // peer's own table holding the first node says nothing of the first node's: on a loaded
+    // machine the second peer used to stop before the first node had identified it.)
+    let ids: Vec<_> = peers.iter().map(Dht::peer_id).collect();
+    eventually(
+        Duration::from_secs(30),
+        "the first node to route both peers",
+        || async {
+            let table = first.routing_table().await.ok()?;
+            ids.iter()
+                .all(|id| table.iter().any(|e| e.peer == *id))
+                .then_some(())
+        },
+    )
+    .await;
     let mut addrs = Vec::new();
     for p in &peers {
         addrs.push(without_p2p(&addr_of(p).await));
@@ -174,7 +203,6 @@ async fn a_node_whose_peers_all_left_dials_them_again_when_they_return() {
         .into_iter()
         .map(|r| r.expect("peer back on its address"))
         .collect();
-    let ids: Vec<_> = back.iter().map(Dht::peer_id).collect();
     eventually(
         Duration::from_secs(45),
         "the first node to route both returned peers",
@@ -187,7 +215,7 @@ async fn a_node_whose_peers_all_left_dials_them_again_when_they_return() {
     )
     .await;
     // And they serve again: a value stored through one is fetched through the first node.
-    crate::common::wait_routed(&back, 1).await;
+    wait_routed(&back, 1).await;
     let stored = back[0]
         .store(b"together again".to_vec())
         .await

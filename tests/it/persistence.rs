@@ -24,6 +24,7 @@ fn timing() -> Timing {
 }
 
 fn options(dir: Option<&Path>) -> DhtOptions {
+    crate::common::log_if_asked();
     let o = DhtOptions::default()
         .listen_on(["/ip4/127.0.0.1/tcp/0".parse().expect("addr")])
         .timing(timing())
