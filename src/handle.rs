@@ -12,11 +12,10 @@ use dht_behaviours::validation::validate_record;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use crate::command::{Command, CommandHandler, Reply};
 use crate::error::{Error, Result};
 use crate::event::{Event, Events};
 use crate::key::Key;
-use crate::node::command::{Command, CommandHandler, Reply};
-use crate::options::DhtOptions;
 use crate::status::{
     BlockedPeer, LocalRecord, Lookup, NodeStatus, PeerEntry, RoutingEntry, Stored,
 };
@@ -37,12 +36,6 @@ pub struct Dht {
 }
 
 impl Dht {
-    /// Starts a node and returns its handle once every listen address is bound.
-    /// A bind error (address in use, bad address) is returned, not logged.
-    pub async fn start(options: DhtOptions) -> Result<Self> {
-        crate::node::start(options).await
-    }
-
     pub(crate) fn new(
         peer_id: PeerId,
         commands: mpsc::Sender<Command>,

@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub(crate) mod command;
 pub mod error;
 pub mod event;
 pub mod handle;
@@ -24,8 +25,10 @@ pub mod identity;
 pub mod key;
 pub mod node;
 pub mod options;
+mod start;
 pub mod status;
 
+pub use command::CommandHandler;
 pub use dht_behaviours::info::{NodeInfo, RoutingPeer};
 pub use dht_behaviours::store::StoreLimits;
 pub use dht_behaviours::{ProtocolConfig, Timing, config as limits};
@@ -34,7 +37,6 @@ pub use event::{Event, Events};
 pub use handle::Dht;
 pub use key::{Key, KeyError};
 pub use libp2p::{Multiaddr, PeerId};
-pub use node::command::CommandHandler;
 pub use options::{DhtOptions, TransportKind};
 pub use status::{
     BlockedPeer, Counters, LocalRecord, Lookup, NodeStatus, PeerEntry, RoutingEntry, Stored,

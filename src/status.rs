@@ -73,17 +73,6 @@ pub struct Counters {
     pub errors: u64,
 }
 
-impl Counters {
-    /// Counts the outcome of a write to the data directory.
-    pub(crate) fn count_flush(&mut self, flushed: &crate::node::persistence::Flushed) {
-        use crate::node::persistence::Flushed;
-        match flushed {
-            Flushed::Written(n) => self.records_written += *n as u64,
-            Flushed::Failed(_) => self.write_errors += 1,
-        }
-    }
-}
-
 /// A node's state at one moment.
 #[derive(Debug, Clone)]
 pub struct NodeStatus {

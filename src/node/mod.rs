@@ -1,8 +1,8 @@
-//! The node: builds the swarm, binds its listeners, and spawns the event loop that owns it.
+//! The node: builds the swarm, binds its listeners, and builds the event loop that owns it. The
+//! caller spawns the loop and talks to it through the channel ends it is handed ([`Link`]).
 
 mod bandwidth;
 mod bootstrap;
-pub(crate) mod command;
 mod event_loop;
 pub mod mirror_feed;
 mod outbound;
@@ -37,11 +37,13 @@ pub use bandwidth::Bandwidth;
 pub use bootstrap::{BOOTSTRAP_BACKOFF_MAX, BOOTSTRAP_BACKOFF_MIN};
 pub use event_loop::{EXPIRY_SWEEP, MAX_RUNNING_HANDLERS, TICK};
 
+use crate::command::Command;
 use crate::error::{Error, Result};
-use crate::handle::Dht;
+use crate::event::Event;
 use crate::identity;
 use crate::options::{COMMAND_BUFFER, DhtOptions, EVENT_BUFFER, TransportKind};
-use event_loop::{EventLoop, Parts};
+pub(crate) use event_loop::EventLoop;
+use event_loop::Parts;
 use persistence::RecordDb;
 
 /// How long start-up waits for every listener to report its address.
@@ -106,8 +108,21 @@ fn swarm_config(
     }
 }
 
-/// Starts a node; returns once every listen address is bound, or the first bind error.
-pub(crate) async fn start(options: DhtOptions) -> Result<Dht> {
+/// The handle's ends of a node's channels.
+pub(crate) struct Link {
+    /// The node's peer id.
+    pub peer_id: libp2p::PeerId,
+    /// Where commands go.
+    pub commands: mpsc::Sender<Command>,
+    /// The event stream's sender, weakly: the loop owns it, so streams end when the loop does.
+    pub events: std::sync::Weak<broadcast::Sender<Event>>,
+    /// Closed when the loop has ended.
+    pub alive: watch::Receiver<()>,
+}
+
+/// Builds a node; returns once every listen address is bound, or the first bind error. The
+/// returned loop does nothing until it is spawned.
+pub(crate) async fn build(options: DhtOptions) -> Result<(EventLoop, Link)> {
     options.protocol.validate()?;
     let keypair = match (&options.keypair, &options.data_dir) {
         (Some(key), _) => key.clone(),
@@ -203,14 +218,13 @@ pub(crate) async fn start(options: DhtOptions) -> Result<Dht> {
         db,
     })
     .with_blocks(&options.blocked);
-    tokio::spawn(event_loop.run());
-    Ok(Dht::new(
-        local,
-        command_tx,
-        weak_events,
-        alive_rx,
-        options.protocol.timing.clone(),
-    ))
+    let link = Link {
+        peer_id: local,
+        commands: command_tx,
+        events: weak_events,
+        alive: alive_rx,
+    };
+    Ok((event_loop, link))
 }
 
 /// Opens the record database in `dir` and loads its unexpired records into the swarm's store, then

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use libp2p::PeerId;
 
-use super::command::Reply;
+use crate::command::Reply;
 use crate::error::Error;
 
 /// Custom commands in flight to one peer.

@@ -253,6 +253,16 @@ pub enum Flushed {
     Failed(String),
 }
 
+impl crate::status::Counters {
+    /// Counts the outcome of a write to the data directory.
+    pub(crate) fn count_flush(&mut self, flushed: &Flushed) {
+        match flushed {
+            Flushed::Written(n) => self.records_written += *n as u64,
+            Flushed::Failed(_) => self.write_errors += 1,
+        }
+    }
+}
+
 /// A write running on a blocking thread: how many changes it wrote, or the keys to retry.
 type Running = JoinHandle<Result<usize, (String, Vec<RecordKey>)>>;
 

@@ -3,7 +3,7 @@
 //! server). Every query has a deadline; every request resolves (answer or failure) and is then
 //! forgotten.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use dht_behaviours::behaviour::vetted_addrs;
@@ -17,22 +17,17 @@ use libp2p::kad::{KBucketKey, Quorum, Record};
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId};
 use tracing::{debug, trace, warn};
 
+pub(crate) use super::kad_outbox::QueryKey;
+use super::kad_outbox::{Sent, Waiting};
 use super::{EventLoop, TICK, offence_for, replication_targets};
+use crate::command::Reply;
 use crate::error::Error;
 use crate::key::Key;
-use crate::node::command::Reply;
 use crate::node::reputation::Offence;
 use crate::status::{self, Stored};
 
 /// A fetch asks the closest peer alone first; unanswered this long, it asks alpha at once.
 pub const FETCH_WIDEN_AFTER: Duration = Duration::from_millis(100);
-/// Our kad requests in flight to one peer; more wait their turn. libp2p-kad serves at most 32
-/// streams per connection and drops new ones beyond that.
-pub const MAX_KAD_REQUESTS_PER_PEER: usize = 32;
-
-/// Identifies one of our queries.
-pub(crate) type QueryKey = u64;
-
 /// What a query is for.
 pub(crate) enum Purpose {
     /// Store a record on the k closest nodes; without a reply, a replication round's re-store.
@@ -65,102 +60,6 @@ pub(crate) struct Query {
     purpose: Purpose,
     started: Instant,
     put: Option<PutPhase>,
-}
-
-/// What a request was sent for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Sent {
-    Lookup,
-    Put,
-}
-
-/// A request waiting for a free slot to its peer.
-struct Waiting {
-    id: QueryKey,
-    addrs: Vec<libp2p::Multiaddr>,
-    request: KadRequest,
-    sent: Sent,
-}
-
-/// A request in flight.
-struct InFlight {
-    id: QueryKey,
-    peer: PeerId,
-    sent: Sent,
-    since: Instant,
-    /// Given up on by its query (see [`KadOutbox::overdue`]); its slot stays taken until it
-    /// resolves.
-    abandoned: bool,
-}
-
-/// Our kad requests: those in flight, by request id, and those waiting for a free slot to their
-/// peer (at most [`MAX_KAD_REQUESTS_PER_PEER`] in flight to each).
-#[derive(Default)]
-pub(crate) struct KadOutbox {
-    in_flight: HashMap<OutboundRequestId, InFlight>,
-    per_peer: HashMap<PeerId, usize>,
-    waiting: HashMap<PeerId, VecDeque<Waiting>>,
-}
-
-impl KadOutbox {
-    fn has_room(&self, peer: &PeerId) -> bool {
-        self.per_peer.get(peer).copied().unwrap_or(0) < MAX_KAD_REQUESTS_PER_PEER
-    }
-
-    fn sent(&mut self, rid: OutboundRequestId, id: QueryKey, peer: PeerId, sent: Sent) {
-        let since = Instant::now();
-        let entry = InFlight {
-            id,
-            peer,
-            sent,
-            since,
-            abandoned: false,
-        };
-        self.in_flight.insert(rid, entry);
-        *self.per_peer.entry(peer).or_insert(0) += 1;
-    }
-
-    /// The request `rid` was answered or failed: its slot is free. Returns it, and whether its query
-    /// had already given up on it.
-    fn resolved(&mut self, rid: &OutboundRequestId) -> Option<InFlight> {
-        let done = self.in_flight.remove(rid)?;
-        if let Some(n) = self.per_peer.get_mut(&done.peer) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_peer.remove(&done.peer);
-            }
-        }
-        Some(done)
-    }
-
-    /// Requests unanswered for `timeout`, now given up on. The transport's own timeout starts only
-    /// once a connection exists, so a dial that hangs (a peer cut off the network) would otherwise
-    /// hold a lookup until its deadline.
-    fn overdue(&mut self, now: Instant, timeout: Duration) -> Vec<(QueryKey, PeerId, Sent)> {
-        self.in_flight
-            .values_mut()
-            .filter(|r| !r.abandoned && now.duration_since(r.since) >= timeout)
-            .map(|r| {
-                r.abandoned = true;
-                (r.id, r.peer, r.sent)
-            })
-            .collect()
-    }
-
-    /// Queues a request until a slot to `peer` frees.
-    fn wait(&mut self, peer: PeerId, waiting: Waiting) {
-        self.waiting.entry(peer).or_default().push_back(waiting);
-    }
-
-    /// The next waiting request to `peer` whose query still runs.
-    fn next_for(&mut self, peer: &PeerId, alive: impl Fn(QueryKey) -> bool) -> Option<Waiting> {
-        let queue = self.waiting.get_mut(peer)?;
-        let next = std::iter::from_fn(|| queue.pop_front()).find(|w| alive(w.id));
-        if queue.is_empty() {
-            self.waiting.remove(peer);
-        }
-        next
-    }
 }
 
 impl EventLoop {

@@ -1,0 +1,264 @@
+//! Our own request-response protocols: custom commands, broadcast hand-offs and node info.
+
+use super::*;
+
+impl EventLoop {
+    /// Sends the commands queued for `peer` while it has free slots.
+    pub(super) fn send_queued_commands(&mut self, peer: PeerId) {
+        while let Some((payload, reply, deadline)) = self.commands_out.next_to_send(peer) {
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .command
+                .send_request(&peer, payload);
+            self.cmd_ops.insert(id, deadline, (peer, reply));
+        }
+    }
+
+    pub(super) fn on_command_protocol(
+        &mut self,
+        event: request_response::Event<Vec<u8>, CommandReply>,
+    ) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    self.emit(Event::CommandReceived {
+                        peer,
+                        payload: request.clone(),
+                    });
+                    self.answer_command(peer, request, channel);
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some((_, (peer, reply))) = self.cmd_ops.remove(&request_id) {
+                        self.commands_out.done(peer);
+                        self.send_queued_commands(peer);
+                        let _ = reply.send(match response {
+                            CommandReply::Ok(bytes) => Ok(bytes),
+                            CommandReply::Refused(reason) => {
+                                self.counters.errors += 1;
+                                Err(Error::CommandRefused { peer, reason })
+                            }
+                        });
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some((_, (_, reply))) = self.cmd_ops.remove(&request_id) {
+                    self.commands_out.done(peer);
+                    self.send_queued_commands(peer);
+                    self.counters.errors += 1;
+                    let _ = reply.send(Err(match error {
+                        request_response::OutboundFailure::Timeout => Error::Timeout {
+                            operation: "custom command",
+                            after: self.config.timing.command_timeout,
+                        },
+                        other => Error::CommandFailed {
+                            peer,
+                            reason: other.to_string(),
+                        },
+                    }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, "inbound custom command failed: {error}");
+                if is_malformed(&error) {
+                    self.offend(peer, Offence::MalformedMessage);
+                }
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    pub(super) fn answer_command(
+        &mut self,
+        peer: PeerId,
+        payload: Vec<u8>,
+        channel: ResponseChannel<CommandReply>,
+    ) {
+        let refuse = |this: &mut Self, channel, reason: &str| {
+            let reply = CommandReply::Refused(reason.to_owned());
+            if this
+                .swarm
+                .behaviour_mut()
+                .command
+                .send_response(channel, reply)
+                .is_err()
+            {
+                debug!("custom command refusal not sent: the requester is gone");
+            }
+        };
+        let Some(handler) = self.handler.clone() else {
+            return refuse(self, channel, "no command handler registered");
+        };
+        let Ok(permit) = self.handler_slots.clone().try_acquire_owned() else {
+            return refuse(self, channel, "busy: too many commands in progress");
+        };
+        let done = self.handler_done_tx.clone();
+        let timeout = self.config.timing.command_timeout;
+        tokio::spawn(run_handler(
+            handler, peer, payload, channel, done, timeout, permit,
+        ));
+    }
+
+    pub(super) fn on_broadcast(
+        &mut self,
+        event: request_response::Event<
+            dht_behaviours::broadcast::BroadcastMessage,
+            dht_behaviours::broadcast::Ack,
+        >,
+    ) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let receipt = self.broadcaster.receive(&request, Instant::now());
+                    if self
+                        .swarm
+                        .behaviour_mut()
+                        .broadcast
+                        .send_response(channel, receipt.ack)
+                        .is_err()
+                    {
+                        debug!(%peer, "broadcast ack not sent");
+                    }
+                    if receipt.deliver {
+                        self.counters.broadcasts_received += 1;
+                        self.emit(Event::Broadcast {
+                            origin: request.origin,
+                            payload: request.payload.as_ref().clone(),
+                        });
+                    }
+                    if let Some((from, to)) = receipt.forward {
+                        self.hand_off(&request, from, to);
+                    }
+                }
+                request_response::Message::Response { request_id, .. } => {
+                    self.broadcaster.answered(&request_id);
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                debug!(%peer, "broadcast hand-off failed: {error}");
+                let buckets = self.swarm.behaviour_mut().buckets();
+                if let Some((next, handoff)) = self.broadcaster.failed(&request_id, &buckets) {
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .broadcast
+                        .send_request(&next, handoff.message.clone());
+                    self.broadcaster.sent(id, handoff);
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, "inbound broadcast failed: {error}");
+                if is_malformed(&error) {
+                    self.offend(peer, Offence::MalformedMessage);
+                }
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    pub(super) fn on_info(&mut self, event: request_response::Event<(), NodeInfo>) {
+        match event {
+            request_response::Event::Message { message, .. } => match message {
+                request_response::Message::Request { channel, .. } => {
+                    let info = self.node_info();
+                    if self
+                        .swarm
+                        .behaviour_mut()
+                        .info
+                        .send_response(channel, info)
+                        .is_err()
+                    {
+                        debug!("info answer not sent: the requester is gone");
+                    }
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some((_, (_, reply))) = self.info_ops.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some((_, (_, reply))) = self.info_ops.remove(&request_id) {
+                    let _ = reply.send(Err(Error::CommandFailed {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            other => trace!(?other, "info event"),
+        }
+    }
+
+    pub(super) fn node_info(&mut self) -> NodeInfo {
+        let status = self.status();
+        NodeInfo {
+            peer_id: status.peer_id.to_string(),
+            agent_version: self.config.agent_version.clone(),
+            listen_addrs: status
+                .listen_addrs
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            connected_peers: status.connected_peers,
+            routing_table: self
+                .routing_table()
+                .into_iter()
+                .map(|e| RoutingPeer {
+                    peer: e.peer.to_string(),
+                    bucket: e.bucket,
+                })
+                .collect(),
+            stored_keys: status.stored_keys,
+            stored_bytes: status.stored_bytes,
+            uptime_secs: status.uptime.as_secs(),
+        }
+    }
+}
+
+async fn run_handler(
+    handler: CommandHandler,
+    peer: PeerId,
+    payload: Vec<u8>,
+    channel: ResponseChannel<CommandReply>,
+    done: mpsc::Sender<HandlerDone>,
+    timeout: Duration,
+    _permit: OwnedSemaphorePermit,
+) {
+    let reply = match tokio::time::timeout(timeout, handler(peer, payload)).await {
+        Ok(Ok(bytes)) if bytes.len() <= MAX_COMMAND_REPLY => CommandReply::Ok(bytes),
+        Ok(Ok(bytes)) => CommandReply::Refused(format!(
+            "reply of {} bytes exceeds the limit of {MAX_COMMAND_REPLY}",
+            bytes.len()
+        )),
+        Ok(Err(reason)) => CommandReply::Refused(reason),
+        Err(_) => CommandReply::Refused("the handler timed out".to_owned()),
+    };
+    // The loop is gone only when the node stops; then nobody needs the reply.
+    let _ = done.send((channel, reply)).await;
+}

@@ -1,0 +1,239 @@
+//! Swarm events: connections, dials, listeners, identify and ping.
+
+use super::*;
+
+impl EventLoop {
+    pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<DhtBehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(e)) => self.on_kad(e),
+            SwarmEvent::Behaviour(DhtBehaviourEvent::KadClient(e)) => self.on_kad_client(e),
+            SwarmEvent::Behaviour(DhtBehaviourEvent::Command(e)) => self.on_command_protocol(e),
+            SwarmEvent::Behaviour(DhtBehaviourEvent::Broadcast(e)) => self.on_broadcast(e),
+            SwarmEvent::Behaviour(DhtBehaviourEvent::Identify(e)) => self.on_identify(e),
+            SwarmEvent::Behaviour(DhtBehaviourEvent::Info(e)) => self.on_info(e),
+            SwarmEvent::Behaviour(DhtBehaviourEvent::Mirror(e)) => self.on_mirror(e),
+            SwarmEvent::Behaviour(DhtBehaviourEvent::Ping(e)) => self.on_ping(e),
+            SwarmEvent::Behaviour(other) => trace!(?other, "behaviour event"),
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                let remote = endpoint.get_remote_address().clone();
+                debug!(peer = %peer_id, addr = %remote, "connection established");
+                self.connections
+                    .entry(peer_id)
+                    .or_default()
+                    .push((connection_id, remote.clone()));
+                if num_established.get() == 1 {
+                    self.emit(Event::PeerConnected(peer_id));
+                }
+                let bootstrap = self.bootstrap.dial_connected(&connection_id, peer_id);
+                let asked = self.dials.remove(&connection_id).map(|(_, reply)| reply);
+                let joined =
+                    asked.is_some() || bootstrap.is_some() || self.bootstrap.is_bootstrap(&remote);
+                if let Some(reply) = asked {
+                    let _ = reply.send(Ok(peer_id));
+                }
+                if endpoint.is_dialer() && joined {
+                    let kad = &mut self.swarm.behaviour_mut().kad;
+                    kad.add_address(&peer_id, with_peer(&remote, peer_id));
+                    self.refresh_routing(Instant::now(), true);
+                    info!(peer = %peer_id, addr = %remote, "joined the network");
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                debug!(peer = %peer_id, ?cause, "connection closed");
+                if let Some(conns) = self.connections.get_mut(&peer_id) {
+                    conns.retain(|(id, _)| *id != connection_id);
+                }
+                if num_established == 0 {
+                    self.connections.remove(&peer_id);
+                    self.emit(Event::PeerDisconnected(peer_id));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                debug!(?peer_id, "dial failed: {error}");
+                if let Some((addr, retry)) =
+                    self.bootstrap.dial_failed(&connection_id, Instant::now())
+                {
+                    let reason = dial_reason(&error);
+                    if self.bootstrap.is_bootstrap(&addr) {
+                        warn!(%addr, "bootstrap node unreachable ({reason}); retrying in {retry:.0?}");
+                    } else {
+                        debug!(%addr, "former peer unreachable ({reason}); retrying in {retry:.0?}");
+                    }
+                }
+                if let Some((_, reply)) = self.dials.remove(&connection_id) {
+                    let _ = reply.send(Err(Error::Dial {
+                        addr: dial_target(&error),
+                        reason: dial_reason(&error),
+                    }));
+                }
+                // A peer we cannot reach must not be handed out as a closer peer.
+                if let Some(peer) = peer_id
+                    && matches!(
+                        error,
+                        DialError::Transport(_) | DialError::WrongPeerId { .. }
+                    )
+                    && !self.connections.contains_key(&peer)
+                {
+                    // Remembered for a rejoin only if the address was not someone else's.
+                    if matches!(error, DialError::Transport(_)) {
+                        self.evict(peer);
+                    } else {
+                        self.swarm.behaviour_mut().kad.remove_peer(&peer);
+                    }
+                    self.mirror_addrs.remove(&peer);
+                    if self.mirror_feed.remove_mirror(&peer) {
+                        debug!(%peer, "mirror unreachable; no more records go to it");
+                    }
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                debug!(addr = %send_back_addr, "inbound connection failed: {error}");
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(addr = %with_peer(&address, self.local), "listening");
+                if !self.listen_addrs.contains(&address) {
+                    self.listen_addrs.push(address);
+                    // An interface came up: if the node was cut off, that may be its network
+                    // back; rejoin and refresh now rather than at the next round or interval.
+                    self.bootstrap.retry_now(Instant::now());
+                    self.refresh_routing(Instant::now(), true);
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| *a != address);
+            }
+            SwarmEvent::ListenerClosed {
+                addresses, reason, ..
+            } => {
+                warn!(?addresses, ?reason, "listener closed");
+                self.listen_addrs.retain(|a| !addresses.contains(a));
+            }
+            SwarmEvent::ListenerError { error, .. } => warn!("listener error: {error}"),
+            other => trace!(?other, "swarm event"),
+        }
+    }
+
+    pub(super) fn on_identify(&mut self, event: identify::Event) {
+        if let identify::Event::Received { peer_id, info, .. } = event {
+            self.silence.heard_from(&peer_id, Instant::now());
+            let same_host = self.on_same_host(&peer_id);
+            let added = self
+                .swarm
+                .behaviour_mut()
+                .learn_from_identify(&peer_id, &info, same_host);
+            debug!(peer = %peer_id, agent = %info.agent_version, added, "identified");
+            if info.protocols.contains(&MIRROR_PROTOCOL) && peer_id != self.local {
+                self.mirror_seen(peer_id);
+                if self.mirror_feed.is_mirror(&peer_id) {
+                    let addrs = vetted_addrs(peer_id, &info.listen_addrs, same_host).collect();
+                    self.mirror_addrs.insert(peer_id, addrs);
+                }
+            }
+        }
+    }
+
+    /// Whether `peer` is connected over loopback, so on this host: its loopback addresses are its.
+    pub(super) fn on_same_host(&self, peer: &PeerId) -> bool {
+        self.connections
+            .get(peer)
+            .is_some_and(|conns| conns.iter().any(|(_, a)| is_loopback(a)))
+    }
+
+    pub(super) fn on_ping(&mut self, event: ping::Event) {
+        match event.result {
+            Ok(_) => {
+                self.silence.heard_from(&event.peer, Instant::now());
+            }
+            // A peer that does not speak ping is not a dead one.
+            Err(ping::Failure::Unsupported) => {}
+            Err(e) => {
+                // libp2p no longer closes connections whose pings fail; a cut peer would linger.
+                // A peer that does not answer (dead, cut off, or silent: it takes streams and never
+                // answers) also leaves the routing table, so that lookups stop waiting on it and no
+                // one is told about it; identify puts it back once it answers on a new connection.
+                self.swarm.close_connection(event.connection);
+                // A ping that timed out was taken and not answered: the peer is held out for a
+                // while. A failed one only met a broken or closing connection (a peer stopping,
+                // our own network gone), which says nothing of the peer once it is reachable.
+                if matches!(e, ping::Failure::Timeout) {
+                    // Counted once per quarantine: each connection to a cut peer times out.
+                    if let Some(held) = self.silence.silenced(event.peer, Instant::now()) {
+                        debug!(peer = %event.peer, "ping timed out; closing the connection, evicting the peer, holding it out for {held:?}");
+                        self.offend(event.peer, Offence::Unanswered);
+                    } else {
+                        debug!(peer = %event.peer, "ping timed out on another connection; closing it");
+                    }
+                } else {
+                    debug!(peer = %event.peer, "ping failed ({e}); closing the connection and evicting the peer");
+                }
+                if self.evict(event.peer) {
+                    self.counters.peers_evicted += 1;
+                }
+            }
+        }
+    }
+
+    /// Drops `peer` from the routing table, remembering its addresses for a rejoin should this
+    /// node end up cut off. Whether it was there.
+    pub(super) fn evict(&mut self, peer: PeerId) -> bool {
+        let Some(entry) = self.swarm.behaviour_mut().kad.remove_peer(&peer) else {
+            return false;
+        };
+        self.bootstrap.peer_left(peer, entry.node.value.iter());
+        true
+    }
+}
+
+/// The address a failed dial was aimed at, for messages.
+fn dial_target(error: &DialError) -> String {
+    match error {
+        DialError::Transport(attempts) => attempts
+            .iter()
+            .map(|(a, _)| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        DialError::WrongPeerId { address, .. } => address.to_string(),
+        _ => "peer".to_owned(),
+    }
+}
+
+/// Why a dial failed, in one line: the root cause of each attempt (e.g. "Connection refused").
+fn dial_reason(error: &DialError) -> String {
+    match error {
+        DialError::Transport(attempts) => {
+            let mut causes: Vec<String> = attempts
+                .iter()
+                .map(|(_, e)| {
+                    let mut cause: &dyn std::error::Error = e;
+                    while let Some(inner) = cause.source() {
+                        cause = inner;
+                    }
+                    cause.to_string()
+                })
+                .collect();
+            causes.dedup();
+            causes.join("; ")
+        }
+        other => other.to_string(),
+    }
+}
