@@ -147,6 +147,14 @@ async fn a_node_without_peers_keeps_retrying_its_bootstrap_and_joins_when_it_app
     boot.stop().await;
 }
 
+/// `Some` once `node`'s routing table holds every one of `ids`.
+async fn routes_all(node: &Dht, ids: &[libp2p::PeerId]) -> Option<()> {
+    let table = node.routing_table().await.ok()?;
+    ids.iter()
+        .all(|id| table.iter().any(|e| e.peer == *id))
+        .then_some(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_peers_all_left_dials_them_again_when_they_return() {
     // The first node has no bootstrap address of its own; its two peers come back with none
@@ -174,12 +182,7 @@ async fn a_node_whose_peers_all_left_dials_them_again_when_they_return() {
     eventually(
         Duration::from_secs(30),
         "the first node to route both peers",
-        || async {
-            let table = first.routing_table().await.ok()?;
-            ids.iter()
-                .all(|id| table.iter().any(|e| e.peer == *id))
-                .then_some(())
-        },
+        || routes_all(&first, &ids),
     )
     .await;
     let mut addrs = Vec::new();
@@ -206,12 +209,7 @@ async fn a_node_whose_peers_all_left_dials_them_again_when_they_return() {
     eventually(
         Duration::from_secs(45),
         "the first node to route both returned peers",
-        || async {
-            let table = first.routing_table().await.ok()?;
-            ids.iter()
-                .all(|id| table.iter().any(|e| e.peer == *id))
-                .then_some(())
-        },
+        || routes_all(&first, &ids),
     )
     .await;
     // And they serve again: a value stored through one is fetched through the first node.
