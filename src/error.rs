@@ -15,7 +15,7 @@ pub enum Error {
     #[error("not found: {0}")]
     NotFound(Key),
     /// The operation ran past its deadline.
-    #[error("{operation} timed out after {after:?}")]
+    #[error("{operation} timed out after {}", seconds(*.after))]
     Timeout {
         /// What timed out.
         operation: &'static str,
@@ -130,5 +130,33 @@ impl Error {
     }
 }
 
+/// A deadline in words a person reads: whole seconds when it is whole, else one decimal
+/// ("10 s", "3.3 s"), milliseconds below a second.
+fn seconds(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
 /// Result of a [`crate::Dht`] operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_read_as_seconds() {
+        let e = |ms| Error::Timeout {
+            operation: "fetch",
+            after: Duration::from_millis(ms),
+        };
+        assert_eq!(e(10_000).to_string(), "fetch timed out after 10 s");
+        assert_eq!(e(3_333).to_string(), "fetch timed out after 3.3 s");
+        assert_eq!(e(250).to_string(), "fetch timed out after 250 ms");
+    }
+}
