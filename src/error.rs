@@ -119,7 +119,9 @@ impl Error {
     /// The error for a record of `key` that failed validation.
     pub(crate) fn from_record(error: RecordError, key: &Key) -> Self {
         match error {
-            RecordError::ContentMismatch => Error::ContentMismatch(key.clone()),
+            RecordError::ContentMismatch | RecordError::KeyMismatch => {
+                Error::ContentMismatch(key.clone())
+            }
             RecordError::ValueTooLarge(size) => Error::ValueTooLarge {
                 size,
                 max: MAX_VALUE_SIZE,

@@ -18,6 +18,7 @@
 //! ```
 
 pub(crate) mod command;
+pub mod core;
 pub mod error;
 pub mod event;
 pub mod handle;
@@ -25,6 +26,7 @@ pub mod identity;
 pub mod key;
 pub mod node;
 pub mod options;
+pub mod sim;
 mod start;
 pub mod status;
 

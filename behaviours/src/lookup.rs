@@ -125,8 +125,14 @@ impl Lookup {
         self.target.distance(&KBucketKey::from(*peer))
     }
 
-    fn add(&mut self, peer: PeerId, mut addrs: Vec<Multiaddr>) -> bool {
+    fn add(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) -> bool {
         let d = self.distance(&peer);
+        self.add_at(d, peer, addrs)
+    }
+
+    /// Adds `peer` at distance `d` (computed once by the caller: hashing ids is a lookup's main
+    /// cost).
+    fn add_at(&mut self, d: KBucketDistance, peer: PeerId, mut addrs: Vec<Multiaddr>) -> bool {
         if let Some(c) = self.candidates.get_mut(&d) {
             for a in addrs {
                 if c.addrs.len() < MAX_ADDRS_PER_PEER && !c.addrs.contains(&a) {
@@ -233,7 +239,8 @@ impl Lookup {
         closer.truncate(self.params.k);
         let added = closer
             .into_iter()
-            .filter(|(_, p)| self.add(p.peer, p.addrs.clone()))
+            .map(|(d, p)| self.add_at(d, p.peer, p.addrs))
+            .filter(|added| *added)
             .count();
         self.prune();
         added

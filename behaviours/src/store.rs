@@ -140,6 +140,23 @@ impl BoundedStore {
         self.limits
     }
 
+    /// The record under `key` if it still lives at `now` (the clock as an argument, for callers
+    /// that run on a clock of their own, such as a simulation).
+    pub fn get_at(&self, key: &RecordKey, now: Instant) -> Option<&Record> {
+        self.records.get(key).filter(|r| alive(r, now, self.margin))
+    }
+
+    /// The record under `key` whatever its expiry (to compare a copy offered with the one held).
+    pub fn get_any(&self, key: &RecordKey) -> Option<&Record> {
+        self.records.get(key)
+    }
+
+    /// The records living at `now`.
+    pub fn records_at(&self, now: Instant) -> impl Iterator<Item = &Record> + '_ {
+        let margin = self.margin;
+        self.records.values().filter(move |r| alive(r, now, margin))
+    }
+
     /// Drops every record that has expired by `now`; returns how many went.
     pub fn remove_expired(&mut self, now: Instant) -> usize {
         let before = self.records.len();

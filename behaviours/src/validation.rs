@@ -25,6 +25,9 @@ pub enum RecordError {
     /// A 32-byte key that is not the SHA-256 of the value.
     #[error("the value does not hash to its 32-byte content key")]
     ContentMismatch,
+    /// An answer carried a record under another key than the one asked for.
+    #[error("the record is under another key than the one asked for")]
+    KeyMismatch,
 }
 
 /// SHA-256 of `value`: the content key under which `store(value)` files it.

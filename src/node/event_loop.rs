@@ -30,10 +30,10 @@ use super::mirror_feed::MirrorFeed;
 use super::outbound::OutboundCommands;
 use super::pending::Pending;
 use super::persistence::{RecordDb, Writer};
-use super::quota::Quota;
 use super::reputation::{BLOCK_DURATION, BlockReason, Offence, Reputation};
 use super::silence::Silence;
 use crate::command::{Command, CommandHandler, Reply};
+use crate::core::quota::Quota;
 use kad_outbox::KadOutbox;
 use lookups::{Purpose, Query, QueryKey};
 
@@ -146,10 +146,12 @@ pub(crate) struct Parts {
 impl EventLoop {
     pub(crate) fn new(parts: Parts) -> Self {
         let now = Instant::now();
-        let local = *parts.swarm.local_peer_id();
+        let mut swarm = parts.swarm;
+        let local = *swarm.local_peer_id();
+        let limits = swarm.behaviour_mut().kad.store_mut().limits();
         let (handler_done_tx, handler_done_rx) = mpsc::channel(MAX_RUNNING_HANDLERS);
         Self {
-            swarm: parts.swarm,
+            swarm,
             config: parts.config,
             local,
             commands: parts.commands,
@@ -166,7 +168,7 @@ impl EventLoop {
             info_ops: Pending::new(),
             demand: Demand::default(),
             commands_out: OutboundCommands::default(),
-            quota: Quota::default(),
+            quota: Quota::new(limits),
             reputation: Reputation::default(),
             broadcaster: Broadcaster::new(local),
             bootstrap: Bootstrapper::new(parts.bootstrap, now),

@@ -8,7 +8,6 @@ pub mod mirror_feed;
 mod outbound;
 mod pending;
 pub mod persistence;
-pub mod quota;
 pub mod reputation;
 pub mod silence;
 

@@ -32,12 +32,37 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Some(OneShot::Info { addr, json }) => info(&cli, addr.clone(), *json).await,
         Some(OneShot::Sim {
             nodes,
+            scenario,
+            seed,
+            values,
+            latency_ms,
+            loss,
+            duration,
+            churn,
+            swarm,
             lookups,
             fetches,
             settle,
             json,
             model,
         }) => {
+            if !*swarm && !*model {
+                let spec = crate::coresim::spec(
+                    &cli,
+                    *nodes as usize,
+                    *scenario,
+                    *seed,
+                    *values as usize,
+                    (*latency_ms, *loss),
+                    (*duration, *churn),
+                )?;
+                let report =
+                    tokio::task::spawn_blocking(move || dht::sim::scenario::run(&spec)).await?;
+                return print_report(&report, *json, crate::coresim::print);
+            }
+            if *swarm && *nodes > 100_000 {
+                anyhow::bail!("--swarm runs full nodes: at most 100000");
+            }
             if *model {
                 let (n, k, l) = (*nodes as usize, cli.replication_factor, *lookups as usize);
                 let report =

@@ -180,12 +180,38 @@ pub enum OneShot {
         #[arg(long)]
         json: bool,
     },
-    /// Simulate a network of N full nodes in this process (in-memory transport): join time, lookup
-    /// cost and accuracy, memory per node
+    /// Simulate a network of N nodes: the node's own protocol core over a simulated network with a
+    /// virtual clock, reproducible from --seed (--swarm: full libp2p nodes in memory instead;
+    /// --model: the lookup state machine alone)
     Sim {
         /// Nodes to simulate
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(2..=100_000))]
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
         nodes: u64,
+        /// What to run: steady (join, store, fetch), die30 (30% of the nodes die at once), churn
+        /// (nodes leave and join for --duration), partition (a split that heals)
+        #[arg(long, default_value = "steady")]
+        scenario: dht::sim::scenario::Scenario,
+        /// Seed of the run: the same seed gives the same run
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Values stored (and fetched, each from another node)
+        #[arg(long, default_value_t = 200)]
+        values: u64,
+        /// Mean one-way latency of the simulated network (each message takes 0.5x to 1.5x)
+        #[arg(long, default_value = "20", value_name = "MS")]
+        latency_ms: u64,
+        /// Share of messages lost, from 0 to 1
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// Churn: simulated time the churn lasts
+        #[arg(long, default_value = "48h", value_parser = parse_duration)]
+        duration: std::time::Duration,
+        /// Churn: share of the nodes replaced per hour
+        #[arg(long, default_value_t = 0.05)]
+        churn: f64,
+        /// Run full libp2p nodes on the in-memory transport instead (a few hundred at most)
+        #[arg(long, conflicts_with = "model")]
+        swarm: bool,
         /// Lookups to measure
         #[arg(long, default_value_t = 200)]
         lookups: u64,
@@ -199,7 +225,7 @@ pub enum OneShot {
         #[arg(long)]
         json: bool,
         /// Run our lookup state machine on a model of N nodes (ids and routing tables, an instant
-        /// network) instead of N full nodes: for 1,000 to 100,000 nodes
+        /// network) instead: for 1,000 to 1,000,000 nodes
         #[arg(long)]
         model: bool,
     },

@@ -4,6 +4,7 @@ mod app;
 mod bench;
 mod cli;
 mod console;
+mod coresim;
 mod model;
 mod sim;
 mod stats;

@@ -150,7 +150,8 @@ impl EventLoop {
                 }
                 // A mirror takes everything; its store limits still hold.
                 let mirror = self.config.mirror;
-                if !mirror && !self.quota.admits(&source, &record.key) {
+                let bytes = record.key.as_ref().len() + record.value.len();
+                if !mirror && !self.quota.admits(&source, &record.key, bytes) {
                     self.counters.records_refused += 1;
                     debug!(peer = %source, "refused a record: the peer's quota is used up");
                     return;
@@ -181,7 +182,7 @@ impl EventLoop {
                             self.mirror_feed.record_added(&key, Some(source));
                         }
                         if !mirror {
-                            self.quota.stored(source, key);
+                            self.quota.stored(source, key, bytes);
                         }
                     }
                     Err(e) => {

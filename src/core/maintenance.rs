@@ -1,0 +1,212 @@
+//! The core's periodic work and the copies it makes on its own: replication and republish, expiry,
+//! routing refresh, hand-off to closer newcomers, and caching under demand.
+
+use std::time::{Duration, Instant};
+
+use dht_behaviours::store::is_own;
+use libp2p::kad::{KBucketKey, Record};
+use libp2p::{Multiaddr, PeerId};
+use rand::Rng;
+
+use super::Core;
+use super::queries::{Purpose, QueryEvent};
+use super::records::{CACHE_TTL_DIVISOR, Source};
+use super::routing::RoutingTable;
+
+/// How often expired records are swept from the store.
+pub const EXPIRY_SWEEP: Duration = Duration::from_secs(5);
+/// Records re-stored per batch during a replication round.
+pub const REPLICATION_PER_BATCH: usize = 32;
+/// Time between two replication batches.
+pub const REPLICATION_PACE: Duration = Duration::from_millis(200);
+/// Records handed to one newcomer at once (the rest follow with the periodic replication).
+pub const MAX_HANDOFF_PER_PEER: usize = 256;
+/// Random keys tried to find one in a given bucket when refreshing it (keys are hashed).
+pub const REFRESH_KEY_TRIES: usize = 16;
+
+/// A copy of a local record for another node: our own published copy has no expiry, the copy sent
+/// gets the TTL; other records keep theirs (sending never extends a life).
+pub fn outgoing_copy(mut record: Record, now: Instant, ttl: Duration) -> Record {
+    record.expires = record.expires.or(Some(now + ttl));
+    record
+}
+
+impl Core {
+    pub(super) fn next_maintenance(&self) -> Instant {
+        let t = &self.config.timing;
+        let sweep = self.last_sweep + EXPIRY_SWEEP;
+        let replication = if self.replication.is_empty() {
+            self.last_replication + t.replication_interval
+        } else {
+            self.last_replication + REPLICATION_PACE
+        };
+        let refresh = self.last_refresh + t.bootstrap_interval;
+        sweep.min(replication).min(refresh)
+    }
+
+    pub(super) fn maintain(&mut self, now: Instant, events: &mut Vec<QueryEvent>) {
+        if now >= self.last_sweep + EXPIRY_SWEEP {
+            self.last_sweep = now;
+            self.records.sweep(now);
+        }
+        self.replicate(now, events);
+        if now >= self.last_refresh + self.config.timing.bootstrap_interval {
+            self.last_refresh = now;
+            let target = self.local.to_bytes();
+            self.start(target.clone(), Purpose::Refresh, now, events);
+            // A peer we joined through that left the table is a sign of trouble (a partition, a
+            // mass failure): a full far bucket keeps its old contacts, so a table can end up
+            // holding one side of a healed split only, and lookups through such tables never
+            // cross. A second lookup of our own id starts from the missing bootstrap peers alone,
+            // which brings their side's nodes near our id into our near buckets (and us into
+            // theirs, as we ask them).
+            let missing: Vec<_> = self
+                .bootstrap
+                .iter()
+                .filter(|(p, _)| !self.routing.contains(p))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                self.queries
+                    .start(target, Purpose::Refresh, missing, now, events);
+            }
+            self.refresh_buckets(now, events);
+        }
+    }
+
+    /// Kademlia's replication, on our lookups: every replication interval each record held here is
+    /// re-stored on the k nodes now closest to its key, so that copies follow churn. This node's
+    /// own records go with a renewed life (a republish); others keep their expiry. A record a peer
+    /// re-stored here within the interval is skipped: that peer has just done the work (the
+    /// Kademlia paper's rule, which saves k-fold re-stores). Paced in batches.
+    fn replicate(&mut self, now: Instant, events: &mut Vec<QueryEvent>) {
+        if !self.config.serving {
+            return;
+        }
+        let interval = self.config.timing.replication_interval;
+        if self.replication.is_empty() {
+            if now < self.last_replication + interval {
+                return;
+            }
+            let mut keys: Vec<_> = self.records.live(now).map(|r| r.key.clone()).collect();
+            // Store order is not deterministic; the simulator needs it to be.
+            keys.sort_unstable_by(|a, b| a.as_ref().cmp(b.as_ref()));
+            self.replication.extend(keys);
+        } else if now < self.last_replication + REPLICATION_PACE {
+            return;
+        }
+        self.last_replication = now;
+        let ttl = self.config.timing.record_ttl;
+        let mut started = 0;
+        while started < REPLICATION_PER_BATCH {
+            let Some(key) = self.replication.pop_front() else {
+                break;
+            };
+            let Some(record) = self.records.get(&key, now).cloned() else {
+                continue;
+            };
+            let own = is_own(&record, &self.local);
+            if !own && self.records.received_since(&key, now.checked_sub(interval)) {
+                continue;
+            }
+            started += 1;
+            self.stats.restores += 1;
+            let purpose = Purpose::Store {
+                record: outgoing_copy(record, now, ttl),
+            };
+            self.start(key.to_vec(), purpose, now, events);
+        }
+    }
+
+    /// Lookups of a random key in each bucket beyond the nearest that is not full: full buckets
+    /// are kept fresh by the traffic through them (a failing entry makes room for the next peer
+    /// met), sparse ones need looking for. Keys are hashed, so a key in a given bucket is found by
+    /// trying [`REFRESH_KEY_TRIES`] random ones.
+    pub(super) fn refresh_buckets(&mut self, now: Instant, events: &mut Vec<QueryEvent>) {
+        let local = KBucketKey::from(self.local);
+        let sparse: Vec<u32> = sparse_buckets(&self.routing, self.config.k);
+        for bucket in sparse {
+            let mut key: [u8; 32] = self.rng.r#gen();
+            for _ in 1..REFRESH_KEY_TRIES {
+                if local.distance(&KBucketKey::new(key.to_vec())).ilog2() == Some(bucket) {
+                    break;
+                }
+                key = self.rng.r#gen();
+            }
+            self.start(key.to_vec(), Purpose::Refresh, now, events);
+        }
+    }
+
+    /// Kademlia's hand-off: a new peer closer to a key than this node gets the record now, not at
+    /// the next replication round. At most [`MAX_HANDOFF_PER_PEER`] records go at once.
+    pub(super) fn hand_off(&mut self, peer: PeerId, now: Instant, events: &mut Vec<QueryEvent>) {
+        if !self.config.serving || self.records.is_empty() {
+            return;
+        }
+        let here = KBucketKey::from(self.local);
+        let newcomer = KBucketKey::from(peer);
+        let ttl = self.config.timing.record_ttl;
+        let k = self.config.k;
+        let routing = &self.routing;
+        // Closer than this node, and among the k closest this node knows: a peer closer than us
+        // but outside the k closest would hold a copy no lookup asks for.
+        let mut records: Vec<Record> = self
+            .records
+            .live(now)
+            .filter(|r| {
+                let target = KBucketKey::new(r.key.to_vec());
+                target.distance(&newcomer) < target.distance(&here)
+                    && routing.among_closest(&target, &peer, k)
+            })
+            .map(|r| outgoing_copy(r.clone(), now, ttl))
+            .collect();
+        records.sort_unstable_by(|a, b| a.key.as_ref().cmp(b.key.as_ref()));
+        records.truncate(MAX_HANDOFF_PER_PEER);
+        let addrs = self
+            .routing
+            .get(&peer)
+            .map(|e| e.addrs.clone())
+            .unwrap_or_default();
+        for record in records {
+            self.stats.handed_off += 1;
+            self.queries
+                .put_once(peer, addrs.clone(), record, now, events);
+        }
+    }
+
+    /// A fetch under demand found where to cache: the closest peer that lacked the value gets a
+    /// short-lived copy, or this node keeps one when every peer asked held it.
+    pub(super) fn cache(
+        &mut self,
+        mut record: Record,
+        peer: Option<(PeerId, Vec<Multiaddr>)>,
+        now: Instant,
+        events: &mut Vec<QueryEvent>,
+    ) {
+        self.stats.cached += 1;
+        match peer {
+            Some((peer, addrs)) => {
+                let cap = now + self.config.timing.record_ttl / CACHE_TTL_DIVISOR;
+                record.expires = Some(record.expires.map_or(cap, |e| e.min(cap)));
+                self.queries.put_once(peer, addrs, record, now, events);
+            }
+            None if self.config.serving => {
+                let _ = self.records.admit(Source::Cache, record, now);
+            }
+            None => {}
+        }
+    }
+}
+
+/// The non-empty buckets with fewer than `k` peers, nearest first, the nearest left out (the
+/// lookup of this node's own id covers it).
+fn sparse_buckets(table: &RoutingTable, k: usize) -> Vec<u32> {
+    let mut sizes: Vec<(u32, usize)> = table.bucket_sizes().collect();
+    sizes.reverse();
+    sizes
+        .into_iter()
+        .skip(1)
+        .filter(|(_, n)| *n < k)
+        .map(|(log, _)| log)
+        .collect()
+}

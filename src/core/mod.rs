@@ -1,0 +1,611 @@
+//! The node's Kademlia policy as a pure state machine: [`Core::handle`] takes an [`Input`] (a
+//! command, an inbound request, an answer or failure of one of our requests, a peer seen, a timer)
+//! with the current time, and returns [`Action`]s (send this request, answer that one, reply to
+//! that operation). No tokio, no swarm, no `Instant::now()`; randomness from a seeded source. The
+//! same code runs under the simulator ([`crate::sim`]) with a virtual clock.
+//!
+//! - [`routing`]: the k-buckets; [`records`]: the store and the one admission policy;
+//! - [`queries`] and [`outbox`]: lookups, stores and fetches, and our requests in flight;
+//! - [`server`]: answers to inbound FIND_NODE, GET_VALUE and PUT_VALUE;
+//! - `maintenance`: replication, republish, expiry, refresh, hand-off, caching.
+
+mod maintenance;
+pub mod outbox;
+pub mod queries;
+pub mod quota;
+pub mod records;
+pub mod routing;
+pub mod server;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use dht_behaviours::config::MAX_ADDRS_PER_PEER;
+use dht_behaviours::kad_wire::{KadRequest, KadResponse, WirePeer};
+use dht_behaviours::lookup::CANDIDATES_PER_K;
+use dht_behaviours::store::StoreLimits;
+use dht_behaviours::validation::RecordError;
+use dht_behaviours::{ProtocolConfig, Timing};
+use libp2p::kad::{KBucketKey, Record, RecordKey};
+use libp2p::{Multiaddr, PeerId};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+pub use outbox::{Outgoing, QueryId, RequestId};
+use queries::{Outcome, Purpose, Queries, QueryConfig, QueryEvent};
+pub use records::{Admitted, Records, Refusal, Source};
+use routing::{Inserted, RoutingTable};
+use server::Served;
+
+/// Identifies an operation a caller asked for (the driver's or the simulator's number).
+pub type OpId = u64;
+/// Identifies an inbound request (the driver's number), to answer it.
+pub type InboundId = u64;
+
+/// Content keys remembered to tell repeated fetches (demand) from first ones.
+pub const DEMAND_TRACKED_KEYS: usize = 4096;
+
+/// What a core needs to know of its node.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Replication factor k.
+    pub k: usize,
+    /// Lookup parallelism alpha.
+    pub alpha: usize,
+    /// Intervals and deadlines.
+    pub timing: Timing,
+    /// Whether this node serves (a client keeps no records and answers nothing).
+    pub serving: bool,
+    /// Bounds of the record store.
+    pub store: StoreLimits,
+    /// Seed of the core's randomness (refresh keys).
+    pub seed: u64,
+}
+
+impl CoreConfig {
+    /// The core of a node built from `protocol` with a store bounded by `store`.
+    pub fn new(protocol: &ProtocolConfig, store: StoreLimits, seed: u64) -> Self {
+        Self {
+            k: protocol.replication_factor.get(),
+            alpha: protocol.parallelism.get(),
+            timing: protocol.timing.clone(),
+            serving: !protocol.client_mode,
+            store,
+            seed,
+        }
+    }
+}
+
+/// Something that happened to the core.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// Store `value` under `key` on the k closest nodes (and here, when serving).
+    Store {
+        /// The caller's number for the reply.
+        op: OpId,
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Fetch the value under `key`.
+    Fetch {
+        /// The caller's number for the reply.
+        op: OpId,
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Find the k closest peers to `key`.
+    Closest {
+        /// The caller's number for the reply.
+        op: OpId,
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Join the network through these peers.
+    Join {
+        /// Known peers, with addresses.
+        peers: Vec<(PeerId, Vec<Multiaddr>)>,
+    },
+    /// A peer that serves kad was seen (identify, or a connection to a known server).
+    PeerSeen {
+        /// Who.
+        peer: PeerId,
+        /// Its listen addresses.
+        addrs: Vec<Multiaddr>,
+    },
+    /// A peer is blocked or gone for good: it leaves the table.
+    PeerGone {
+        /// Who.
+        peer: PeerId,
+    },
+    /// An inbound kad request.
+    Request {
+        /// From whom.
+        peer: PeerId,
+        /// The driver's number for the answer.
+        id: InboundId,
+        /// The request.
+        request: KadRequest,
+        /// Whether the requester serves kad itself (it may enter the routing table).
+        serving: bool,
+    },
+    /// One of our requests was answered.
+    Response {
+        /// Which.
+        id: RequestId,
+        /// The answer.
+        response: KadResponse,
+    },
+    /// One of our requests failed.
+    Failure {
+        /// Which.
+        id: RequestId,
+        /// It went unanswered (rather than being refused or reset).
+        timed_out: bool,
+    },
+    /// Time passed (at or after [`Core::next_wakeup`]).
+    Tick,
+}
+
+/// What an operation came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OpOk {
+    /// Stored: these peers acknowledged, so keep a copy (this node's own copy aside).
+    Stored {
+        /// Peers that acknowledged.
+        acked: Vec<PeerId>,
+    },
+    /// The value.
+    Value(Vec<u8>),
+    /// The closest peers that answered.
+    Closest(Vec<PeerId>),
+}
+
+/// Why an operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    /// The closest peers all answered, and none holds the key.
+    #[error("not found")]
+    NotFound,
+    /// The deadline passed, or closer peers never answered.
+    #[error("timed out")]
+    Timeout,
+    /// No peer is known.
+    #[error("no peers")]
+    NoPeers,
+    /// This node refused its own record.
+    #[error("{0}")]
+    Refused(Refusal),
+}
+
+/// What an operation cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Requests sent.
+    pub requests: usize,
+    /// Rounds until the closest peer that answered (or the holder) was reached.
+    pub hops: u32,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// What the core wants done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send a request.
+    Send(Outgoing),
+    /// Answer an inbound request; `None` refuses it (the stream is reset, nothing acknowledged).
+    Answer {
+        /// Which request.
+        id: InboundId,
+        /// The answer.
+        response: Option<KadResponse>,
+    },
+    /// An operation ended.
+    Reply {
+        /// Which.
+        op: OpId,
+        /// How.
+        result: Result<OpOk, OpError>,
+        /// At what cost.
+        report: Report,
+    },
+    /// A peer answered with a false record.
+    Lied {
+        /// Who.
+        peer: PeerId,
+        /// What was wrong.
+        error: RecordError,
+    },
+}
+
+/// Counts of what the core did, for status and the simulator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    /// Inbound requests answered.
+    pub served: u64,
+    /// Inbound PUT_VALUEs kept.
+    pub puts_kept: u64,
+    /// Inbound PUT_VALUEs refused.
+    pub puts_refused: u64,
+    /// Requests sent.
+    pub sent: u64,
+    /// Records handed to closer newcomers.
+    pub handed_off: u64,
+    /// Values cached after a fetch under demand.
+    pub cached: u64,
+    /// Re-stores started by replication or republish.
+    pub restores: u64,
+    /// False records received.
+    pub lies: u64,
+}
+
+/// One node's Kademlia policy.
+pub struct Core {
+    local: PeerId,
+    config: CoreConfig,
+    routing: RoutingTable,
+    records: Records,
+    queries: Queries,
+    ops: HashMap<QueryId, OpId>,
+    demand: HashSet<Vec<u8>>,
+    join: Option<QueryId>,
+    /// The peers joined through: put back in the table at each refresh when missing, so that a
+    /// node whose table lost every peer of one side (a partition, a mass failure) finds them
+    /// again once they are back.
+    bootstrap: Vec<(PeerId, Vec<Multiaddr>)>,
+    replication: VecDeque<RecordKey>,
+    last_replication: Instant,
+    last_refresh: Instant,
+    last_sweep: Instant,
+    rng: StdRng,
+    stats: CoreStats,
+}
+
+impl Core {
+    /// A core for `local`, started at `now`.
+    pub fn new(local: PeerId, config: CoreConfig, now: Instant) -> Self {
+        let t = &config.timing;
+        let queries = Queries::new(
+            local,
+            QueryConfig {
+                k: config.k,
+                alpha: config.alpha,
+                query_timeout: t.query_timeout,
+                peer_timeout: t.peer_timeout(),
+                serving: config.serving,
+            },
+        );
+        Self {
+            local,
+            routing: RoutingTable::new(local, config.k),
+            records: Records::new(local, config.store, t.record_ttl, t.expiry_margin()),
+            queries,
+            ops: HashMap::new(),
+            demand: HashSet::new(),
+            join: None,
+            bootstrap: Vec::new(),
+            replication: VecDeque::new(),
+            last_replication: now,
+            last_refresh: now,
+            last_sweep: now,
+            rng: StdRng::seed_from_u64(config.seed),
+            stats: CoreStats::default(),
+            config,
+        }
+    }
+
+    /// This node's id.
+    pub fn local(&self) -> &PeerId {
+        &self.local
+    }
+
+    /// The routing table.
+    pub fn routing(&self) -> &RoutingTable {
+        &self.routing
+    }
+
+    /// The records.
+    pub fn records(&self) -> &Records {
+        &self.records
+    }
+
+    /// The records, for the driver (persistence).
+    pub fn records_mut(&mut self) -> &mut Records {
+        &mut self.records
+    }
+
+    /// What the core did so far.
+    pub fn stats(&self) -> CoreStats {
+        self.stats
+    }
+
+    /// Operations and background queries running.
+    pub fn queries(&self) -> usize {
+        self.queries.len()
+    }
+
+    /// Handles one input at `now`.
+    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        let mut events = Vec::new();
+        match input {
+            Input::Store { op, key, value } => {
+                self.store(op, key, value, now, &mut out, &mut events)
+            }
+            Input::Fetch { op, key } => self.fetch(op, key, now, &mut out, &mut events),
+            Input::Closest { op, key } => {
+                if self.routing.is_empty() {
+                    out.push(reply(op, Err(OpError::NoPeers)));
+                } else {
+                    let id = self.start(key, Purpose::Peers, now, &mut events);
+                    self.ops.insert(id, op);
+                }
+            }
+            Input::Join { peers } => {
+                for (peer, addrs) in &peers {
+                    self.seen(*peer, addrs.clone(), now, &mut events);
+                }
+                self.bootstrap = peers;
+                let target = self.local.to_bytes();
+                self.join = Some(self.start(target, Purpose::Refresh, now, &mut events));
+                self.last_refresh = now;
+            }
+            Input::PeerSeen { peer, addrs } => self.seen(peer, addrs, now, &mut events),
+            Input::PeerGone { peer } => {
+                self.routing.remove(&peer);
+            }
+            Input::Request {
+                peer,
+                id,
+                request,
+                serving,
+            } => self.serve(peer, id, request, serving, now, &mut out, &mut events),
+            Input::Response { id, response } => {
+                let closer: Vec<WirePeer> = response
+                    .closer
+                    .iter()
+                    .filter(|p| p.peer != self.local)
+                    .cloned()
+                    .map(|mut p| {
+                        p.addrs.truncate(MAX_ADDRS_PER_PEER);
+                        p
+                    })
+                    .collect();
+                if let Some(peer) = self
+                    .queries
+                    .on_response(id, response, closer, now, &mut events)
+                {
+                    self.seen(peer, Vec::new(), now, &mut events);
+                }
+            }
+            Input::Failure { id, timed_out } => {
+                if let Some(peer) = self.queries.on_failure(id, timed_out, now, &mut events) {
+                    self.routing.failed(&peer);
+                }
+            }
+            Input::Tick => {
+                for peer in self.queries.tick(now, &mut events) {
+                    self.routing.failed(&peer);
+                }
+                self.maintain(now, &mut events);
+            }
+        }
+        self.flush(events, now, &mut out);
+        out
+    }
+
+    /// Turns what the queries want into actions, following up on ended queries (which may start
+    /// more) until nothing is left.
+    fn flush(&mut self, mut events: Vec<QueryEvent>, now: Instant, out: &mut Vec<Action>) {
+        while !events.is_empty() {
+            let mut more = Vec::new();
+            for event in events {
+                self.on_query_event(event, now, out, &mut more);
+            }
+            events = more;
+        }
+    }
+
+    fn on_query_event(
+        &mut self,
+        event: QueryEvent,
+        now: Instant,
+        out: &mut Vec<Action>,
+        more: &mut Vec<QueryEvent>,
+    ) {
+        match event {
+            QueryEvent::Send(o) => {
+                self.stats.sent += 1;
+                out.push(Action::Send(o));
+            }
+            QueryEvent::Done {
+                id,
+                outcome,
+                requests,
+                hops,
+                took,
+            } => {
+                if self.join == Some(id) {
+                    self.join = None;
+                    self.refresh_buckets(now, more);
+                }
+                let Some(op) = self.ops.remove(&id) else {
+                    return;
+                };
+                let result = match outcome {
+                    Outcome::Stored { acked } => Ok(OpOk::Stored { acked }),
+                    Outcome::Found { record, .. } => Ok(OpOk::Value(record.value)),
+                    Outcome::NotFound { unanswered: 0 } => Err(OpError::NotFound),
+                    Outcome::NotFound { .. } | Outcome::TimedOut => Err(OpError::Timeout),
+                    Outcome::Peers { peers } => Ok(OpOk::Closest(peers)),
+                    Outcome::Refreshed => return,
+                };
+                let report = Report {
+                    requests,
+                    hops,
+                    took,
+                };
+                out.push(Action::Reply { op, result, report });
+            }
+            QueryEvent::CacheAt { record, peer } => self.cache(record, peer, now, more),
+            QueryEvent::Lied { peer, error } => {
+                self.stats.lies += 1;
+                out.push(Action::Lied { peer, error });
+            }
+            QueryEvent::OneoffDone { .. } => {}
+        }
+    }
+
+    fn start(
+        &mut self,
+        key: Vec<u8>,
+        purpose: Purpose,
+        now: Instant,
+        events: &mut Vec<QueryEvent>,
+    ) -> QueryId {
+        let target = KBucketKey::new(key.clone());
+        let seeds = self
+            .routing
+            .closest(&target, CANDIDATES_PER_K * self.config.k)
+            .into_iter()
+            .map(|e| (*e.peer(), e.addrs.clone()))
+            .collect();
+        self.queries.start(key, purpose, seeds, now, events)
+    }
+
+    fn store(
+        &mut self,
+        op: OpId,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        now: Instant,
+        out: &mut Vec<Action>,
+        events: &mut Vec<QueryEvent>,
+    ) {
+        let mut record = Record::new(RecordKey::new(&key), value);
+        if self.config.serving
+            && let Err(refusal) = self.records.admit(Source::Own, record.clone(), now)
+        {
+            out.push(reply(op, Err(OpError::Refused(refusal))));
+            return;
+        }
+        record.publisher = Some(self.local);
+        record.expires = Some(now + self.config.timing.record_ttl);
+        let id = self.start(key, Purpose::Store { record }, now, events);
+        self.ops.insert(id, op);
+    }
+
+    fn fetch(
+        &mut self,
+        op: OpId,
+        key: Vec<u8>,
+        now: Instant,
+        out: &mut Vec<Action>,
+        events: &mut Vec<QueryEvent>,
+    ) {
+        if let Some(r) = self.records.get(&RecordKey::new(&key), now) {
+            out.push(reply(op, Ok(OpOk::Value(r.value.clone()))));
+            return;
+        }
+        if self.routing.is_empty() {
+            out.push(reply(op, Err(OpError::NoPeers)));
+            return;
+        }
+        let cache = self.repeated(&key);
+        let id = self.start(key, Purpose::Fetch { cache }, now, events);
+        self.ops.insert(id, op);
+    }
+
+    /// Whether `key` was fetched before (it is in demand). Bounded: everything is forgotten when
+    /// [`DEMAND_TRACKED_KEYS`] are tracked.
+    fn repeated(&mut self, key: &[u8]) -> bool {
+        if self.demand.contains(key) {
+            return true;
+        }
+        if self.demand.len() >= DEMAND_TRACKED_KEYS {
+            self.demand.clear();
+        }
+        self.demand.insert(key.to_vec());
+        false
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn serve(
+        &mut self,
+        peer: PeerId,
+        id: InboundId,
+        request: KadRequest,
+        serving: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+        events: &mut Vec<QueryEvent>,
+    ) {
+        if !self.config.serving {
+            out.push(Action::Answer { id, response: None });
+            return;
+        }
+        self.stats.served += 1;
+        let k = self.config.k;
+        let served = server::serve(&self.routing, &mut self.records, peer, request, k, now);
+        let response = match served {
+            Served::Answer(r) => Some(r),
+            Served::Kept(_, r) => {
+                self.stats.puts_kept += 1;
+                Some(r)
+            }
+            Served::Refused(_) => {
+                self.stats.puts_refused += 1;
+                None
+            }
+        };
+        out.push(Action::Answer { id, response });
+        if serving {
+            self.seen(peer, Vec::new(), now, events);
+        }
+    }
+
+    /// `peer` serves kad: it joins the routing table if there is room, and a newcomer gets the
+    /// records it is now closer to than this node.
+    fn seen(
+        &mut self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        now: Instant,
+        events: &mut Vec<QueryEvent>,
+    ) {
+        match self.routing.insert(peer, addrs) {
+            Inserted::New | Inserted::Replaced(_) => self.hand_off(peer, now, events),
+            Inserted::Known | Inserted::Full | Inserted::Local => {}
+        }
+    }
+
+    /// When the core next has something to do without any other input.
+    pub fn next_wakeup(&self) -> Instant {
+        let queries = self.queries.next_wakeup();
+        let maintenance = self.next_maintenance();
+        queries.map_or(maintenance, |q| q.min(maintenance))
+    }
+
+    /// Heap bytes of the core's own state, records aside (routing table, queries, outbox, demand,
+    /// operations), by its own accounting.
+    pub fn heap_bytes(&self) -> usize {
+        self.routing.heap_bytes()
+            + self.queries.heap_bytes()
+            + self.demand.capacity() * (std::mem::size_of::<Vec<u8>>() + 32 + 1)
+            + self.ops.capacity() * (std::mem::size_of::<(QueryId, OpId)>() + 1)
+            + self.replication.capacity() * std::mem::size_of::<RecordKey>()
+    }
+}
+
+fn reply(op: OpId, result: Result<OpOk, OpError>) -> Action {
+    Action::Reply {
+        op,
+        result,
+        report: Report::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

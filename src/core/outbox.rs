@@ -1,0 +1,198 @@
+//! Our kad requests on their way: at most [`MAX_KAD_REQUESTS_PER_PEER`] in flight to one peer, the
+//! rest queued until a slot frees; each in-flight request remembers what it was sent for and when,
+//! so that one unanswered for the peer timeout can be given up on.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use dht_behaviours::kad_wire::KadRequest;
+use libp2p::{Multiaddr, PeerId};
+
+/// Identifies one of our outbound requests (the core numbers them; the driver maps them to the
+/// transport's own ids).
+pub type RequestId = u64;
+/// Identifies one of our queries.
+pub type QueryId = u64;
+
+/// Our kad requests in flight to one peer; more wait their turn. libp2p-kad serves at most 32
+/// streams per connection and drops new ones beyond that.
+pub const MAX_KAD_REQUESTS_PER_PEER: usize = 32;
+/// Requests waiting for a slot to one peer; beyond this the newest is dropped as failed.
+pub const MAX_WAITING_PER_PEER: usize = 1024;
+
+/// What a request was sent for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// A step of a query's lookup.
+    Lookup(QueryId),
+    /// One of a store's PUT_VALUEs.
+    Put(QueryId),
+    /// A PUT_VALUE of its own: a hand-off or a cached copy.
+    Oneoff,
+}
+
+/// A request ready to go out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    /// Its id.
+    pub id: RequestId,
+    /// To whom.
+    pub peer: PeerId,
+    /// Addresses to dial if not connected.
+    pub addrs: Vec<Multiaddr>,
+    /// The request.
+    pub request: KadRequest,
+}
+
+struct Waiting {
+    addrs: Vec<Multiaddr>,
+    request: KadRequest,
+    sent: Sent,
+}
+
+/// A request in flight.
+#[derive(Debug, Clone, Copy)]
+pub struct InFlight {
+    /// To whom.
+    pub peer: PeerId,
+    /// What for.
+    pub sent: Sent,
+    since: Instant,
+    /// Given up on (see [`Outbox::overdue`]); its slot stays taken until it resolves.
+    pub abandoned: bool,
+}
+
+/// Requests in flight by id, and those waiting for a free slot to their peer.
+#[derive(Default)]
+pub struct Outbox {
+    next: RequestId,
+    in_flight: HashMap<RequestId, InFlight>,
+    per_peer: HashMap<PeerId, usize>,
+    waiting: HashMap<PeerId, VecDeque<Waiting>>,
+}
+
+impl Outbox {
+    /// Sends `request` to `peer` now if a slot is free, else queues it. Returns the request to
+    /// send, if any.
+    pub fn send(
+        &mut self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: KadRequest,
+        sent: Sent,
+        now: Instant,
+    ) -> Option<Outgoing> {
+        let busy = self.per_peer.get(&peer).copied().unwrap_or(0);
+        if busy >= MAX_KAD_REQUESTS_PER_PEER {
+            let queue = self.waiting.entry(peer).or_default();
+            if queue.len() < MAX_WAITING_PER_PEER {
+                queue.push_back(Waiting {
+                    addrs,
+                    request,
+                    sent,
+                });
+            }
+            return None;
+        }
+        Some(self.start(peer, addrs, request, sent, now))
+    }
+
+    fn start(
+        &mut self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: KadRequest,
+        sent: Sent,
+        now: Instant,
+    ) -> Outgoing {
+        let id = self.next;
+        self.next += 1;
+        let entry = InFlight {
+            peer,
+            sent,
+            since: now,
+            abandoned: false,
+        };
+        self.in_flight.insert(id, entry);
+        *self.per_peer.entry(peer).or_insert(0) += 1;
+        Outgoing {
+            id,
+            peer,
+            addrs,
+            request,
+        }
+    }
+
+    /// Request `id` was answered or failed: its slot goes to the next waiting request to the peer
+    /// whose query still runs (`alive`). Returns the request, and the one to send now, if any.
+    pub fn resolved(
+        &mut self,
+        id: RequestId,
+        now: Instant,
+        alive: impl Fn(Sent) -> bool,
+    ) -> Option<(InFlight, Option<Outgoing>)> {
+        let done = self.in_flight.remove(&id)?;
+        if let Some(n) = self.per_peer.get_mut(&done.peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_peer.remove(&done.peer);
+            }
+        }
+        let mut next = None;
+        if let Some(queue) = self.waiting.get_mut(&done.peer) {
+            let found = std::iter::from_fn(|| queue.pop_front()).find(|w| alive(w.sent));
+            if queue.is_empty() {
+                self.waiting.remove(&done.peer);
+            }
+            if let Some(w) = found {
+                next = Some(self.start(done.peer, w.addrs, w.request, w.sent, now));
+            }
+        }
+        if self.in_flight.is_empty() {
+            // Maps keep their largest capacity; an idle node should not keep its busiest moment's.
+            self.in_flight = HashMap::new();
+            self.per_peer = HashMap::new();
+            self.waiting = HashMap::new();
+        }
+        Some((done, next))
+    }
+
+    /// Requests unanswered for `timeout`, now given up on. The transport's own timeout starts only
+    /// once a connection exists, so a dial that hangs (a peer cut off the network) would otherwise
+    /// hold a lookup until its deadline.
+    pub fn overdue(&mut self, now: Instant, timeout: Duration) -> Vec<InFlight> {
+        let mut late: Vec<(RequestId, InFlight)> = self
+            .in_flight
+            .iter_mut()
+            .filter(|(_, r)| !r.abandoned && now.duration_since(r.since) >= timeout)
+            .map(|(id, r)| {
+                r.abandoned = true;
+                (*id, *r)
+            })
+            .collect();
+        // Map order is not deterministic; request ids are.
+        late.sort_unstable_by_key(|(id, _)| *id);
+        late.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// The earliest moment a request in flight becomes overdue.
+    pub fn next_overdue(&self, timeout: Duration) -> Option<Instant> {
+        self.in_flight
+            .values()
+            .filter(|r| !r.abandoned)
+            .map(|r| r.since + timeout)
+            .min()
+    }
+
+    /// Requests in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Heap bytes held (for memory reports).
+    pub fn heap_bytes(&self) -> usize {
+        self.in_flight.capacity() * (std::mem::size_of::<(RequestId, InFlight)>() + 1)
+            + self.per_peer.capacity() * (std::mem::size_of::<(PeerId, usize)>() + 1)
+            + self.waiting.capacity() * (std::mem::size_of::<(PeerId, VecDeque<()>)>() + 1)
+    }
+}

@@ -1,0 +1,615 @@
+//! Queries: stores, fetches, closest-peer lookups and refreshes, each a [`Lookup`] state machine
+//! with a purpose and a deadline, its requests going out through the [`Outbox`]. Pure: every call
+//! takes the time, and what is to be sent or answered comes back as [`QueryEvent`]s.
+//!
+//! A store runs in two phases: the lookup finds the k closest live peers, then a PUT_VALUE goes to
+//! each; a target that does not acknowledge is replaced by the next closest candidate, so the count
+//! that comes back is of peers that acknowledged (and a node acknowledges only what it kept).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use dht_behaviours::kad_wire::{KadRequest, KadResponse, WirePeer};
+use dht_behaviours::lookup::{
+    CANDIDATES_PER_K, Candidate, LOOKUP_RESILIENCE, Lookup, LookupParams, PeerState,
+};
+use dht_behaviours::validation::{RecordError, validate_record};
+use libp2p::kad::{KBucketKey, Record};
+use libp2p::{Multiaddr, PeerId};
+
+use super::outbox::{InFlight, Outbox, Outgoing, QueryId, RequestId, Sent};
+
+/// A fetch asks the closest peer alone first; unanswered this long, it asks alpha at once.
+pub const FETCH_WIDEN_AFTER: Duration = Duration::from_millis(100);
+
+/// What a query is for.
+#[derive(Debug, Clone)]
+pub enum Purpose {
+    /// Put `record` on the k closest nodes (a store, a re-store or a republish).
+    Store {
+        /// The copy sent (with the expiry holders get).
+        record: Record,
+    },
+    /// The value under the key; with `cache`, the lookup runs on once answered to find the closest
+    /// node that lacked it (the key is in demand).
+    Fetch {
+        /// Run on for caching once found.
+        cache: bool,
+    },
+    /// The k closest peers that answered.
+    Peers,
+    /// A routing-table refresh: the answers are what it is for.
+    Refresh,
+}
+
+/// How a query ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A store's PUT phase ended: these peers acknowledged.
+    Stored {
+        /// The peers that acknowledged, closest first.
+        acked: Vec<PeerId>,
+    },
+    /// A fetch found the record.
+    Found {
+        /// The record, checked against its key.
+        record: Box<Record>,
+        /// Who answered with it.
+        from: PeerId,
+    },
+    /// A fetch ended without the record; `unanswered` closer peers never answered (0: it is
+    /// absent from the closest peers).
+    NotFound {
+        /// Closer peers that went unanswered.
+        unanswered: usize,
+    },
+    /// The closest peers that answered.
+    Peers {
+        /// Closest first.
+        peers: Vec<PeerId>,
+    },
+    /// A refresh ended.
+    Refreshed,
+    /// The deadline passed.
+    TimedOut,
+}
+
+/// What the queries want done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryEvent {
+    /// Send this request.
+    Send(Outgoing),
+    /// A query ended.
+    Done {
+        /// Which.
+        id: QueryId,
+        /// How.
+        outcome: Outcome,
+        /// Requests it sent.
+        requests: usize,
+        /// Rounds until the closest peer that answered (or held the value) was reached.
+        hops: u32,
+        /// How long it ran.
+        took: Duration,
+    },
+    /// A fetch that ran on under demand found where to cache: `peer` lacked the value (`None`:
+    /// every peer asked held it).
+    CacheAt {
+        /// The record to cache.
+        record: Record,
+        /// The closest peer without it, and its addresses.
+        peer: Option<(PeerId, Vec<Multiaddr>)>,
+    },
+    /// `peer` answered with a record that is not what its key says.
+    Lied {
+        /// Who.
+        peer: PeerId,
+        /// What was wrong.
+        error: RecordError,
+    },
+    /// A one-off PUT resolved.
+    OneoffDone {
+        /// To whom.
+        peer: PeerId,
+        /// Whether it was acknowledged.
+        acked: bool,
+    },
+}
+
+struct PutPhase {
+    pending: usize,
+    acked: Vec<PeerId>,
+    /// Further live candidates, closest first: one replaces each target that fails.
+    spare: VecDeque<Candidate>,
+}
+
+struct Query {
+    key: Vec<u8>,
+    lookup: Lookup,
+    purpose: Purpose,
+    started: Instant,
+    deadline: Instant,
+    put: Option<PutPhase>,
+    /// The round in which each candidate was learned (seeds: 1).
+    depth: HashMap<PeerId, u32>,
+    /// Found already (a fetch running on to cache).
+    found: Option<Record>,
+    /// Widened to alpha requests (a fetch's narrow start is over).
+    widened: bool,
+}
+
+/// The knobs of every query.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryConfig {
+    /// Replication factor.
+    pub k: usize,
+    /// Parallelism.
+    pub alpha: usize,
+    /// Deadline of a query (a store gets two: lookup, then PUTs).
+    pub query_timeout: Duration,
+    /// A request unanswered this long counts as failed.
+    pub peer_timeout: Duration,
+    /// Whether this node serves (keeps its own copy, so counts among a key's k closest).
+    pub serving: bool,
+}
+
+/// Every query of a node.
+pub struct Queries {
+    local: PeerId,
+    config: QueryConfig,
+    queries: BTreeMap<QueryId, Query>,
+    next: QueryId,
+    outbox: Outbox,
+}
+
+impl Queries {
+    /// No query yet.
+    pub fn new(local: PeerId, config: QueryConfig) -> Self {
+        Self {
+            local,
+            config,
+            queries: BTreeMap::new(),
+            next: 0,
+            outbox: Outbox::default(),
+        }
+    }
+
+    /// Queries running.
+    pub fn len(&self) -> usize {
+        self.queries.len()
+    }
+
+    /// Whether none runs.
+    pub fn is_empty(&self) -> bool {
+        self.queries.is_empty()
+    }
+
+    /// Starts a query for `key` from `seeds` (the closest peers known, with their addresses).
+    pub fn start(
+        &mut self,
+        key: Vec<u8>,
+        purpose: Purpose,
+        seeds: Vec<(PeerId, Vec<Multiaddr>)>,
+        now: Instant,
+        out: &mut Vec<QueryEvent>,
+    ) -> QueryId {
+        let k = self.config.k;
+        let (narrow, resilience, phases) = match purpose {
+            // The closest holder almost always answers alone; not found means all k said no.
+            Purpose::Fetch { .. } => (true, k, 1),
+            Purpose::Peers | Purpose::Refresh => (false, k, 1),
+            // A store's PUT_VALUEs check the k closest; the lookup only has to find them.
+            Purpose::Store { .. } => (false, LOOKUP_RESILIENCE, 2),
+        };
+        let params = LookupParams {
+            k,
+            alpha: self.config.alpha,
+            resilience,
+            narrow,
+        };
+        let depth = seeds.iter().map(|(p, _)| (*p, 1)).collect();
+        let id = self.next;
+        self.next += 1;
+        let query = Query {
+            lookup: Lookup::new(&key, seeds, params),
+            key,
+            purpose,
+            started: now,
+            deadline: now + phases * self.config.query_timeout,
+            put: None,
+            depth,
+            found: None,
+            widened: !narrow,
+        };
+        self.queries.insert(id, query);
+        self.drive(id, now, out);
+        id
+    }
+
+    /// Sends what query `id` may send now; finishes it when its lookup is done.
+    fn drive(&mut self, id: QueryId, now: Instant, out: &mut Vec<QueryEvent>) {
+        let Some(q) = self.queries.get_mut(&id) else {
+            return;
+        };
+        if q.put.is_some() {
+            return;
+        }
+        let request = match q.purpose {
+            Purpose::Store { .. } | Purpose::Peers | Purpose::Refresh => {
+                KadRequest::FindNode { key: q.key.clone() }
+            }
+            Purpose::Fetch { .. } => KadRequest::GetValue { key: q.key.clone() },
+        };
+        let mut sends = Vec::new();
+        while let Some(next) = q.lookup.next_request() {
+            sends.push(next);
+        }
+        let finished = q.lookup.is_finished();
+        for (peer, addrs) in sends {
+            let sent = Sent::Lookup(id);
+            if let Some(o) = self.outbox.send(peer, addrs, request.clone(), sent, now) {
+                out.push(QueryEvent::Send(o));
+            }
+        }
+        if finished {
+            self.lookup_finished(id, now, out);
+        }
+    }
+
+    fn done(&mut self, id: QueryId, outcome: Outcome, now: Instant, out: &mut Vec<QueryEvent>) {
+        let Some(q) = self.queries.remove(&id) else {
+            return;
+        };
+        let hops = hops(&q);
+        out.push(QueryEvent::Done {
+            id,
+            outcome,
+            requests: q.lookup.requests(),
+            hops,
+            took: now.saturating_duration_since(q.started),
+        });
+    }
+
+    fn lookup_finished(&mut self, id: QueryId, now: Instant, out: &mut Vec<QueryEvent>) {
+        let Some(q) = self.queries.get_mut(&id) else {
+            return;
+        };
+        let k = q.lookup.k();
+        match &q.purpose {
+            Purpose::Store { record } => {
+                let record = record.clone();
+                let live = q.lookup.closest(CANDIDATES_PER_K * k);
+                let targets = targets(&self.local, self.config.serving, &q.key, &live, k);
+                let mut spare = VecDeque::new();
+                let mut chosen = Vec::new();
+                for c in live {
+                    if targets.contains(&c.peer) {
+                        chosen.push(c);
+                    } else {
+                        spare.push_back(c);
+                    }
+                }
+                q.put = Some(PutPhase {
+                    pending: chosen.len(),
+                    acked: Vec::new(),
+                    spare,
+                });
+                if chosen.is_empty() {
+                    self.done(id, Outcome::Stored { acked: Vec::new() }, now, out);
+                    return;
+                }
+                for c in chosen {
+                    let request = KadRequest::PutValue {
+                        record: record.clone(),
+                    };
+                    if let Some(o) = self
+                        .outbox
+                        .send(c.peer, c.addrs, request, Sent::Put(id), now)
+                    {
+                        out.push(QueryEvent::Send(o));
+                    }
+                }
+            }
+            Purpose::Fetch { .. } => {
+                if let Some(record) = q.found.take() {
+                    let peer = q.lookup.closest_lacking().map(|p| {
+                        let addrs = q
+                            .lookup
+                            .closest(CANDIDATES_PER_K * k)
+                            .into_iter()
+                            .find(|c| c.peer == p)
+                            .map(|c| c.addrs)
+                            .unwrap_or_default();
+                        (p, addrs)
+                    });
+                    self.queries.remove(&id);
+                    out.push(QueryEvent::CacheAt { record, peer });
+                    return;
+                }
+                let unanswered = q.lookup.unanswered_closer();
+                self.done(id, Outcome::NotFound { unanswered }, now, out);
+            }
+            Purpose::Peers => {
+                let peers = q
+                    .lookup
+                    .closest(k)
+                    .into_iter()
+                    .filter(|c| matches!(c.state, PeerState::Succeeded | PeerState::Held))
+                    .map(|c| c.peer)
+                    .collect();
+                self.done(id, Outcome::Peers { peers }, now, out);
+            }
+            Purpose::Refresh => self.done(id, Outcome::Refreshed, now, out),
+        }
+    }
+
+    /// Sends a PUT_VALUE that belongs to no query (a hand-off, a cached copy).
+    pub fn put_once(
+        &mut self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        record: Record,
+        now: Instant,
+        out: &mut Vec<QueryEvent>,
+    ) {
+        let request = KadRequest::PutValue { record };
+        if let Some(o) = self.outbox.send(peer, addrs, request, Sent::Oneoff, now) {
+            out.push(QueryEvent::Send(o));
+        }
+    }
+
+    fn resolve(
+        &mut self,
+        rid: RequestId,
+        now: Instant,
+        out: &mut Vec<QueryEvent>,
+    ) -> Option<InFlight> {
+        let queries = &self.queries;
+        let alive = |sent: Sent| match sent {
+            Sent::Lookup(q) | Sent::Put(q) => queries.contains_key(&q),
+            Sent::Oneoff => true,
+        };
+        let (done, next) = self.outbox.resolved(rid, now, alive)?;
+        if let Some(o) = next {
+            out.push(QueryEvent::Send(o));
+        }
+        // A request its query gave up on was already counted as failed.
+        (!done.abandoned).then_some(done)
+    }
+
+    /// Request `rid` was answered; `closer` are the peers of the answer the caller admits (not
+    /// this node, not blocked, addresses vetted). Returns the peer that answered.
+    pub fn on_response(
+        &mut self,
+        rid: RequestId,
+        response: KadResponse,
+        closer: Vec<WirePeer>,
+        now: Instant,
+        out: &mut Vec<QueryEvent>,
+    ) -> Option<PeerId> {
+        let done = self.resolve(rid, now, out)?;
+        let peer = done.peer;
+        self.answered(done.sent, peer, response, closer, now, out);
+        Some(peer)
+    }
+
+    fn answered(
+        &mut self,
+        sent: Sent,
+        peer: PeerId,
+        response: KadResponse,
+        closer: Vec<WirePeer>,
+        now: Instant,
+        out: &mut Vec<QueryEvent>,
+    ) {
+        let id = match sent {
+            Sent::Oneoff => {
+                out.push(QueryEvent::OneoffDone { peer, acked: true });
+                return;
+            }
+            Sent::Put(id) => return self.put_done(id, Some(peer), now, out),
+            Sent::Lookup(id) => id,
+        };
+        let Some(q) = self.queries.get_mut(&id) else {
+            return;
+        };
+        let wants_record = matches!(q.purpose, Purpose::Fetch { .. });
+        let Some(record) = response.record.filter(|_| wants_record) else {
+            let d = q.depth.get(&peer).copied().unwrap_or(1);
+            for p in &closer {
+                q.depth.entry(p.peer).or_insert(d + 1);
+            }
+            q.lookup.on_answer(&peer, closer);
+            return self.drive(id, now, out);
+        };
+        // Every answer is checked, also after the fetch was answered (a lookup running on for
+        // caching): that is how liars are caught.
+        let valid = if record.key.as_ref() == q.key.as_slice() {
+            validate_record(&q.key, &record.value)
+        } else {
+            Err(RecordError::KeyMismatch)
+        };
+        if let Err(error) = valid {
+            q.lookup.on_failure(&peer);
+            out.push(QueryEvent::Lied { peer, error });
+            return self.drive(id, now, out);
+        }
+        q.lookup.on_found(&peer);
+        if q.found.is_some() {
+            return self.drive(id, now, out);
+        }
+        let cache = matches!(q.purpose, Purpose::Fetch { cache: true });
+        let hops = q.depth.get(&peer).copied().unwrap_or(1);
+        let event = QueryEvent::Done {
+            id,
+            outcome: Outcome::Found {
+                record: Box::new(record.clone()),
+                from: peer,
+            },
+            requests: q.lookup.requests(),
+            hops,
+            took: now.saturating_duration_since(q.started),
+        };
+        out.push(event);
+        if cache {
+            q.found = Some(record);
+            self.drive(id, now, out);
+        } else {
+            self.queries.remove(&id);
+        }
+    }
+
+    /// Request `rid` failed (`timed_out`: it went unanswered). Returns the peer, so the caller can
+    /// mark it in its routing table.
+    pub fn on_failure(
+        &mut self,
+        rid: RequestId,
+        timed_out: bool,
+        now: Instant,
+        out: &mut Vec<QueryEvent>,
+    ) -> Option<PeerId> {
+        let done = self.resolve(rid, now, out)?;
+        self.failed(done, timed_out, now, out);
+        Some(done.peer)
+    }
+
+    fn failed(&mut self, done: InFlight, timed_out: bool, now: Instant, out: &mut Vec<QueryEvent>) {
+        let peer = done.peer;
+        match done.sent {
+            Sent::Oneoff => out.push(QueryEvent::OneoffDone { peer, acked: false }),
+            Sent::Put(id) => self.put_done(id, None, now, out),
+            Sent::Lookup(id) => {
+                if let Some(q) = self.queries.get_mut(&id) {
+                    if timed_out {
+                        q.lookup.on_timeout(&peer);
+                    } else {
+                        q.lookup.on_failure(&peer);
+                    }
+                }
+                self.drive(id, now, out);
+            }
+        }
+    }
+
+    /// One PUT_VALUE of a store resolved (`acked` by that peer, or failed): a failed target is
+    /// replaced by the next live candidate; the store ends once none is pending.
+    fn put_done(
+        &mut self,
+        id: QueryId,
+        acked: Option<PeerId>,
+        now: Instant,
+        out: &mut Vec<QueryEvent>,
+    ) {
+        let Some(q) = self.queries.get_mut(&id) else {
+            return;
+        };
+        let (Some(put), Purpose::Store { record }) = (q.put.as_mut(), &q.purpose) else {
+            return;
+        };
+        put.pending = put.pending.saturating_sub(1);
+        match acked {
+            Some(peer) => put.acked.push(peer),
+            None => {
+                if let Some(next) = put.spare.pop_front() {
+                    put.pending += 1;
+                    let request = KadRequest::PutValue {
+                        record: record.clone(),
+                    };
+                    let sent = Sent::Put(id);
+                    if let Some(o) = self.outbox.send(next.peer, next.addrs, request, sent, now) {
+                        out.push(QueryEvent::Send(o));
+                    }
+                    return;
+                }
+            }
+        }
+        if put.pending == 0 {
+            let acked = std::mem::take(&mut put.acked);
+            self.done(id, Outcome::Stored { acked }, now, out);
+        }
+    }
+
+    /// Time passed: overdue requests count as failed (returned, for the routing table), slow
+    /// fetches widen, queries past their deadline end.
+    pub fn tick(&mut self, now: Instant, out: &mut Vec<QueryEvent>) -> Vec<PeerId> {
+        let mut failed = Vec::new();
+        for late in self.outbox.overdue(now, self.config.peer_timeout) {
+            failed.push(late.peer);
+            self.failed(late, true, now, out);
+        }
+        let slow: Vec<QueryId> = self
+            .queries
+            .iter_mut()
+            .filter(|(_, q)| {
+                !q.widened && now.saturating_duration_since(q.started) >= FETCH_WIDEN_AFTER
+            })
+            .map(|(id, q)| {
+                q.widened = true;
+                q.lookup.widen();
+                *id
+            })
+            .collect();
+        for id in slow {
+            self.drive(id, now, out);
+        }
+        let expired: Vec<QueryId> = self
+            .queries
+            .iter()
+            .filter(|(_, q)| q.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let found = self.queries.get(&id).is_some_and(|q| q.found.is_some());
+            if found {
+                self.queries.remove(&id);
+            } else {
+                self.done(id, Outcome::TimedOut, now, out);
+            }
+        }
+        failed
+    }
+
+    /// When [`Queries::tick`] has something to do next.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let overdue = self.outbox.next_overdue(self.config.peer_timeout);
+        let deadline = self.queries.values().map(|q| q.deadline).min();
+        let widen = self
+            .queries
+            .values()
+            .filter(|q| !q.widened)
+            .map(|q| q.started + FETCH_WIDEN_AFTER)
+            .min();
+        [overdue, deadline, widen].into_iter().flatten().min()
+    }
+
+    /// Heap bytes held by queries and the outbox (for memory reports; a lookup's candidates are
+    /// estimated from their number).
+    pub fn heap_bytes(&self) -> usize {
+        let per_query = std::mem::size_of::<Query>()
+            + CANDIDATES_PER_K * self.config.k * (std::mem::size_of::<Candidate>() + 48);
+        self.queries.len() * per_query + self.outbox.heap_bytes()
+    }
+}
+
+/// Rounds until the closest peer that answered was reached.
+fn hops(q: &Query) -> u32 {
+    q.lookup
+        .closest(q.lookup.k())
+        .into_iter()
+        .find(|c| matches!(c.state, PeerState::Succeeded | PeerState::Held))
+        .and_then(|c| q.depth.get(&c.peer).copied())
+        .unwrap_or(0)
+}
+
+/// The peers a record goes to: the `k` nodes closest to `key` among the live candidates and, when
+/// this node serves, this node itself, which keeps its own copy and is left out.
+fn targets(local: &PeerId, serving: bool, key: &[u8], live: &[Candidate], k: usize) -> Vec<PeerId> {
+    let target = KBucketKey::new(key.to_vec());
+    let mut all: Vec<PeerId> = live.iter().map(|c| c.peer).filter(|p| p != local).collect();
+    if serving {
+        all.push(*local);
+    }
+    all.sort_by_cached_key(|p| target.distance(&KBucketKey::from(*p)));
+    all.dedup();
+    all.into_iter().take(k).filter(|p| p != local).collect()
+}

@@ -1,0 +1,338 @@
+//! The records a node keeps, and the one admission policy every copy goes through: this node's own
+//! stores, inbound PUT_VALUEs (a peer's store, a holder's re-store or hand-off) and cached copies.
+//!
+//! The rules, in the order they are checked:
+//! 1. The record must be valid: a content key is the SHA-256 of its value ([`validate_record`]).
+//! 2. A copy from a peer lives at most one TTL from now (a peer cannot make us keep a record
+//!    longer), a cached copy at most a TTL / [`CACHE_TTL_DIVISOR`], and never longer than the
+//!    copy it came from.
+//! 3. This node's own published copy is never replaced nor shortened by a copy from elsewhere.
+//! 4. A held record's life is never shortened by a peer: a copy with an earlier expiry leaves the
+//!    held one as it is (and is acknowledged: the node does hold the record).
+//! 5. A free (non-content) key's value is replaced only by the peer that stored it first, or by
+//!    this node's own store; anyone else is refused, so no peer can overwrite what others wrote.
+//! 6. A new key counts against the sending peer's quota, in records and bytes
+//!    ([`super::quota`]); a re-store of a held key adds nothing.
+//! 7. A full store refuses; it never evicts a living record to make room.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use dht_behaviours::store::{BoundedStore, StoreLimits, is_own};
+use dht_behaviours::validation::{RecordError, is_content_key, validate_record};
+use libp2p::PeerId;
+use libp2p::kad::store::RecordStore;
+use libp2p::kad::{Record, RecordKey};
+
+use super::quota::Quota;
+
+/// A cached copy lives this many times shorter than a stored one.
+pub const CACHE_TTL_DIVISOR: u32 = 8;
+
+/// Where a copy comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// This node's own store: the published copy, kept without expiry while the node runs.
+    Own,
+    /// A PUT_VALUE from a peer.
+    Peer(PeerId),
+    /// A value this node fetched and keeps as a cache.
+    Cache,
+}
+
+/// What admission did with a copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    /// A new key is held now.
+    New,
+    /// The held record was updated (a longer life, or its owner's new value).
+    Updated,
+    /// The node already held the record at least as long: nothing changed.
+    Held,
+}
+
+/// Why a copy was refused. Nothing is acknowledged for a refused copy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The record itself is wrong (the sender may be lying).
+    #[error("invalid record: {0}")]
+    Invalid(#[from] RecordError),
+    /// The record had expired already.
+    #[error("the record has expired")]
+    Expired,
+    /// A free key held for another peer; only that peer may replace its value.
+    #[error("the key holds another peer's value")]
+    Conflict,
+    /// The sender holds its share of the store already.
+    #[error("the peer's quota is used up")]
+    Quota,
+    /// The store is full.
+    #[error("the store is full")]
+    Full,
+}
+
+/// The record store with its admission policy and per-peer accounts.
+pub struct Records {
+    local: PeerId,
+    store: BoundedStore,
+    quota: Quota,
+    ttl: Duration,
+    /// When a peer last stored each key here (the replication round skips those a peer has just
+    /// re-stored).
+    received: HashMap<RecordKey, Instant>,
+}
+
+impl Records {
+    /// An empty store for `local`, bounded by `limits`; copies from peers live at most `ttl`, and a
+    /// record counts as gone `margin` before its expiry.
+    pub fn new(local: PeerId, limits: StoreLimits, ttl: Duration, margin: Duration) -> Self {
+        Self {
+            local,
+            store: BoundedStore::new(local, limits).with_expiry_margin(margin),
+            quota: Quota::new(limits),
+            ttl,
+            received: HashMap::new(),
+        }
+    }
+
+    /// The record under `key`, if it lives at `now`.
+    pub fn get(&self, key: &RecordKey, now: Instant) -> Option<&Record> {
+        self.store.get_at(key, now)
+    }
+
+    /// Records held and living at `now`.
+    pub fn live(&self, now: Instant) -> impl Iterator<Item = &Record> + '_ {
+        self.store.records_at(now)
+    }
+
+    /// Records held.
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Whether no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+
+    /// Bytes of keys and values held.
+    pub fn bytes(&self) -> usize {
+        self.store.bytes()
+    }
+
+    /// The store, for the driver's persistence (change tracking) and status.
+    pub fn store_mut(&mut self) -> &mut BoundedStore {
+        &mut self.store
+    }
+
+    /// Whether a peer stored `key` here after `since` (`None`: ever).
+    pub fn received_since(&self, key: &RecordKey, since: Option<Instant>) -> bool {
+        self.received
+            .get(key)
+            .is_some_and(|at| since.is_none_or(|s| *at > s))
+    }
+
+    /// The one admission function: keeps `record` from `source`, or says why not (module doc).
+    pub fn admit(
+        &mut self,
+        source: Source,
+        record: Record,
+        now: Instant,
+    ) -> Result<Admitted, Refusal> {
+        let key = record.key.clone();
+        let admitted = self.decide(source, record, now);
+        if admitted.is_ok() && matches!(source, Source::Peer(_)) {
+            self.received.insert(key, now);
+        }
+        admitted
+    }
+
+    fn decide(
+        &mut self,
+        source: Source,
+        mut record: Record,
+        now: Instant,
+    ) -> Result<Admitted, Refusal> {
+        validate_record(record.key.as_ref(), &record.value)?;
+        match source {
+            Source::Own => {
+                record.publisher = Some(self.local);
+                record.expires = None;
+            }
+            Source::Peer(_) => {
+                let cap = now + self.ttl;
+                record.expires = Some(record.expires.map_or(cap, |e| e.min(cap)));
+            }
+            Source::Cache => {
+                let cap = now + self.ttl / CACHE_TTL_DIVISOR;
+                record.expires = Some(record.expires.map_or(cap, |e| e.min(cap)));
+            }
+        }
+        if record.expires.is_some_and(|e| e <= now) {
+            return Err(Refusal::Expired);
+        }
+        let bytes = record.key.as_ref().len() + record.value.len();
+        if let Some(held) = self.store.get_any(&record.key) {
+            let held_lives = held.expires.is_none_or(|e| e > now);
+            if held_lives {
+                if source != Source::Own && is_own(held, &self.local) {
+                    return Ok(Admitted::Held);
+                }
+                let same = held.value == record.value;
+                if !same && !is_content_key(record.key.as_ref()) {
+                    let owner = match source {
+                        Source::Own => true,
+                        Source::Peer(p) => self.quota.origin(&record.key) == Some(&p),
+                        Source::Cache => false,
+                    };
+                    if !owner {
+                        return Err(Refusal::Conflict);
+                    }
+                } else if same && source != Source::Own {
+                    // Never shorten: keep whichever copy lives longer.
+                    let longer = match (held.expires, record.expires) {
+                        (None, _) => false,
+                        (Some(_), None) => true,
+                        (Some(a), Some(b)) => b > a,
+                    };
+                    if !longer {
+                        return Ok(Admitted::Held);
+                    }
+                    record.publisher = held.publisher;
+                }
+            }
+        }
+        let new = self.store.get_any(&record.key).is_none();
+        if let Source::Peer(peer) = source
+            && new
+            && !self.quota.admits(&peer, &record.key, bytes)
+        {
+            return Err(Refusal::Quota);
+        }
+        let key = record.key.clone();
+        self.store.put(record).map_err(|_| Refusal::Full)?;
+        if let Source::Peer(peer) = source {
+            self.quota.stored(peer, key, bytes);
+        }
+        Ok(if new {
+            Admitted::New
+        } else {
+            Admitted::Updated
+        })
+    }
+
+    /// Removes every record expired at `now`; returns how many went.
+    pub fn sweep(&mut self, now: Instant) -> usize {
+        let gone = self.store.remove_expired(now);
+        if gone > 0 {
+            let store = &self.store;
+            self.quota.sweep(|k| store.get_any(k).is_some());
+            self.received.retain(|k, _| store.get_any(k).is_some());
+        }
+        gone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dht_behaviours::validation::content_key;
+
+    fn content(value: &[u8]) -> Record {
+        Record::new(RecordKey::new(&content_key(value)), value.to_vec())
+    }
+
+    fn records() -> (Records, Instant) {
+        let local = PeerId::random();
+        let ttl = Duration::from_secs(3600);
+        let limits = StoreLimits {
+            max_records: 64,
+            max_bytes: 64 * 1024,
+        };
+        (
+            Records::new(local, limits, ttl, Duration::from_secs(1)),
+            Instant::now(),
+        )
+    }
+
+    #[test]
+    fn a_peer_never_shortens_a_held_record() {
+        let (mut r, now) = records();
+        let peer = Source::Peer(PeerId::random());
+        let mut rec = content(b"v");
+        rec.expires = Some(now + Duration::from_secs(3000));
+        assert_eq!(r.admit(peer, rec.clone(), now), Ok(Admitted::New));
+        let mut short = rec.clone();
+        short.expires = Some(now + Duration::from_secs(2));
+        assert_eq!(r.admit(peer, short, now), Ok(Admitted::Held));
+        let later = now + Duration::from_secs(60);
+        assert!(r.get(&rec.key, later).is_some(), "still held a minute on");
+        // A longer life (a republish) is taken, capped at one TTL.
+        let mut long = rec.clone();
+        long.expires = Some(now + Duration::from_secs(99_999));
+        assert_eq!(r.admit(peer, long, now), Ok(Admitted::Updated));
+        let held = r.get(&rec.key, now).and_then(|x| x.expires);
+        assert_eq!(held, Some(now + Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn own_copies_stay_and_free_keys_belong_to_their_first_writer() {
+        let (mut r, now) = records();
+        let (alice, mallory) = (PeerId::random(), PeerId::random());
+        let key = RecordKey::new(&b"name");
+        let first = Record::new(key.clone(), b"alice's".to_vec());
+        assert_eq!(r.admit(Source::Peer(alice), first, now), Ok(Admitted::New));
+        let forged = Record::new(key.clone(), b"mallory's".to_vec());
+        assert_eq!(
+            r.admit(Source::Peer(mallory), forged, now),
+            Err(Refusal::Conflict)
+        );
+        let update = Record::new(key.clone(), b"alice's v2".to_vec());
+        assert_eq!(
+            r.admit(Source::Peer(alice), update, now),
+            Ok(Admitted::Updated)
+        );
+        let own = content(b"mine");
+        assert_eq!(r.admit(Source::Own, own.clone(), now), Ok(Admitted::New));
+        let mut copy = own.clone();
+        copy.expires = Some(now + Duration::from_secs(5));
+        assert_eq!(r.admit(Source::Peer(alice), copy, now), Ok(Admitted::Held));
+        assert_eq!(r.get(&own.key, now).and_then(|x| x.expires), None);
+    }
+
+    #[test]
+    fn invalid_expired_over_quota_and_full_are_refused() {
+        let (mut r, now) = records();
+        let peer = PeerId::random();
+        let wrong = Record::new(RecordKey::new(&content_key(b"a")), b"b".to_vec());
+        assert!(matches!(
+            r.admit(Source::Peer(peer), wrong, now),
+            Err(Refusal::Invalid(_))
+        ));
+        let mut old = content(b"old");
+        old.expires = Some(now);
+        assert_eq!(r.admit(Source::Peer(peer), old, now), Err(Refusal::Expired));
+        // 64 records in all, 8 per peer.
+        let mut admitted = 0;
+        for i in 0..20u32 {
+            if r.admit(Source::Peer(peer), content(&i.to_be_bytes()), now)
+                .is_ok()
+            {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 64 / 8);
+        for i in 100..200u32 {
+            let _ = r.admit(
+                Source::Peer(PeerId::random()),
+                content(&i.to_be_bytes()),
+                now,
+            );
+        }
+        assert_eq!(r.len(), 64);
+        assert_eq!(
+            r.admit(Source::Own, content(b"one more"), now),
+            Err(Refusal::Full)
+        );
+    }
+}

@@ -1,0 +1,330 @@
+//! The routing table: Kademlia's k-buckets, as a plain data structure with no clock of its own.
+//!
+//! Policy, as the paper and go-libp2p-kad-dht (#45, #283) have it: a full bucket keeps its old
+//! contacts while they answer (old peers are the likeliest to stay), so a newcomer only takes the
+//! place of an entry that has stopped answering. An entry that failed a request is *stale*: it is
+//! still used, but the next newcomer for its bucket replaces it, and [`MAX_FAILURES`] failures in a row
+//! remove it, so that a dead peer leaves within a few requests, not at the next refresh.
+
+use libp2p::kad::KBucketKey;
+use libp2p::{Multiaddr, PeerId};
+
+/// Requests in a row a peer may fail before it leaves the table.
+pub const MAX_FAILURES: u8 = 2;
+
+/// A point of the key space: the SHA-256 of a key or peer id as two integers, so that XOR
+/// distances compare as integers (libp2p's `Distance` goes through a 256-bit big-endian decode on
+/// every comparison, which dominated the simulator's profile).
+pub type Point = (u128, u128);
+
+/// The point of a hashed kad key.
+pub fn point<T>(key: &KBucketKey<T>) -> Point {
+    let bytes = key.hashed_bytes();
+    let mut hi = [0u8; 16];
+    let mut lo = [0u8; 16];
+    hi.copy_from_slice(&bytes[..16]);
+    lo.copy_from_slice(&bytes[16..32]);
+    (u128::from_be_bytes(hi), u128::from_be_bytes(lo))
+}
+
+/// The XOR distance of two points.
+pub fn distance(a: Point, b: Point) -> Point {
+    (a.0 ^ b.0, a.1 ^ b.1)
+}
+
+/// `ilog2` of a distance (`None` for zero).
+fn ilog2(d: Point) -> Option<u32> {
+    if d.0 != 0 {
+        Some(255 - d.0.leading_zeros())
+    } else if d.1 != 0 {
+        Some(127 - d.1.leading_zeros())
+    } else {
+        None
+    }
+}
+
+/// One peer of the table.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    peer: PeerId,
+    point: Point,
+    /// Where it listens (the addresses it told us, at most
+    /// [`dht_behaviours::config::MAX_ADDRS_PER_PEER`]).
+    pub addrs: Vec<Multiaddr>,
+    /// Requests failed in a row since its last answer.
+    pub failures: u8,
+}
+
+impl Entry {
+    /// The peer's id.
+    pub fn peer(&self) -> &PeerId {
+        &self.peer
+    }
+}
+
+/// What [`RoutingTable::insert`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// The peer is new in the table.
+    New,
+    /// The peer was there already (its addresses were updated).
+    Known,
+    /// A stale entry made room for the peer.
+    Replaced(PeerId),
+    /// The bucket is full of answering peers: the newcomer is not kept.
+    Full,
+    /// The peer is this node.
+    Local,
+}
+
+/// k-buckets around `local`. Buckets are kept from the farthest (index 0: distance 2^255 and up)
+/// inwards, grown as peers arrive, so a table costs what its peers cost and no more.
+#[derive(Debug)]
+pub struct RoutingTable {
+    local: Point,
+    k: usize,
+    /// `buckets[i]` holds the peers whose distance has `ilog2 == 255 - i`.
+    buckets: Vec<Vec<Entry>>,
+    len: usize,
+}
+
+impl RoutingTable {
+    /// An empty table for `local`, with `k` peers per bucket.
+    pub fn new(local: PeerId, k: usize) -> Self {
+        Self {
+            local: point(&KBucketKey::from(local)),
+            k: k.max(1),
+            buckets: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// Peers in the table.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The index of the bucket `p` falls in, or `None` for this node itself.
+    fn index(&self, p: Point) -> Option<usize> {
+        let log = ilog2(distance(self.local, p))?;
+        Some(255 - log as usize)
+    }
+
+    fn index_of(&self, peer: &PeerId) -> Option<usize> {
+        self.index(point(&KBucketKey::from(*peer)))
+    }
+
+    /// Adds `peer` (or updates its addresses), by the policy in the module's doc. An answer or a
+    /// request from the peer also clears its failures.
+    pub fn insert(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) -> Inserted {
+        let p = point(&KBucketKey::from(peer));
+        let Some(i) = self.index(p) else {
+            return Inserted::Local;
+        };
+        if self.buckets.len() <= i {
+            self.buckets.resize_with(i + 1, Vec::new);
+        }
+        let k = self.k;
+        let bucket = &mut self.buckets[i];
+        if let Some(e) = bucket.iter_mut().find(|e| e.peer == peer) {
+            e.failures = 0;
+            if !addrs.is_empty() {
+                e.addrs = addrs;
+            }
+            return Inserted::Known;
+        }
+        let entry = Entry {
+            peer,
+            point: p,
+            addrs,
+            failures: 0,
+        };
+        if bucket.len() < k {
+            // A bucket holds at most k: room for k at once, not a doubling's worth of slack.
+            bucket.reserve_exact(k - bucket.len());
+            bucket.push(entry);
+            self.len += 1;
+            return Inserted::New;
+        }
+        match bucket.iter().position(|e| e.failures > 0) {
+            Some(stale) => {
+                let old = std::mem::replace(&mut bucket[stale], entry);
+                Inserted::Replaced(*old.peer())
+            }
+            None => Inserted::Full,
+        }
+    }
+
+    /// Whether `peer` is in the table.
+    pub fn contains(&self, peer: &PeerId) -> bool {
+        self.get(peer).is_some()
+    }
+
+    /// The entry of `peer`.
+    pub fn get(&self, peer: &PeerId) -> Option<&Entry> {
+        let i = self.index_of(peer)?;
+        self.buckets.get(i)?.iter().find(|e| e.peer() == peer)
+    }
+
+    /// A request to `peer` failed: it goes stale, and leaves after [`MAX_FAILURES`]. Returns whether
+    /// it left.
+    pub fn failed(&mut self, peer: &PeerId) -> bool {
+        let Some(i) = self.index_of(peer) else {
+            return false;
+        };
+        let Some(bucket) = self.buckets.get_mut(i) else {
+            return false;
+        };
+        let Some(pos) = bucket.iter().position(|e| e.peer() == peer) else {
+            return false;
+        };
+        bucket[pos].failures = bucket[pos].failures.saturating_add(1);
+        if bucket[pos].failures < MAX_FAILURES {
+            return false;
+        }
+        bucket.remove(pos);
+        self.len -= 1;
+        true
+    }
+
+    /// Removes `peer` (blocked, or gone for good). Returns whether it was there.
+    pub fn remove(&mut self, peer: &PeerId) -> bool {
+        let Some(i) = self.index_of(peer) else {
+            return false;
+        };
+        let Some(bucket) = self.buckets.get_mut(i) else {
+            return false;
+        };
+        let before = bucket.len();
+        bucket.retain(|e| e.peer() != peer);
+        let removed = bucket.len() < before;
+        if removed {
+            self.len -= 1;
+        }
+        removed
+    }
+
+    /// The `n` peers of the table closest to `target`, closest first.
+    pub fn closest<T>(&self, target: &KBucketKey<T>, n: usize) -> Vec<&Entry> {
+        let t = point(target);
+        let mut all: Vec<(Point, &Entry)> =
+            self.entries().map(|e| (distance(t, e.point), e)).collect();
+        if all.len() > n {
+            all.select_nth_unstable_by(n, |a, b| a.0.cmp(&b.0));
+            all.truncate(n);
+        }
+        all.sort_unstable_by_key(|a| a.0);
+        all.into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// Every entry, farthest bucket first.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.buckets.iter().flatten()
+    }
+
+    /// The `ilog2` of the distance of each non-empty bucket and its number of peers, farthest
+    /// first.
+    pub fn bucket_sizes(&self) -> impl Iterator<Item = (u32, usize)> + '_ {
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(i, b)| (255 - i as u32, b.len()))
+    }
+
+    /// Whether `peer` would be among the `n` closest to `target` that this table knows, this node
+    /// counted: the test of a hand-off (should a newcomer hold a record we hold?).
+    pub fn among_closest<T>(&self, target: &KBucketKey<T>, peer: &PeerId, n: usize) -> bool {
+        let t = point(target);
+        let d = distance(t, point(&KBucketKey::from(*peer)));
+        let closer = self
+            .entries()
+            .filter(|e| e.peer != *peer && distance(t, e.point) < d)
+            .take(n)
+            .count();
+        let local_closer = usize::from(distance(t, self.local) < d);
+        closer + local_closer < n
+    }
+
+    /// Heap bytes the table holds (entries and their address lists), for memory reports.
+    pub fn heap_bytes(&self) -> usize {
+        let entries: usize = self
+            .buckets
+            .iter()
+            .map(|b| b.capacity() * std::mem::size_of::<Entry>())
+            .sum();
+        let addrs: usize = self
+            .entries()
+            .map(|e| e.addrs.capacity() * std::mem::size_of::<Multiaddr>())
+            .sum();
+        self.buckets.capacity() * std::mem::size_of::<Vec<Entry>>() + entries + addrs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peers(n: usize) -> Vec<PeerId> {
+        (0..n).map(|_| PeerId::random()).collect()
+    }
+
+    #[test]
+    fn a_full_bucket_keeps_answering_peers_and_takes_newcomers_for_stale_ones() {
+        let local = PeerId::random();
+        let mut table = RoutingTable::new(local, 2);
+        // The farthest bucket holds half of all ids: fill it, then offer one more.
+        let far: Vec<PeerId> = peers(200)
+            .into_iter()
+            .filter(|p| {
+                KBucketKey::from(local)
+                    .distance(&KBucketKey::from(*p))
+                    .ilog2()
+                    == Some(255)
+            })
+            .take(4)
+            .collect();
+        assert_eq!(table.insert(far[0], vec![]), Inserted::New);
+        assert_eq!(table.insert(far[1], vec![]), Inserted::New);
+        assert_eq!(table.insert(far[2], vec![]), Inserted::Full);
+        assert!(
+            !table.failed(&far[0]),
+            "one failure makes it stale, not gone"
+        );
+        assert_eq!(table.insert(far[2], vec![]), Inserted::Replaced(far[0]));
+        assert_eq!(table.len(), 2);
+        assert!(!table.failed(&far[1]));
+        assert!(
+            table.failed(&far[1]),
+            "the second failure in a row removes it"
+        );
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.insert(local, vec![]), Inserted::Local);
+    }
+
+    #[test]
+    fn closest_matches_a_full_sort() {
+        let local = PeerId::random();
+        let mut table = RoutingTable::new(local, 20);
+        let all = peers(300);
+        for p in &all {
+            table.insert(*p, vec![]);
+        }
+        let target = KBucketKey::new(b"target".to_vec());
+        let mut kept: Vec<PeerId> = table.entries().map(|e| *e.peer()).collect();
+        kept.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
+        let got: Vec<PeerId> = table
+            .closest(&target, 20)
+            .into_iter()
+            .map(|e| *e.peer())
+            .collect();
+        assert_eq!(got, kept[..20].to_vec());
+        assert!(table.remove(&got[0]));
+        assert!(!table.contains(&got[0]));
+    }
+}

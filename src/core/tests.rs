@@ -1,0 +1,204 @@
+//! Deterministic tests of the core's policy: on one core fed inputs by hand, and on the simulator
+//! (seeded, virtual time, no sleeps, no sockets).
+
+use std::time::{Duration, Instant};
+
+use dht_behaviours::kad_wire::KadRequest;
+use dht_behaviours::store::StoreLimits;
+use dht_behaviours::validation::content_key;
+use dht_behaviours::{ProtocolConfig, Timing};
+use libp2p::PeerId;
+use libp2p::kad::{Record, RecordKey};
+
+use super::*;
+use crate::sim::scenario::{Scenario, SimSpec, run};
+use crate::sim::{NetConfig, Sim};
+
+fn config(k: usize) -> CoreConfig {
+    let protocol = ProtocolConfig {
+        replication_factor: std::num::NonZeroUsize::new(k).expect("k > 0"),
+        timing: Timing::fast(),
+        ..ProtocolConfig::default()
+    };
+    CoreConfig::new(&protocol, StoreLimits::default(), 7)
+}
+
+fn spec(nodes: usize, values: usize, scenario: Scenario, seed: u64) -> SimSpec {
+    SimSpec {
+        nodes,
+        seed,
+        values,
+        scenario,
+        net: NetConfig::default(),
+        core: config(5),
+        duration: Duration::from_secs(600),
+        churn_per_hour: 0.5,
+    }
+}
+
+fn put(record: Record) -> KadRequest {
+    KadRequest::PutValue { record }
+}
+
+fn answer(actions: &[Action]) -> Option<&Option<dht_behaviours::kad_wire::KadResponse>> {
+    actions.iter().find_map(|a| match a {
+        Action::Answer { response, .. } => Some(response),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_refused_put_is_not_acknowledged() {
+    let now = Instant::now();
+    let mut core = Core::new(PeerId::random(), config(5), now);
+    let peer = PeerId::random();
+    let value = b"value".to_vec();
+    let forged = Record::new(RecordKey::new(&content_key(b"other")), value.clone());
+    let request = |id, record| Input::Request {
+        peer,
+        id,
+        request: put(record),
+        serving: true,
+    };
+    let actions = core.handle(request(1, forged), now);
+    assert_eq!(
+        answer(&actions),
+        Some(&None),
+        "a forged record gets no echo"
+    );
+    let good = Record::new(RecordKey::new(&content_key(&value)), value);
+    let actions = core.handle(request(2, good.clone()), now);
+    let echoed = answer(&actions).and_then(|r| r.as_ref()?.record.clone());
+    assert_eq!(echoed.map(|r| r.value), Some(good.value.clone()));
+    assert!(
+        core.records().get(&good.key, now).is_some(),
+        "acknowledged means held"
+    );
+    assert_eq!(core.stats().puts_refused, 1);
+    assert_eq!(core.stats().puts_kept, 1);
+}
+
+#[test]
+fn a_full_store_refuses_and_keeps_what_it_holds() {
+    let now = Instant::now();
+    let mut cfg = config(5);
+    cfg.store = StoreLimits {
+        max_records: 16,
+        max_bytes: 1 << 20,
+    };
+    let mut core = Core::new(PeerId::random(), cfg, now);
+    let mut acked = 0;
+    for i in 0..64u32 {
+        // A different peer each time: the per-peer share is not what stops them.
+        let value = i.to_be_bytes().to_vec();
+        let record = Record::new(RecordKey::new(&content_key(&value)), value);
+        let input = Input::Request {
+            peer: PeerId::random(),
+            id: u64::from(i),
+            request: put(record),
+            serving: false,
+        };
+        if matches!(answer(&core.handle(input, now)), Some(Some(_))) {
+            acked += 1;
+        }
+    }
+    assert_eq!(acked, 16);
+    assert_eq!(core.records().len(), 16);
+}
+
+#[test]
+fn steady_state_finds_every_value_in_few_hops() {
+    let report = run(&spec(150, 30, Scenario::Steady, 3));
+    assert_eq!(report.lookup_success, 1.0, "{report:?}");
+    assert_eq!(report.values_lost, 0);
+    assert!(report.hops_median <= 4, "{report:?}");
+    assert_eq!(report.store_acks_median, 5, "a store reaches k = 5 nodes");
+    let first = &report.replicas[0];
+    assert!(first.min_publisher_alive >= 5, "{first:?}");
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let a = run(&spec(60, 10, Scenario::Steady, 11));
+    let b = run(&spec(60, 10, Scenario::Steady, 11));
+    let c = run(&spec(60, 10, Scenario::Steady, 12));
+    let key = |r: &crate::sim::scenario::SimReport| {
+        (
+            r.messages_per_node_per_hour.to_bits(),
+            r.hops_median,
+            r.routing_median,
+            r.replicas[0].mean.to_bits(),
+        )
+    };
+    assert_eq!(key(&a), key(&b));
+    assert_ne!(key(&a), key(&c), "another seed, another run");
+}
+
+#[test]
+fn values_of_living_publishers_survive_when_30_percent_die() {
+    let report = run(&spec(120, 40, Scenario::Die30, 5));
+    assert_eq!(report.values_lost_publisher_alive, 0, "{report:?}");
+    let after = report.replicas.last().expect("a sample after the deaths");
+    assert!(
+        after.min_publisher_alive >= 5,
+        "re-replication restored k copies: {after:?}"
+    );
+}
+
+#[test]
+fn a_healed_partition_serves_every_value_on_both_sides() {
+    let report = run(&spec(80, 20, Scenario::Partition, 9));
+    assert_eq!(report.lookup_success, 1.0, "{report:?}");
+    assert_eq!(report.values_lost, 0);
+}
+
+#[test]
+fn under_churn_no_value_of_a_living_publisher_is_lost() {
+    let report = run(&spec(80, 20, Scenario::Churn, 13));
+    assert_eq!(report.values_lost_publisher_alive, 0, "{report:?}");
+    assert!(report.replicas.len() >= 2);
+}
+
+#[test]
+fn dead_peers_leave_the_routing_tables_that_try_them() {
+    let mut sim = Sim::new(config(5), NetConfig::default(), 21);
+    sim.add_node();
+    for i in 1..40 {
+        sim.add_node();
+        sim.join(i, i - 1);
+        sim.run_for(Duration::from_millis(200));
+    }
+    sim.run_for(Duration::from_secs(30));
+    let dead: Vec<usize> = (30..40).collect();
+    for &i in &dead {
+        sim.kill(i);
+    }
+    let ids: Vec<PeerId> = dead.iter().map(|&i| sim.peer(i)).collect();
+    let known = |sim: &Sim| -> usize {
+        (0..30)
+            .map(|i| {
+                ids.iter()
+                    .filter(|p| sim.nodes[i].core.routing().contains(p))
+                    .count()
+            })
+            .sum()
+    };
+    assert!(known(&sim) > 0, "the dead were in some tables");
+    // Two lookups of each dead id from every node: each tries the dead peer, which fails twice.
+    for i in 0..30 {
+        for (n, p) in ids.iter().enumerate() {
+            for round in 0..2 {
+                let op = sim.closest(i, p.to_bytes());
+                assert!(
+                    sim.wait(op, Duration::from_secs(30)).is_some(),
+                    "{n} {round}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        known(&sim),
+        0,
+        "a dead peer leaves a table after two failed requests"
+    );
+}

@@ -1,0 +1,416 @@
+//! A deterministic simulator of the node's [`Core`]: many cores over a simulated network with a
+//! virtual clock. Messages take a latency drawn from a seeded source, may be lost, are dropped
+//! across a partition, and a request to a dead node is refused one latency later (its host
+//! answers with a reset, as a killed process's does). Everything follows from the seed: the same
+//! seed gives the same run, event for event.
+//!
+//! [`scenario`] builds the steady state, mass failure, churn and partition runs on top.
+
+pub mod scenario;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::{Duration, Instant};
+
+use dht_behaviours::kad_wire::{KadRequest, KadResponse};
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::core::{Action, Core, CoreConfig, Input, OpError, OpId, OpOk, Report, RequestId};
+
+/// The simulated network's knobs.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Mean one-way latency; each message takes between half and one and a half of it.
+    pub latency: Duration,
+    /// Probability that a message is lost.
+    pub loss: f64,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self {
+            latency: Duration::from_millis(20),
+            loss: 0.0,
+        }
+    }
+}
+
+enum Message {
+    Request {
+        rid: RequestId,
+        request: KadRequest,
+    },
+    /// `None`: the request was refused (a reset stream), or the node is dead.
+    Response {
+        rid: RequestId,
+        response: Option<KadResponse>,
+    },
+    /// The transport gave up on a request whose request or answer was lost.
+    TimedOut {
+        rid: RequestId,
+    },
+}
+
+enum Event {
+    Deliver {
+        from: usize,
+        to: usize,
+        message: Box<Message>,
+    },
+    Wake {
+        node: usize,
+    },
+}
+
+/// One simulated node.
+pub struct SimNode {
+    /// Its core.
+    pub core: Core,
+    /// Whether it runs.
+    pub alive: bool,
+    /// Its side of a partition (messages cross only between equal sides).
+    pub side: u8,
+    wake: Option<Instant>,
+}
+
+/// The simulator.
+pub struct Sim {
+    /// The nodes, by index.
+    pub nodes: Vec<SimNode>,
+    index: HashMap<PeerId, usize>,
+    config: CoreConfig,
+    net: NetConfig,
+    base: Instant,
+    now: Duration,
+    queue: BinaryHeap<Reverse<(Duration, u64, usize)>>,
+    events: HashMap<u64, Event>,
+    seq: u64,
+    rng: StdRng,
+    next_op: OpId,
+    /// Ended operations: what they came to and their cost.
+    pub results: HashMap<OpId, (Result<OpOk, OpError>, Report)>,
+    inbound: HashMap<u64, (usize, RequestId)>,
+    next_inbound: u64,
+    /// Messages delivered or lost so far.
+    pub messages: u64,
+    seed: u64,
+}
+
+impl Sim {
+    /// An empty network; every core gets `config` (with a seed of its own derived from `seed`).
+    pub fn new(config: CoreConfig, net: NetConfig, seed: u64) -> Self {
+        Self {
+            nodes: Vec::new(),
+            index: HashMap::new(),
+            config,
+            net,
+            base: Instant::now(),
+            now: Duration::ZERO,
+            queue: BinaryHeap::new(),
+            events: HashMap::new(),
+            seq: 0,
+            rng: StdRng::seed_from_u64(seed),
+            next_op: 0,
+            results: HashMap::new(),
+            inbound: HashMap::new(),
+            next_inbound: 0,
+            messages: 0,
+            seed,
+        }
+    }
+
+    /// Virtual time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now
+    }
+
+    fn instant(&self) -> Instant {
+        self.base + self.now
+    }
+
+    /// The virtual clock as an `Instant` (what the cores are given).
+    pub fn now_instant(&self) -> Instant {
+        self.instant()
+    }
+
+    /// The simulator's own randomness (scenarios draw from it too, so runs stay reproducible).
+    pub fn rng(&mut self) -> &mut StdRng {
+        &mut self.rng
+    }
+
+    /// Adds a node (not yet joined); returns its index.
+    pub fn add_node(&mut self) -> usize {
+        let i = self.nodes.len();
+        let mut secret = [0u8; 32];
+        self.rng.fill(&mut secret);
+        let peer = match Keypair::ed25519_from_bytes(secret) {
+            Ok(k) => k.public().to_peer_id(),
+            Err(_) => PeerId::random(),
+        };
+        let mut config = self.config.clone();
+        config.seed = self.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let core = Core::new(peer, config, self.instant());
+        self.index.insert(peer, i);
+        self.nodes.push(SimNode {
+            core,
+            alive: true,
+            side: 0,
+            wake: None,
+        });
+        i
+    }
+
+    /// The peer id of node `i`.
+    pub fn peer(&self, i: usize) -> PeerId {
+        *self.nodes[i].core.local()
+    }
+
+    /// Node `i` joins through node `via`.
+    pub fn join(&mut self, i: usize, via: usize) {
+        let peers = vec![(self.peer(via), Vec::new())];
+        self.input(i, Input::Join { peers });
+    }
+
+    /// Node `i` stores `value` under `key`; returns the operation's number.
+    pub fn store(&mut self, i: usize, key: Vec<u8>, value: Vec<u8>) -> OpId {
+        let op = self.op();
+        self.input(i, Input::Store { op, key, value });
+        op
+    }
+
+    /// Node `i` fetches `key`.
+    pub fn fetch(&mut self, i: usize, key: Vec<u8>) -> OpId {
+        let op = self.op();
+        self.input(i, Input::Fetch { op, key });
+        op
+    }
+
+    /// Node `i` looks up the closest peers to `key`.
+    pub fn closest(&mut self, i: usize, key: Vec<u8>) -> OpId {
+        let op = self.op();
+        self.input(i, Input::Closest { op, key });
+        op
+    }
+
+    fn op(&mut self) -> OpId {
+        self.next_op += 1;
+        self.next_op
+    }
+
+    /// Stops node `i` at once (its state is gone; requests to it are refused).
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].alive = false;
+    }
+
+    /// Puts node `i` on `side` of a partition (0 for all: no partition).
+    pub fn set_side(&mut self, i: usize, side: u8) {
+        self.nodes[i].side = side;
+    }
+
+    /// Feeds `input` to node `i` now and carries out its actions.
+    pub fn input(&mut self, i: usize, input: Input) {
+        if !self.nodes[i].alive {
+            return;
+        }
+        let now = self.instant();
+        let actions = self.nodes[i].core.handle(input, now);
+        self.apply(i, actions);
+    }
+
+    fn schedule(&mut self, at: Duration, event: Event) {
+        self.seq += 1;
+        self.events.insert(self.seq, event);
+        self.queue.push(Reverse((at, self.seq, 0)));
+    }
+
+    fn delay(&mut self) -> Duration {
+        let mean = self.net.latency.as_micros() as u64;
+        let jitter = if mean > 0 {
+            self.rng.gen_range(0..=mean)
+        } else {
+            0
+        };
+        Duration::from_micros(mean / 2 + jitter)
+    }
+
+    fn send(&mut self, from: usize, to: usize, message: Message) {
+        self.messages += 1;
+        let crosses = self.nodes[from].side != self.nodes[to].side;
+        let lost = self.net.loss > 0.0 && self.rng.gen_bool(self.net.loss.clamp(0.0, 1.0));
+        if crosses || lost {
+            // The transport's request timeout still ends the request at its sender, as
+            // libp2p's request-response does: a lost message must not hold a slot forever.
+            let (requester, rid) = match &message {
+                Message::Request { rid, .. } => (from, *rid),
+                Message::Response { rid, .. } | Message::TimedOut { rid } => (to, *rid),
+            };
+            if !matches!(message, Message::TimedOut { .. }) {
+                let at = self.now + self.config.timing.query_timeout;
+                let message = Box::new(Message::TimedOut { rid });
+                let event = Event::Deliver {
+                    from: requester,
+                    to: requester,
+                    message,
+                };
+                self.schedule(at, event);
+            }
+            return;
+        }
+        let at = self.now + self.delay();
+        self.schedule(
+            at,
+            Event::Deliver {
+                from,
+                to,
+                message: Box::new(message),
+            },
+        );
+    }
+
+    fn apply(&mut self, i: usize, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Send(o) => {
+                    let Some(&to) = self.index.get(&o.peer) else {
+                        continue;
+                    };
+                    let message = Message::Request {
+                        rid: o.id,
+                        request: o.request,
+                    };
+                    self.send(i, to, message);
+                }
+                Action::Answer { id, response } => {
+                    if let Some((to, rid)) = self.inbound.remove(&id) {
+                        self.send(i, to, Message::Response { rid, response });
+                    }
+                }
+                Action::Reply { op, result, report } => {
+                    self.results.insert(op, (result, report));
+                }
+                Action::Lied { .. } => {}
+            }
+        }
+        self.rewake(i);
+    }
+
+    fn rewake(&mut self, i: usize) {
+        let next = self.nodes[i].core.next_wakeup();
+        let at = next.saturating_duration_since(self.base).max(self.now);
+        let at_instant = self.base + at;
+        if self.nodes[i].wake.is_some_and(|w| w <= at_instant) {
+            return;
+        }
+        self.nodes[i].wake = Some(at_instant);
+        self.schedule(at, Event::Wake { node: i });
+    }
+
+    /// Runs every event up to `until` (virtual time since the start).
+    pub fn run_until(&mut self, until: Duration) {
+        while let Some(Reverse((at, seq, _))) = self.queue.peek().copied() {
+            if at > until {
+                break;
+            }
+            self.queue.pop();
+            self.now = at;
+            let Some(event) = self.events.remove(&seq) else {
+                continue;
+            };
+            self.dispatch(event);
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// Runs for `d` more.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until);
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event {
+            Event::Wake { node } => {
+                let due = self.nodes[node].wake.is_some_and(|w| w <= self.instant());
+                if !due {
+                    return;
+                }
+                self.nodes[node].wake = None;
+                if self.nodes[node].alive {
+                    self.input(node, Input::Tick);
+                }
+            }
+            Event::Deliver { from, to, message } => match *message {
+                Message::Request { rid, request } => {
+                    if !self.nodes[to].alive {
+                        // A dead node's host resets the connection.
+                        self.send(
+                            to,
+                            from,
+                            Message::Response {
+                                rid,
+                                response: None,
+                            },
+                        );
+                        return;
+                    }
+                    self.next_inbound += 1;
+                    let id = self.next_inbound;
+                    self.inbound.insert(id, (from, rid));
+                    let peer = self.peer(from);
+                    let input = Input::Request {
+                        peer,
+                        id,
+                        request,
+                        serving: true,
+                    };
+                    self.input(to, input);
+                }
+                Message::TimedOut { rid } => {
+                    let input = Input::Failure {
+                        id: rid,
+                        timed_out: true,
+                    };
+                    self.input(to, input);
+                }
+                Message::Response { rid, response } => {
+                    let input = match response {
+                        Some(response) => Input::Response { id: rid, response },
+                        None => Input::Failure {
+                            id: rid,
+                            timed_out: false,
+                        },
+                    };
+                    self.input(to, input);
+                }
+            },
+        }
+    }
+
+    /// Runs until the operation `op` ended (or `limit` of virtual time passed); its result.
+    pub fn wait(&mut self, op: OpId, limit: Duration) -> Option<&(Result<OpOk, OpError>, Report)> {
+        let until = self.now + limit;
+        while !self.results.contains_key(&op) && self.now < until {
+            let Some(Reverse((at, _, _))) = self.queue.peek().copied() else {
+                break;
+            };
+            if at > until {
+                break;
+            }
+            self.run_until(at);
+        }
+        self.results.get(&op)
+    }
+
+    /// The living nodes that hold a live copy of `key` now.
+    pub fn holders(&self, key: &[u8]) -> usize {
+        let now = self.instant();
+        let key = libp2p::kad::RecordKey::new(&key);
+        self.nodes
+            .iter()
+            .filter(|n| n.alive && n.core.records().get(&key, now).is_some())
+            .count()
+    }
+}
