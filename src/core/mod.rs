@@ -9,7 +9,7 @@
 //! - [`server`]: answers to inbound FIND_NODE, GET_VALUE and PUT_VALUE;
 //! - `maintenance`: replication, republish, expiry, refresh, hand-off, caching.
 
-mod maintenance;
+pub mod maintenance;
 pub mod outbox;
 pub mod queries;
 pub mod quota;

@@ -160,6 +160,7 @@ pub struct Queries {
     queries: BTreeMap<QueryId, Query>,
     next: QueryId,
     outbox: Outbox,
+    ignored: usize,
 }
 
 impl Queries {
@@ -171,12 +172,18 @@ impl Queries {
             queries: BTreeMap::new(),
             next: 0,
             outbox: Outbox::default(),
+            ignored: 0,
         }
     }
 
     /// Queries running.
     pub fn len(&self) -> usize {
         self.queries.len()
+    }
+
+    /// Peers named in answers beyond the k taken from each, so far.
+    pub fn ignored(&self) -> usize {
+        self.ignored
     }
 
     /// Whether none runs.
@@ -419,7 +426,9 @@ impl Queries {
             for p in &closer {
                 q.depth.entry(p.peer).or_insert(d + 1);
             }
+            let before = q.lookup.ignored();
             q.lookup.on_answer(&peer, closer);
+            self.ignored += q.lookup.ignored() - before;
             return self.drive(id, now, out);
         };
         // Every answer is checked, also after the fetch was answered (a lookup running on for

@@ -33,12 +33,13 @@ use super::persistence::{RecordDb, Writer};
 use super::reputation::{BLOCK_DURATION, BlockReason, Offence, Reputation};
 use super::silence::Silence;
 use crate::command::{Command, CommandHandler, Reply};
+use crate::core::maintenance::{MAX_HANDOFF_PER_PEER, REFRESH_KEY_TRIES, outgoing_copy};
+use crate::core::queries::{Purpose, Queries, QueryConfig};
 use crate::core::quota::Quota;
-use kad_outbox::KadOutbox;
-use lookups::{Purpose, Query, QueryKey};
+use crate::core::records::CACHE_TTL_DIVISOR;
+use lookups::{Caller, InFlight};
 
 mod commands;
-mod kad_outbox;
 mod lookups;
 mod maintenance;
 mod protocols;
@@ -55,12 +56,8 @@ use crate::status::{
 pub const TICK: Duration = Duration::from_millis(200);
 /// How often expired records are swept from the store.
 pub const EXPIRY_SWEEP: Duration = Duration::from_secs(5);
-/// Records handed to one newcomer at once (the rest follow with the periodic replication).
-pub const MAX_HANDOFF_PER_PEER: usize = 256;
 /// Content keys remembered to tell repeated fetches (demand) from first ones.
 pub const DEMAND_TRACKED_KEYS: usize = 4096;
-/// A cached copy lives this many times shorter than a stored one.
-pub const CACHE_TTL_DIVISOR: u32 = 8;
 /// Custom-command handlers running at once; more inbound commands are refused as busy.
 pub const MAX_RUNNING_HANDLERS: usize = 256;
 /// Network operations (kad queries, dials, info requests) pending at once; more are refused with
@@ -68,8 +65,6 @@ pub const MAX_RUNNING_HANDLERS: usize = 256;
 pub const MAX_PENDING_OPERATIONS: usize = 4096;
 /// Records re-stored per tick during a replication round.
 pub const REPLICATION_PER_TICK: usize = 32;
-/// Random keys tried to find one in a given far bucket when refreshing it (as libp2p-kad does).
-pub const REFRESH_KEY_TRIES: usize = 16;
 
 type HandlerDone = (ResponseChannel<CommandReply>, CommandReply);
 /// A record as a mirror receives it: with the time it has left (our own published copy has no
@@ -84,13 +79,6 @@ fn mirror_copy(record: &Record, now: Instant, ttl: Duration) -> MirrorRecord {
     }
 }
 
-/// A copy of a local record for another node: our own published copy has no expiry, the copy sent
-/// gets the TTL; other records keep theirs (sending never extends a life).
-fn outgoing_copy(mut record: Record, now: Instant, ttl: Duration) -> Record {
-    record.expires = record.expires.or(Some(now + ttl));
-    record
-}
-
 pub(crate) struct EventLoop {
     swarm: Swarm<DhtBehaviour>,
     config: ProtocolConfig,
@@ -101,9 +89,8 @@ pub(crate) struct EventLoop {
     handler_done_rx: mpsc::Receiver<HandlerDone>,
     handler: Option<CommandHandler>,
     handler_slots: Arc<Semaphore>,
-    queries: Pending<QueryKey, Query>,
-    next_query: QueryKey,
-    kad_outbox: KadOutbox,
+    queries: Queries,
+    in_flight: InFlight,
     cmd_ops: Pending<OutboundRequestId, (PeerId, Reply<Vec<u8>>)>,
     broadcaster: Broadcaster,
     bootstrap: Bootstrapper,
@@ -150,6 +137,16 @@ impl EventLoop {
         let local = *swarm.local_peer_id();
         let limits = swarm.behaviour_mut().kad.store_mut().limits();
         let (handler_done_tx, handler_done_rx) = mpsc::channel(MAX_RUNNING_HANDLERS);
+        let queries = Queries::new(
+            local,
+            QueryConfig {
+                k: parts.config.replication_factor.get(),
+                alpha: parts.config.parallelism.get(),
+                query_timeout: parts.config.timing.query_timeout,
+                peer_timeout: parts.config.timing.peer_timeout(),
+                serving: !parts.config.client_mode,
+            },
+        );
         Self {
             swarm,
             config: parts.config,
@@ -160,9 +157,8 @@ impl EventLoop {
             handler_done_rx,
             handler: None,
             handler_slots: Arc::new(Semaphore::new(MAX_RUNNING_HANDLERS)),
-            queries: Pending::new(),
-            next_query: 0,
-            kad_outbox: KadOutbox::default(),
+            queries,
+            in_flight: InFlight::default(),
             cmd_ops: Pending::new(),
             dials: Pending::new(),
             info_ops: Pending::new(),
@@ -273,26 +269,6 @@ impl EventLoop {
     }
 }
 
-/// The peers a record goes to: the `k` nodes closest to `key` among the peers found and, when it
-/// serves (`local_counts`), this node itself, which keeps its own copy and is left out.
-pub(crate) fn replication_targets(
-    local: &PeerId,
-    local_counts: bool,
-    key: &[u8],
-    peers: impl Iterator<Item = PeerId>,
-    k: usize,
-) -> Vec<PeerId> {
-    let target = KBucketKey::new(key.to_vec());
-    let mut all: Vec<PeerId> = peers.filter(|p| p != local).collect();
-    all.sort_unstable();
-    all.dedup();
-    if local_counts {
-        all.push(*local);
-    }
-    all.sort_by_cached_key(|p| target.distance(&KBucketKey::from(*p)));
-    all.into_iter().take(k).filter(|p| p != local).collect()
-}
-
 /// The offence a refused record amounts to.
 fn offence_for(error: &RecordError) -> Offence {
     match error {
@@ -330,28 +306,6 @@ impl Demand {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn targets_are_the_k_closest_without_self() {
-        let local = PeerId::random();
-        let peers: Vec<PeerId> = (0..10).map(|_| PeerId::random()).collect();
-        let key = b"some key";
-        let targets = replication_targets(&local, true, key, peers.iter().copied(), 3);
-        let client = replication_targets(&local, false, key, peers.iter().copied(), 3);
-        assert_eq!(client.len(), 3);
-        assert!(!client.contains(&local));
-        let target = KBucketKey::new(key.to_vec());
-        let mut everyone = peers.clone();
-        everyone.push(local);
-        everyone.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
-        let expected: Vec<PeerId> = everyone
-            .into_iter()
-            .take(3)
-            .filter(|p| *p != local)
-            .collect();
-        assert_eq!(targets, expected);
-        assert!(targets.len() == 3 || targets.len() == 2);
-    }
 
     #[test]
     fn addresses_get_the_peer_id_once() {

@@ -24,19 +24,6 @@ impl<K: Eq + Hash + Copy, V> Pending<K, V> {
         self.entries.remove(key)
     }
 
-    pub(crate) fn contains(&self, key: &K) -> bool {
-        self.entries.contains_key(key)
-    }
-
-    pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        self.entries.get_mut(key).map(|(_, v)| v)
-    }
-
-    /// Every entry, in no order.
-    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&K, &mut V)> {
-        self.entries.iter_mut().map(|(k, (_, v))| (k, v))
-    }
-
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

@@ -11,7 +11,8 @@ impl EventLoop {
                 let Some(reply) = self.admit(reply) else {
                     return;
                 };
-                self.start_query(key.as_bytes().to_vec(), Purpose::Peers { reply });
+                let caller = Some(Caller::Peers(reply));
+                self.start_query(key.as_bytes().to_vec(), Purpose::Peers, caller);
             }
             Command::CustomCmd {
                 peer,
@@ -120,7 +121,7 @@ impl EventLoop {
     /// [`Error::Busy`]: every pending operation holds a query and a reply until its deadline, so their
     /// number is bounded.
     pub(super) fn admit<T>(&mut self, reply: Reply<T>) -> Option<Reply<T>> {
-        let pending = self.queries.len() + self.dials.len() + self.info_ops.len();
+        let pending = self.running_queries() + self.dials.len() + self.info_ops.len();
         if pending < MAX_PENDING_OPERATIONS {
             return Some(reply);
         }
@@ -148,11 +149,9 @@ impl EventLoop {
         }
         record.expires = Some(Instant::now() + self.config.timing.record_ttl);
         self.mirror_feed.record_added(&record.key, None);
-        let purpose = Purpose::Store {
-            record,
-            reply: Some(reply),
-        };
-        self.start_query(key.as_bytes().to_vec(), purpose);
+        let target = key.as_bytes().to_vec();
+        let caller = Some(Caller::Store(key, reply));
+        self.start_query(target, Purpose::Store { record }, caller);
     }
 
     pub(super) fn start_fetch(&mut self, key: Key, reply: Reply<Vec<u8>>) {
@@ -174,7 +173,12 @@ impl EventLoop {
         let Some(reply) = self.admit(reply) else {
             return;
         };
-        self.start_query(key.as_bytes().to_vec(), Purpose::Fetch { key, reply });
+        // Content never changes, so copies can be spread safely: a key fetched again (in demand)
+        // runs on once found, to find the closest node that lacked it and cache it there.
+        let cache = key.is_content() && self.demand.repeated(&key);
+        let target = key.as_bytes().to_vec();
+        let caller = Some(Caller::Fetch(key, reply));
+        self.start_query(target, Purpose::Fetch { cache }, caller);
     }
 
     /// Hands `message` to peers of our buckets `from..to`; returns how many hand-offs were sent.
@@ -217,7 +221,7 @@ impl EventLoop {
             routing_table_size,
             stored_keys: store.len(),
             stored_bytes: store.bytes(),
-            pending_operations: self.queries.len()
+            pending_operations: self.running_queries()
                 + self.cmd_ops.len()
                 + self.commands_out.queued()
                 + self.info_ops.len()

@@ -7,9 +7,7 @@ impl EventLoop {
     pub(super) fn on_tick(&mut self) {
         let now = Instant::now();
         let command = self.config.timing.command_timeout;
-        self.give_up_overdue_requests(now);
-        self.expire_queries(now);
-        self.widen_slow_fetches(now);
+        self.tick_queries(now);
         for (_, (peer, reply)) in self.cmd_ops.take_expired(now) {
             self.commands_out.done(peer);
             self.send_queued_commands(peer);
@@ -102,9 +100,8 @@ impl EventLoop {
             let own = is_own(&record, &self.local);
             let purpose = Purpose::Store {
                 record: outgoing_copy(record, now, ttl),
-                reply: None,
             };
-            self.start_query(key.to_vec(), purpose);
+            self.start_query(key.to_vec(), purpose, None);
             if own {
                 // Mirrors keep a copy only as long as it lives: they are refreshed with holders.
                 self.mirror_feed.record_added(&key, None);
@@ -156,7 +153,7 @@ impl EventLoop {
             targets.push(key.to_vec());
         }
         for target in targets {
-            self.start_query(target, Purpose::Refresh);
+            self.start_query(target, Purpose::Refresh, None);
         }
     }
 
