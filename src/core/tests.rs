@@ -108,7 +108,7 @@ fn a_full_store_refuses_and_keeps_what_it_holds() {
 
 #[test]
 fn steady_state_finds_every_value_in_few_hops() {
-    let report = run(&spec(150, 30, Scenario::Steady, 3));
+    let report = run(&spec(100, 20, Scenario::Steady, 3));
     assert_eq!(report.lookup_success, 1.0, "{report:?}");
     assert_eq!(report.values_lost, 0);
     assert!(report.hops_median <= 4, "{report:?}");
@@ -119,9 +119,9 @@ fn steady_state_finds_every_value_in_few_hops() {
 
 #[test]
 fn the_same_seed_gives_the_same_run() {
-    let a = run(&spec(60, 10, Scenario::Steady, 11));
-    let b = run(&spec(60, 10, Scenario::Steady, 11));
-    let c = run(&spec(60, 10, Scenario::Steady, 12));
+    let a = run(&spec(40, 8, Scenario::Steady, 11));
+    let b = run(&spec(40, 8, Scenario::Steady, 11));
+    let c = run(&spec(40, 8, Scenario::Steady, 12));
     let key = |r: &crate::sim::scenario::SimReport| {
         (
             r.messages_per_node_per_hour.to_bits(),
@@ -136,7 +136,7 @@ fn the_same_seed_gives_the_same_run() {
 
 #[test]
 fn values_of_living_publishers_survive_when_30_percent_die() {
-    let report = run(&spec(120, 40, Scenario::Die30, 5));
+    let report = run(&spec(80, 20, Scenario::Die30, 5));
     assert_eq!(report.values_lost_publisher_alive, 0, "{report:?}");
     let after = report.replicas.last().expect("a sample after the deaths");
     assert!(
@@ -147,14 +147,14 @@ fn values_of_living_publishers_survive_when_30_percent_die() {
 
 #[test]
 fn a_healed_partition_serves_every_value_on_both_sides() {
-    let report = run(&spec(80, 20, Scenario::Partition, 9));
+    let report = run(&spec(50, 12, Scenario::Partition, 9));
     assert_eq!(report.lookup_success, 1.0, "{report:?}");
     assert_eq!(report.values_lost, 0);
 }
 
 #[test]
 fn under_churn_no_value_of_a_living_publisher_is_lost() {
-    let report = run(&spec(80, 20, Scenario::Churn, 13));
+    let report = run(&spec(40, 10, Scenario::Churn, 13));
     assert_eq!(report.values_lost_publisher_alive, 0, "{report:?}");
     assert!(report.replicas.len() >= 2);
 }

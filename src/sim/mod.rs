@@ -122,6 +122,11 @@ impl Sim {
         }
     }
 
+    /// The cores' query deadline.
+    pub fn query_timeout(&self) -> Duration {
+        self.config.timing.query_timeout
+    }
+
     /// Virtual time since the start.
     pub fn elapsed(&self) -> Duration {
         self.now

@@ -287,7 +287,9 @@ fn build(sim: &mut Sim, nodes: usize) {
         sim.join(i, via);
         sim.run_for(Duration::from_millis(50));
     }
-    sim.run_for(Duration::from_secs(60));
+    // Time for the last joins' lookups (each ends within its deadline).
+    let settle = sim.query_timeout() * 2;
+    sim.run_for(settle);
 }
 
 /// Stores `count` random values from random nodes, and waits for every store to end.
@@ -309,7 +311,11 @@ fn store_values(sim: &mut Sim, count: usize) -> Vec<(OpId, Value)> {
         ));
         sim.run_for(Duration::from_millis(10));
     }
-    sim.run_for(Duration::from_secs(120));
+    // A store ends within two query deadlines (its lookup, then its PUTs).
+    let limit = sim.query_timeout() * 3;
+    for (op, _) in &out {
+        sim.wait(*op, limit);
+    }
     out
 }
 
@@ -322,7 +328,7 @@ fn fetch_all(sim: &mut Sim, values: &[Value], fetches: &mut Fetches) {
         fetches.ops.push((op, v));
         sim.run_for(Duration::from_millis(10));
     }
-    let limit = Duration::from_secs(120);
+    let limit = sim.query_timeout() * 2;
     for &(op, _) in &fetches.ops[start..] {
         sim.wait(op, limit);
     }
