@@ -384,3 +384,35 @@ async fn a_node_restarted_with_its_data_dir_keeps_its_peer_id_and_records() {
     assert!(dir.join("records.redb").is_file() && dir.join("node.key").is_file());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_runs_the_core_and_repeats_itself_from_its_seed() {
+    let args = [
+        "sim", "--nodes", "40", "--values", "6", "--seed", "4", "--json",
+    ];
+    let field = |out: &[u8], name: &str| -> serde_json::Value {
+        let report: serde_json::Value = serde_json::from_slice(out).expect("one JSON object");
+        report[name].clone()
+    };
+    let (code, first, _) = run(&args, b"").await;
+    assert_eq!(code, 0);
+    assert_eq!(field(&first, "nodes"), 40);
+    assert_eq!(field(&first, "lookup_success"), 1.0);
+    assert_eq!(field(&first, "values_lost"), 0);
+    let (_, again, _) = run(&args, b"").await;
+    for name in [
+        "messages_per_node_per_hour",
+        "hops_median",
+        "replicas",
+        "routing_median",
+    ] {
+        assert_eq!(
+            field(&first, name),
+            field(&again, name),
+            "{name} differs between runs"
+        );
+    }
+    let (code, _, err) = run(&["sim", "--scenario", "flood"], b"").await;
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown scenario"), "{err}");
+}

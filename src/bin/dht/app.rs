@@ -19,6 +19,8 @@ use crate::console;
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for a one-shot node to join through its bootstrap nodes.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most nodes `dht sim --swarm` and `dht sim --model` simulate (the core simulator takes more).
+pub const MAX_MODEL_NODES: u64 = 100_000;
 /// Interval between readiness checks.
 const READY_POLL: Duration = Duration::from_millis(100);
 
@@ -60,8 +62,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                     tokio::task::spawn_blocking(move || dht::sim::scenario::run(&spec)).await?;
                 return print_report(&report, *json, crate::coresim::print);
             }
-            if *swarm && *nodes > 100_000 {
-                anyhow::bail!("--swarm runs full nodes: at most 100000");
+            if *nodes > MAX_MODEL_NODES {
+                anyhow::bail!("--swarm and --model simulate at most {MAX_MODEL_NODES} nodes");
             }
             if *model {
                 let (n, k, l) = (*nodes as usize, cli.replication_factor, *lookups as usize);

@@ -225,7 +225,7 @@ pub enum OneShot {
         #[arg(long)]
         json: bool,
         /// Run our lookup state machine on a model of N nodes (ids and routing tables, an instant
-        /// network) instead: for 1,000 to 1,000,000 nodes
+        /// network) instead: for 1,000 to 100,000 nodes
         #[arg(long)]
         model: bool,
     },
