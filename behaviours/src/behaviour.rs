@@ -2,12 +2,12 @@
 
 use libp2p::allow_block_list::{self, BlockedPeers};
 use libp2p::identity::Keypair;
-use libp2p::kad::{KBucketKey, RoutingUpdate};
+use libp2p::kad::KBucketKey;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{Multiaddr, PeerId, connection_limits, identify, ping};
 
-use crate::broadcast::{self, BroadcastBehaviour, Bucket};
+use crate::broadcast::{self, BroadcastBehaviour};
 use crate::command::{self, CommandBehaviour};
 use crate::config::{
     IDENTIFY_PROTOCOL, MAX_ADDRS_PER_PEER, MAX_CONNECTIONS_PER_PEER, MAX_ESTABLISHED,
@@ -15,10 +15,8 @@ use crate::config::{
 };
 use crate::info::{self, InfoBehaviour};
 use crate::ip_limits::IpLimits;
-use crate::kad::{self, Kademlia};
-use crate::kad_wire::{self, KadClient};
+use crate::kad_codec::{self, Kad};
 use crate::mirror::{self, MirrorBehaviour};
-use crate::store::StoreLimits;
 
 /// Everything a `dht` node speaks.
 #[derive(NetworkBehaviour)]
@@ -29,10 +27,8 @@ pub struct DhtBehaviour {
     pub limits: connection_limits::Behaviour,
     /// A cap on inbound connections per IP address.
     pub ip_limits: IpLimits,
-    /// Kademlia: routing table, record store, and serving other nodes' requests.
-    pub kad: Kademlia,
-    /// Our own lookups' requests (FIND_NODE, GET_VALUE, PUT_VALUE) over the kad protocol.
-    pub kad_client: KadClient,
+    /// The kad protocol: our lookups' requests out, and peers' requests in for the core to answer.
+    pub kad: Kad,
     /// Custom commands.
     pub command: CommandBehaviour,
     /// Broadcast hand-offs.
@@ -49,8 +45,7 @@ pub struct DhtBehaviour {
 
 impl DhtBehaviour {
     /// Builds the behaviour for the node with key `keypair`.
-    pub fn new(keypair: &Keypair, config: &ProtocolConfig, store: StoreLimits) -> Self {
-        let local = keypair.public().to_peer_id();
+    pub fn new(keypair: &Keypair, config: &ProtocolConfig) -> Self {
         let t = &config.timing;
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
@@ -61,8 +56,11 @@ impl DhtBehaviour {
             blocked: allow_block_list::Behaviour::default(),
             limits: connection_limits::Behaviour::new(limits),
             ip_limits: IpLimits::new(config.ip_limit),
-            kad: kad::new_behaviour(local, config, store),
-            kad_client: kad_wire::new_behaviour(config.kad_protocol.clone(), t.peer_timeout()),
+            kad: kad_codec::new_behaviour(
+                config.kad_protocol.clone(),
+                t.peer_timeout(),
+                !config.client_mode,
+            ),
             command: command::new_behaviour(t.command_timeout),
             broadcast: broadcast::new_behaviour(t.broadcast_timeout),
             info: info::new_behaviour(t.command_timeout),
@@ -82,71 +80,6 @@ impl DhtBehaviour {
                     .with_timeout(t.ping_timeout),
             ),
         }
-    }
-
-    /// The routing table as buckets of peers, indexed by log2 of their distance to us.
-    pub fn buckets(&mut self) -> Vec<Bucket> {
-        self.kad
-            .kbuckets()
-            .filter_map(|bucket| {
-                let index = bucket.range().0.ilog2()?;
-                let peers = bucket.iter().map(|e| *e.node.key.preimage()).collect();
-                Some(Bucket {
-                    index: u16::try_from(index).ok()?,
-                    peers,
-                })
-            })
-            .collect()
-    }
-
-    /// The `n` peers of our routing table closest to `target`, closest first. A plain scan with a
-    /// partial sort: cheaper than kad's bucket-ordered iterator, which moves whole entries around
-    /// for every peer it yields.
-    pub fn closest_known(&mut self, target: &KBucketKey<Vec<u8>>, n: usize) -> Vec<PeerId> {
-        let mut peers: Vec<_> = self
-            .kad
-            .kbuckets()
-            .flat_map(|bucket| {
-                bucket
-                    .iter()
-                    .map(|e| (target.distance(e.node.key), *e.node.key.preimage()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        if peers.len() > n && n > 0 {
-            peers.select_nth_unstable_by_key(n - 1, |(d, _)| *d);
-        }
-        peers.truncate(n);
-        peers.sort_unstable_by_key(|(d, _)| *d);
-        peers.into_iter().map(|(_, p)| p).collect()
-    }
-
-    /// Feeds kad with what identify learned: kad only learns addresses of peers *we* dialed, so
-    /// peers that dialed us would stay unroutable. Only peers that speak our kad protocol are added,
-    /// with at most [`MAX_ADDRS_PER_PEER`] dialable addresses. Loopback addresses are taken only
-    /// from a peer on this host (`same_host`): from anywhere else they would point at ourselves.
-    /// Returns how many were added.
-    pub fn learn_from_identify(
-        &mut self,
-        peer: &PeerId,
-        info: &identify::Info,
-        same_host: bool,
-    ) -> usize {
-        let speaks_kad = self
-            .kad
-            .protocol_names()
-            .iter()
-            .any(|p| info.protocols.contains(p));
-        if !speaks_kad {
-            return 0;
-        }
-        let mut added = 0;
-        for addr in vetted_addrs(*peer, &info.listen_addrs, same_host) {
-            if !matches!(self.kad.add_address(peer, addr), RoutingUpdate::Failed) {
-                added += 1;
-            }
-        }
-        added
     }
 
     /// The bucket index of `peer` in our routing table (log2 of its distance to `local`).
@@ -205,32 +138,6 @@ pub fn is_loopback(addr: &Multiaddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn closest_known_matches_a_full_sort_of_the_table() {
-        let key = Keypair::generate_ed25519();
-        let mut b = DhtBehaviour::new(&key, &ProtocolConfig::default(), StoreLimits::default());
-        let addr: Multiaddr = "/ip4/10.0.0.1/tcp/4001".parse().expect("addr");
-        for _ in 0..200 {
-            b.kad.add_address(&PeerId::random(), addr.clone());
-        }
-        let target = KBucketKey::new(b"some key".to_vec());
-        let mut all: Vec<PeerId> = b
-            .kad
-            .kbuckets()
-            .flat_map(|bucket| {
-                bucket
-                    .iter()
-                    .map(|e| *e.node.key.preimage())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        all.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
-        assert!(all.len() > 30);
-        assert_eq!(b.closest_known(&target, 30), all[..30]);
-        assert_eq!(b.closest_known(&target, 1000), all);
-        assert!(b.closest_known(&target, 0).is_empty());
-    }
 
     #[test]
     fn unspecified_addresses_are_not_dialable() {

@@ -1,37 +1,70 @@
-//! The client side of the libp2p Kademlia wire protocol (`/ipfs/kad/1.0.0`): FIND_NODE, GET_VALUE
-//! and PUT_VALUE requests sent by our own lookups (see [`crate::lookup`]), and the answers parsed
-//! with a bound on everything a peer controls.
-//!
-//! Serving stays with libp2p-kad: this behaviour only sends (its protocol is outbound only), so
-//! every inbound kad stream still reaches kad. Messages are protobuf (libp2p's `dht.proto`),
-//! written and read here by hand: a varint length prefix, then the fields this client needs;
-//! unknown fields are skipped, as protobuf requires.
+//! The libp2p Kademlia wire messages (`/ipfs/kad/1.0.0`, libp2p's `dht.proto`) in both directions:
+//! the requests our lookups send and the answers they read, and the requests peers send us and
+//! the answers the core gives. Written and read here by hand: the fields a node needs, each bounded
+//! where a peer controls it; unknown fields are skipped, as protobuf requires. Framing and the
+//! request-response codec are in [`crate::kad_codec`].
 
 use std::io;
 use std::time::{Duration, Instant};
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::kad::{Record, RecordKey};
-use libp2p::request_response::{self, Codec, ProtocolSupport};
-use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use libp2p::{Multiaddr, PeerId};
 
-use crate::config::{KAD_MAX_PACKET_SIZE, MAX_ADDRS_PER_PEER, MAX_KEY_SIZE, MAX_VALUE_SIZE};
+use crate::config::{MAX_ADDRS_PER_PEER, MAX_KEY_SIZE, MAX_VALUE_SIZE};
 
-/// Closer peers read from one answer; the rest are skipped unread. A lookup takes at most k of
-/// them (see [`crate::lookup::Lookup::on_answer`]); this bounds what one answer can allocate.
+/// Peers read from one message (closer peers or providers); the rest are skipped unread. A lookup
+/// takes at most k of them (see [`crate::lookup::Lookup::on_answer`]); this bounds what one
+/// message can allocate.
 pub const MAX_PEERS_DECODED: usize = 256;
-/// Longest peer id accepted in an answer (an identity-hashed ed25519 id is 38 bytes).
+/// Longest peer id accepted (an identity-hashed ed25519 id is 38 bytes).
 pub const MAX_PEER_ID_LEN: usize = 128;
-/// Longest multiaddr accepted in an answer.
+/// Longest multiaddr accepted.
 pub const MAX_ADDR_LEN: usize = 256;
-/// Kad requests of our lookups in flight on one connection.
-pub const MAX_KAD_CLIENT_STREAMS: usize = 64;
 
-const MSG_PUT_VALUE: u64 = 0;
-const MSG_GET_VALUE: u64 = 1;
-const MSG_FIND_NODE: u64 = 4;
+/// The message types of `dht.proto`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MessageKind {
+    /// PUT_VALUE (0).
+    PutValue,
+    /// GET_VALUE (1).
+    GetValue,
+    /// ADD_PROVIDER (2).
+    AddProvider,
+    /// GET_PROVIDERS (3).
+    GetProviders,
+    /// FIND_NODE (4).
+    #[default]
+    FindNode,
+    /// PING (5), deprecated but still answered.
+    Ping,
+}
 
-/// A request of ours.
+impl MessageKind {
+    fn from_wire(v: u64) -> Option<Self> {
+        Some(match v {
+            0 => Self::PutValue,
+            1 => Self::GetValue,
+            2 => Self::AddProvider,
+            3 => Self::GetProviders,
+            4 => Self::FindNode,
+            5 => Self::Ping,
+            _ => return None,
+        })
+    }
+
+    fn to_wire(self) -> u64 {
+        match self {
+            Self::PutValue => 0,
+            Self::GetValue => 1,
+            Self::AddProvider => 2,
+            Self::GetProviders => 3,
+            Self::FindNode => 4,
+            Self::Ping => 5,
+        }
+    }
+}
+
+/// A kad request, ours or a peer's.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KadRequest {
     /// The peers the remote knows closest to `key` (the raw key: it is hashed for distance).
@@ -49,9 +82,23 @@ pub enum KadRequest {
         /// The record, with its expiry sent as whole seconds left.
         record: Record,
     },
+    /// The providers of `key` the remote knows, and its closest peers.
+    GetProviders {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// The sender provides `key` (no answer is sent).
+    AddProvider {
+        /// The key.
+        key: Vec<u8>,
+        /// The providers announced (only the sender itself may be among them).
+        providers: Vec<WirePeer>,
+    },
+    /// Whether the remote is there.
+    Ping,
 }
 
-/// A peer named in an answer.
+/// A peer named in a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WirePeer {
     /// Its id.
@@ -60,20 +107,25 @@ pub struct WirePeer {
     pub addrs: Vec<Multiaddr>,
 }
 
-/// An answer: the record (GET_VALUE, PUT_VALUE's echo) and the closer peers.
+/// An answer: its type (the request's), the record (GET_VALUE, PUT_VALUE's echo), the closer peers
+/// and the providers.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct KadResponse {
+    /// The type of the request answered (servers answer with the request's type).
+    pub kind: MessageKind,
     /// The record, if the answer carried one.
     pub record: Option<Record>,
     /// Closer peers, in the order sent, at most [`MAX_PEERS_DECODED`].
     pub closer: Vec<WirePeer>,
-    /// Closer peers that were malformed or beyond [`MAX_PEERS_DECODED`].
+    /// Providers (GET_PROVIDERS), at most [`MAX_PEERS_DECODED`].
+    pub providers: Vec<WirePeer>,
+    /// Peers that were malformed or beyond [`MAX_PEERS_DECODED`].
     pub dropped: usize,
 }
 
 // ---- protobuf primitives ------------------------------------------------------------------
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -92,7 +144,7 @@ fn put_uint(out: &mut Vec<u8>, field: u64, v: u64) {
     put_varint(out, v);
 }
 
-fn invalid(why: &str) -> io::Error {
+pub(crate) fn invalid(why: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why.to_owned())
 }
 
@@ -202,7 +254,7 @@ fn decode_record(bytes: &[u8], now: Instant) -> io::Result<Record> {
     Ok(record)
 }
 
-/// A closer peer, or `None` when it is malformed (a bad id): one bad entry is skipped, not fatal.
+/// A peer, or `None` when it is malformed (a bad id): one bad entry is skipped, not fatal.
 fn decode_peer(bytes: &[u8]) -> io::Result<Option<WirePeer>> {
     let mut fields = Fields { buf: bytes };
     let (mut peer, mut addrs) = (None, Vec::new());
@@ -220,187 +272,164 @@ fn decode_peer(bytes: &[u8]) -> io::Result<Option<WirePeer>> {
     Ok(peer.map(|peer| WirePeer { peer, addrs }))
 }
 
+fn put_peers(out: &mut Vec<u8>, field: u64, peers: &[WirePeer]) {
+    for p in peers {
+        let mut peer = Vec::new();
+        put_bytes(&mut peer, 1, &p.peer.to_bytes());
+        for a in &p.addrs {
+            put_bytes(&mut peer, 2, &a.to_vec());
+        }
+        put_bytes(out, field, &peer);
+    }
+}
+
+/// Adds the peer in `bytes` to `into` if it is well formed and there is room; counts it in
+/// `dropped` otherwise.
+fn take_peer(bytes: &[u8], into: &mut Vec<WirePeer>, dropped: &mut usize) -> io::Result<()> {
+    if into.len() >= MAX_PEERS_DECODED {
+        *dropped += 1;
+        return Ok(());
+    }
+    match decode_peer(bytes)? {
+        Some(p) => into.push(p),
+        None => *dropped += 1,
+    }
+    Ok(())
+}
+
+fn bounded_key(key: Option<&[u8]>, empty_ok: bool) -> io::Result<Vec<u8>> {
+    let key = key.unwrap_or_default();
+    if key.len() > MAX_KEY_SIZE || (key.is_empty() && !empty_ok) {
+        return Err(invalid("key out of bounds"));
+    }
+    Ok(key.to_vec())
+}
+
 impl KadRequest {
+    /// The type this request goes as.
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Self::FindNode { .. } => MessageKind::FindNode,
+            Self::GetValue { .. } => MessageKind::GetValue,
+            Self::PutValue { .. } => MessageKind::PutValue,
+            Self::GetProviders { .. } => MessageKind::GetProviders,
+            Self::AddProvider { .. } => MessageKind::AddProvider,
+            Self::Ping => MessageKind::Ping,
+        }
+    }
+
     /// The protobuf message.
     pub fn encode(&self, now: Instant) -> Vec<u8> {
         let mut out = Vec::new();
+        put_uint(&mut out, 1, self.kind().to_wire());
         match self {
-            Self::FindNode { key } => {
-                put_uint(&mut out, 1, MSG_FIND_NODE);
-                put_bytes(&mut out, 2, key);
-            }
-            Self::GetValue { key } => {
-                put_uint(&mut out, 1, MSG_GET_VALUE);
+            Self::FindNode { key } | Self::GetValue { key } | Self::GetProviders { key } => {
                 put_bytes(&mut out, 2, key);
             }
             Self::PutValue { record } => {
-                put_uint(&mut out, 1, MSG_PUT_VALUE);
                 put_bytes(&mut out, 2, record.key.as_ref());
                 put_bytes(&mut out, 3, &encode_record(record, now));
             }
+            Self::AddProvider { key, providers } => {
+                put_bytes(&mut out, 2, key);
+                put_peers(&mut out, 9, providers);
+            }
+            Self::Ping => {}
         }
         out
+    }
+
+    /// Parses a peer's request; anything malformed is an [`io::ErrorKind::InvalidData`] error, a
+    /// message type this node does not know an [`io::ErrorKind::Unsupported`] one.
+    pub fn decode(bytes: &[u8], now: Instant) -> io::Result<Self> {
+        let mut fields = Fields { buf: bytes };
+        // proto3: an absent type is 0, PUT_VALUE.
+        let (mut kind, mut key, mut record) = (0, None, None);
+        let (mut providers, mut dropped) = (Vec::new(), 0);
+        while let Some((number, field)) = fields.next_field()? {
+            match (number, field) {
+                (1, Field::Varint(v)) => kind = v,
+                (2, Field::Bytes(b)) => key = Some(b),
+                (3, Field::Bytes(b)) => record = Some(decode_record(b, now)?),
+                (9, Field::Bytes(b)) => take_peer(b, &mut providers, &mut dropped)?,
+                _ => {}
+            }
+        }
+        let kind = MessageKind::from_wire(kind).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::Unsupported, "unknown kad message type")
+        })?;
+        Ok(match kind {
+            MessageKind::FindNode => Self::FindNode {
+                key: bounded_key(key, true)?,
+            },
+            MessageKind::GetValue => Self::GetValue {
+                key: bounded_key(key, false)?,
+            },
+            MessageKind::GetProviders => Self::GetProviders {
+                key: bounded_key(key, false)?,
+            },
+            MessageKind::AddProvider => Self::AddProvider {
+                key: bounded_key(key, false)?,
+                providers,
+            },
+            MessageKind::PutValue => Self::PutValue {
+                record: record.ok_or_else(|| invalid("PUT_VALUE without a record"))?,
+            },
+            MessageKind::Ping => Self::Ping,
+        })
     }
 }
 
 impl KadResponse {
+    /// An answer of type `kind` with nothing in it yet.
+    pub fn to(kind: MessageKind) -> Self {
+        Self {
+            kind,
+            ..Self::default()
+        }
+    }
+
     /// Parses an answer; anything malformed is an error, never a panic.
     pub fn decode(bytes: &[u8], now: Instant) -> io::Result<Self> {
         let mut fields = Fields { buf: bytes };
         let mut response = Self::default();
         while let Some((number, field)) = fields.next_field()? {
             match (number, field) {
-                (3, Field::Bytes(b)) => response.record = Some(decode_record(b, now)?),
-                (8, Field::Bytes(b)) if response.closer.len() < MAX_PEERS_DECODED => {
-                    match decode_peer(b)? {
-                        Some(p) => response.closer.push(p),
-                        None => response.dropped += 1,
-                    }
+                (1, Field::Varint(v)) => {
+                    response.kind = MessageKind::from_wire(v).unwrap_or_default();
                 }
-                (8, _) => response.dropped += 1,
+                (3, Field::Bytes(b)) => response.record = Some(decode_record(b, now)?),
+                (8, Field::Bytes(b)) => {
+                    take_peer(b, &mut response.closer, &mut response.dropped)?;
+                }
+                (9, Field::Bytes(b)) => {
+                    take_peer(b, &mut response.providers, &mut response.dropped)?;
+                }
+                (8 | 9, _) => response.dropped += 1,
                 _ => {}
             }
         }
         Ok(response)
     }
 
-    /// The protobuf form of an answer (what a kad server sends; used by tests and fuzzing).
+    /// The protobuf form of an answer, as a kad server sends it: the request's type, the key with
+    /// the record, the closer peers and the providers.
     pub fn encode(&self, now: Instant) -> Vec<u8> {
         let mut out = Vec::new();
+        put_uint(&mut out, 1, self.kind.to_wire());
         if let Some(record) = &self.record {
-            put_uint(&mut out, 1, MSG_GET_VALUE);
             put_bytes(&mut out, 2, record.key.as_ref());
             put_bytes(&mut out, 3, &encode_record(record, now));
-        } else {
-            put_uint(&mut out, 1, MSG_FIND_NODE);
         }
-        for p in &self.closer {
-            let mut peer = Vec::new();
-            put_bytes(&mut peer, 1, &p.peer.to_bytes());
-            for a in &p.addrs {
-                put_bytes(&mut peer, 2, &a.to_vec());
-            }
-            put_bytes(&mut out, 8, &peer);
-        }
+        put_peers(&mut out, 8, &self.closer);
+        put_peers(&mut out, 9, &self.providers);
         out
     }
-}
-
-// ---- framing and codec ----------------------------------------------------------------------
-
-/// Reads one varint-length-prefixed message of at most `max` bytes.
-pub async fn read_message<T>(io: &mut T, max: usize) -> io::Result<Vec<u8>>
-where
-    T: AsyncRead + Unpin + Send,
-{
-    let mut len = 0usize;
-    for i in 0..5 {
-        let mut b = [0u8; 1];
-        io.read_exact(&mut b).await?;
-        len |= usize::from(b[0] & 0x7f) << (7 * i);
-        if b[0] & 0x80 == 0 {
-            if len > max {
-                return Err(invalid("kad message over the size limit"));
-            }
-            let mut buf = vec![0u8; len];
-            io.read_exact(&mut buf).await?;
-            return Ok(buf);
-        }
-    }
-    Err(invalid("length prefix too long"))
-}
-
-/// Writes one varint-length-prefixed message, refusing more than `max` bytes.
-pub async fn write_message<T>(io: &mut T, bytes: &[u8], max: usize) -> io::Result<()>
-where
-    T: AsyncWrite + Unpin + Send,
-{
-    if bytes.len() > max {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "kad message over the size limit",
-        ));
-    }
-    let mut framed = Vec::with_capacity(bytes.len() + 5);
-    put_varint(&mut framed, bytes.len() as u64);
-    framed.extend_from_slice(bytes);
-    io.write_all(&framed).await?;
-    io.flush().await
-}
-
-/// The kad client only sends: kad itself serves inbound kad streams.
-fn not_served() -> io::Error {
-    io::Error::new(io::ErrorKind::Unsupported, "the kad client does not serve")
-}
-
-/// Our kad requests and their answers, over the kad protocol's framing.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct KadClientCodec;
-
-impl Codec for KadClientCodec {
-    type Protocol = StreamProtocol;
-    type Request = KadRequest;
-    type Response = KadResponse;
-
-    async fn read_request<T>(&mut self, _: &StreamProtocol, _: &mut T) -> io::Result<KadRequest>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        Err(not_served())
-    }
-
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<KadResponse>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let bytes = read_message(io, KAD_MAX_PACKET_SIZE).await?;
-        KadResponse::decode(&bytes, Instant::now())
-    }
-
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: KadRequest,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_message(io, &req.encode(Instant::now()), KAD_MAX_PACKET_SIZE).await
-    }
-
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        _: &mut T,
-        _: KadResponse,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        Err(not_served())
-    }
-}
-
-/// The kad client behaviour.
-pub type KadClient = request_response::Behaviour<KadClientCodec>;
-
-/// Builds the kad client for `protocol`; a request unanswered after `timeout` fails.
-pub fn new_behaviour(protocol: StreamProtocol, timeout: Duration) -> KadClient {
-    request_response::Behaviour::with_codec(
-        KadClientCodec,
-        [(protocol, ProtocolSupport::Outbound)],
-        request_response::Config::default()
-            .with_request_timeout(timeout)
-            .with_max_concurrent_streams(MAX_KAD_CLIENT_STREAMS),
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::executor::block_on;
-    use futures::io::Cursor;
 
     fn peer(addrs: usize) -> WirePeer {
         WirePeer {
@@ -420,7 +449,7 @@ mod tests {
         let answer = KadResponse {
             record: Some(record.clone()),
             closer: vec![peer(0), peer(2)],
-            dropped: 0,
+            ..Default::default()
         };
         let back = KadResponse::decode(&answer.encode(now), now).expect("decode");
         assert_eq!(back.closer, answer.closer);
@@ -483,15 +512,56 @@ mod tests {
     }
 
     #[test]
-    fn framing_refuses_oversize_prefixes_before_allocating() {
-        let mut buf = Vec::new();
-        put_varint(&mut buf, (KAD_MAX_PACKET_SIZE + 1) as u64);
-        let err = block_on(read_message(&mut Cursor::new(buf), KAD_MAX_PACKET_SIZE))
-            .expect_err("too long");
+    fn requests_round_trip_with_their_types() {
+        let now = Instant::now();
+        let mut record = Record::new(RecordKey::new(&b"key"), b"value".to_vec());
+        record.expires = Some(now + Duration::from_secs(60));
+        let requests = [
+            KadRequest::FindNode { key: vec![] },
+            KadRequest::GetValue { key: b"k".to_vec() },
+            KadRequest::PutValue { record },
+            KadRequest::GetProviders { key: b"k".to_vec() },
+            KadRequest::AddProvider {
+                key: b"k".to_vec(),
+                providers: vec![peer(1)],
+            },
+            KadRequest::Ping,
+        ];
+        for request in requests {
+            let back = KadRequest::decode(&request.encode(now), now).expect("decode");
+            assert_eq!(back, request);
+        }
+    }
+
+    #[test]
+    fn bad_requests_are_refused_and_unknown_types_told_apart() {
+        let now = Instant::now();
+        let mut msg = Vec::new();
+        put_uint(&mut msg, 1, 9);
+        let err = KadRequest::decode(&msg, now).expect_err("type 9");
+        assert_eq!(err.kind(), io::ErrorKind::Unsupported);
+        let mut msg = Vec::new();
+        put_uint(&mut msg, 1, 1);
+        put_bytes(&mut msg, 2, &[7; MAX_KEY_SIZE + 1]);
+        let err = KadRequest::decode(&msg, now).expect_err("long key");
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        let mut out = Vec::new();
-        block_on(write_message(&mut Cursor::new(&mut out), b"hello", 16)).expect("write");
-        let back = block_on(read_message(&mut Cursor::new(out), 16)).expect("read");
-        assert_eq!(back, b"hello");
+        // A PUT_VALUE (type 0, the default) without its record.
+        let err = KadRequest::decode(&[], now).expect_err("no record");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn answers_carry_the_type_of_the_request() {
+        let now = Instant::now();
+        for kind in [
+            MessageKind::PutValue,
+            MessageKind::GetProviders,
+            MessageKind::Ping,
+        ] {
+            let mut answer = KadResponse::to(kind);
+            answer.providers = vec![peer(1)];
+            let back = KadResponse::decode(&answer.encode(now), now).expect("decode");
+            assert_eq!(back, answer);
+        }
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! - [`behaviour`]: the composed behaviour (kad, custom commands, broadcast, identify, ping, limits);
 //! - [`config`]: limits as named constants, the timing profile and its checks;
-//! - [`kad`], [`store`], [`validation`]: Kademlia, its bounded record store and record checks;
-//! - [`lookup`], [`kad_wire`]: our own iterative lookups, sent over the kad protocol;
+//! - [`kad_wire`], [`kad_codec`]: the Kademlia wire messages both ways and their codec (the node's
+//!   core answers peers' requests and sends its own; libp2p-kad is not used);
+//! - [`store`], [`validation`]: the bounded record store and record checks;
+//! - [`lookup`]: one iterative lookup, as a pure state machine;
 //! - [`command`], [`broadcast`], [`info`], [`mirror`]: our own sub-protocols, over [`frame`]d
 //!   streams.
 
@@ -15,7 +17,7 @@ pub mod config;
 pub mod frame;
 pub mod info;
 pub mod ip_limits;
-pub mod kad;
+pub mod kad_codec;
 pub mod kad_wire;
 pub mod lookup;
 pub mod mirror;

@@ -7,7 +7,8 @@ use dht_behaviours::command::{CommandCodec, CommandReply};
 use dht_behaviours::config::{BROADCAST_PROTOCOL, COMMAND_PROTOCOL, MAX_COMMAND_REQUEST};
 use dht_behaviours::frame::read_frame;
 use dht_behaviours::info::{INFO_PROTOCOL, InfoCodec};
-use dht_behaviours::kad_wire::{KadClientCodec, KadResponse, WirePeer};
+use dht_behaviours::kad_codec::KadCodec;
+use dht_behaviours::kad_wire::{KadRequest, KadResponse, WirePeer};
 use dht_behaviours::mirror::{MIRROR_PROTOCOL, MirrorCodec, MirrorRecord};
 use dht_behaviours::validation::validate_record;
 use futures::executor::block_on;
@@ -108,14 +109,14 @@ proptest! {
         let now = std::time::Instant::now();
         let kad = StreamProtocol::new("/ipfs/kad/1.0.0");
         let _ = KadResponse::decode(&bytes, now);
-        let _ = block_on(KadClientCodec.read_response(&kad, &mut Cursor::new(bytes)));
+        let _ = block_on(KadCodec.read_response(&kad, &mut Cursor::new(bytes)));
         let mut record = Record::new(RecordKey::new(&key), value);
         record.expires = (ttl > 0).then(|| now + std::time::Duration::from_secs(ttl));
         let addr: Multiaddr = "/ip4/10.1.2.3/tcp/4001".parse().expect("addr");
         let answer = KadResponse {
             record: Some(record),
             closer: (0..peers).map(|_| WirePeer { peer: PeerId::random(), addrs: vec![addr.clone()] }).collect(),
-            dropped: 0,
+            ..Default::default()
         };
         let mut buf = answer.encode(now);
         let back = KadResponse::decode(&buf, now).expect("a valid answer decodes");
@@ -127,6 +128,29 @@ proptest! {
         if let Ok(mutated) = KadResponse::decode(&buf, now) {
             prop_assert!(mutated.closer.len() <= dht_behaviours::kad_wire::MAX_PEERS_DECODED);
         }
+    }
+
+    #[test]
+    fn kad_requests_never_panic_and_round_trip(
+        bytes in any_bytes(),
+        key in prop::collection::vec(any::<u8>(), 1..=256),
+        value in any_bytes(),
+        flip in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        let now = std::time::Instant::now();
+        let kad = StreamProtocol::new("/ipfs/kad/1.0.0");
+        let _ = KadRequest::decode(&bytes, now);
+        let _ = block_on(KadCodec.read_request(&kad, &mut Cursor::new(bytes)));
+        let request = Ok(KadRequest::PutValue { record: Record::new(RecordKey::new(&key), value) });
+        let mut buf = Vec::new();
+        block_on(KadCodec.write_request(&kad, &mut Cursor::new(&mut buf), request.clone())).expect("write");
+        let back = block_on(KadCodec.read_request(&kad, &mut Cursor::new(buf.clone()))).expect("read");
+        prop_assert_eq!(back, request);
+        // One byte changed anywhere: decoded or refused, never a panic.
+        let i = flip.index(buf.len());
+        buf[i] = byte;
+        let _ = block_on(KadCodec.read_request(&kad, &mut Cursor::new(buf)));
     }
 
     #[test]

@@ -111,6 +111,10 @@ impl Core {
             }
             started += 1;
             self.stats.restores += 1;
+            if own {
+                // Mirrors keep a copy only as long as it lives: they are refreshed with holders.
+                self.kept.push((key.clone(), None));
+            }
             let purpose = Purpose::Store {
                 record: outgoing_copy(record, now, ttl),
             };
@@ -124,7 +128,7 @@ impl Core {
     /// trying [`REFRESH_KEY_TRIES`] random ones.
     pub(super) fn refresh_buckets(&mut self, now: Instant, events: &mut Vec<QueryEvent>) {
         let local = KBucketKey::from(self.local);
-        let sparse: Vec<u32> = sparse_buckets(&self.routing, self.config.k);
+        let sparse: Vec<u32> = sparse_buckets(&self.routing, self.config.bucket_size());
         for bucket in sparse {
             let mut key: [u8; 32] = self.rng.r#gen();
             for _ in 1..REFRESH_KEY_TRIES {
@@ -198,15 +202,15 @@ impl Core {
     }
 }
 
-/// The non-empty buckets with fewer than `k` peers, nearest first, the nearest left out (the
+/// The non-empty buckets with fewer than `size` peers, nearest first, the nearest left out (the
 /// lookup of this node's own id covers it).
-fn sparse_buckets(table: &RoutingTable, k: usize) -> Vec<u32> {
+fn sparse_buckets(table: &RoutingTable, size: usize) -> Vec<u32> {
     let mut sizes: Vec<(u32, usize)> = table.bucket_sizes().collect();
     sizes.reverse();
     sizes
         .into_iter()
         .skip(1)
-        .filter(|(_, n)| *n < k)
+        .filter(|(_, n)| *n < size)
         .map(|(log, _)| log)
         .collect()
 }

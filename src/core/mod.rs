@@ -24,7 +24,7 @@ use dht_behaviours::config::MAX_ADDRS_PER_PEER;
 use dht_behaviours::kad_wire::{KadRequest, KadResponse, WirePeer};
 use dht_behaviours::lookup::CANDIDATES_PER_K;
 use dht_behaviours::store::StoreLimits;
-use dht_behaviours::validation::RecordError;
+use dht_behaviours::validation::{RecordError, is_content_key};
 use dht_behaviours::{ProtocolConfig, Timing};
 use libp2p::kad::{KBucketKey, Record, RecordKey};
 use libp2p::{Multiaddr, PeerId};
@@ -44,6 +44,10 @@ pub type InboundId = u64;
 
 /// Content keys remembered to tell repeated fetches (demand) from first ones.
 pub const DEMAND_TRACKED_KEYS: usize = 4096;
+/// Peers per k-bucket at least, whatever the replication factor (libp2p's kad uses 20 too).
+pub const BUCKET_SIZE: usize = 20;
+/// Peers joined through that are remembered (the oldest are forgotten first).
+pub const MAX_BOOTSTRAP_PEERS: usize = 64;
 
 /// What a core needs to know of its node.
 #[derive(Debug, Clone)]
@@ -60,9 +64,17 @@ pub struct CoreConfig {
     pub store: StoreLimits,
     /// Seed of the core's randomness (refresh keys).
     pub seed: u64,
+    /// A mirror node keeps every record it is handed (no per-peer quota).
+    pub mirror: bool,
 }
 
 impl CoreConfig {
+    /// Peers per k-bucket: [`BUCKET_SIZE`], or k when replication asks for more. A small
+    /// replication factor must not shrink the table (lookups need its breadth).
+    pub fn bucket_size(&self) -> usize {
+        BUCKET_SIZE.max(self.k)
+    }
+
     /// The core of a node built from `protocol` with a store bounded by `store`.
     pub fn new(protocol: &ProtocolConfig, store: StoreLimits, seed: u64) -> Self {
         Self {
@@ -72,6 +84,7 @@ impl CoreConfig {
             serving: !protocol.client_mode,
             store,
             seed,
+            mirror: protocol.mirror,
         }
     }
 }
@@ -118,6 +131,13 @@ pub enum Input {
     PeerGone {
         /// Who.
         peer: PeerId,
+    },
+    /// A record handed over by the mirror protocol (this node is a mirror).
+    Mirror {
+        /// From whom.
+        peer: PeerId,
+        /// The record, with the life the sender's copy has left.
+        record: Record,
     },
     /// An inbound kad request.
     Request {
@@ -211,7 +231,30 @@ pub enum Action {
         /// At what cost.
         report: Report,
     },
-    /// A peer answered with a false record.
+    /// A record is new here, or this node's own copy went out again (a store, a republish):
+    /// what mirrors are fed from.
+    Kept {
+        /// The record's key.
+        key: RecordKey,
+        /// The peer it came from (`None`: this node's own).
+        from: Option<PeerId>,
+    },
+    /// A record a peer sent (a PUT_VALUE, a mirrored copy) was not kept.
+    Refused {
+        /// Who sent it.
+        peer: PeerId,
+        /// Why (an [`Refusal::Invalid`] record is a lie).
+        refusal: Refusal,
+    },
+    /// A peer left the routing table after failing requests in a row (the driver remembers it,
+    /// to dial it again should this node end up cut off).
+    Evicted {
+        /// Who.
+        peer: PeerId,
+        /// The addresses it had.
+        addrs: Vec<Multiaddr>,
+    },
+    /// A peer answered one of our requests with a false record.
     Lied {
         /// Who.
         peer: PeerId,
@@ -239,6 +282,8 @@ pub struct CoreStats {
     pub restores: u64,
     /// False records received.
     pub lies: u64,
+    /// Peers that left the routing table after failing requests.
+    pub evicted: u64,
 }
 
 /// One node's Kademlia policy.
@@ -261,6 +306,8 @@ pub struct Core {
     last_sweep: Instant,
     rng: StdRng,
     stats: CoreStats,
+    /// Records kept since the last [`Action::Kept`]s went out.
+    kept: Vec<(RecordKey, Option<PeerId>)>,
 }
 
 impl Core {
@@ -279,8 +326,9 @@ impl Core {
         );
         Self {
             local,
-            routing: RoutingTable::new(local, config.k),
-            records: Records::new(local, config.store, t.record_ttl, t.expiry_margin()),
+            routing: RoutingTable::new(local, config.bucket_size()),
+            records: Records::new(local, config.store, t.record_ttl, t.expiry_margin())
+                .for_mirror(config.mirror),
             queries,
             ops: HashMap::new(),
             demand: HashSet::new(),
@@ -292,6 +340,7 @@ impl Core {
             last_sweep: now,
             rng: StdRng::seed_from_u64(config.seed),
             stats: CoreStats::default(),
+            kept: Vec::new(),
             config,
         }
     }
@@ -326,6 +375,11 @@ impl Core {
         self.queries.len()
     }
 
+    /// Peers of answers left out of lookups so far (beyond k, or repeated).
+    pub fn ignored(&self) -> usize {
+        self.queries.ignored()
+    }
+
     /// Handles one input at `now`.
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
@@ -344,15 +398,30 @@ impl Core {
                 }
             }
             Input::Join { peers } => {
-                for (peer, addrs) in &peers {
-                    self.seen(*peer, addrs.clone(), now, &mut events);
+                for (peer, addrs) in peers {
+                    self.seen(peer, addrs.clone(), now, &mut events);
+                    self.bootstrap.retain(|(p, _)| *p != peer);
+                    self.bootstrap.push((peer, addrs));
                 }
-                self.bootstrap = peers;
+                if self.bootstrap.len() > MAX_BOOTSTRAP_PEERS {
+                    let extra = self.bootstrap.len() - MAX_BOOTSTRAP_PEERS;
+                    self.bootstrap.drain(..extra);
+                }
                 let target = self.local.to_bytes();
                 self.join = Some(self.start(target, Purpose::Refresh, now, &mut events));
                 self.last_refresh = now;
             }
             Input::PeerSeen { peer, addrs } => self.seen(peer, addrs, now, &mut events),
+            Input::Mirror { peer, record } => {
+                match self.records.admit(Source::Peer(peer), record, now) {
+                    Ok(Admitted::New | Admitted::Updated) => self.stats.puts_kept += 1,
+                    Ok(Admitted::Held) => {}
+                    Err(refusal) => {
+                        self.stats.puts_refused += 1;
+                        out.push(Action::Refused { peer, refusal });
+                    }
+                }
+            }
             Input::PeerGone { peer } => {
                 self.routing.remove(&peer);
             }
@@ -382,17 +451,22 @@ impl Core {
             }
             Input::Failure { id, timed_out } => {
                 if let Some(peer) = self.queries.on_failure(id, timed_out, now, &mut events) {
-                    self.routing.failed(&peer);
+                    self.failed(&peer, &mut out);
                 }
             }
             Input::Tick => {
                 for peer in self.queries.tick(now, &mut events) {
-                    self.routing.failed(&peer);
+                    self.failed(&peer, &mut out);
                 }
                 self.maintain(now, &mut events);
             }
         }
         self.flush(events, now, &mut out);
+        out.extend(
+            self.kept
+                .drain(..)
+                .map(|(key, from)| Action::Kept { key, from }),
+        );
         out
     }
 
@@ -485,11 +559,12 @@ impl Core {
         events: &mut Vec<QueryEvent>,
     ) {
         let mut record = Record::new(RecordKey::new(&key), value);
-        if self.config.serving
-            && let Err(refusal) = self.records.admit(Source::Own, record.clone(), now)
-        {
-            out.push(reply(op, Err(OpError::Refused(refusal))));
-            return;
+        if self.config.serving {
+            if let Err(refusal) = self.records.admit(Source::Own, record.clone(), now) {
+                out.push(reply(op, Err(OpError::Refused(refusal))));
+                return;
+            }
+            self.kept.push((record.key.clone(), None));
         }
         record.publisher = Some(self.local);
         record.expires = Some(now + self.config.timing.record_ttl);
@@ -513,7 +588,8 @@ impl Core {
             out.push(reply(op, Err(OpError::NoPeers)));
             return;
         }
-        let cache = self.repeated(&key);
+        // Content never changes, so its copies can be spread safely; a free key's cannot.
+        let cache = is_content_key(&key) && self.repeated(&key);
         let id = self.start(key, Purpose::Fetch { cache }, now, events);
         self.ops.insert(id, op);
     }
@@ -551,14 +627,21 @@ impl Core {
         let served = server::serve(&self.routing, &mut self.records, peer, request, k, now);
         let response = match served {
             Served::Answer(r) => Some(r),
-            Served::Kept(_, r) => {
+            Served::Kept(admitted, r) => {
                 self.stats.puts_kept += 1;
+                if admitted == Admitted::New
+                    && let Some(record) = &r.record
+                {
+                    self.kept.push((record.key.clone(), Some(peer)));
+                }
                 Some(r)
             }
-            Served::Refused(_) => {
+            Served::Refused(refusal) => {
                 self.stats.puts_refused += 1;
+                out.push(Action::Refused { peer, refusal });
                 None
             }
+            Served::Silent(_) => None,
         };
         out.push(Action::Answer { id, response });
         if serving {
@@ -578,6 +661,17 @@ impl Core {
         match self.routing.insert(peer, addrs) {
             Inserted::New | Inserted::Replaced(_) => self.hand_off(peer, now, events),
             Inserted::Known | Inserted::Full | Inserted::Local => {}
+        }
+    }
+
+    /// A request to `peer` failed; it may leave the table.
+    fn failed(&mut self, peer: &PeerId, out: &mut Vec<Action>) {
+        if let Some(entry) = self.routing.failed(peer) {
+            self.stats.evicted += 1;
+            out.push(Action::Evicted {
+                peer: *entry.peer(),
+                addrs: entry.addrs,
+            });
         }
     }
 

@@ -468,8 +468,8 @@ impl Queries {
         }
     }
 
-    /// Request `rid` failed (`timed_out`: it went unanswered). Returns the peer, so the caller can
-    /// mark it in its routing table.
+    /// Request `rid` failed (`timed_out`: it went unanswered). Returns the peer when the failure
+    /// tells of its health (a timeout, a failed lookup request), so the caller can mark it.
     pub fn on_failure(
         &mut self,
         rid: RequestId,
@@ -478,8 +478,10 @@ impl Queries {
         out: &mut Vec<QueryEvent>,
     ) -> Option<PeerId> {
         let done = self.resolve(rid, now, out)?;
+        // A refused PUT_VALUE (a full store, a quota used up) says nothing of the peer's health.
+        let unhealthy = timed_out || matches!(done.sent, Sent::Lookup(_));
         self.failed(done, timed_out, now, out);
-        Some(done.peer)
+        unhealthy.then_some(done.peer)
     }
 
     fn failed(&mut self, done: InFlight, timed_out: bool, now: Instant, out: &mut Vec<QueryEvent>) {

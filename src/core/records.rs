@@ -12,7 +12,8 @@
 //! 5. A free (non-content) key's value is replaced only by the peer that stored it first, or by
 //!    this node's own store; anyone else is refused, so no peer can overwrite what others wrote.
 //! 6. A new key counts against the sending peer's quota, in records and bytes
-//!    ([`super::quota`]); a re-store of a held key adds nothing.
+//!    ([`super::quota`]); a re-store of a held key adds nothing. A mirror node, which keeps
+//!    everything it is handed, has no quota.
 //! 7. A full store refuses; it never evicts a living record to make room.
 
 use std::collections::HashMap;
@@ -20,9 +21,10 @@ use std::time::{Duration, Instant};
 
 use dht_behaviours::store::{BoundedStore, StoreLimits, is_own};
 use dht_behaviours::validation::{RecordError, is_content_key, validate_record};
+use libp2p::Multiaddr;
 use libp2p::PeerId;
 use libp2p::kad::store::RecordStore;
-use libp2p::kad::{Record, RecordKey};
+use libp2p::kad::{ProviderRecord, Record, RecordKey};
 
 use super::quota::Quota;
 
@@ -80,6 +82,8 @@ pub struct Records {
     /// When a peer last stored each key here (the replication round skips those a peer has just
     /// re-stored).
     received: HashMap<RecordKey, Instant>,
+    /// A mirror keeps what it is handed within its store's limits, with no per-peer quota.
+    mirror: bool,
 }
 
 impl Records {
@@ -92,7 +96,14 @@ impl Records {
             quota: Quota::new(limits),
             ttl,
             received: HashMap::new(),
+            mirror: false,
         }
+    }
+
+    /// The same store for a mirror node: no per-peer quota.
+    pub fn for_mirror(mut self, mirror: bool) -> Self {
+        self.mirror = mirror;
+        self
     }
 
     /// The record under `key`, if it lives at `now`.
@@ -205,13 +216,16 @@ impl Records {
         let new = self.store.get_any(&record.key).is_none();
         if let Source::Peer(peer) = source
             && new
+            && !self.mirror
             && !self.quota.admits(&peer, &record.key, bytes)
         {
             return Err(Refusal::Quota);
         }
         let key = record.key.clone();
         self.store.put(record).map_err(|_| Refusal::Full)?;
-        if let Source::Peer(peer) = source {
+        if let Source::Peer(peer) = source
+            && !self.mirror
+        {
             self.quota.stored(peer, key, bytes);
         }
         Ok(if new {
@@ -219,6 +233,36 @@ impl Records {
         } else {
             Admitted::Updated
         })
+    }
+
+    /// Keeps `provider` as a provider of `key` for one TTL; whether the store took it (it keeps a
+    /// bounded number per key and in all).
+    pub fn add_provider(
+        &mut self,
+        key: RecordKey,
+        provider: PeerId,
+        addresses: Vec<Multiaddr>,
+        now: Instant,
+    ) -> bool {
+        let record = ProviderRecord {
+            key,
+            provider,
+            expires: Some(now + self.ttl),
+            addresses,
+        };
+        self.store.add_provider(record).is_ok()
+    }
+
+    /// The living providers of `key`.
+    pub fn providers(
+        &self,
+        key: &RecordKey,
+        now: Instant,
+    ) -> impl Iterator<Item = ProviderRecord> + '_ {
+        self.store
+            .providers(key)
+            .into_iter()
+            .filter(move |p| p.expires.is_none_or(|e| e > now))
     }
 
     /// Removes every record expired at `now`; returns how many went.

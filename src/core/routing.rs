@@ -171,25 +171,18 @@ impl RoutingTable {
         self.buckets.get(i)?.iter().find(|e| e.peer() == peer)
     }
 
-    /// A request to `peer` failed: it goes stale, and leaves after [`MAX_FAILURES`]. Returns whether
-    /// it left.
-    pub fn failed(&mut self, peer: &PeerId) -> bool {
-        let Some(i) = self.index_of(peer) else {
-            return false;
-        };
-        let Some(bucket) = self.buckets.get_mut(i) else {
-            return false;
-        };
-        let Some(pos) = bucket.iter().position(|e| e.peer() == peer) else {
-            return false;
-        };
+    /// A request to `peer` failed: it goes stale, and leaves after [`MAX_FAILURES`]. Returns its
+    /// entry if it left.
+    pub fn failed(&mut self, peer: &PeerId) -> Option<Entry> {
+        let i = self.index_of(peer)?;
+        let bucket = self.buckets.get_mut(i)?;
+        let pos = bucket.iter().position(|e| e.peer() == peer)?;
         bucket[pos].failures = bucket[pos].failures.saturating_add(1);
         if bucket[pos].failures < MAX_FAILURES {
-            return false;
+            return None;
         }
-        bucket.remove(pos);
         self.len -= 1;
-        true
+        Some(bucket.remove(pos))
     }
 
     /// Removes `peer` (blocked, or gone for good). Returns whether it was there.
@@ -293,14 +286,14 @@ mod tests {
         assert_eq!(table.insert(far[1], vec![]), Inserted::New);
         assert_eq!(table.insert(far[2], vec![]), Inserted::Full);
         assert!(
-            !table.failed(&far[0]),
+            table.failed(&far[0]).is_none(),
             "one failure makes it stale, not gone"
         );
         assert_eq!(table.insert(far[2], vec![]), Inserted::Replaced(far[0]));
         assert_eq!(table.len(), 2);
-        assert!(!table.failed(&far[1]));
+        assert!(table.failed(&far[1]).is_none());
         assert!(
-            table.failed(&far[1]),
+            table.failed(&far[1]).is_some(),
             "the second failure in a row removes it"
         );
         assert_eq!(table.len(), 1);

@@ -1,10 +1,12 @@
 //! Answers to inbound Kademlia requests, from this node's own routing table and store. A
 //! PUT_VALUE is acknowledged (its record echoed, as the kad protocol has it) only when admission
 //! kept the record, so a peer's count of acknowledgements is a count of copies really held.
+//! Provider records are kept as libp2p's kad keeps them (a peer announces only itself).
 
 use std::time::Instant;
 
-use dht_behaviours::kad_wire::{KadRequest, KadResponse, WirePeer};
+use dht_behaviours::config::MAX_ADDRS_PER_PEER;
+use dht_behaviours::kad_wire::{KadRequest, KadResponse, MessageKind, WirePeer};
 use libp2p::PeerId;
 use libp2p::kad::{KBucketKey, RecordKey};
 
@@ -20,6 +22,8 @@ pub enum Served {
     Kept(Admitted, KadResponse),
     /// A PUT_VALUE refused: no acknowledgement goes back.
     Refused(Refusal),
+    /// A request that takes no answer (ADD_PROVIDER), with the providers kept.
+    Silent(usize),
 }
 
 /// The `k` peers of `table` closest to `key`, the requester left out.
@@ -48,9 +52,8 @@ pub fn serve(
 ) -> Served {
     match request {
         KadRequest::FindNode { key } => Served::Answer(KadResponse {
-            record: None,
             closer: closer(table, &key, &peer, k),
-            dropped: 0,
+            ..KadResponse::to(MessageKind::FindNode)
         }),
         KadRequest::GetValue { key } => {
             // The record if held, and the closer peers either way, as every kad server answers.
@@ -58,7 +61,7 @@ pub fn serve(
             Served::Answer(KadResponse {
                 record,
                 closer: closer(table, &key, &peer, k),
-                dropped: 0,
+                ..KadResponse::to(MessageKind::GetValue)
             })
         }
         KadRequest::PutValue { record } => {
@@ -68,12 +71,38 @@ pub fn serve(
                     admitted,
                     KadResponse {
                         record: Some(echo),
-                        closer: Vec::new(),
-                        dropped: 0,
+                        ..KadResponse::to(MessageKind::PutValue)
                     },
                 ),
                 Err(refusal) => Served::Refused(refusal),
             }
         }
+        KadRequest::GetProviders { key } => {
+            let providers = records
+                .providers(&RecordKey::new(&key), now)
+                .map(|p| WirePeer {
+                    peer: p.provider,
+                    addrs: p.addresses.clone(),
+                })
+                .collect();
+            Served::Answer(KadResponse {
+                providers,
+                closer: closer(table, &key, &peer, k),
+                ..KadResponse::to(MessageKind::GetProviders)
+            })
+        }
+        KadRequest::AddProvider { key, providers } => {
+            let key = RecordKey::new(&key);
+            let mut kept = 0;
+            // A peer may announce itself only.
+            for mut p in providers.into_iter().filter(|p| p.peer == peer) {
+                p.addrs.truncate(MAX_ADDRS_PER_PEER);
+                if records.add_provider(key.clone(), p.peer, p.addrs, now) {
+                    kept += 1;
+                }
+            }
+            Served::Silent(kept)
+        }
+        KadRequest::Ping => Served::Answer(KadResponse::to(MessageKind::Ping)),
     }
 }

@@ -1,22 +1,26 @@
-//! The event loop: the one task that owns the swarm. Handles talk to it through commands; every
-//! pending operation is keyed by its query or request id and has a deadline.
+//! The event loop: the one task that owns the swarm, and the driver of the node's [`Core`]. Kad
+//! policy (the routing table, the records and their admission, lookups, stores, fetches,
+//! replication, refresh, hand-off, caching, answers to peers' kad requests) is the core's; this
+//! loop feeds it swarm events, handle commands and ticks, and carries out its actions. The other
+//! sub-protocols (custom commands, broadcast, mirrors, info), reputation, silence, bootstrap dials
+//! and persistence are still driven from here. Every pending operation has a deadline.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dht_behaviours::behaviour::{is_loopback, vetted_addrs, with_peer};
-use dht_behaviours::broadcast::{Broadcaster, FULL_HEIGHT, Handoff};
+use dht_behaviours::broadcast::{Broadcaster, Bucket, FULL_HEIGHT, Handoff};
 use dht_behaviours::command::CommandReply;
 use dht_behaviours::config::MAX_COMMAND_REPLY;
 use dht_behaviours::info::{NodeInfo, RoutingPeer};
 use dht_behaviours::mirror::{MIRROR_PROTOCOL, MirrorRecord};
-use dht_behaviours::store::is_own;
-use dht_behaviours::validation::{RecordError, validate_record};
+use dht_behaviours::store::StoreLimits;
+use dht_behaviours::validation::RecordError;
 use dht_behaviours::{DhtBehaviour, DhtBehaviourEvent, ProtocolConfig};
 use futures::StreamExt;
 use libp2p::kad::store::RecordStore;
-use libp2p::kad::{self, InboundRequest, KBucketKey, Quorum, Record, RecordKey};
+use libp2p::kad::{Record, RecordKey};
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
@@ -33,17 +37,14 @@ use super::persistence::{RecordDb, Writer};
 use super::reputation::{BLOCK_DURATION, BlockReason, Offence, Reputation};
 use super::silence::Silence;
 use crate::command::{Command, CommandHandler, Reply};
-use crate::core::maintenance::{MAX_HANDOFF_PER_PEER, REFRESH_KEY_TRIES, outgoing_copy};
-use crate::core::queries::{Purpose, Queries, QueryConfig};
-use crate::core::quota::Quota;
-use crate::core::records::CACHE_TTL_DIVISOR;
-use lookups::{Caller, InFlight};
+use crate::core::{Core, CoreConfig, Input};
+use kad::{Caller, InFlight};
 
 mod commands;
-mod lookups;
+mod kad;
 mod maintenance;
+mod mirrors;
 mod protocols;
-mod records;
 mod swarm;
 use crate::error::Error;
 use crate::event::Event;
@@ -54,31 +55,14 @@ use crate::status::{
 
 /// How often deadlines, bootstrap and expiry are checked.
 pub const TICK: Duration = Duration::from_millis(200);
-/// How often expired records are swept from the store.
-pub const EXPIRY_SWEEP: Duration = Duration::from_secs(5);
-/// Content keys remembered to tell repeated fetches (demand) from first ones.
-pub const DEMAND_TRACKED_KEYS: usize = 4096;
+pub use crate::core::maintenance::EXPIRY_SWEEP;
 /// Custom-command handlers running at once; more inbound commands are refused as busy.
 pub const MAX_RUNNING_HANDLERS: usize = 256;
 /// Network operations (kad queries, dials, info requests) pending at once; more are refused with
 /// [`Error::Busy`] rather than queued without bound.
 pub const MAX_PENDING_OPERATIONS: usize = 4096;
-/// Records re-stored per tick during a replication round.
-pub const REPLICATION_PER_TICK: usize = 32;
 
 type HandlerDone = (ResponseChannel<CommandReply>, CommandReply);
-/// A record as a mirror receives it: with the time it has left (our own published copy has no
-/// expiry; the mirror's copy gets the TTL, as any holder's).
-fn mirror_copy(record: &Record, now: Instant, ttl: Duration) -> MirrorRecord {
-    MirrorRecord {
-        key: record.key.to_vec(),
-        value: record.value.clone(),
-        expires_in: record
-            .expires
-            .map_or(ttl, |at| at.saturating_duration_since(now)),
-    }
-}
-
 pub(crate) struct EventLoop {
     swarm: Swarm<DhtBehaviour>,
     config: ProtocolConfig,
@@ -89,7 +73,7 @@ pub(crate) struct EventLoop {
     handler_done_rx: mpsc::Receiver<HandlerDone>,
     handler: Option<CommandHandler>,
     handler_slots: Arc<Semaphore>,
-    queries: Queries,
+    core: Core,
     in_flight: InFlight,
     cmd_ops: Pending<OutboundRequestId, (PeerId, Reply<Vec<u8>>)>,
     broadcaster: Broadcaster,
@@ -99,22 +83,19 @@ pub(crate) struct EventLoop {
     counters: Counters,
     started: Instant,
     last_sweep: Instant,
+    /// When the bootstrap nodes missing from the routing table were last dialed.
+    last_redial: Instant,
     alive: watch::Sender<()>,
     bandwidth: Arc<Bandwidth>,
     dials: Pending<ConnectionId, Reply<PeerId>>,
     info_ops: Pending<OutboundRequestId, (PeerId, Reply<NodeInfo>)>,
-    demand: Demand,
     reputation: Reputation,
     commands_out: OutboundCommands,
-    quota: Quota,
     writer: Option<Writer>,
     mirror_feed: MirrorFeed,
     /// The listen addresses of the mirrors we feed (from identify), so that a mirror whose
     /// connection was closed (a missed ping) is dialed again rather than starved of refreshes.
     mirror_addrs: HashMap<PeerId, Vec<Multiaddr>>,
-    last_replication: Instant,
-    replication: VecDeque<RecordKey>,
-    last_refresh: Instant,
     silence: Silence,
 }
 
@@ -128,25 +109,35 @@ pub(crate) struct Parts {
     pub alive: watch::Sender<()>,
     pub bandwidth: Arc<Bandwidth>,
     pub db: Option<Arc<RecordDb>>,
+    /// Bounds of the record store.
+    pub store: StoreLimits,
+    /// Records read from the data directory, put in the store before anything else happens.
+    pub loaded: Vec<Record>,
 }
 
 impl EventLoop {
     pub(crate) fn new(parts: Parts) -> Self {
         let now = Instant::now();
-        let mut swarm = parts.swarm;
+        let swarm = parts.swarm;
         let local = *swarm.local_peer_id();
-        let limits = swarm.behaviour_mut().kad.store_mut().limits();
         let (handler_done_tx, handler_done_rx) = mpsc::channel(MAX_RUNNING_HANDLERS);
-        let queries = Queries::new(
-            local,
-            QueryConfig {
-                k: parts.config.replication_factor.get(),
-                alpha: parts.config.parallelism.get(),
-                query_timeout: parts.config.timing.query_timeout,
-                peer_timeout: parts.config.timing.peer_timeout(),
-                serving: !parts.config.client_mode,
-            },
-        );
+        let core_config = CoreConfig::new(&parts.config, parts.store, rand::random());
+        let mut core = Core::new(local, core_config, now);
+        let store = core.records_mut().store_mut();
+        let total = parts.loaded.len();
+        let refused = parts
+            .loaded
+            .into_iter()
+            .filter(|r| store.put(r.clone()).is_err())
+            .count();
+        if refused > 0 {
+            warn!(
+                refused,
+                total, "records in the data directory exceed the store's limits; not loaded"
+            );
+        }
+        // Only what changes from now on is written back.
+        store.track_changes();
         Self {
             swarm,
             config: parts.config,
@@ -157,14 +148,12 @@ impl EventLoop {
             handler_done_rx,
             handler: None,
             handler_slots: Arc::new(Semaphore::new(MAX_RUNNING_HANDLERS)),
-            queries,
+            core,
             in_flight: InFlight::default(),
             cmd_ops: Pending::new(),
             dials: Pending::new(),
             info_ops: Pending::new(),
-            demand: Demand::default(),
             commands_out: OutboundCommands::default(),
-            quota: Quota::new(limits),
             reputation: Reputation::default(),
             broadcaster: Broadcaster::new(local),
             bootstrap: Bootstrapper::new(parts.bootstrap, now),
@@ -173,14 +162,12 @@ impl EventLoop {
             counters: Counters::default(),
             started: now,
             last_sweep: now,
+            last_redial: now,
             alive: parts.alive,
             bandwidth: parts.bandwidth,
             writer: parts.db.map(|db| Writer::new(db, now)),
             mirror_feed: MirrorFeed::default(),
             mirror_addrs: HashMap::new(),
-            last_replication: now,
-            replication: VecDeque::new(),
-            last_refresh: now,
             silence: Silence::default(),
         }
     }
@@ -196,9 +183,8 @@ impl EventLoop {
 
     /// Disconnects and refuses `peer`, and drops it from the routing table.
     fn enforce_block(&mut self, peer: PeerId) {
-        let behaviour = self.swarm.behaviour_mut();
-        behaviour.blocked.block_peer(peer);
-        behaviour.kad.remove_peer(&peer);
+        self.swarm.behaviour_mut().blocked.block_peer(peer);
+        self.drive(Input::PeerGone { peer });
     }
 
     /// Records what `peer` did; blocks it when that was one offence too many.
@@ -238,7 +224,7 @@ impl EventLoop {
         };
         // A clean stop writes every change first: `stop()` returning means the data dir is whole.
         if let Some(writer) = self.writer.as_mut() {
-            let store = self.swarm.behaviour_mut().kad.store_mut();
+            let store = self.core.records_mut().store_mut();
             for flushed in writer.finish(store, &self.local).await {
                 self.counters.count_flush(&flushed);
             }
@@ -280,27 +266,6 @@ fn offence_for(error: &RecordError) -> Offence {
 /// Whether an inbound failure means the peer sent bytes our codec could not decode.
 fn is_malformed(error: &request_response::InboundFailure) -> bool {
     matches!(error, request_response::InboundFailure::Io(e) if e.kind() == std::io::ErrorKind::InvalidData)
-}
-
-/// Which content keys this node fetched lately, to tell popular ones. Bounded: it forgets
-/// everything when [`DEMAND_TRACKED_KEYS`] are tracked.
-#[derive(Default)]
-struct Demand {
-    seen: std::collections::HashSet<Key>,
-}
-
-impl Demand {
-    /// Records a fetch of `key`; whether it was fetched before.
-    fn repeated(&mut self, key: &Key) -> bool {
-        if self.seen.contains(key) {
-            return true;
-        }
-        if self.seen.len() >= DEMAND_TRACKED_KEYS {
-            self.seen.clear();
-        }
-        self.seen.insert(key.clone());
-        false
-    }
 }
 
 #[cfg(test)]

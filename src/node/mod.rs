@@ -21,7 +21,7 @@ use libp2p::Multiaddr;
 use libp2p::core::transport::MemoryTransport;
 use libp2p::core::{Transport, upgrade};
 use libp2p::identity::Keypair;
-use libp2p::kad::store::RecordStore;
+use libp2p::kad::Record;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Swarm, SwarmBuilder, noise, plaintext, tcp, yamux};
@@ -30,7 +30,7 @@ use bandwidth::Counted;
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
 use tokio::sync::{broadcast, mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 pub use bandwidth::Bandwidth;
 pub use bootstrap::{BOOTSTRAP_BACKOFF_MAX, BOOTSTRAP_BACKOFF_MIN};
@@ -54,7 +54,6 @@ fn build_swarm(
     bandwidth: Arc<Bandwidth>,
 ) -> Result<Swarm<DhtBehaviour>> {
     let protocol = options.protocol.clone();
-    let store = options.store_limits;
     let idle = protocol.timing.idle_timeout;
     let transport_error = |e: &dyn std::fmt::Display| Error::Transport(e.to_string());
     let builder = SwarmBuilder::with_existing_identity(keypair).with_tokio();
@@ -74,7 +73,7 @@ fn build_swarm(
             .map_err(|e| transport_error(&e))?
             .with_dns()
             .map_err(|e| transport_error(&e))?
-            .with_behaviour(|key| DhtBehaviour::new(key, &protocol, store))
+            .with_behaviour(|key| DhtBehaviour::new(key, &protocol))
             .map_err(|e| transport_error(&e))?
             .with_swarm_config(swarm_config(idle))
             .build(),
@@ -87,7 +86,7 @@ fn build_swarm(
                     .multiplex(yamux::Config::default())
             })
             .map_err(|e| transport_error(&e))?
-            .with_behaviour(|key| DhtBehaviour::new(key, &protocol, store))
+            .with_behaviour(|key| DhtBehaviour::new(key, &protocol))
             .map_err(|e| transport_error(&e))?
             .with_swarm_config(swarm_config(idle))
             .build(),
@@ -131,9 +130,12 @@ pub(crate) async fn build(options: DhtOptions) -> Result<(EventLoop, Link)> {
     let bandwidth = Arc::new(Bandwidth::default());
     let mut swarm = build_swarm(keypair, &options, bandwidth.clone())?;
     let local = *swarm.local_peer_id();
-    let db = match &options.data_dir {
-        Some(dir) => Some(Arc::new(open_records(dir, &mut swarm)?)),
-        None => None,
+    let (db, loaded) = match &options.data_dir {
+        Some(dir) => {
+            let (db, loaded) = open_records(dir, local)?;
+            (Some(Arc::new(db)), loaded)
+        }
+        None => (None, Vec::new()),
     };
 
     let mut waiting = HashSet::new();
@@ -215,6 +217,8 @@ pub(crate) async fn build(options: DhtOptions) -> Result<(EventLoop, Link)> {
         alive: alive_tx,
         bandwidth,
         db,
+        store: options.store_limits,
+        loaded,
     })
     .with_blocks(&options.blocked);
     let link = Link {
@@ -226,36 +230,21 @@ pub(crate) async fn build(options: DhtOptions) -> Result<(EventLoop, Link)> {
     Ok((event_loop, link))
 }
 
-/// Opens the record database in `dir` and loads its unexpired records into the swarm's store, then
-/// turns on change tracking so that only what changes from now on is written back.
-fn open_records(dir: &std::path::Path, swarm: &mut Swarm<DhtBehaviour>) -> Result<RecordDb> {
+/// Opens the record database in `dir` and reads its unexpired records, for the event loop to put
+/// in the core's store before it turns on change tracking (only what changes from then on is
+/// written back).
+fn open_records(dir: &std::path::Path, local: libp2p::PeerId) -> Result<(RecordDb, Vec<Record>)> {
     let db = RecordDb::open(dir)?;
-    let local = *swarm.local_peer_id();
     let loaded = db.load(local, Instant::now(), SystemTime::now())?;
-    let store = swarm.behaviour_mut().kad.store_mut();
-    let total = loaded.records.len();
-    let mut refused = 0;
-    for record in loaded.records {
-        if store.put(record).is_err() {
-            refused += 1;
-        }
-    }
-    if refused > 0 {
-        warn!(
-            refused,
-            "records in the data directory exceed the store's limits; not loaded"
-        );
-    }
     info!(
-        records = total - refused,
+        records = loaded.records.len(),
         published = loaded.published,
         expired = loaded.expired,
         corrupt = loaded.corrupt,
         dir = %dir.display(),
-        "records loaded from the data directory"
+        "records read from the data directory"
     );
-    store.track_changes();
-    Ok(db)
+    Ok((db, loaded.records))
 }
 
 /// libp2p-tcp binds listeners with `SO_REUSEPORT`, so on Linux a second process could share a

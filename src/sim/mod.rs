@@ -296,7 +296,10 @@ impl Sim {
                 Action::Reply { op, result, report } => {
                     self.results.insert(op, (result, report));
                 }
-                Action::Lied { .. } => {}
+                Action::Lied { .. }
+                | Action::Refused { .. }
+                | Action::Kept { .. }
+                | Action::Evicted { .. } => {}
             }
         }
         self.rewake(i);

@@ -2,13 +2,14 @@
 
 use std::time::Duration;
 
-use dht::{Dht, Key, Multiaddr, PeerId, ProtocolConfig, StoreLimits, Timing};
+use dht::{Dht, Key, Multiaddr, PeerId, ProtocolConfig, Timing};
+use dht_behaviours::kad_wire::{KadRequest, KadResponse, WirePeer};
 use dht_behaviours::{DhtBehaviour, DhtBehaviourEvent};
 use futures::StreamExt;
 use libp2p::identify;
 use libp2p::identity::Keypair;
-use libp2p::kad::store::RecordStore;
 use libp2p::kad::{KBucketKey, Record, RecordKey};
+use libp2p::request_response::{Event as RrEvent, Message};
 use libp2p::swarm::SwarmEvent;
 
 use crate::common::{addr_of, eventually, listen_locally, network, options, stop_all, tcp_swarm};
@@ -20,9 +21,7 @@ fn raw_peer(keypair: Keypair) -> libp2p::Swarm<DhtBehaviour> {
         timing: Timing::fast(),
         ..ProtocolConfig::default()
     };
-    tcp_swarm(keypair, |k| {
-        DhtBehaviour::new(k, &config, StoreLimits::default())
-    })
+    tcp_swarm(keypair, |k| DhtBehaviour::new(k, &config))
 }
 
 /// A peer that speaks our protocols but holds a forged value under `key` and serves it to anyone.
@@ -36,23 +35,41 @@ async fn liar(
     let mut swarm = raw_peer(keypair);
     let id = *swarm.local_peer_id();
     let addr = listen_locally(&mut swarm).await;
-    swarm
-        .behaviour_mut()
-        .kad
-        .store_mut()
-        .put(Record::new(RecordKey::new(&key.as_bytes()), forged))
-        .expect("forged record");
+    let record = Record::new(RecordKey::new(&key.as_bytes()), forged);
     swarm.dial(boot).expect("dial");
+    // It answers every kad request as a server would, naming the peers it met (identify tells
+    // it their addresses), with the forged record for a GET_VALUE.
     let task =
         tokio::spawn(async move {
+            let mut known: Vec<WirePeer> = Vec::new();
             loop {
-                if let SwarmEvent::Behaviour(DhtBehaviourEvent::Identify(
-                    identify::Event::Received { peer_id, info, .. },
-                )) = swarm.select_next_some().await
-                {
-                    swarm
-                        .behaviour_mut()
-                        .learn_from_identify(&peer_id, &info, true);
+                match swarm.select_next_some().await {
+                    SwarmEvent::Behaviour(DhtBehaviourEvent::Identify(
+                        identify::Event::Received { peer_id, info, .. },
+                    )) => {
+                        known.retain(|p| p.peer != peer_id);
+                        known.push(WirePeer {
+                            peer: peer_id,
+                            addrs: info.listen_addrs,
+                        });
+                    }
+                    SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(RrEvent::Message {
+                        message:
+                            Message::Request {
+                                request: Ok(request),
+                                channel,
+                                ..
+                            },
+                        ..
+                    })) => {
+                        let mut answer = KadResponse::to(request.kind());
+                        answer.closer = known.clone();
+                        if let KadRequest::GetValue { .. } = request {
+                            answer.record = Some(record.clone());
+                        }
+                        let _ = swarm.behaviour_mut().kad.send_response(channel, answer);
+                    }
+                    _ => {}
                 }
             }
         });
@@ -225,39 +242,42 @@ async fn one_peer_storing_ten_thousand_records_hits_its_quota_and_others_are_ser
 
     let mut flooder = raw_peer(Keypair::generate_ed25519());
     let target_id = target.peer_id();
-    flooder
-        .behaviour_mut()
-        .kad
-        .add_address(&target_id, addr_of(target).await);
+    let target_addr = addr_of(target).await;
     const FLOOD: usize = 10_000;
-    const IN_FLIGHT: usize = 256;
-    // As fast as the protocol lets one peer go: 256 PUTs in flight, a new one as each ends.
+    // As fast as the protocol lets one peer go: half the kad streams a connection may carry in
+    // flight (the other half is left to the target's own requests), a new one as each ends.
+    const IN_FLIGHT: usize = dht_behaviours::kad_codec::MAX_KAD_STREAMS / 2;
     let flood = async {
-        let mut queries = std::collections::HashSet::new();
+        let mut requests = std::collections::HashSet::new();
         let mut next = 0;
         loop {
-            while queries.len() < IN_FLIGHT && next < FLOOD {
+            while requests.len() < IN_FLIGHT && next < FLOOD {
                 let record = Record::new(
                     RecordKey::new(&format!("/flood/{next}").into_bytes()),
                     vec![b'x'; 64],
                 );
-                let one = std::iter::once(target_id);
-                queries.insert(flooder.behaviour_mut().kad.put_record_to(
-                    record,
-                    one,
-                    libp2p::kad::Quorum::One,
+                requests.insert(flooder.behaviour_mut().kad.send_request_with_addresses(
+                    &target_id,
+                    Ok(KadRequest::PutValue { record }),
+                    vec![target_addr.clone()],
                 ));
                 next += 1;
             }
-            if queries.is_empty() {
+            if requests.is_empty() {
                 break;
             }
-            if let SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(
-                libp2p::kad::Event::OutboundQueryProgressed { id, step, .. },
-            )) = flooder.select_next_some().await
-                && step.last
-            {
-                queries.remove(&id);
+            match flooder.select_next_some().await {
+                SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(RrEvent::Message {
+                    message: Message::Response { request_id, .. },
+                    ..
+                }))
+                | SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(RrEvent::OutboundFailure {
+                    request_id,
+                    ..
+                })) => {
+                    requests.remove(&request_id);
+                }
+                _ => {}
             }
         }
     };
@@ -288,7 +308,9 @@ async fn one_peer_storing_ten_thousand_records_hits_its_quota_and_others_are_ser
     );
     assert!(
         status.stored_keys >= before + quota / 2,
-        "the flood was not even partly stored"
+        "the flood was not even partly stored: {} keys, {:?}",
+        status.stored_keys,
+        status.counters
     );
     assert!(
         status.counters.records_refused as usize >= FLOOD - quota,

@@ -37,6 +37,7 @@ pub fn spec(
         serving: true,
         store: StoreLimits::default(),
         seed,
+        mirror: false,
     };
     Ok(SimSpec {
         nodes,

@@ -11,8 +11,8 @@ impl EventLoop {
                 let Some(reply) = self.admit(reply) else {
                     return;
                 };
-                let caller = Some(Caller::Peers(reply));
-                self.start_query(key.as_bytes().to_vec(), Purpose::Peers, caller);
+                let key = key.as_bytes().to_vec();
+                self.start_op(Caller::Peers(reply), |op| Input::Closest { op, key });
             }
             Command::CustomCmd {
                 peer,
@@ -58,7 +58,12 @@ impl EventLoop {
                 let Some(reply) = self.admit(reply) else {
                     return;
                 };
-                let id = self.swarm.behaviour_mut().info.send_request(&peer, ());
+                let addrs = self.addrs_of(&peer);
+                let id =
+                    self.swarm
+                        .behaviour_mut()
+                        .info
+                        .send_request_with_addresses(&peer, (), addrs);
                 let deadline = self.deadline(self.config.timing.command_timeout + TICK);
                 self.info_ops.insert(id, deadline, (peer, reply));
             }
@@ -131,54 +136,42 @@ impl EventLoop {
     }
 
     pub(super) fn start_store(&mut self, key: Key, value: Vec<u8>, reply: Reply<Stored>) {
-        // Only handles send stores, and they validated the record before any traffic.
+        // Only handles send stores, and they validated the record before any traffic. The core
+        // keeps this node's own copy (a serving node's, without expiry) and stores it on the k
+        // closest nodes; copies elsewhere get the TTL.
         self.counters.stores_issued += 1;
         let Some(reply) = self.admit(reply) else {
             return;
         };
-        let mut record = Record::new(key.to_record_key(), value);
-        record.publisher = Some(self.local);
-        // The publisher's own copy lives as long as the node; copies elsewhere get the TTL.
-        // A client serves nobody, so it keeps no copy.
-        let serving = !self.config.client_mode;
-        let kad = &mut self.swarm.behaviour_mut().kad;
-        if serving && let Err(e) = kad.store_mut().put(record.clone()) {
-            self.counters.errors += 1;
-            let _ = reply.send(Err(Error::StoreFull(e.to_string())));
-            return;
-        }
-        record.expires = Some(Instant::now() + self.config.timing.record_ttl);
-        self.mirror_feed.record_added(&record.key, None);
-        let target = key.as_bytes().to_vec();
-        let caller = Some(Caller::Store(key, reply));
-        self.start_query(target, Purpose::Store { record }, caller);
+        let bytes = key.as_bytes().to_vec();
+        self.start_op(Caller::Store(key, reply), |op| Input::Store {
+            op,
+            key: bytes,
+            value,
+        });
     }
 
     pub(super) fn start_fetch(&mut self, key: Key, reply: Reply<Vec<u8>>) {
         self.counters.fetches_issued += 1;
-        let record_key = key.to_record_key();
-        let kad = &mut self.swarm.behaviour_mut().kad;
-        // The store returns only living records (it hides them a margin before their expiry).
-        if let Some(r) = kad.store_mut().get(&record_key)
-            && validate_record(key.as_bytes(), &r.value).is_ok()
-        {
-            let _ = reply.send(Ok(r.value.clone()));
-            return;
-        }
-        if kad.kbuckets().next().is_none() {
-            self.counters.errors += 1;
-            let _ = reply.send(Err(Error::NoPeers));
-            return;
-        }
-        let Some(reply) = self.admit(reply) else {
-            return;
+        // A held record is answered at once; only a lookup counts against the pending bound.
+        let held = self
+            .core
+            .records()
+            .get(&key.to_record_key(), Instant::now())
+            .is_some();
+        let reply = if held {
+            reply
+        } else {
+            let Some(reply) = self.admit(reply) else {
+                return;
+            };
+            reply
         };
-        // Content never changes, so copies can be spread safely: a key fetched again (in demand)
-        // runs on once found, to find the closest node that lacked it and cache it there.
-        let cache = key.is_content() && self.demand.repeated(&key);
-        let target = key.as_bytes().to_vec();
-        let caller = Some(Caller::Fetch(key, reply));
-        self.start_query(target, Purpose::Fetch { cache }, caller);
+        let bytes = key.as_bytes().to_vec();
+        self.start_op(Caller::Fetch(key, reply), |op| Input::Fetch {
+            op,
+            key: bytes,
+        });
     }
 
     /// Hands `message` to peers of our buckets `from..to`; returns how many hand-offs were sent.
@@ -188,12 +181,16 @@ impl EventLoop {
         from: u16,
         to: u16,
     ) -> usize {
-        let behaviour = self.swarm.behaviour_mut();
-        let buckets = behaviour.buckets();
+        let buckets = self.buckets();
         let plan = self.broadcaster.plan(message, &buckets, from, to);
         let sent = plan.len();
         for (peer, msg) in plan {
-            let id = behaviour.broadcast.send_request(&peer, msg.clone());
+            let addrs = self.addrs_of(&peer);
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .broadcast
+                .send_request_with_addresses(&peer, msg.clone(), addrs);
             self.broadcaster.sent(
                 id,
                 Handoff {
@@ -207,9 +204,12 @@ impl EventLoop {
 
     pub(super) fn status(&mut self) -> NodeStatus {
         let local = self.local;
-        let kad = &mut self.swarm.behaviour_mut().kad;
-        let routing_table_size = kad.kbuckets().map(|b| b.num_entries()).sum();
-        let store = kad.store_mut();
+        let routing_table_size = self.core.routing().len();
+        let records = self.core.records();
+        let stats = self.core.stats();
+        let mut counters = self.counters.clone();
+        counters.records_handed_off = stats.handed_off;
+        counters.values_cached = stats.cached;
         NodeStatus {
             peer_id: local,
             listen_addrs: self
@@ -219,8 +219,8 @@ impl EventLoop {
                 .collect(),
             connected_peers: self.connections.len(),
             routing_table_size,
-            stored_keys: store.len(),
-            stored_bytes: store.bytes(),
+            stored_keys: records.len(),
+            stored_bytes: records.bytes(),
             pending_operations: self.running_queries()
                 + self.cmd_ops.len()
                 + self.commands_out.queued()
@@ -229,7 +229,7 @@ impl EventLoop {
                 + self.broadcaster.in_flight()
                 + self.mirror_feed.pending(),
             uptime: self.started.elapsed(),
-            counters: self.counters.clone(),
+            counters,
             bytes_in: self.bandwidth.inbound(),
             bytes_out: self.bandwidth.outbound(),
             database: self.writer.as_ref().map(|w| w.path().to_path_buf()),
@@ -237,31 +237,53 @@ impl EventLoop {
         }
     }
 
-    pub(super) fn routing_table(&mut self) -> Vec<RoutingEntry> {
-        let mut entries = Vec::new();
-        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
-            let index = bucket.range().0.ilog2().unwrap_or(0);
-            for entry in bucket.iter() {
-                entries.push(RoutingEntry {
-                    bucket: index,
-                    peer: *entry.node.key.preimage(),
-                    addrs: entry.node.value.iter().cloned().collect(),
-                });
-            }
-        }
+    pub(super) fn routing_table(&self) -> Vec<RoutingEntry> {
+        let mut entries: Vec<RoutingEntry> = self
+            .core
+            .routing()
+            .entries()
+            .map(|e| RoutingEntry {
+                bucket: DhtBehaviour::bucket_index(&self.local, e.peer()).unwrap_or(0),
+                peer: *e.peer(),
+                addrs: e.addrs.clone(),
+            })
+            .collect();
         entries.sort_by_key(|e| (e.bucket, e.peer));
         entries
+    }
+
+    /// The routing table as buckets of peers, for the broadcast plan.
+    pub(super) fn buckets(&self) -> Vec<Bucket> {
+        let mut buckets: Vec<Bucket> = Vec::new();
+        for entry in self.routing_table() {
+            let index = u16::try_from(entry.bucket).unwrap_or(u16::MAX);
+            match buckets.last_mut() {
+                Some(b) if b.index == index => b.peers.push(entry.peer),
+                _ => buckets.push(Bucket {
+                    index,
+                    peers: vec![entry.peer],
+                }),
+            }
+        }
+        buckets
+    }
+
+    /// The addresses the routing table has for `peer`, for a request to it when not connected.
+    pub(super) fn addrs_of(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        self.core
+            .routing()
+            .get(peer)
+            .map(|e| e.addrs.clone())
+            .unwrap_or_default()
     }
 
     pub(super) fn local_records(&mut self) -> Vec<LocalRecord> {
         let local = self.local;
         let now = Instant::now();
         let mut records: Vec<LocalRecord> = self
-            .swarm
-            .behaviour_mut()
-            .kad
-            .store_mut()
+            .core
             .records()
+            .live(now)
             .map(|r| LocalRecord {
                 key: Key::from_record_key(&r.key),
                 size: r.value.len(),

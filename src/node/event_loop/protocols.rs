@@ -6,11 +6,12 @@ impl EventLoop {
     /// Sends the commands queued for `peer` while it has free slots.
     pub(super) fn send_queued_commands(&mut self, peer: PeerId) {
         while let Some((payload, reply, deadline)) = self.commands_out.next_to_send(peer) {
+            let addrs = self.addrs_of(&peer);
             let id = self
                 .swarm
                 .behaviour_mut()
                 .command
-                .send_request(&peer, payload);
+                .send_request_with_addresses(&peer, payload, addrs);
             self.cmd_ops.insert(id, deadline, (peer, reply));
         }
     }
@@ -154,13 +155,14 @@ impl EventLoop {
                 ..
             } => {
                 debug!(%peer, "broadcast hand-off failed: {error}");
-                let buckets = self.swarm.behaviour_mut().buckets();
+                let buckets = self.buckets();
                 if let Some((next, handoff)) = self.broadcaster.failed(&request_id, &buckets) {
+                    let addrs = self.addrs_of(&next);
                     let id = self
                         .swarm
                         .behaviour_mut()
                         .broadcast
-                        .send_request(&next, handoff.message.clone());
+                        .send_request_with_addresses(&next, handoff.message.clone(), addrs);
                     self.broadcaster.sent(id, handoff);
                 }
             }

@@ -6,7 +6,6 @@ impl EventLoop {
     pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<DhtBehaviourEvent>) {
         match event {
             SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(e)) => self.on_kad(e),
-            SwarmEvent::Behaviour(DhtBehaviourEvent::KadClient(e)) => self.on_kad_client(e),
             SwarmEvent::Behaviour(DhtBehaviourEvent::Command(e)) => self.on_command_protocol(e),
             SwarmEvent::Behaviour(DhtBehaviourEvent::Broadcast(e)) => self.on_broadcast(e),
             SwarmEvent::Behaviour(DhtBehaviourEvent::Identify(e)) => self.on_identify(e),
@@ -38,9 +37,10 @@ impl EventLoop {
                     let _ = reply.send(Ok(peer_id));
                 }
                 if endpoint.is_dialer() && joined {
-                    let kad = &mut self.swarm.behaviour_mut().kad;
-                    kad.add_address(&peer_id, with_peer(&remote, peer_id));
-                    self.refresh_routing(Instant::now(), true);
+                    let addrs = vec![with_peer(&remote, peer_id)];
+                    self.drive(Input::Join {
+                        peers: vec![(peer_id, addrs)],
+                    });
                     info!(peer = %peer_id, addr = %remote, "joined the network");
                 }
             }
@@ -94,7 +94,7 @@ impl EventLoop {
                     if matches!(error, DialError::Transport(_)) {
                         self.evict(peer);
                     } else {
-                        self.swarm.behaviour_mut().kad.remove_peer(&peer);
+                        self.drive(Input::PeerGone { peer });
                     }
                     self.mirror_addrs.remove(&peer);
                     if self.mirror_feed.remove_mirror(&peer) {
@@ -116,7 +116,9 @@ impl EventLoop {
                     // An interface came up: if the node was cut off, that may be its network
                     // back; rejoin and refresh now rather than at the next round or interval.
                     self.bootstrap.retry_now(Instant::now());
-                    self.refresh_routing(Instant::now(), true);
+                    if !self.core.routing().is_empty() {
+                        self.drive(Input::Join { peers: Vec::new() });
+                    }
                 }
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
@@ -135,13 +137,21 @@ impl EventLoop {
 
     pub(super) fn on_identify(&mut self, event: identify::Event) {
         if let identify::Event::Received { peer_id, info, .. } = event {
-            self.silence.heard_from(&peer_id, Instant::now());
+            let now = Instant::now();
             let same_host = self.on_same_host(&peer_id);
-            let added = self
-                .swarm
-                .behaviour_mut()
-                .learn_from_identify(&peer_id, &info, same_host);
-            debug!(peer = %peer_id, agent = %info.agent_version, added, "identified");
+            // An identify answer ends a silent peer's quarantine: it answers again. Only peers
+            // that serve our kad protocol enter the routing table, with at most a few dialable
+            // addresses (loopback ones only from a peer on this host).
+            self.silence.heard_from(&peer_id, now);
+            let serves_kad = info.protocols.contains(&self.config.kad_protocol);
+            debug!(peer = %peer_id, agent = %info.agent_version, serves_kad, "identified");
+            if serves_kad && peer_id != self.local {
+                let addrs = vetted_addrs(peer_id, &info.listen_addrs, same_host).collect();
+                self.drive(Input::PeerSeen {
+                    peer: peer_id,
+                    addrs,
+                });
+            }
             if info.protocols.contains(&MIRROR_PROTOCOL) && peer_id != self.local {
                 self.mirror_seen(peer_id);
                 if self.mirror_feed.is_mirror(&peer_id) {
@@ -165,7 +175,7 @@ impl EventLoop {
                 self.silence.heard_from(&event.peer, Instant::now());
             }
             // A peer that does not speak ping is not a dead one.
-            Err(ping::Failure::Unsupported) => {}
+            Err(e) if ping_unsupported(&e) => {}
             Err(e) => {
                 // libp2p no longer closes connections whose pings fail; a cut peer would linger.
                 // A peer that does not answer (dead, cut off, or silent: it takes streams and never
@@ -196,11 +206,26 @@ impl EventLoop {
     /// Drops `peer` from the routing table, remembering its addresses for a rejoin should this
     /// node end up cut off. Whether it was there.
     pub(super) fn evict(&mut self, peer: PeerId) -> bool {
-        let Some(entry) = self.swarm.behaviour_mut().kad.remove_peer(&peer) else {
+        let Some(addrs) = self.core.routing().get(&peer).map(|e| e.addrs.clone()) else {
             return false;
         };
-        self.bootstrap.peer_left(peer, entry.node.value.iter());
+        self.drive(Input::PeerGone { peer });
+        self.bootstrap.peer_left(peer, addrs.iter());
         true
+    }
+}
+
+/// Whether a ping failed because the peer does not speak ping. With lazy protocol negotiation
+/// (the swarm's substream override) a refused protocol shows as an I/O error wrapping the
+/// negotiation error, not as [`ping::Failure::Unsupported`].
+fn ping_unsupported(failure: &ping::Failure) -> bool {
+    match failure {
+        ping::Failure::Unsupported => true,
+        ping::Failure::Other { error } => error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<libp2p::core::upgrade::NegotiationError>()),
+        _ => false,
     }
 }
 

@@ -1,0 +1,304 @@
+//! The core and the kad protocol: inputs in, actions out. Handle commands for stores, fetches and
+//! lookups become core inputs; peers' kad requests go to the core to be answered (a refused PUT
+//! gets no acknowledgement); our requests go out as the core asks, and their answers and failures
+//! go back in. This file only translates; the policy is [`crate::core`]'s, the code the simulator
+//! runs.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use dht_behaviours::behaviour::vetted_addrs;
+use dht_behaviours::kad_codec::Request;
+use dht_behaviours::kad_wire::{KadResponse, MessageKind, WirePeer};
+use libp2p::PeerId;
+use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ResponseChannel};
+use tracing::{debug, trace, warn};
+
+use super::{EventLoop, is_malformed, offence_for};
+use crate::command::Reply;
+use crate::core::{Action, InboundId, Input, OpError, OpId, OpOk, Refusal, Report, RequestId};
+use crate::error::Error;
+use crate::key::Key;
+use crate::node::reputation::Offence;
+use crate::status::{self, Stored};
+
+/// Who waits for an operation's outcome.
+pub(crate) enum Caller {
+    /// A store, and the key it stores under.
+    Store(Key, Reply<Stored>),
+    /// A fetch.
+    Fetch(Key, Reply<Vec<u8>>),
+    /// A `lookup` of the k closest peers.
+    Peers(Reply<status::Lookup>),
+}
+
+/// What is in flight between the core and the swarm.
+#[derive(Default)]
+pub(crate) struct InFlight {
+    /// Our requests: the swarm's ids to the core's.
+    requests: HashMap<OutboundRequestId, RequestId>,
+    /// Peers' requests waiting for the core's answer.
+    inbound: HashMap<InboundId, ResponseChannel<KadResponse>>,
+    next_inbound: InboundId,
+    /// Operations of the handles.
+    callers: HashMap<OpId, Caller>,
+    next_op: OpId,
+}
+
+impl EventLoop {
+    /// Hands `input` to the core at the current time and carries out what it asks.
+    pub(super) fn drive(&mut self, input: Input) {
+        let actions = self.core.handle(input, Instant::now());
+        for action in actions {
+            self.act(action);
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::Send(o) => {
+                let rid = self.swarm.behaviour_mut().kad.send_request_with_addresses(
+                    &o.peer,
+                    Ok(o.request),
+                    o.addrs,
+                );
+                self.in_flight.requests.insert(rid, o.id);
+            }
+            Action::Answer { id, response } => {
+                let Some(channel) = self.in_flight.inbound.remove(&id) else {
+                    return;
+                };
+                match response {
+                    Some(r) => {
+                        if self
+                            .swarm
+                            .behaviour_mut()
+                            .kad
+                            .send_response(channel, r)
+                            .is_err()
+                        {
+                            debug!("kad answer not sent: the requester is gone");
+                        }
+                    }
+                    // Dropping the channel closes the stream: nothing is acknowledged.
+                    None => drop(channel),
+                }
+            }
+            Action::Reply { op, result, report } => self.op_done(op, result, report),
+            Action::Kept { key, from } => {
+                if self.mirror_feed.has_mirrors() {
+                    self.mirror_feed.record_added(&key, from);
+                }
+            }
+            Action::Refused { peer, refusal } => {
+                self.counters.records_refused += 1;
+                if let Refusal::Invalid(error) = &refusal {
+                    warn!(%peer, "refused a record: {error}");
+                    self.offend(peer, offence_for(error));
+                } else {
+                    debug!(%peer, "refused a record: {refusal}");
+                }
+            }
+            Action::Evicted { peer, addrs } => {
+                debug!(%peer, "peer left the routing table after failed requests");
+                self.counters.peers_evicted += 1;
+                self.bootstrap.peer_left(peer, addrs.iter());
+            }
+            Action::Lied { peer, error } => {
+                self.counters.records_refused += 1;
+                warn!(%peer, "discarded an invalid record: {error}");
+                self.offend(peer, offence_for(&error));
+            }
+        }
+    }
+
+    /// Starts an operation for `caller` with the input `make` builds from its number.
+    pub(super) fn start_op(&mut self, caller: Caller, make: impl FnOnce(OpId) -> Input) {
+        let op = self.in_flight.next_op;
+        self.in_flight.next_op += 1;
+        self.in_flight.callers.insert(op, caller);
+        self.drive(make(op));
+    }
+
+    fn op_done(&mut self, op: OpId, result: Result<OpOk, OpError>, report: Report) {
+        let Some(caller) = self.in_flight.callers.remove(&op) else {
+            return;
+        };
+        let t = &self.config.timing;
+        let timeout = |operation| Error::Timeout {
+            operation,
+            after: t.query_timeout,
+        };
+        let error = |e: OpError, key: Option<Key>, operation| match e {
+            OpError::NotFound => key.map_or_else(|| timeout(operation), Error::NotFound),
+            OpError::Timeout => timeout(operation),
+            OpError::NoPeers => Error::NoPeers,
+            OpError::Refused(refusal) => Error::StoreFull(refusal.to_string()),
+        };
+        if result.is_err() {
+            self.counters.errors += 1;
+        }
+        match (caller, result) {
+            (Caller::Store(key, reply), Ok(OpOk::Stored { acked })) => {
+                let remote = acked.len();
+                debug!(%key, remote, took = ?report.took, "store finished");
+                let _ = reply.send(Ok(Stored {
+                    key,
+                    nodes: remote + usize::from(!self.config.client_mode),
+                    remote,
+                }));
+            }
+            (Caller::Fetch(_, reply), Ok(OpOk::Value(value))) => {
+                let _ = reply.send(Ok(value));
+            }
+            (Caller::Peers(reply), Ok(OpOk::Closest(peers))) => {
+                let _ = reply.send(Ok(status::Lookup {
+                    peers,
+                    requests: u32::try_from(report.requests).unwrap_or(u32::MAX),
+                    duration: report.took,
+                }));
+            }
+            (Caller::Store(key, reply), Err(e)) => {
+                let _ = reply.send(Err(error(e, Some(key), "store")));
+            }
+            (Caller::Fetch(key, reply), Err(e)) => {
+                let _ = reply.send(Err(error(e, Some(key), "fetch")));
+            }
+            (Caller::Peers(reply), Err(e)) => {
+                let _ = reply.send(Err(error(e, None, "lookup")));
+            }
+            (caller, Ok(other)) => {
+                warn!(?other, "an operation ended with an answer of another kind");
+                let after = Duration::ZERO;
+                let e = Error::Timeout {
+                    operation: "operation",
+                    after,
+                };
+                match caller {
+                    Caller::Store(_, r) => drop(r.send(Err(e))),
+                    Caller::Fetch(_, r) => drop(r.send(Err(e))),
+                    Caller::Peers(r) => drop(r.send(Err(e))),
+                }
+            }
+        }
+    }
+
+    /// Operations and background queries running (counted against
+    /// [`super::MAX_PENDING_OPERATIONS`]).
+    pub(super) fn running_queries(&self) -> usize {
+        self.core.queries()
+    }
+
+    /// The peers of an answer that may join a lookup: not blocked, not silent; with their dialable
+    /// addresses (loopback ones only from a peer on this host).
+    fn admissible(&self, from: &PeerId, closer: Vec<WirePeer>) -> Vec<WirePeer> {
+        let now = Instant::now();
+        let same_host = self.on_same_host(from);
+        closer
+            .into_iter()
+            .filter(|p| {
+                !self.reputation.is_blocked(&p.peer) && !self.silence.is_silent(&p.peer, now)
+            })
+            .map(|p| WirePeer {
+                addrs: vetted_addrs(p.peer, &p.addrs, same_host).collect(),
+                peer: p.peer,
+            })
+            .collect()
+    }
+
+    /// A kad-protocol event: a peer's request, or the answer or failure of one of ours.
+    pub(super) fn on_kad(&mut self, event: request_response::Event<Request, KadResponse>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request: Err(malformed),
+                        ..
+                    },
+                ..
+            } => {
+                debug!(%peer, "{malformed}");
+                self.offend(peer, Offence::MalformedMessage);
+            }
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request: Ok(request),
+                        channel,
+                        ..
+                    },
+                ..
+            } => {
+                match request.kind() {
+                    MessageKind::PutValue => self.counters.stores_served += 1,
+                    MessageKind::GetValue => self.counters.fetches_served += 1,
+                    _ => {}
+                }
+                let id = self.in_flight.next_inbound;
+                self.in_flight.next_inbound += 1;
+                self.in_flight.inbound.insert(id, channel);
+                self.drive(Input::Request {
+                    peer,
+                    id,
+                    request,
+                    // Peers enter the routing table from identify, which tells whether they serve.
+                    serving: false,
+                });
+                // The core answers at once (an ADD_PROVIDER takes no answer).
+                if self.in_flight.inbound.remove(&id).is_some() {
+                    trace!(%peer, "kad request left unanswered");
+                }
+            }
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        mut response,
+                    },
+                ..
+            } => {
+                let Some(id) = self.in_flight.requests.remove(&request_id) else {
+                    return;
+                };
+                let offered = response.closer.len();
+                response.closer = self.admissible(&peer, std::mem::take(&mut response.closer));
+                let before = self.core.ignored();
+                let dropped = response.dropped + (offered - response.closer.len());
+                self.drive(Input::Response { id, response });
+                let ignored = dropped + (self.core.ignored() - before);
+                self.counters.answer_peers_ignored += ignored as u64;
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                let Some(id) = self.in_flight.requests.remove(&request_id) else {
+                    return;
+                };
+                trace!(%peer, "kad request failed: {error}");
+                if is_malformed_answer(&error) {
+                    self.offend(peer, Offence::MalformedMessage);
+                }
+                let timed_out = matches!(error, OutboundFailure::Timeout);
+                self.drive(Input::Failure { id, timed_out });
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, "inbound kad request failed: {error}");
+                if is_malformed(&error) {
+                    self.offend(peer, Offence::MalformedMessage);
+                }
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+/// Whether an outbound failure means the peer answered bytes we could not decode.
+fn is_malformed_answer(error: &OutboundFailure) -> bool {
+    matches!(error, OutboundFailure::Io(e) if e.kind() == std::io::ErrorKind::InvalidData)
+}
