@@ -1,0 +1,215 @@
+//! What goes into the core and what comes out: [`Input`]s (commands, peers' requests, answers
+//! and failures of our requests, peers seen, time passing) and [`Action`]s (requests to send,
+//! answers to give, operations ended, records kept, peers evicted or caught lying).
+
+use std::time::Duration;
+
+use dht_behaviours::kad_wire::{KadRequest, KadResponse};
+use dht_behaviours::validation::RecordError;
+use libp2p::kad::{Record, RecordKey};
+use libp2p::{Multiaddr, PeerId};
+
+use super::outbox::{Outgoing, RequestId};
+use super::records::Refusal;
+
+/// Identifies an operation a caller asked for (the driver's or the simulator's number).
+pub type OpId = u64;
+/// Identifies an inbound request (the driver's number), to answer it.
+pub type InboundId = u64;
+
+/// Something that happened to the core.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// Store `value` under `key` on the k closest nodes (and here, when serving).
+    Store {
+        /// The caller's number for the reply.
+        op: OpId,
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Fetch the value under `key`.
+    Fetch {
+        /// The caller's number for the reply.
+        op: OpId,
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Find the k closest peers to `key`.
+    Closest {
+        /// The caller's number for the reply.
+        op: OpId,
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Join the network through these peers.
+    Join {
+        /// Known peers, with addresses.
+        peers: Vec<(PeerId, Vec<Multiaddr>)>,
+    },
+    /// A peer that serves kad was seen (identify, or a connection to a known server).
+    PeerSeen {
+        /// Who.
+        peer: PeerId,
+        /// Its listen addresses.
+        addrs: Vec<Multiaddr>,
+    },
+    /// A peer is blocked or gone for good: it leaves the table.
+    PeerGone {
+        /// Who.
+        peer: PeerId,
+    },
+    /// A record handed over by the mirror protocol (this node is a mirror).
+    Mirror {
+        /// From whom.
+        peer: PeerId,
+        /// The record, with the life the sender's copy has left.
+        record: Record,
+    },
+    /// An inbound kad request.
+    Request {
+        /// From whom.
+        peer: PeerId,
+        /// The driver's number for the answer.
+        id: InboundId,
+        /// The request.
+        request: KadRequest,
+        /// Whether the requester serves kad itself (it may enter the routing table).
+        serving: bool,
+    },
+    /// One of our requests was answered.
+    Response {
+        /// Which.
+        id: RequestId,
+        /// The answer.
+        response: KadResponse,
+    },
+    /// One of our requests failed.
+    Failure {
+        /// Which.
+        id: RequestId,
+        /// It went unanswered (rather than being refused or reset).
+        timed_out: bool,
+    },
+    /// Time passed (at or after [`Core::next_wakeup`]).
+    Tick,
+}
+
+/// What an operation came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OpOk {
+    /// Stored: these peers acknowledged, so keep a copy (this node's own copy aside).
+    Stored {
+        /// Peers that acknowledged.
+        acked: Vec<PeerId>,
+    },
+    /// The value.
+    Value(Vec<u8>),
+    /// The closest peers that answered.
+    Closest(Vec<PeerId>),
+}
+
+/// Why an operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    /// The closest peers all answered, and none holds the key.
+    #[error("not found")]
+    NotFound,
+    /// The deadline passed, or closer peers never answered.
+    #[error("timed out")]
+    Timeout,
+    /// No peer is known.
+    #[error("no peers")]
+    NoPeers,
+    /// This node refused its own record.
+    #[error("{0}")]
+    Refused(Refusal),
+}
+
+/// What an operation cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Requests sent.
+    pub requests: usize,
+    /// Rounds until the closest peer that answered (or the holder) was reached.
+    pub hops: u32,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// What the core wants done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send a request.
+    Send(Outgoing),
+    /// Answer an inbound request; `None` refuses it (the stream is reset, nothing acknowledged).
+    Answer {
+        /// Which request.
+        id: InboundId,
+        /// The answer.
+        response: Option<KadResponse>,
+    },
+    /// An operation ended.
+    Reply {
+        /// Which.
+        op: OpId,
+        /// How.
+        result: Result<OpOk, OpError>,
+        /// At what cost.
+        report: Report,
+    },
+    /// A record is new here, or this node's own copy went out again (a store, a republish):
+    /// what mirrors are fed from.
+    Kept {
+        /// The record's key.
+        key: RecordKey,
+        /// The peer it came from (`None`: this node's own).
+        from: Option<PeerId>,
+    },
+    /// A record a peer sent (a PUT_VALUE, a mirrored copy) was not kept.
+    Refused {
+        /// Who sent it.
+        peer: PeerId,
+        /// Why (an [`Refusal::Invalid`] record is a lie).
+        refusal: Refusal,
+    },
+    /// A peer left the routing table after failing requests in a row (the driver remembers it,
+    /// to dial it again should this node end up cut off).
+    Evicted {
+        /// Who.
+        peer: PeerId,
+        /// The addresses it had.
+        addrs: Vec<Multiaddr>,
+    },
+    /// A peer answered one of our requests with a false record.
+    Lied {
+        /// Who.
+        peer: PeerId,
+        /// What was wrong.
+        error: RecordError,
+    },
+}
+
+/// Counts of what the core did, for status and the simulator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoreStats {
+    /// Inbound requests answered.
+    pub served: u64,
+    /// Inbound PUT_VALUEs kept.
+    pub puts_kept: u64,
+    /// Inbound PUT_VALUEs refused.
+    pub puts_refused: u64,
+    /// Requests sent.
+    pub sent: u64,
+    /// Records handed to closer newcomers.
+    pub handed_off: u64,
+    /// Values cached after a fetch under demand.
+    pub cached: u64,
+    /// Re-stores started by replication or republish.
+    pub restores: u64,
+    /// False records received.
+    pub lies: u64,
+    /// Peers that left the routing table after failing requests.
+    pub evicted: u64,
+}
