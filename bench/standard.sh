@@ -5,14 +5,20 @@
 # before and after, and prints one summary table. Leaves no process behind.
 #   bench/standard.sh            (20 nodes, 1000 operations per run)
 #   bench/standard.sh --smoke    (5 nodes, 20 operations: that it runs, not how fast)
+#   DHT_BIN=/path/to/dht bench/standard.sh   (another build, e.g. an older commit's, for a
+#                                            side-by-side run; nothing is built then)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 nodes=${NODES:-20}
 ops=${OPS:-1000}
 if [[ ${1:-} == --smoke ]]; then nodes=5; ops=20; fi
 
-cargo build --release --locked --bin dht 2>&1 | grep -v '^ *\(Compiling\|Finished\)' || true
-bin="$PWD/target/release/dht"
+if [[ -n ${DHT_BIN:-} ]]; then
+  bin=$DHT_BIN
+else
+  cargo build --release --locked --bin dht 2>&1 | grep -v '^ *\(Compiling\|Finished\)' || true
+  bin="$PWD/target/release/dht"
+fi
 work=$(mktemp -d)
 pids=()
 cleanup() {
