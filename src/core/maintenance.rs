@@ -23,6 +23,8 @@ pub const REPLICATION_PACE: Duration = Duration::from_millis(200);
 pub const MAX_HANDOFF_PER_PEER: usize = 256;
 /// Random keys tried to find one in a given bucket when refreshing it (keys are hashed).
 pub const REFRESH_KEY_TRIES: usize = 16;
+/// The farthest bucket: `ilog2` of the largest XOR distance between 256-bit keys.
+const MAX_BUCKET: u32 = 255;
 
 /// A copy of a local record for another node: our own published copy has no expiry, the copy sent
 /// gets the TTL; other records keep theirs (sending never extends a life).
@@ -137,7 +139,7 @@ impl Core {
                 }
                 key = self.rng.r#gen();
             }
-            self.start(key.to_vec(), Purpose::Refresh, now, events);
+            self.start(key.to_vec(), Purpose::RefreshBucket, now, events);
         }
     }
 
@@ -202,15 +204,16 @@ impl Core {
     }
 }
 
-/// The non-empty buckets with fewer than `size` peers, nearest first, the nearest left out (the
-/// lookup of this node's own id covers it).
+/// The buckets beyond the nearest non-empty one that hold fewer than `size` peers, nearest first,
+/// empty ones included: a peer in a bucket this node has never heard from is found only by
+/// looking there. The nearest non-empty bucket is left out (the lookup of this node's own id
+/// covers it).
 fn sparse_buckets(table: &RoutingTable, size: usize) -> Vec<u32> {
-    let mut sizes: Vec<(u32, usize)> = table.bucket_sizes().collect();
-    sizes.reverse();
-    sizes
-        .into_iter()
-        .skip(1)
-        .filter(|(_, n)| *n < size)
-        .map(|(log, _)| log)
+    let sizes: std::collections::HashMap<u32, usize> = table.bucket_sizes().collect();
+    let Some(&nearest) = sizes.keys().min() else {
+        return Vec::new();
+    };
+    (nearest + 1..=MAX_BUCKET)
+        .filter(|log| sizes.get(log).copied().unwrap_or(0) < size)
         .collect()
 }

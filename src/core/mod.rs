@@ -118,6 +118,7 @@ impl Core {
             local,
             QueryConfig {
                 k: config.k,
+                bucket_size: config.bucket_size(),
                 alpha: config.alpha,
                 query_timeout: t.query_timeout,
                 peer_timeout: t.peer_timeout(),
@@ -340,9 +341,13 @@ impl Core {
         events: &mut Vec<QueryEvent>,
     ) -> QueryId {
         let target = KBucketKey::new(key.clone());
+        let want = match purpose {
+            Purpose::Refresh => self.config.bucket_size(),
+            _ => self.config.k,
+        };
         let seeds = self
             .routing
-            .closest(&target, CANDIDATES_PER_K * self.config.k)
+            .closest(&target, CANDIDATES_PER_K * want)
             .into_iter()
             .map(|e| (*e.peer(), e.addrs.clone()))
             .collect();
@@ -423,7 +428,9 @@ impl Core {
             return;
         }
         self.stats.served += 1;
-        let k = self.config.k;
+        // As go-libp2p-kad-dht answers: a bucket's worth of closer peers, whatever the replication
+        // factor, so that a small k does not starve the asker's routing table.
+        let k = self.config.bucket_size();
         let served = server::serve(&self.routing, &mut self.records, peer, request, k, now);
         let response = match served {
             Served::Answer(r) => Some(r),

@@ -38,8 +38,12 @@ pub enum Purpose {
     },
     /// The k closest peers that answered.
     Peers,
-    /// A routing-table refresh: the answers are what it is for.
+    /// A lookup of this node's own id (at join and every refresh): it looks for a bucket's worth
+    /// of peers, which fills the near buckets and puts this node in its neighbours' tables.
     Refresh,
+    /// A lookup of a random key in one far bucket, as libp2p refreshes one: k peers found there
+    /// are enough, traffic fills the rest.
+    RefreshBucket,
 }
 
 /// How a query ended.
@@ -143,6 +147,8 @@ struct Query {
 pub struct QueryConfig {
     /// Replication factor.
     pub k: usize,
+    /// Peers a bucket holds: a routing refresh looks for this many, to fill the buckets.
+    pub bucket_size: usize,
     /// Parallelism.
     pub alpha: usize,
     /// Deadline of a query (a store gets two: lookup, then PUTs).
@@ -200,13 +206,15 @@ impl Queries {
         now: Instant,
         out: &mut Vec<QueryEvent>,
     ) -> QueryId {
-        let k = self.config.k;
-        let (narrow, resilience, phases) = match purpose {
+        let (k, size) = (self.config.k, self.config.bucket_size);
+        let (k, narrow, resilience, phases) = match purpose {
             // The closest holder almost always answers alone; not found means all k said no.
-            Purpose::Fetch { .. } => (true, k, 1),
-            Purpose::Peers | Purpose::Refresh => (false, k, 1),
+            Purpose::Fetch { .. } => (k, true, k, 1),
+            Purpose::Peers => (k, false, k, 1),
+            Purpose::Refresh => (size, false, size, 1),
+            Purpose::RefreshBucket => (k, false, k, 1),
             // A store's PUT_VALUEs check the k closest; the lookup only has to find them.
-            Purpose::Store { .. } => (false, LOOKUP_RESILIENCE, 2),
+            Purpose::Store { .. } => (k, false, LOOKUP_RESILIENCE, 2),
         };
         let params = LookupParams {
             k,
@@ -242,7 +250,7 @@ impl Queries {
             return;
         }
         let request = match q.purpose {
-            Purpose::Store { .. } | Purpose::Peers | Purpose::Refresh => {
+            Purpose::Store { .. } | Purpose::Peers | Purpose::Refresh | Purpose::RefreshBucket => {
                 KadRequest::FindNode { key: q.key.clone() }
             }
             Purpose::Fetch { .. } => KadRequest::GetValue { key: q.key.clone() },
@@ -346,7 +354,9 @@ impl Queries {
                     .collect();
                 self.done(id, Outcome::Peers { peers }, now, out);
             }
-            Purpose::Refresh => self.done(id, Outcome::Refreshed, now, out),
+            Purpose::Refresh | Purpose::RefreshBucket => {
+                self.done(id, Outcome::Refreshed, now, out)
+            }
         }
     }
 
@@ -597,7 +607,7 @@ impl Queries {
     /// estimated from their number).
     pub fn heap_bytes(&self) -> usize {
         let per_query = std::mem::size_of::<Query>()
-            + CANDIDATES_PER_K * self.config.k * (std::mem::size_of::<Candidate>() + 48);
+            + CANDIDATES_PER_K * self.config.bucket_size * (std::mem::size_of::<Candidate>() + 48);
         self.queries.len() * per_query + self.outbox.heap_bytes()
     }
 }

@@ -10,6 +10,7 @@ use dht_behaviours::{ProtocolConfig, Timing};
 use libp2p::PeerId;
 use libp2p::kad::{Record, RecordKey};
 
+use super::maintenance::EXPIRY_SWEEP;
 use super::*;
 use crate::sim::scenario::{Scenario, SimSpec, run};
 use crate::sim::{NetConfig, Sim};
@@ -201,4 +202,118 @@ fn dead_peers_leave_the_routing_tables_that_try_them() {
         0,
         "a dead peer leaves a table after two failed requests"
     );
+}
+
+/// A network of `n` cores joined one after another, settled for `settle`.
+fn joined(cfg: CoreConfig, n: usize, seed: u64, settle: Duration) -> Sim {
+    let mut sim = Sim::new(cfg, NetConfig::default(), seed);
+    sim.add_node();
+    for i in 1..n {
+        sim.add_node();
+        sim.join(i, 0);
+        sim.run_for(Duration::from_millis(200));
+    }
+    sim.run_for(settle);
+    sim
+}
+
+#[test]
+fn the_publisher_alone_restores_a_key_and_without_it_the_key_expires_and_is_never_stale() {
+    let mut cfg = config(3);
+    cfg.timing.query_timeout = Duration::from_secs(5);
+    cfg.timing.replication_interval = Duration::from_secs(3);
+    cfg.timing.record_ttl = Duration::from_secs(20);
+    let timing = cfg.timing.clone();
+    let mut sim = joined(cfg, 12, 31, Duration::from_secs(5));
+    let value = b"republished by its publisher".to_vec();
+    let key = content_key(&value).to_vec();
+    let op = sim.store(0, key.clone(), value.clone());
+    let stored = sim
+        .wait(op, timing.query_timeout * 2)
+        .expect("the store ended");
+    assert!(
+        matches!(stored.0, Ok(OpOk::Stored { .. })),
+        "{:?}",
+        stored.0
+    );
+    let record_key = RecordKey::new(&key);
+    let held_by = |sim: &Sim, i: usize| {
+        sim.nodes[i]
+            .core
+            .records()
+            .get(&record_key, sim.now_instant())
+            .is_some()
+    };
+    // Kill every holder but the publisher.
+    let doomed: Vec<usize> = (1..12).filter(|&i| held_by(&sim, i)).collect();
+    assert!(doomed.len() >= 2, "the store reached only {doomed:?}");
+    for &i in &doomed {
+        sim.kill(i);
+    }
+    assert_eq!(sim.holders(&key), 1, "the publisher alone holds it");
+
+    // Within one replication interval (plus the lookup) the publisher re-stores it onto k live
+    // nodes.
+    sim.run_for(timing.replication_interval + timing.query_timeout);
+    assert!(sim.holders(&key) >= 3, "{} live holders", sim.holders(&key));
+
+    // The publisher goes too: every copy's life came from its stores, so none outlives one TTL
+    // after its last, and no node serves the value after that.
+    sim.kill(0);
+    let expiry = sim.elapsed() + timing.record_ttl;
+    let rest: Vec<usize> = (1..12).filter(|i| !doomed.contains(i)).collect();
+    let mut served = 0;
+    while sim.elapsed() < expiry + EXPIRY_SWEEP + Duration::from_secs(1) {
+        for &i in &rest {
+            let asked_at = sim.elapsed();
+            let op = sim.fetch(i, key.clone());
+            match &sim
+                .wait(op, timing.query_timeout * 2)
+                .expect("the fetch ended")
+                .0
+            {
+                Ok(OpOk::Value(v)) => {
+                    assert_eq!(*v, value);
+                    assert!(
+                        asked_at <= expiry,
+                        "node {i} served the value after its expiry"
+                    );
+                    served += 1;
+                }
+                Err(OpError::NotFound | OpError::Timeout) => {}
+                other => panic!("unexpected fetch result: {other:?}"),
+            }
+        }
+        sim.run_for(Duration::from_millis(500));
+    }
+    assert!(served > 0, "the value was served while it lived");
+    for &i in &rest {
+        let op = sim.fetch(i, key.clone());
+        let result = &sim
+            .wait(op, timing.query_timeout * 2)
+            .expect("the fetch ended")
+            .0;
+        assert_eq!(*result, Err(OpError::NotFound), "node {i} after the TTL");
+        assert_eq!(
+            sim.nodes[i].core.records().len(),
+            0,
+            "node {i} still stores it"
+        );
+    }
+}
+
+#[test]
+fn a_joined_small_network_knows_every_node_before_the_first_refresh() {
+    // With k = 3 a lookup meets few peers: the join's refresh must look for a bucket's worth, in
+    // every bucket beyond the nearest, empty ones included (a peer in a bucket this node has
+    // never heard from is found only by looking there).
+    for seed in 0..16 {
+        let mut cfg = config(3);
+        cfg.timing.replication_interval = Duration::from_secs(600);
+        let settle = Duration::from_secs(1);
+        assert!(settle < cfg.timing.bootstrap_interval);
+        let sim = joined(cfg, 12, seed, settle);
+        let sizes: Vec<usize> = (0..12).map(|i| sim.nodes[i].core.routing().len()).collect();
+        assert!(sizes.iter().all(|&n| n == 11), "seed {seed}: {sizes:?}");
+    }
 }

@@ -112,8 +112,8 @@ pub async fn addr_of(node: &Dht) -> Multiaddr {
         .expect("a listen address")
 }
 
-/// Starts `n` nodes with replication factor `k`, all joined through the first, and waits until
-/// every routing table holds every other node.
+/// Starts `n` nodes with replication factor `k`, joined one after another through the first, and
+/// waits until every routing table holds every other node.
 pub async fn network(n: usize, k: usize) -> Vec<Dht> {
     network_with(n, || options(k)).await
 }
@@ -123,12 +123,19 @@ pub async fn network_with(n: usize, make: impl Fn() -> DhtOptions) -> Vec<Dht> {
     let first = Dht::start(make()).await.expect("start node 0");
     let boot = addr_of(&first).await;
     let mut nodes = vec![first];
-    for _ in 1..n {
-        nodes.push(
-            Dht::start(make().bootstrap(boot.clone()))
-                .await
-                .expect("start node"),
-        );
+    for i in 1..n {
+        let node = Dht::start(make().bootstrap(boot.clone()))
+            .await
+            .expect("start node");
+        // One join at a time, as nodes come up in a real network: a node that joins while the
+        // previous one is still joining does not hear of it until the next routing refresh.
+        let id = node.peer_id();
+        eventually(SETTLE, &format!("node {i} to join"), || async {
+            let known = nodes[0].routing_table().await.ok()?;
+            known.iter().any(|e| e.peer == id).then_some(())
+        })
+        .await;
+        nodes.push(node);
     }
     wait_routed(&nodes, n - 1).await;
     nodes
