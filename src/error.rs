@@ -50,6 +50,11 @@ pub enum Error {
     /// The local store refused the record (full).
     #[error("the local store is full: {0}")]
     StoreFull(String),
+    /// A store that no node kept: this node holds no copy (a client) and no peer asked
+    /// acknowledged the record (each refused it, its store full or this peer over its share
+    /// there, or did not answer).
+    #[error("no node kept the value for {0}: no peer acknowledged it (refused or unanswered)")]
+    NotKept(Key),
     /// The peer's command handler refused the command.
     #[error("peer {peer} refused the command: {reason}")]
     CommandRefused {

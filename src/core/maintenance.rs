@@ -23,6 +23,12 @@ pub const REPLICATION_PACE: Duration = Duration::from_millis(200);
 pub const MAX_HANDOFF_PER_PEER: usize = 256;
 /// Random keys tried to find one in a given bucket when refreshing it (keys are hashed).
 pub const REFRESH_KEY_TRIES: usize = 16;
+/// Lookups of our own id that follow a join, at [`JOIN_FOLLOW_UP`], then twice, four and eight
+/// times that after it: nodes that join at the same moment through the same peer are not in each
+/// other's answers, and would otherwise meet only at the first refresh (5 minutes by default).
+pub const JOIN_FOLLOW_UPS: u32 = 4;
+/// The first follow-up's delay after the join's lookup ended.
+pub const JOIN_FOLLOW_UP: Duration = Duration::from_secs(1);
 /// The farthest bucket: `ilog2` of the largest XOR distance between 256-bit keys.
 const MAX_BUCKET: u32 = 255;
 
@@ -43,7 +49,19 @@ impl Core {
             self.last_replication + REPLICATION_PACE
         };
         let refresh = self.last_refresh + t.bootstrap_interval;
-        sweep.min(replication).min(refresh)
+        let follow_up = self.follow_up.0.unwrap_or(refresh);
+        sweep.min(replication).min(refresh).min(follow_up)
+    }
+
+    /// After a join's lookup ended, or as a follow-up starts: the next follow-up, if any is left.
+    pub(super) fn schedule_follow_up(&mut self, now: Instant) {
+        let (_, left) = self.follow_up;
+        if left == 0 {
+            self.follow_up = (None, 0);
+            return;
+        }
+        let done = JOIN_FOLLOW_UPS - left;
+        self.follow_up = (Some(now + JOIN_FOLLOW_UP * (1 << done)), left - 1);
     }
 
     pub(super) fn maintain(&mut self, now: Instant, events: &mut Vec<QueryEvent>) {
@@ -52,6 +70,12 @@ impl Core {
             self.records.sweep(now);
         }
         self.replicate(now, events);
+        if self.follow_up.0.is_some_and(|at| now >= at) {
+            // Our own id only: the buckets were refreshed after the join's lookup.
+            self.schedule_follow_up(now);
+            let target = self.local.to_bytes();
+            self.start(target, Purpose::Refresh, now, events);
+        }
         if now >= self.last_refresh + self.config.timing.bootstrap_interval {
             self.last_refresh = now;
             let target = self.local.to_bytes();

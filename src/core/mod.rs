@@ -96,6 +96,8 @@ pub struct Core {
     ops: HashMap<QueryId, OpId>,
     demand: HashSet<Vec<u8>>,
     join: Option<QueryId>,
+    /// The join's next follow-up lookup of our own id, and how many follow-ups are left.
+    follow_up: (Option<Instant>, u32),
     /// The peers joined through: put back in the table at each refresh when missing, so that a
     /// node whose table lost every peer of one side (a partition, a mass failure) finds them
     /// again once they are back.
@@ -134,6 +136,7 @@ impl Core {
             ops: HashMap::new(),
             demand: HashSet::new(),
             join: None,
+            follow_up: (None, 0),
             bootstrap: Vec::new(),
             replication: VecDeque::new(),
             last_replication: now,
@@ -210,6 +213,7 @@ impl Core {
                 }
                 let target = self.local.to_bytes();
                 self.join = Some(self.start(target, Purpose::Refresh, now, &mut events));
+                self.follow_up = (None, maintenance::JOIN_FOLLOW_UPS);
                 self.last_refresh = now;
             }
             Input::PeerSeen { peer, addrs } => self.seen(peer, addrs, now, &mut events),
@@ -305,6 +309,7 @@ impl Core {
                 if self.join == Some(id) {
                     self.join = None;
                     self.refresh_buckets(now, more);
+                    self.schedule_follow_up(now);
                 }
                 let Some(op) = self.ops.remove(&id) else {
                     return;

@@ -317,3 +317,70 @@ fn a_joined_small_network_knows_every_node_before_the_first_refresh() {
         assert!(sizes.iter().all(|&n| n == 11), "seed {seed}: {sizes:?}");
     }
 }
+
+#[test]
+fn a_join_is_followed_by_lookups_of_our_own_id_one_two_and_four_seconds_apart() {
+    // Nodes that join at the same moment through the same peer are not in each other's first
+    // answers: the follow-ups find them long before the first refresh.
+    let start = Instant::now();
+    let local = PeerId::random();
+    let mut core = Core::new(local, config(20), start);
+    let via = PeerId::random();
+    let own_lookups = |actions: &[Action]| -> Vec<RequestId> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(o) => match &o.request {
+                    KadRequest::FindNode { key } if *key == local.to_bytes() => Some(o.id),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    };
+    // Answers every request with no closer peers, and the requests those answers lead to.
+    let answer_all = |core: &mut Core, actions: Vec<Action>, now: Instant| -> Vec<RequestId> {
+        let mut own = Vec::new();
+        let mut queue = actions;
+        while !queue.is_empty() {
+            own.extend(own_lookups(&queue));
+            let mut next = Vec::new();
+            for a in queue {
+                if let Action::Send(o) = a {
+                    let response = dht_behaviours::kad_wire::KadResponse::to(
+                        dht_behaviours::kad_wire::MessageKind::FindNode,
+                    );
+                    next.extend(core.handle(Input::Response { id: o.id, response }, now));
+                }
+            }
+            queue = next;
+        }
+        own
+    };
+    let actions = core.handle(
+        Input::Join {
+            peers: vec![(via, Vec::new())],
+        },
+        start,
+    );
+    assert_eq!(
+        answer_all(&mut core, actions, start).len(),
+        1,
+        "the join looks up our own id"
+    );
+    // Until just before the first refresh (10 s): the follow-ups alone.
+    let mut at = Vec::new();
+    let mut now = start;
+    while now + Duration::from_millis(100) < start + core.config.timing.bootstrap_interval {
+        now += Duration::from_millis(100);
+        let actions = core.handle(Input::Tick, now);
+        if !answer_all(&mut core, actions, now).is_empty() {
+            at.push((now - start).as_millis() / 100);
+        }
+    }
+    assert_eq!(
+        at,
+        vec![10, 30, 70],
+        "follow-ups 1, 2 and 4 s apart (times in 100 ms)"
+    );
+}

@@ -170,3 +170,40 @@ async fn two_hundred_stores_at_once_all_reach_every_node() {
     assert_eq!(holders(&nodes, &last).await.len(), 6);
     stop_all(&nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_store_that_every_peer_refused_is_an_error_and_nothing_is_held() {
+    // Stores of 8 records give one remote peer a share of one.
+    let limits = dht::StoreLimits {
+        max_records: 8,
+        max_bytes: 1 << 20,
+    };
+    let nodes =
+        crate::common::network_with(2, || crate::common::options(20).store_limits(limits)).await;
+    let client = Dht::start(
+        crate::common::options(20)
+            .client_mode(true)
+            .bootstrap(crate::common::addr_of(&nodes[0]).await),
+    )
+    .await
+    .expect("start client");
+    crate::common::wait_routed(std::slice::from_ref(&client), 2).await;
+    let first = client
+        .store(b"within the share".to_vec())
+        .await
+        .expect("store");
+    assert_eq!((first.nodes, first.remote), (2, 2), "both nodes kept it");
+    let over = b"over the share".to_vec();
+    match client.store(over.clone()).await {
+        Err(Error::NotKept(key)) => assert_eq!(key, Key::for_value(&over)),
+        other => panic!("expected NotKept, got {other:?}"),
+    }
+    assert!(holders(&nodes, &Key::for_value(&over)).await.is_empty());
+    assert_eq!(
+        holders(&nodes, &first.key).await.len(),
+        2,
+        "the first is kept"
+    );
+    client.stop().await;
+    stop_all(&nodes).await;
+}

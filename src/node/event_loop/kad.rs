@@ -142,6 +142,11 @@ impl EventLoop {
             (Caller::Store(key, reply), Ok(OpOk::Stored { acked })) => {
                 let remote = acked.len();
                 debug!(%key, remote, took = ?report.took, "store finished");
+                if remote == 0 && self.config.client_mode {
+                    self.counters.errors += 1;
+                    let _ = reply.send(Err(Error::NotKept(key)));
+                    return;
+                }
                 let _ = reply.send(Ok(Stored {
                     key,
                     nodes: remote + usize::from(!self.config.client_mode),
