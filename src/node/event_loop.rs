@@ -232,10 +232,11 @@ impl EventLoop {
         if let Some(reply) = stop_reply {
             let _ = reply.send(Ok(()));
         }
-        // Dropping the swarm closes every listener and connection; dropping `alive` then tells
-        // waiting handles that the node is gone, and the pending replies' senders go with `self`.
-        let EventLoop { swarm, alive, .. } = self;
-        drop(swarm);
+        // Everything goes before `alive` does: the swarm (every listener and connection), the
+        // pending replies' senders and the database, whose lock a node restarted on the same data
+        // dir takes as soon as `stop()` returns. Dropping `alive` then tells waiting handles.
+        let alive = std::mem::replace(&mut self.alive, watch::channel(()).0);
+        drop(self);
         drop(alive);
     }
 
