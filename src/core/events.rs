@@ -1,6 +1,7 @@
 //! What goes into the core and what comes out: [`Input`]s (commands, peers' requests, answers
 //! and failures of our requests, peers seen, time passing) and [`Action`]s (requests to send,
-//! answers to give, operations ended, records kept, peers evicted or caught lying).
+//! answers to give, operations ended, records kept, peers evicted, held out, blocked or caught
+//! lying).
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use libp2p::{Multiaddr, PeerId};
 
 use super::outbox::{Outgoing, RequestId};
 use super::records::Refusal;
+use super::reputation::Offence;
 
 /// Identifies an operation a caller asked for (the driver's or the simulator's number).
 pub type OpId = u64;
@@ -55,8 +57,43 @@ pub enum Input {
         /// Its listen addresses.
         addrs: Vec<Multiaddr>,
     },
-    /// A peer is blocked or gone for good: it leaves the table.
+    /// A peer is gone for good (its address turned out to be someone else's): it leaves the
+    /// table and is not remembered.
     PeerGone {
+        /// Who.
+        peer: PeerId,
+    },
+    /// A peer cannot be reached (a dial failed, a ping met a broken connection): it leaves the
+    /// table, remembered for a rejoin ([`Action::Evicted`]).
+    Unreachable {
+        /// Who.
+        peer: PeerId,
+    },
+    /// A peer took a request and never answered it (a ping timed out): it is held out for a
+    /// while ([`Action::HeldOut`]) and leaves the table.
+    Silent {
+        /// Who.
+        peer: PeerId,
+    },
+    /// A peer was heard from (a ping answered, identify received): a silent peer is back.
+    Heard {
+        /// Who.
+        peer: PeerId,
+    },
+    /// A peer misbehaved where the driver saw it (a frame that does not decode).
+    Offence {
+        /// Who.
+        peer: PeerId,
+        /// What it did.
+        offence: Offence,
+    },
+    /// The operator blocks a peer until unblocked.
+    Block {
+        /// Who.
+        peer: PeerId,
+    },
+    /// The operator lifts a block.
+    Unblock {
         /// Who.
         peer: PeerId,
     },
@@ -174,8 +211,8 @@ pub enum Action {
         /// Why (an [`Refusal::Invalid`] record is a lie).
         refusal: Refusal,
     },
-    /// A peer left the routing table after failing requests in a row (the driver remembers it,
-    /// to dial it again should this node end up cut off).
+    /// A peer left the routing table after failing requests in a row, or found unreachable (the
+    /// driver remembers it, to dial it again should this node end up cut off).
     Evicted {
         /// Who.
         peer: PeerId,
@@ -188,6 +225,25 @@ pub enum Action {
         peer: PeerId,
         /// What was wrong.
         error: RecordError,
+    },
+    /// A silent peer is held out for `held`: not asked, not told about, not in the table.
+    HeldOut {
+        /// Who.
+        peer: PeerId,
+        /// For how long (unless heard from sooner).
+        held: Duration,
+    },
+    /// Block a peer: disconnect it and refuse its connections.
+    Block {
+        /// Who.
+        peer: PeerId,
+        /// The offence that made one too many (`None`: the operator's block).
+        offence: Option<Offence>,
+    },
+    /// Lift a block (the operator's, or one that ran out).
+    Unblock {
+        /// Who.
+        peer: PeerId,
     },
 }
 
@@ -210,6 +266,8 @@ pub struct CoreStats {
     pub restores: u64,
     /// False records received.
     pub lies: u64,
-    /// Peers that left the routing table after failing requests.
+    /// Peers that left the routing table after failing requests, or found unreachable.
     pub evicted: u64,
+    /// Peers blocked for misbehaving.
+    pub blocked: u64,
 }

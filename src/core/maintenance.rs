@@ -68,6 +68,7 @@ impl Core {
         if now >= self.last_sweep + EXPIRY_SWEEP {
             self.last_sweep = now;
             self.records.sweep(now);
+            self.standing.silence.sweep(now);
         }
         self.replicate(now, events);
         if self.follow_up.0.is_some_and(|at| now >= at) {

@@ -7,16 +7,20 @@
 //! - [`routing`]: the k-buckets; [`records`]: the store and the one admission policy;
 //! - [`queries`] and [`outbox`]: lookups, stores and fetches, and our requests in flight;
 //! - [`server`]: answers to inbound FIND_NODE, GET_VALUE and PUT_VALUE;
+//! - `peers`: peers' standing, [`reputation`] (offences, blocks) and [`silence`] (peers held out);
 //! - `maintenance`: replication, republish, expiry, refresh, hand-off, caching.
 
 mod events;
 pub mod maintenance;
 pub mod outbox;
+mod peers;
 pub mod queries;
 pub mod quota;
 pub mod records;
+pub mod reputation;
 pub mod routing;
 pub mod server;
+pub mod silence;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
@@ -34,6 +38,8 @@ use rand::rngs::StdRng;
 
 pub use events::{Action, CoreStats, InboundId, Input, OpError, OpId, OpOk, Report};
 pub use outbox::{Outgoing, QueryId, RequestId};
+use peers::Standing;
+pub use peers::offence_for;
 use queries::{Outcome, Purpose, Queries, QueryConfig, QueryEvent};
 pub use records::{Admitted, Records, Refusal, Source};
 use routing::{Inserted, RoutingTable};
@@ -108,6 +114,9 @@ pub struct Core {
     last_sweep: Instant,
     rng: StdRng,
     stats: CoreStats,
+    standing: Standing,
+    /// Peers of answers left out for being blocked or silent.
+    inadmissible: usize,
     /// Records kept since the last [`Action::Kept`]s went out.
     kept: Vec<(RecordKey, Option<PeerId>)>,
 }
@@ -144,6 +153,8 @@ impl Core {
             last_sweep: now,
             rng: StdRng::seed_from_u64(config.seed),
             stats: CoreStats::default(),
+            standing: Standing::default(),
+            inadmissible: 0,
             kept: Vec::new(),
             config,
         }
@@ -179,9 +190,9 @@ impl Core {
         self.queries.len()
     }
 
-    /// Peers of answers left out of lookups so far (beyond k, or repeated).
+    /// Peers of answers left out of lookups so far (beyond k, repeated, blocked or silent).
     pub fn ignored(&self) -> usize {
-        self.queries.ignored()
+        self.queries.ignored() + self.inadmissible
     }
 
     /// Handles one input at `now`.
@@ -221,15 +232,20 @@ impl Core {
                 match self.records.admit(Source::Peer(peer), record, now) {
                     Ok(Admitted::New | Admitted::Updated) => self.stats.puts_kept += 1,
                     Ok(Admitted::Held) => {}
-                    Err(refusal) => {
-                        self.stats.puts_refused += 1;
-                        out.push(Action::Refused { peer, refusal });
-                    }
+                    Err(refusal) => self.refused(peer, refusal, now, &mut out),
                 }
             }
             Input::PeerGone { peer } => {
                 self.routing.remove(&peer);
             }
+            Input::Unreachable { peer } => self.unreachable(&peer, &mut out),
+            Input::Silent { peer } => self.silent(peer, now, &mut out),
+            Input::Heard { peer } => {
+                self.standing.silence.heard_from(&peer, now);
+            }
+            Input::Offence { peer, offence } => self.offend(peer, offence, now, &mut out),
+            Input::Block { peer } => self.block(peer, &mut out),
+            Input::Unblock { peer } => self.unblock(peer, &mut out),
             Input::Request {
                 peer,
                 id,
@@ -237,16 +253,16 @@ impl Core {
                 serving,
             } => self.serve(peer, id, request, serving, now, &mut out, &mut events),
             Input::Response { id, response } => {
-                let closer: Vec<WirePeer> = response
+                let mut closer: Vec<WirePeer> = response
                     .closer
                     .iter()
-                    .filter(|p| p.peer != self.local)
                     .cloned()
                     .map(|mut p| {
                         p.addrs.truncate(MAX_ADDRS_PER_PEER);
                         p
                     })
                     .collect();
+                self.inadmissible += self.admissible_closer(&mut closer, now);
                 if let Some(peer) = self
                     .queries
                     .on_response(id, response, closer, now, &mut events)
@@ -263,6 +279,7 @@ impl Core {
                 for peer in self.queries.tick(now, &mut events) {
                     self.failed(&peer, &mut out);
                 }
+                self.standing_tick(now, &mut out);
                 self.maintain(now, &mut events);
             }
         }
@@ -330,10 +347,7 @@ impl Core {
                 out.push(Action::Reply { op, result, report });
             }
             QueryEvent::CacheAt { record, peer } => self.cache(record, peer, now, more),
-            QueryEvent::Lied { peer, error } => {
-                self.stats.lies += 1;
-                out.push(Action::Lied { peer, error });
-            }
+            QueryEvent::Lied { peer, error } => self.lied(peer, error, now, out),
             QueryEvent::OneoffDone { .. } => {}
         }
     }
@@ -428,7 +442,9 @@ impl Core {
         out: &mut Vec<Action>,
         events: &mut Vec<QueryEvent>,
     ) {
-        if !self.config.serving {
+        // A blocked peer's requests go unanswered, whatever reached us (the transport refuses
+        // its connections too, but one may have been open when it was blocked).
+        if !self.config.serving || self.is_blocked(&peer) {
             out.push(Action::Answer { id, response: None });
             return;
         }
@@ -449,8 +465,7 @@ impl Core {
                 Some(r)
             }
             Served::Refused(refusal) => {
-                self.stats.puts_refused += 1;
-                out.push(Action::Refused { peer, refusal });
+                self.refused(peer, refusal, now, out);
                 None
             }
             Served::Silent(_) => None,
@@ -461,8 +476,8 @@ impl Core {
         }
     }
 
-    /// `peer` serves kad: it joins the routing table if there is room, and a newcomer gets the
-    /// records it is now closer to than this node.
+    /// `peer` serves kad: it joins the routing table if there is room (and it is neither blocked
+    /// nor silent), and a newcomer gets the records it is now closer to than this node.
     fn seen(
         &mut self,
         peer: PeerId,
@@ -470,6 +485,9 @@ impl Core {
         now: Instant,
         events: &mut Vec<QueryEvent>,
     ) {
+        if !self.standing.admissible(&peer, now) {
+            return;
+        }
         match self.routing.insert(peer, addrs) {
             Inserted::New | Inserted::Replaced(_) => self.hand_off(peer, now, events),
             Inserted::Known | Inserted::Full | Inserted::Local => {}

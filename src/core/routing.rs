@@ -185,21 +185,13 @@ impl RoutingTable {
         Some(bucket.remove(pos))
     }
 
-    /// Removes `peer` (blocked, or gone for good). Returns whether it was there.
-    pub fn remove(&mut self, peer: &PeerId) -> bool {
-        let Some(i) = self.index_of(peer) else {
-            return false;
-        };
-        let Some(bucket) = self.buckets.get_mut(i) else {
-            return false;
-        };
-        let before = bucket.len();
-        bucket.retain(|e| e.peer() != peer);
-        let removed = bucket.len() < before;
-        if removed {
-            self.len -= 1;
-        }
-        removed
+    /// Removes `peer` (blocked, unreachable, or gone for good). Returns its entry if it was there.
+    pub fn remove(&mut self, peer: &PeerId) -> Option<Entry> {
+        let i = self.index_of(peer)?;
+        let bucket = self.buckets.get_mut(i)?;
+        let pos = bucket.iter().position(|e| e.peer() == peer)?;
+        self.len -= 1;
+        Some(bucket.remove(pos))
     }
 
     /// The `n` peers of the table closest to `target`, closest first.
@@ -317,7 +309,7 @@ mod tests {
             .map(|e| *e.peer())
             .collect();
         assert_eq!(got, kept[..20].to_vec());
-        assert!(table.remove(&got[0]));
+        assert!(table.remove(&got[0]).is_some());
         assert!(!table.contains(&got[0]));
     }
 }

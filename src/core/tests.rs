@@ -52,11 +52,12 @@ fn answer(actions: &[Action]) -> Option<&Option<dht_behaviours::kad_wire::KadRes
 fn a_refused_put_is_not_acknowledged() {
     let now = Instant::now();
     let mut core = Core::new(PeerId::random(), config(5), now);
-    let peer = PeerId::random();
     let value = b"value".to_vec();
     let forged = Record::new(RecordKey::new(&content_key(b"other")), value.clone());
+    // Two senders: a forger is blocked at once, and nothing of its is answered after.
+    let (forger, honest) = (PeerId::random(), PeerId::random());
     let request = |id, record| Input::Request {
-        peer,
+        peer: if id == 1 { forger } else { honest },
         id,
         request: put(record),
         serving: true,

@@ -1,9 +1,9 @@
 //! The event loop: the one task that owns the swarm, and the driver of the node's [`Core`]. Kad
 //! policy (the routing table, the records and their admission, lookups, stores, fetches,
 //! replication, refresh, hand-off, caching, answers to peers' kad requests) is the core's; this
-//! loop feeds it swarm events, handle commands and ticks, and carries out its actions. The other
-//! sub-protocols (custom commands, broadcast, mirrors, info), reputation, silence, bootstrap dials
-//! and persistence are still driven from here. Every pending operation has a deadline.
+//! loop feeds it swarm events, handle commands and ticks, and carries out its actions. Peers'
+//! standing (offences, blocks, silent peers) is the core's too. The other sub-protocols (custom
+//! commands, broadcast, mirrors, info), bootstrap dials and persistence are still driven from here. Every pending operation has a deadline.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +16,6 @@ use dht_behaviours::config::MAX_COMMAND_REPLY;
 use dht_behaviours::info::{NodeInfo, RoutingPeer};
 use dht_behaviours::mirror::{MIRROR_PROTOCOL, MirrorRecord};
 use dht_behaviours::store::StoreLimits;
-use dht_behaviours::validation::RecordError;
 use dht_behaviours::{DhtBehaviour, DhtBehaviourEvent, ProtocolConfig};
 use futures::StreamExt;
 use libp2p::kad::store::RecordStore;
@@ -34,9 +33,8 @@ use super::mirror_feed::MirrorFeed;
 use super::outbound::OutboundCommands;
 use super::pending::Pending;
 use super::persistence::{RecordDb, Writer};
-use super::reputation::{BLOCK_DURATION, BlockReason, Offence, Reputation};
-use super::silence::Silence;
 use crate::command::{Command, CommandHandler, Reply};
+use crate::core::reputation::Offence;
 use crate::core::{Core, CoreConfig, Input};
 use kad::{Caller, InFlight};
 
@@ -82,21 +80,18 @@ pub(crate) struct EventLoop {
     listen_addrs: Vec<Multiaddr>,
     counters: Counters,
     started: Instant,
-    last_sweep: Instant,
     /// When the bootstrap nodes missing from the routing table were last dialed.
     last_redial: Instant,
     alive: watch::Sender<()>,
     bandwidth: Arc<Bandwidth>,
     dials: Pending<ConnectionId, Reply<PeerId>>,
     info_ops: Pending<OutboundRequestId, (PeerId, Reply<NodeInfo>)>,
-    reputation: Reputation,
     commands_out: OutboundCommands,
     writer: Option<Writer>,
     mirror_feed: MirrorFeed,
     /// The listen addresses of the mirrors we feed (from identify), so that a mirror whose
     /// connection was closed (a missed ping) is dialed again rather than starved of refreshes.
     mirror_addrs: HashMap<PeerId, Vec<Multiaddr>>,
-    silence: Silence,
 }
 
 pub(crate) struct Parts {
@@ -154,46 +149,32 @@ impl EventLoop {
             dials: Pending::new(),
             info_ops: Pending::new(),
             commands_out: OutboundCommands::default(),
-            reputation: Reputation::default(),
             broadcaster: Broadcaster::new(local),
             bootstrap: Bootstrapper::new(parts.bootstrap, now),
             connections: HashMap::new(),
             listen_addrs: parts.listen_addrs,
             counters: Counters::default(),
             started: now,
-            last_sweep: now,
             last_redial: now,
             alive: parts.alive,
             bandwidth: parts.bandwidth,
             writer: parts.db.map(|db| Writer::new(db, now)),
             mirror_feed: MirrorFeed::default(),
             mirror_addrs: HashMap::new(),
-            silence: Silence::default(),
         }
     }
 
     /// Blocks the peers given at start.
     pub(crate) fn with_blocks(mut self, peers: &[PeerId]) -> Self {
         for peer in peers {
-            self.reputation.block(*peer);
-            self.enforce_block(*peer);
+            self.drive(Input::Block { peer: *peer });
         }
         self
     }
 
-    /// Disconnects and refuses `peer`, and drops it from the routing table.
-    fn enforce_block(&mut self, peer: PeerId) {
-        self.swarm.behaviour_mut().blocked.block_peer(peer);
-        self.drive(Input::PeerGone { peer });
-    }
-
-    /// Records what `peer` did; blocks it when that was one offence too many.
+    /// Tells the core what `peer` did (it blocks the peer when that was one offence too many).
     fn offend(&mut self, peer: PeerId, offence: Offence) {
-        if self.reputation.offend(peer, offence, Instant::now()) {
-            warn!(%peer, ?offence, "blocking a misbehaving peer for {BLOCK_DURATION:?}");
-            self.counters.peers_blocked += 1;
-            self.enforce_block(peer);
-        }
+        self.drive(Input::Offence { peer, offence });
     }
 
     pub(crate) async fn run(mut self) {
@@ -253,14 +234,6 @@ impl EventLoop {
     fn time_out<T>(&mut self, reply: Reply<T>, operation: &'static str, after: Duration) {
         self.counters.errors += 1;
         let _ = reply.send(Err(Error::Timeout { operation, after }));
-    }
-}
-
-/// The offence a refused record amounts to.
-fn offence_for(error: &RecordError) -> Offence {
-    match error {
-        RecordError::ContentMismatch => Offence::ForgedContent,
-        _ => Offence::InvalidRecord,
     }
 }
 

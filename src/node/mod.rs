@@ -8,8 +8,6 @@ pub mod mirror_feed;
 mod outbound;
 mod pending;
 pub mod persistence;
-pub mod reputation;
-pub mod silence;
 
 use std::collections::HashSet;
 use std::sync::Arc;

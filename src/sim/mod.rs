@@ -296,10 +296,15 @@ impl Sim {
                 Action::Reply { op, result, report } => {
                     self.results.insert(op, (result, report));
                 }
+                // The core itself refuses a blocked peer's requests and keeps it out of its
+                // table and lookups: the transport's refusal adds nothing to simulate.
                 Action::Lied { .. }
                 | Action::Refused { .. }
                 | Action::Kept { .. }
-                | Action::Evicted { .. } => {}
+                | Action::Evicted { .. }
+                | Action::HeldOut { .. }
+                | Action::Block { .. }
+                | Action::Unblock { .. } => {}
             }
         }
         self.rewake(i);

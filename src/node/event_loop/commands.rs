@@ -68,32 +68,21 @@ impl EventLoop {
                 self.info_ops.insert(id, deadline, (peer, reply));
             }
             Command::Block { peer, reply } => {
-                info!(%peer, "blocked by the operator");
-                self.reputation.block(peer);
-                self.enforce_block(peer);
+                self.drive(Input::Block { peer });
                 let _ = reply.send(Ok(()));
             }
             Command::Unblock { peer, reply } => {
-                let was = self.reputation.unblock(&peer);
-                self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+                let was = self.core.is_blocked(&peer);
+                self.drive(Input::Unblock { peer });
                 let _ = reply.send(Ok(was));
             }
             Command::Blocked { reply } => {
-                let now = Instant::now();
-                let mut list: Vec<BlockedPeer> = self
-                    .reputation
-                    .blocked()
-                    .map(|(peer, reason)| BlockedPeer {
-                        peer: *peer,
-                        remaining: match reason {
-                            BlockReason::Manual => None,
-                            BlockReason::Misbehaved { until } => {
-                                Some(until.saturating_duration_since(now))
-                            }
-                        },
-                    })
+                let list = self
+                    .core
+                    .blocked(Instant::now())
+                    .into_iter()
+                    .map(|(peer, remaining)| BlockedPeer { peer, remaining })
                     .collect();
-                list.sort_by_key(|b| b.peer);
                 let _ = reply.send(Ok(list));
             }
             Command::Connect { addr, reply } => {

@@ -12,14 +12,14 @@ use dht_behaviours::kad_codec::Request;
 use dht_behaviours::kad_wire::{KadResponse, MessageKind, WirePeer};
 use libp2p::PeerId;
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ResponseChannel};
-use tracing::{debug, trace, warn};
+use tracing::{debug, info, trace, warn};
 
-use super::{EventLoop, is_malformed, offence_for};
+use super::{EventLoop, is_malformed};
 use crate::command::Reply;
+use crate::core::reputation::{BLOCK_DURATION, Offence};
 use crate::core::{Action, InboundId, Input, OpError, OpId, OpOk, Refusal, Report, RequestId};
 use crate::error::Error;
 use crate::key::Key;
-use crate::node::reputation::Offence;
 use crate::status::{self, Stored};
 
 /// Who waits for an operation's outcome.
@@ -94,20 +94,35 @@ impl EventLoop {
                 self.counters.records_refused += 1;
                 if let Refusal::Invalid(error) = &refusal {
                     warn!(%peer, "refused a record: {error}");
-                    self.offend(peer, offence_for(error));
                 } else {
                     debug!(%peer, "refused a record: {refusal}");
                 }
             }
             Action::Evicted { peer, addrs } => {
-                debug!(%peer, "peer left the routing table after failed requests");
+                debug!(%peer, "peer left the routing table: failed requests, or unreachable");
                 self.counters.peers_evicted += 1;
                 self.bootstrap.peer_left(peer, addrs.iter());
             }
             Action::Lied { peer, error } => {
                 self.counters.records_refused += 1;
                 warn!(%peer, "discarded an invalid record: {error}");
-                self.offend(peer, offence_for(&error));
+            }
+            Action::HeldOut { peer, held } => {
+                debug!(%peer, "ping timed out; evicting the peer, holding it out for {held:?}");
+            }
+            Action::Block { peer, offence } => {
+                match offence {
+                    Some(offence) => {
+                        warn!(%peer, ?offence, "blocking a misbehaving peer for {BLOCK_DURATION:?}");
+                        self.counters.peers_blocked += 1;
+                    }
+                    None => info!(%peer, "blocked by the operator"),
+                }
+                self.swarm.behaviour_mut().blocked.block_peer(peer);
+            }
+            Action::Unblock { peer } => {
+                info!(%peer, "unblocked");
+                self.swarm.behaviour_mut().blocked.unblock_peer(peer);
             }
         }
     }
@@ -194,16 +209,12 @@ impl EventLoop {
         self.core.queries()
     }
 
-    /// The peers of an answer that may join a lookup: not blocked, not silent; with their dialable
-    /// addresses (loopback ones only from a peer on this host).
+    /// The peers of an answer with their dialable addresses only (loopback ones only from a peer
+    /// on this host). Which of them may join a lookup is the core's call.
     fn admissible(&self, from: &PeerId, closer: Vec<WirePeer>) -> Vec<WirePeer> {
-        let now = Instant::now();
         let same_host = self.on_same_host(from);
         closer
             .into_iter()
-            .filter(|p| {
-                !self.reputation.is_blocked(&p.peer) && !self.silence.is_silent(&p.peer, now)
-            })
             .map(|p| WirePeer {
                 addrs: vetted_addrs(p.peer, &p.addrs, same_host).collect(),
                 peer: p.peer,

@@ -24,10 +24,6 @@ impl EventLoop {
         for (_, reply) in self.dials.take_expired(now) {
             self.time_out(reply, "connect", command);
         }
-        for peer in self.reputation.expired(now) {
-            info!(%peer, "block ran out");
-            self.swarm.behaviour_mut().blocked.unblock_peer(peer);
-        }
         let joined = !self.core.routing().is_empty();
         if let Some(addrs) = self.bootstrap.due(now, joined) {
             self.dial_bootstrap(addrs);
@@ -39,10 +35,6 @@ impl EventLoop {
             let routing = self.core.routing();
             let missing = self.bootstrap.missing(|peer| routing.contains(peer));
             self.dial_bootstrap(missing);
-        }
-        if now.duration_since(self.last_sweep) >= EXPIRY_SWEEP {
-            self.last_sweep = now;
-            self.silence.sweep(now);
         }
         if let Some(writer) = self.writer.as_mut() {
             let store = self.core.records_mut().store_mut();

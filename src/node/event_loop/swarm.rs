@@ -137,12 +137,11 @@ impl EventLoop {
 
     pub(super) fn on_identify(&mut self, event: identify::Event) {
         if let identify::Event::Received { peer_id, info, .. } = event {
-            let now = Instant::now();
             let same_host = self.on_same_host(&peer_id);
             // An identify answer ends a silent peer's quarantine: it answers again. Only peers
             // that serve our kad protocol enter the routing table, with at most a few dialable
             // addresses (loopback ones only from a peer on this host).
-            self.silence.heard_from(&peer_id, now);
+            self.drive(Input::Heard { peer: peer_id });
             let serves_kad = info.protocols.contains(&self.config.kad_protocol);
             debug!(peer = %peer_id, agent = %info.agent_version, serves_kad, "identified");
             if serves_kad && peer_id != self.local {
@@ -171,9 +170,7 @@ impl EventLoop {
 
     pub(super) fn on_ping(&mut self, event: ping::Event) {
         match event.result {
-            Ok(_) => {
-                self.silence.heard_from(&event.peer, Instant::now());
-            }
+            Ok(_) => self.drive(Input::Heard { peer: event.peer }),
             // A peer that does not speak ping is not a dead one.
             Err(e) if ping_unsupported(&e) => {}
             Err(e) => {
@@ -186,32 +183,20 @@ impl EventLoop {
                 // while. A failed one only met a broken or closing connection (a peer stopping,
                 // our own network gone), which says nothing of the peer once it is reachable.
                 if matches!(e, ping::Failure::Timeout) {
-                    // Counted once per quarantine: each connection to a cut peer times out.
-                    if let Some(held) = self.silence.silenced(event.peer, Instant::now()) {
-                        debug!(peer = %event.peer, "ping timed out; closing the connection, evicting the peer, holding it out for {held:?}");
-                        self.offend(event.peer, Offence::Unanswered);
-                    } else {
-                        debug!(peer = %event.peer, "ping timed out on another connection; closing it");
-                    }
+                    debug!(peer = %event.peer, "ping timed out; closing the connection");
+                    self.drive(Input::Silent { peer: event.peer });
                 } else {
                     debug!(peer = %event.peer, "ping failed ({e}); closing the connection and evicting the peer");
-                }
-                if self.evict(event.peer) {
-                    self.counters.peers_evicted += 1;
+                    self.evict(event.peer);
                 }
             }
         }
     }
 
-    /// Drops `peer` from the routing table, remembering its addresses for a rejoin should this
-    /// node end up cut off. Whether it was there.
-    pub(super) fn evict(&mut self, peer: PeerId) -> bool {
-        let Some(addrs) = self.core.routing().get(&peer).map(|e| e.addrs.clone()) else {
-            return false;
-        };
-        self.drive(Input::PeerGone { peer });
-        self.bootstrap.peer_left(peer, addrs.iter());
-        true
+    /// Drops `peer` from the routing table; the core hands back its addresses, remembered for a
+    /// rejoin should this node end up cut off.
+    pub(super) fn evict(&mut self, peer: PeerId) {
+        self.drive(Input::Unreachable { peer });
     }
 }
 

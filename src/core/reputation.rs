@@ -1,5 +1,5 @@
-//! Who misbehaved: offences per peer, and who is blocked until when. Pure bookkeeping; the event
-//! loop acts on its verdicts (disconnect, refuse, drop from the routing table).
+//! Who misbehaved: offences per peer, and who is blocked until when. Pure bookkeeping; the core
+//! acts on its verdicts (the peer leaves the routing table, the driver disconnects and refuses it).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -51,14 +51,14 @@ pub enum BlockReason {
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct Reputation {
+pub struct Reputation {
     offences: HashMap<PeerId, (u32, Instant)>,
     blocked: HashMap<PeerId, BlockReason>,
 }
 
 impl Reputation {
     /// Records an offence; returns `true` when the peer is now to be blocked.
-    pub(crate) fn offend(&mut self, peer: PeerId, offence: Offence, now: Instant) -> bool {
+    pub fn offend(&mut self, peer: PeerId, offence: Offence, now: Instant) -> bool {
         if self.blocked.contains_key(&peer) {
             return false;
         }
@@ -95,18 +95,18 @@ impl Reputation {
         }
     }
 
-    pub(crate) fn block(&mut self, peer: PeerId) {
+    pub fn block(&mut self, peer: PeerId) {
         self.offences.remove(&peer);
         self.blocked.insert(peer, BlockReason::Manual);
     }
 
     /// Lifts a block; `true` if the peer was blocked.
-    pub(crate) fn unblock(&mut self, peer: &PeerId) -> bool {
+    pub fn unblock(&mut self, peer: &PeerId) -> bool {
         self.blocked.remove(peer).is_some()
     }
 
     /// Automatic blocks that have run out, now lifted.
-    pub(crate) fn expired(&mut self, now: Instant) -> Vec<PeerId> {
+    pub fn expired(&mut self, now: Instant) -> Vec<PeerId> {
         let done: Vec<PeerId> = self
             .blocked
             .iter()
@@ -120,11 +120,11 @@ impl Reputation {
     }
 
     /// Whether `peer` is blocked now.
-    pub(crate) fn is_blocked(&self, peer: &PeerId) -> bool {
+    pub fn is_blocked(&self, peer: &PeerId) -> bool {
         self.blocked.contains_key(peer)
     }
 
-    pub(crate) fn blocked(&self) -> impl Iterator<Item = (&PeerId, &BlockReason)> {
+    pub fn blocked(&self) -> impl Iterator<Item = (&PeerId, &BlockReason)> {
         self.blocked.iter()
     }
 }
