@@ -10,6 +10,7 @@ use dht_behaviours::validation::RecordError;
 use libp2p::kad::{Record, RecordKey};
 use libp2p::{Multiaddr, PeerId};
 
+use super::bootstrap::DialId;
 use super::outbox::{Outgoing, RequestId};
 use super::records::Refusal;
 use super::reputation::Offence;
@@ -50,6 +51,29 @@ pub enum Input {
         /// Known peers, with addresses.
         peers: Vec<(PeerId, Vec<Multiaddr>)>,
     },
+    /// Dial these addresses to join (again with back-off for as long as the table is empty), and
+    /// dial them again at each refresh once joined if their peers left the table.
+    Bootstrap {
+        /// The bootstrap addresses.
+        addrs: Vec<Multiaddr>,
+    },
+    /// We dialed `peer` at `addr` and are connected: through one of our [`Action::Dial`]s
+    /// (`dial`), or another dial (a request's). A dial of a bootstrap address joins through it.
+    Connected {
+        /// Who.
+        peer: PeerId,
+        /// The address dialed, ending in the peer's id.
+        addr: Multiaddr,
+        /// Which of our dials, if one.
+        dial: Option<DialId>,
+    },
+    /// One of our [`Action::Dial`]s failed.
+    DialFailed {
+        /// Which.
+        dial: DialId,
+    },
+    /// The host has a new listen address (an interface came up): rejoin now.
+    NewAddress,
     /// A peer that serves kad was seen (identify, or a connection to a known server).
     PeerSeen {
         /// Who.
@@ -218,6 +242,19 @@ pub enum Action {
         peer: PeerId,
         /// The addresses it had.
         addrs: Vec<Multiaddr>,
+    },
+    /// Dial `addr` (a bootstrap node, or a peer to rejoin through); the outcome comes back as
+    /// [`Input::Connected`] or [`Input::DialFailed`].
+    Dial {
+        /// The core's number for this dial.
+        dial: DialId,
+        /// Where.
+        addr: Multiaddr,
+    },
+    /// The node joined (again) through this peer.
+    Joined {
+        /// Who.
+        peer: PeerId,
     },
     /// A peer answered one of our requests with a false record.
     Lied {

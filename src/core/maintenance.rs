@@ -88,7 +88,7 @@ impl Core {
             // which brings their side's nodes near our id into our near buckets (and us into
             // theirs, as we ask them).
             let missing: Vec<_> = self
-                .bootstrap
+                .through
                 .iter()
                 .filter(|(p, _)| !self.routing.contains(p))
                 .cloned()

@@ -8,9 +8,12 @@
 //! - [`queries`] and [`outbox`]: lookups, stores and fetches, and our requests in flight;
 //! - [`server`]: answers to inbound FIND_NODE, GET_VALUE and PUT_VALUE;
 //! - `peers`: peers' standing, [`reputation`] (offences, blocks) and [`silence`] (peers held out);
-//! - `maintenance`: replication, republish, expiry, refresh, hand-off, caching.
+//! - `maintenance`: replication, republish, expiry, refresh, hand-off, caching;
+//! - `join` and [`bootstrap`]: joining, bootstrap dials, rejoining a network once cut off.
 
+pub mod bootstrap;
 mod events;
+mod join;
 pub mod maintenance;
 pub mod outbox;
 mod peers;
@@ -36,6 +39,7 @@ use libp2p::{Multiaddr, PeerId};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use bootstrap::{Bootstrapper, DialId};
 pub use events::{Action, CoreStats, InboundId, Input, OpError, OpId, OpOk, Report};
 pub use outbox::{Outgoing, QueryId, RequestId};
 use peers::Standing;
@@ -107,7 +111,12 @@ pub struct Core {
     /// The peers joined through: put back in the table at each refresh when missing, so that a
     /// node whose table lost every peer of one side (a partition, a mass failure) finds them
     /// again once they are back.
-    bootstrap: Vec<(PeerId, Vec<Multiaddr>)>,
+    through: Vec<(PeerId, Vec<Multiaddr>)>,
+    /// Bootstrap addresses and their rounds of dials; peers to rejoin through.
+    dials: Bootstrapper,
+    next_dial: DialId,
+    /// When the bootstrap nodes missing from the table were last dialed.
+    last_redial: Instant,
     replication: VecDeque<RecordKey>,
     last_replication: Instant,
     last_refresh: Instant,
@@ -146,7 +155,10 @@ impl Core {
             demand: HashSet::new(),
             join: None,
             follow_up: (None, 0),
-            bootstrap: Vec::new(),
+            through: Vec::new(),
+            dials: Bootstrapper::new(Vec::new(), now),
+            next_dial: 0,
+            last_redial: now,
             replication: VecDeque::new(),
             last_replication: now,
             last_refresh: now,
@@ -212,21 +224,18 @@ impl Core {
                     self.ops.insert(id, op);
                 }
             }
-            Input::Join { peers } => {
-                for (peer, addrs) in peers {
-                    self.seen(peer, addrs.clone(), now, &mut events);
-                    self.bootstrap.retain(|(p, _)| *p != peer);
-                    self.bootstrap.push((peer, addrs));
-                }
-                if self.bootstrap.len() > MAX_BOOTSTRAP_PEERS {
-                    let extra = self.bootstrap.len() - MAX_BOOTSTRAP_PEERS;
-                    self.bootstrap.drain(..extra);
-                }
-                let target = self.local.to_bytes();
-                self.join = Some(self.start(target, Purpose::Refresh, now, &mut events));
-                self.follow_up = (None, maintenance::JOIN_FOLLOW_UPS);
-                self.last_refresh = now;
+            Input::Join { peers } => self.join(peers, now, &mut out, &mut events),
+            Input::Bootstrap { addrs } => {
+                self.dials.set_addrs(addrs, now);
+                self.bootstrap_tick(now, &mut out);
             }
+            Input::Connected { peer, addr, dial } => {
+                self.connected(peer, addr, dial, now, &mut out, &mut events)
+            }
+            Input::DialFailed { dial } => {
+                self.dials.dial_failed(&dial, now);
+            }
+            Input::NewAddress => self.new_address(now, &mut out, &mut events),
             Input::PeerSeen { peer, addrs } => self.seen(peer, addrs, now, &mut events),
             Input::Mirror { peer, record } => {
                 match self.records.admit(Source::Peer(peer), record, now) {
@@ -281,6 +290,7 @@ impl Core {
                 }
                 self.standing_tick(now, &mut out);
                 self.maintain(now, &mut events);
+                self.bootstrap_tick(now, &mut out);
             }
         }
         self.flush(events, now, &mut out);
@@ -498,6 +508,7 @@ impl Core {
     fn failed(&mut self, peer: &PeerId, out: &mut Vec<Action>) {
         if let Some(entry) = self.routing.failed(peer) {
             self.stats.evicted += 1;
+            self.left(*entry.peer(), &entry.addrs);
             out.push(Action::Evicted {
                 peer: *entry.peer(),
                 addrs: entry.addrs,
@@ -509,7 +520,10 @@ impl Core {
     pub fn next_wakeup(&self) -> Instant {
         let queries = self.queries.next_wakeup();
         let maintenance = self.next_maintenance();
-        queries.map_or(maintenance, |q| q.min(maintenance))
+        let soonest = self
+            .next_bootstrap()
+            .map_or(maintenance, |b| b.min(maintenance));
+        queries.map_or(soonest, |q| q.min(soonest))
     }
 
     /// Heap bytes of the core's own state, records aside (routing table, queries, outbox, demand,

@@ -144,10 +144,11 @@ impl Core {
     }
 
     /// `peer` cannot be reached (a failed dial, a broken connection): it leaves the table and is
-    /// remembered by the driver for a rejoin.
+    /// remembered for a rejoin.
     pub(super) fn unreachable(&mut self, peer: &PeerId, out: &mut Vec<Action>) {
         if let Some(entry) = self.routing.remove(peer) {
             self.stats.evicted += 1;
+            self.left(*entry.peer(), &entry.addrs);
             out.push(Action::Evicted {
                 peer: *entry.peer(),
                 addrs: entry.addrs,

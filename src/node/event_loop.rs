@@ -2,8 +2,9 @@
 //! policy (the routing table, the records and their admission, lookups, stores, fetches,
 //! replication, refresh, hand-off, caching, answers to peers' kad requests) is the core's; this
 //! loop feeds it swarm events, handle commands and ticks, and carries out its actions. Peers'
-//! standing (offences, blocks, silent peers) is the core's too. The other sub-protocols (custom
-//! commands, broadcast, mirrors, info), bootstrap dials and persistence are still driven from here. Every pending operation has a deadline.
+//! standing (offences, blocks, silent peers) and bootstrap rounds are the core's too. The other
+//! sub-protocols (custom commands, broadcast, mirrors, info) and persistence are still driven from
+//! here. Every pending operation has a deadline.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,12 +29,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tracing::{debug, info, trace, warn};
 
 use super::bandwidth::Bandwidth;
-use super::bootstrap::Bootstrapper;
 use super::mirror_feed::MirrorFeed;
 use super::outbound::OutboundCommands;
 use super::pending::Pending;
 use super::persistence::{RecordDb, Writer};
 use crate::command::{Command, CommandHandler, Reply};
+use crate::core::bootstrap::DialId;
 use crate::core::reputation::Offence;
 use crate::core::{Core, CoreConfig, Input};
 use kad::{Caller, InFlight};
@@ -75,13 +76,12 @@ pub(crate) struct EventLoop {
     in_flight: InFlight,
     cmd_ops: Pending<OutboundRequestId, (PeerId, Reply<Vec<u8>>)>,
     broadcaster: Broadcaster,
-    bootstrap: Bootstrapper,
+    /// The core's dials in progress.
+    core_dials: HashMap<ConnectionId, (DialId, Multiaddr)>,
     connections: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
     listen_addrs: Vec<Multiaddr>,
     counters: Counters,
     started: Instant,
-    /// When the bootstrap nodes missing from the routing table were last dialed.
-    last_redial: Instant,
     alive: watch::Sender<()>,
     bandwidth: Arc<Bandwidth>,
     dials: Pending<ConnectionId, Reply<PeerId>>,
@@ -133,7 +133,7 @@ impl EventLoop {
         }
         // Only what changes from now on is written back.
         store.track_changes();
-        Self {
+        let mut event_loop = Self {
             swarm,
             config: parts.config,
             local,
@@ -150,18 +150,21 @@ impl EventLoop {
             info_ops: Pending::new(),
             commands_out: OutboundCommands::default(),
             broadcaster: Broadcaster::new(local),
-            bootstrap: Bootstrapper::new(parts.bootstrap, now),
+            core_dials: HashMap::new(),
             connections: HashMap::new(),
             listen_addrs: parts.listen_addrs,
             counters: Counters::default(),
             started: now,
-            last_redial: now,
             alive: parts.alive,
             bandwidth: parts.bandwidth,
             writer: parts.db.map(|db| Writer::new(db, now)),
             mirror_feed: MirrorFeed::default(),
             mirror_addrs: HashMap::new(),
-        }
+        };
+        event_loop.drive(Input::Bootstrap {
+            addrs: parts.bootstrap,
+        });
+        event_loop
     }
 
     /// Blocks the peers given at start.

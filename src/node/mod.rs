@@ -2,7 +2,6 @@
 //! caller spawns the loop and talks to it through the channel ends it is handed ([`Link`]).
 
 mod bandwidth;
-mod bootstrap;
 mod event_loop;
 pub mod mirror_feed;
 mod outbound;
@@ -30,8 +29,8 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{debug, info};
 
+pub use crate::core::bootstrap::{BOOTSTRAP_BACKOFF_MAX, BOOTSTRAP_BACKOFF_MIN};
 pub use bandwidth::Bandwidth;
-pub use bootstrap::{BOOTSTRAP_BACKOFF_MAX, BOOTSTRAP_BACKOFF_MIN};
 pub use event_loop::{EXPIRY_SWEEP, MAX_RUNNING_HANDLERS, TICK};
 
 use crate::command::Command;

@@ -304,7 +304,11 @@ impl Sim {
                 | Action::Evicted { .. }
                 | Action::HeldOut { .. }
                 | Action::Block { .. }
-                | Action::Unblock { .. } => {}
+                | Action::Unblock { .. }
+                | Action::Joined { .. } => {}
+                // Never asked for: simulated nodes join by id (`Input::Join`), and are given no
+                // bootstrap addresses.
+                Action::Dial { .. } => {}
             }
         }
         self.rewake(i);

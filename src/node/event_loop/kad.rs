@@ -101,7 +101,7 @@ impl EventLoop {
             Action::Evicted { peer, addrs } => {
                 debug!(%peer, "peer left the routing table: failed requests, or unreachable");
                 self.counters.peers_evicted += 1;
-                self.bootstrap.peer_left(peer, addrs.iter());
+                trace!(%peer, ?addrs, "remembered for a rejoin");
             }
             Action::Lied { peer, error } => {
                 self.counters.records_refused += 1;
@@ -120,6 +120,8 @@ impl EventLoop {
                 }
                 self.swarm.behaviour_mut().blocked.block_peer(peer);
             }
+            Action::Dial { dial, addr } => self.dial(dial, addr),
+            Action::Joined { peer } => info!(%peer, "joined the network"),
             Action::Unblock { peer } => {
                 info!(%peer, "unblocked");
                 self.swarm.behaviour_mut().blocked.unblock_peer(peer);

@@ -29,19 +29,27 @@ impl EventLoop {
                 if num_established.get() == 1 {
                     self.emit(Event::PeerConnected(peer_id));
                 }
-                let bootstrap = self.bootstrap.dial_connected(&connection_id, peer_id);
+                let dial = self.core_dials.remove(&connection_id).map(|(d, _)| d);
                 let asked = self.dials.remove(&connection_id).map(|(_, reply)| reply);
-                let joined =
-                    asked.is_some() || bootstrap.is_some() || self.bootstrap.is_bootstrap(&remote);
+                let connect = asked.is_some();
                 if let Some(reply) = asked {
                     let _ = reply.send(Ok(peer_id));
                 }
-                if endpoint.is_dialer() && joined {
-                    let addrs = vec![with_peer(&remote, peer_id)];
+                if !endpoint.is_dialer() {
+                    return;
+                }
+                let addr = with_peer(&remote, peer_id);
+                if connect {
+                    // The operator's `connect`: join through it.
                     self.drive(Input::Join {
-                        peers: vec![(peer_id, addrs)],
+                        peers: vec![(peer_id, vec![addr])],
                     });
-                    info!(peer = %peer_id, addr = %remote, "joined the network");
+                } else {
+                    self.drive(Input::Connected {
+                        peer: peer_id,
+                        addr,
+                        dial,
+                    });
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -66,11 +74,11 @@ impl EventLoop {
                 error,
             } => {
                 debug!(?peer_id, "dial failed: {error}");
-                if let Some((addr, retry)) =
-                    self.bootstrap.dial_failed(&connection_id, Instant::now())
-                {
+                if let Some((dial, addr)) = self.core_dials.remove(&connection_id) {
+                    self.drive(Input::DialFailed { dial });
                     let reason = dial_reason(&error);
-                    if self.bootstrap.is_bootstrap(&addr) {
+                    let retry = self.core.next_round_in(Instant::now()).unwrap_or_default();
+                    if self.core.bootstrap().is_bootstrap(&addr) {
                         warn!(%addr, "bootstrap node unreachable ({reason}); retrying in {retry:.0?}");
                     } else {
                         debug!(%addr, "former peer unreachable ({reason}); retrying in {retry:.0?}");
@@ -115,10 +123,7 @@ impl EventLoop {
                     self.listen_addrs.push(address);
                     // An interface came up: if the node was cut off, that may be its network
                     // back; rejoin and refresh now rather than at the next round or interval.
-                    self.bootstrap.retry_now(Instant::now());
-                    if !self.core.routing().is_empty() {
-                        self.drive(Input::Join { peers: Vec::new() });
-                    }
+                    self.drive(Input::NewAddress);
                 }
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {

@@ -2,14 +2,17 @@
 //! back-off for as long as the routing table is empty (connections from clients such as the
 //! console do not count: they route nothing). Once joined, each routing refresh dials again the
 //! bootstrap nodes missing from the routing table, so that the two sides of a healed partition
-//! find each other through them.
+//! find each other through them. A node cut off dials, in its rounds, the peers that left its
+//! table lately too. Pure bookkeeping: the core turns its rounds into [`super::Action::Dial`]s.
 
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
-use std::collections::{HashMap, VecDeque};
+
+/// Identifies one of the core's dials (the core's number; the driver maps its own to it).
+pub type DialId = u64;
 
 /// First wait before dialing the bootstrap nodes again.
 pub const BOOTSTRAP_BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -22,12 +25,14 @@ pub const REJOIN_PEERS: usize = 16;
 /// Addresses dialed per remembered peer.
 pub const REJOIN_ADDRS_PER_PEER: usize = 2;
 
-pub(crate) struct Bootstrapper {
+/// The bootstrap addresses, the rounds dialing them, and the peers to rejoin through.
+#[derive(Debug)]
+pub struct Bootstrapper {
     addrs: Vec<Multiaddr>,
     backoff: Duration,
     next_round: Instant,
     /// Dials of the current round, to tell their failures from others.
-    dials: HashMap<ConnectionId, Multiaddr>,
+    dials: HashMap<DialId, Multiaddr>,
     /// The peer each bootstrap address led to, once it did.
     peers: HashMap<Multiaddr, PeerId>,
     /// Peers that left the routing table lately (newest last), each with an address or two that
@@ -36,7 +41,8 @@ pub(crate) struct Bootstrapper {
 }
 
 impl Bootstrapper {
-    pub(crate) fn new(addrs: Vec<Multiaddr>, now: Instant) -> Self {
+    /// Rounds dialing `addrs`, the first due at `now`.
+    pub fn new(addrs: Vec<Multiaddr>, now: Instant) -> Self {
         Self {
             addrs,
             backoff: BOOTSTRAP_BACKOFF_MIN,
@@ -50,7 +56,7 @@ impl Bootstrapper {
     /// The addresses to dial now, if a round is due: one is due while the node has not joined
     /// (its routing table is empty) and the back-off has passed. Joining resets the back-off.
     /// A round dials the bootstrap addresses and the peers that left the routing table lately.
-    pub(crate) fn due(&mut self, now: Instant, joined: bool) -> Option<Vec<Multiaddr>> {
+    pub fn due(&mut self, now: Instant, joined: bool) -> Option<Vec<Multiaddr>> {
         if joined || (self.addrs.is_empty() && self.left.is_empty()) {
             self.backoff = BOOTSTRAP_BACKOFF_MIN;
             self.next_round = now + self.backoff;
@@ -66,12 +72,20 @@ impl Bootstrapper {
         Some(round)
     }
 
+    /// When the next round is due (`None`: none will be, joined or nothing to dial).
+    pub fn next_round(&self, joined: bool) -> Option<Instant> {
+        let idle = joined || (self.addrs.is_empty() && self.left.is_empty());
+        (!idle).then_some(self.next_round)
+    }
+
+    /// Replaces the bootstrap addresses; a round is due at `now`.
+    pub fn set_addrs(&mut self, addrs: Vec<Multiaddr>, now: Instant) {
+        self.addrs = addrs;
+        self.retry_now(now);
+    }
+
     /// `peer` left the routing table; `addrs` are the ones it was known by.
-    pub(crate) fn peer_left<'a>(
-        &mut self,
-        peer: PeerId,
-        addrs: impl IntoIterator<Item = &'a Multiaddr>,
-    ) {
+    pub fn peer_left<'a>(&mut self, peer: PeerId, addrs: impl IntoIterator<Item = &'a Multiaddr>) {
         let addrs: Vec<Multiaddr> = addrs
             .into_iter()
             .take(REJOIN_ADDRS_PER_PEER)
@@ -93,14 +107,14 @@ impl Bootstrapper {
 
     /// The next round is due now, with the back-off reset: the node has a new address (its
     /// network came back), so waiting out a long back-off would only delay the rejoin.
-    pub(crate) fn retry_now(&mut self, now: Instant) {
+    pub fn retry_now(&mut self, now: Instant) {
         self.backoff = BOOTSTRAP_BACKOFF_MIN;
         self.next_round = now;
     }
 
     /// The bootstrap addresses to dial at a routing refresh of a joined node: those whose peer is
     /// not in the routing table (evicted after a partition, or never reached).
-    pub(crate) fn missing(&self, mut in_table: impl FnMut(&PeerId) -> bool) -> Vec<Multiaddr> {
+    pub fn missing(&self, mut in_table: impl FnMut(&PeerId) -> bool) -> Vec<Multiaddr> {
         self.addrs
             .iter()
             .filter(|a| !self.peers.get(*a).is_some_and(&mut in_table))
@@ -109,12 +123,12 @@ impl Bootstrapper {
     }
 
     /// Remembers a bootstrap dial of this round.
-    pub(crate) fn dialing(&mut self, id: ConnectionId, addr: Multiaddr) {
+    pub fn dialing(&mut self, id: DialId, addr: Multiaddr) {
         self.dials.insert(id, addr);
     }
 
     /// A bootstrap dial connected to `peer`; returns its address, if it was one.
-    pub(crate) fn dial_connected(&mut self, id: &ConnectionId, peer: PeerId) -> Option<Multiaddr> {
+    pub fn dial_connected(&mut self, id: &DialId, peer: PeerId) -> Option<Multiaddr> {
         let addr = self.dials.remove(id)?;
         self.peers.insert(addr.clone(), peer);
         Some(addr)
@@ -122,17 +136,13 @@ impl Bootstrapper {
 
     /// The bootstrap address a failed dial was for, if it was one, and the wait until the next
     /// round.
-    pub(crate) fn dial_failed(
-        &mut self,
-        id: &ConnectionId,
-        now: Instant,
-    ) -> Option<(Multiaddr, Duration)> {
+    pub fn dial_failed(&mut self, id: &DialId, now: Instant) -> Option<(Multiaddr, Duration)> {
         let addr = self.dials.remove(id)?;
         Some((addr, self.next_round.saturating_duration_since(now)))
     }
 
     /// Whether `addr` (as dialed) is one of the bootstrap addresses.
-    pub(crate) fn is_bootstrap(&self, addr: &Multiaddr) -> bool {
+    pub fn is_bootstrap(&self, addr: &Multiaddr) -> bool {
         let addr = without_peer_id(addr);
         self.addrs.iter().any(|a| without_peer_id(a) == addr)
     }
@@ -187,7 +197,7 @@ mod tests {
         let (a, c) = (addr("/ip4/10.0.0.1/tcp/5"), addr("/ip4/10.0.0.2/tcp/5"));
         let mut b = Bootstrapper::new(vec![a.clone(), c.clone()], Instant::now());
         let peer = libp2p::PeerId::random();
-        let id = ConnectionId::new_unchecked(7);
+        let id: DialId = 7;
         b.dialing(id, a.clone());
         assert_eq!(b.dial_connected(&id, peer), Some(a.clone()));
         assert_eq!(b.dial_connected(&id, peer), None, "a dial ends once");
