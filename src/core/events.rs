@@ -6,11 +6,13 @@
 use std::time::Duration;
 
 use dht_behaviours::kad_wire::{KadRequest, KadResponse};
+use dht_behaviours::mirror::MirrorRecord;
 use dht_behaviours::validation::RecordError;
-use libp2p::kad::{Record, RecordKey};
+use libp2p::kad::Record;
 use libp2p::{Multiaddr, PeerId};
 
 use super::bootstrap::DialId;
+use super::mirror_feed::MirrorId;
 use super::outbox::{Outgoing, RequestId};
 use super::records::Refusal;
 use super::reputation::Offence;
@@ -81,11 +83,31 @@ pub enum Input {
         /// Its listen addresses.
         addrs: Vec<Multiaddr>,
     },
-    /// A peer is gone for good (its address turned out to be someone else's): it leaves the
-    /// table and is not remembered.
-    PeerGone {
+    /// A dial of a peer failed and no connection to it is left: it leaves the table (remembered
+    /// for a rejoin unless its address turned out to be someone else's), and stops being fed as
+    /// a mirror.
+    Undialable {
         /// Who.
         peer: PeerId,
+        /// The address answered with another peer's id.
+        wrong_peer: bool,
+    },
+    /// A peer speaks the mirror protocol (identify said so): it is fed every record held here.
+    MirrorSeen {
+        /// Who.
+        peer: PeerId,
+        /// Its listen addresses.
+        addrs: Vec<Multiaddr>,
+    },
+    /// A mirror acknowledged a hand-off ([`Action::Mirror`]).
+    MirrorAcked {
+        /// Which.
+        id: MirrorId,
+    },
+    /// A hand-off to a mirror failed.
+    MirrorFailed {
+        /// Which.
+        id: MirrorId,
     },
     /// A peer cannot be reached (a dial failed, a ping met a broken connection): it leaves the
     /// table, remembered for a rejoin ([`Action::Evicted`]).
@@ -220,13 +242,22 @@ pub enum Action {
         /// At what cost.
         report: Report,
     },
-    /// A record is new here, or this node's own copy went out again (a store, a republish):
-    /// what mirrors are fed from.
-    Kept {
-        /// The record's key.
-        key: RecordKey,
-        /// The peer it came from (`None`: this node's own).
-        from: Option<PeerId>,
+    /// Hand a record to a mirror; its outcome comes back as [`Input::MirrorAcked`] or
+    /// [`Input::MirrorFailed`].
+    Mirror {
+        /// The core's number for this hand-off.
+        id: MirrorId,
+        /// The mirror.
+        peer: PeerId,
+        /// Its addresses, should it need dialing.
+        addrs: Vec<Multiaddr>,
+        /// The record, with the life it has left.
+        record: MirrorRecord,
+    },
+    /// A new mirror was found; it is being sent every record held here.
+    MirrorFound {
+        /// Who.
+        peer: PeerId,
     },
     /// A record a peer sent (a PUT_VALUE, a mirrored copy) was not kept.
     Refused {

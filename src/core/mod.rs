@@ -9,12 +9,15 @@
 //! - [`server`]: answers to inbound FIND_NODE, GET_VALUE and PUT_VALUE;
 //! - `peers`: peers' standing, [`reputation`] (offences, blocks) and [`silence`] (peers held out);
 //! - `maintenance`: replication, republish, expiry, refresh, hand-off, caching;
-//! - `join` and [`bootstrap`]: joining, bootstrap dials, rejoining a network once cut off.
+//! - `join` and [`bootstrap`]: joining, bootstrap dials, rejoining a network once cut off;
+//! - `mirrors` and [`mirror_feed`]: every record held here handed to the mirrors met.
 
 pub mod bootstrap;
 mod events;
 mod join;
 pub mod maintenance;
+pub mod mirror_feed;
+mod mirrors;
 pub mod outbox;
 mod peers;
 pub mod queries;
@@ -41,6 +44,7 @@ use rand::rngs::StdRng;
 
 use bootstrap::{Bootstrapper, DialId};
 pub use events::{Action, CoreStats, InboundId, Input, OpError, OpId, OpOk, Report};
+use mirrors::Mirrors;
 pub use outbox::{Outgoing, QueryId, RequestId};
 use peers::Standing;
 pub use peers::offence_for;
@@ -126,8 +130,9 @@ pub struct Core {
     standing: Standing,
     /// Peers of answers left out for being blocked or silent.
     inadmissible: usize,
-    /// Records kept since the last [`Action::Kept`]s went out.
+    /// Records kept during the input being handled, for the mirrors.
     kept: Vec<(RecordKey, Option<PeerId>)>,
+    mirrors: Mirrors,
 }
 
 impl Core {
@@ -168,6 +173,7 @@ impl Core {
             standing: Standing::default(),
             inadmissible: 0,
             kept: Vec::new(),
+            mirrors: Mirrors::new(now),
             config,
         }
     }
@@ -244,9 +250,21 @@ impl Core {
                     Err(refusal) => self.refused(peer, refusal, now, &mut out),
                 }
             }
-            Input::PeerGone { peer } => {
-                self.routing.remove(&peer);
+            Input::Undialable { peer, wrong_peer } => {
+                if wrong_peer {
+                    self.routing.remove(&peer);
+                } else {
+                    self.unreachable(&peer, &mut out);
+                }
+                self.mirror_gone(&peer);
             }
+            Input::MirrorSeen { peer, addrs } => {
+                if self.mirror_seen(peer, addrs, now) {
+                    out.push(Action::MirrorFound { peer });
+                }
+            }
+            Input::MirrorAcked { id } => self.mirror_acked(id),
+            Input::MirrorFailed { id } => self.mirror_failed(id),
             Input::Unreachable { peer } => self.unreachable(&peer, &mut out),
             Input::Silent { peer } => self.silent(peer, now, &mut out),
             Input::Heard { peer } => {
@@ -291,14 +309,13 @@ impl Core {
                 self.standing_tick(now, &mut out);
                 self.maintain(now, &mut events);
                 self.bootstrap_tick(now, &mut out);
+                self.feed_mirrors(now, &mut out);
             }
         }
         self.flush(events, now, &mut out);
-        out.extend(
-            self.kept
-                .drain(..)
-                .map(|(key, from)| Action::Kept { key, from }),
-        );
+        for (key, from) in std::mem::take(&mut self.kept) {
+            self.mirror_record(&key, from);
+        }
         out
     }
 
@@ -520,9 +537,10 @@ impl Core {
     pub fn next_wakeup(&self) -> Instant {
         let queries = self.queries.next_wakeup();
         let maintenance = self.next_maintenance();
-        let soonest = self
-            .next_bootstrap()
-            .map_or(maintenance, |b| b.min(maintenance));
+        let soonest = [self.next_bootstrap(), self.next_mirror_round()]
+            .into_iter()
+            .flatten()
+            .fold(maintenance, Instant::min);
         queries.map_or(soonest, |q| q.min(soonest))
     }
 

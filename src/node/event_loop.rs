@@ -2,9 +2,8 @@
 //! policy (the routing table, the records and their admission, lookups, stores, fetches,
 //! replication, refresh, hand-off, caching, answers to peers' kad requests) is the core's; this
 //! loop feeds it swarm events, handle commands and ticks, and carries out its actions. Peers'
-//! standing (offences, blocks, silent peers) and bootstrap rounds are the core's too. The other
-//! sub-protocols (custom commands, broadcast, mirrors, info) and persistence are still driven from
-//! here. Every pending operation has a deadline.
+//! standing (offences, blocks, silent peers), bootstrap rounds and the mirrors' feed are the
+//! core's too. Custom commands, broadcast, node info and persistence are still driven from here. Every pending operation has a deadline.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,12 +28,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tracing::{debug, info, trace, warn};
 
 use super::bandwidth::Bandwidth;
-use super::mirror_feed::MirrorFeed;
 use super::outbound::OutboundCommands;
 use super::pending::Pending;
 use super::persistence::{RecordDb, Writer};
 use crate::command::{Command, CommandHandler, Reply};
 use crate::core::bootstrap::DialId;
+use crate::core::mirror_feed::MirrorId;
 use crate::core::reputation::Offence;
 use crate::core::{Core, CoreConfig, Input};
 use kad::{Caller, InFlight};
@@ -88,10 +87,8 @@ pub(crate) struct EventLoop {
     info_ops: Pending<OutboundRequestId, (PeerId, Reply<NodeInfo>)>,
     commands_out: OutboundCommands,
     writer: Option<Writer>,
-    mirror_feed: MirrorFeed,
-    /// The listen addresses of the mirrors we feed (from identify), so that a mirror whose
-    /// connection was closed (a missed ping) is dialed again rather than starved of refreshes.
-    mirror_addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Hand-offs to mirrors in flight: the swarm's ids to the core's.
+    mirror_requests: HashMap<OutboundRequestId, MirrorId>,
 }
 
 pub(crate) struct Parts {
@@ -158,8 +155,7 @@ impl EventLoop {
             alive: parts.alive,
             bandwidth: parts.bandwidth,
             writer: parts.db.map(|db| Writer::new(db, now)),
-            mirror_feed: MirrorFeed::default(),
-            mirror_addrs: HashMap::new(),
+            mirror_requests: HashMap::new(),
         };
         event_loop.drive(Input::Bootstrap {
             addrs: parts.bootstrap,

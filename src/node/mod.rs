@@ -3,7 +3,6 @@
 
 mod bandwidth;
 mod event_loop;
-pub mod mirror_feed;
 mod outbound;
 mod pending;
 pub mod persistence;

@@ -300,7 +300,8 @@ impl Sim {
                 // table and lookups: the transport's refusal adds nothing to simulate.
                 Action::Lied { .. }
                 | Action::Refused { .. }
-                | Action::Kept { .. }
+                | Action::Mirror { .. }
+                | Action::MirrorFound { .. }
                 | Action::Evicted { .. }
                 | Action::HeldOut { .. }
                 | Action::Block { .. }

@@ -216,7 +216,7 @@ impl EventLoop {
                 + self.info_ops.len()
                 + self.dials.len()
                 + self.broadcaster.in_flight()
-                + self.mirror_feed.pending(),
+                + self.core.mirror_pending(),
             uptime: self.started.elapsed(),
             counters,
             bytes_in: self.bandwidth.inbound(),

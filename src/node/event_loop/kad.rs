@@ -85,10 +85,23 @@ impl EventLoop {
                 }
             }
             Action::Reply { op, result, report } => self.op_done(op, result, report),
-            Action::Kept { key, from } => {
-                if self.mirror_feed.has_mirrors() {
-                    self.mirror_feed.record_added(&key, from);
-                }
+            Action::Mirror {
+                id,
+                peer,
+                addrs,
+                record,
+            } => {
+                let rid = self
+                    .swarm
+                    .behaviour_mut()
+                    .mirror
+                    .send_request_with_addresses(&peer, record, addrs);
+                self.mirror_requests.insert(rid, id);
+                self.counters.records_mirrored += 1;
+            }
+            Action::MirrorFound { peer } => {
+                let records = self.core.records().len();
+                info!(%peer, records, "mirror node found; sending it the records held here");
             }
             Action::Refused { peer, refusal } => {
                 self.counters.records_refused += 1;

@@ -30,7 +30,6 @@ impl EventLoop {
                 self.counters.count_flush(&flushed);
             }
         }
-        self.feed_mirrors();
     }
 
     /// Carries out one of the core's dials (a bootstrap node, a peer to rejoin through).

@@ -98,16 +98,8 @@ impl EventLoop {
                     )
                     && !self.connections.contains_key(&peer)
                 {
-                    // Remembered for a rejoin only if the address was not someone else's.
-                    if matches!(error, DialError::Transport(_)) {
-                        self.evict(peer);
-                    } else {
-                        self.drive(Input::PeerGone { peer });
-                    }
-                    self.mirror_addrs.remove(&peer);
-                    if self.mirror_feed.remove_mirror(&peer) {
-                        debug!(%peer, "mirror unreachable; no more records go to it");
-                    }
+                    let wrong_peer = matches!(error, DialError::WrongPeerId { .. });
+                    self.drive(Input::Undialable { peer, wrong_peer });
                 }
             }
             SwarmEvent::IncomingConnectionError {
@@ -157,11 +149,11 @@ impl EventLoop {
                 });
             }
             if info.protocols.contains(&MIRROR_PROTOCOL) && peer_id != self.local {
-                self.mirror_seen(peer_id);
-                if self.mirror_feed.is_mirror(&peer_id) {
-                    let addrs = vetted_addrs(peer_id, &info.listen_addrs, same_host).collect();
-                    self.mirror_addrs.insert(peer_id, addrs);
-                }
+                let addrs = vetted_addrs(peer_id, &info.listen_addrs, same_host).collect();
+                self.drive(Input::MirrorSeen {
+                    peer: peer_id,
+                    addrs,
+                });
             }
         }
     }

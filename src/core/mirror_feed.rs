@@ -3,15 +3,21 @@
 //! retries for hand-offs that failed.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
 
 use libp2p::PeerId;
 use libp2p::kad::RecordKey;
-use libp2p::request_response::OutboundRequestId;
+
+/// Identifies one hand-off to a mirror (the core's number; the driver maps its own to it).
+pub type MirrorId = u64;
 
 /// Mirror nodes a node sends records to.
 pub const MAX_MIRRORS: usize = 8;
-/// Records handed to mirrors per tick at most.
+/// Records handed to mirrors per round at most.
 pub const MIRROR_FEED_PER_TICK: usize = 64;
+/// Time between two rounds of hand-offs to mirrors (with [`MIRROR_FEED_PER_TICK`], at most 320
+/// records a second).
+pub const MIRROR_PACE: Duration = Duration::from_millis(200);
 /// Hand-offs to mirrors in flight at once (below the mirror protocol's streams per connection).
 pub const MIRROR_IN_FLIGHT: usize = 32;
 /// Records waiting for a mirror at most; past it, new ones are dropped (and counted).
@@ -35,7 +41,7 @@ pub struct Handoff {
 pub struct MirrorFeed {
     mirrors: HashSet<PeerId>,
     queue: VecDeque<Handoff>,
-    in_flight: HashMap<OutboundRequestId, Handoff>,
+    in_flight: HashMap<MirrorId, Handoff>,
     dropped: u64,
 }
 
@@ -116,18 +122,18 @@ impl MirrorFeed {
     }
 
     /// `handoff` went out as request `id`.
-    pub fn sent(&mut self, id: OutboundRequestId, mut handoff: Handoff) {
+    pub fn sent(&mut self, id: MirrorId, mut handoff: Handoff) {
         handoff.attempts = handoff.attempts.saturating_add(1);
         self.in_flight.insert(id, handoff);
     }
 
     /// The mirror acknowledged request `id`.
-    pub fn acknowledged(&mut self, id: &OutboundRequestId) {
+    pub fn acknowledged(&mut self, id: &MirrorId) {
         self.in_flight.remove(id);
     }
 
     /// Request `id` failed: queued again unless it ran out of tries. Whether it was one of ours.
-    pub fn failed(&mut self, id: &OutboundRequestId) -> bool {
+    pub fn failed(&mut self, id: &MirrorId) -> bool {
         let Some(handoff) = self.in_flight.remove(id) else {
             return false;
         };
@@ -137,6 +143,11 @@ impl MirrorFeed {
             self.dropped += 1;
         }
         true
+    }
+
+    /// Whether a round would send something now.
+    pub fn has_due(&self) -> bool {
+        !self.queue.is_empty() && self.in_flight.len() < MIRROR_IN_FLIGHT
     }
 
     /// Hand-offs waiting and in flight.
@@ -153,25 +164,13 @@ impl MirrorFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dht_behaviours::mirror::{MirrorRecord, new_behaviour};
-    use std::time::Duration;
 
     fn key(i: u32) -> RecordKey {
         RecordKey::new(&i.to_be_bytes())
     }
 
-    /// Real request ids come only from a request/response behaviour.
-    fn ids(n: usize) -> Vec<OutboundRequestId> {
-        let mut behaviour = new_behaviour(Duration::from_secs(1), false);
-        let peer = PeerId::random();
-        let record = MirrorRecord {
-            key: vec![1],
-            value: Vec::new(),
-            expires_in: Duration::from_secs(1),
-        };
-        (0..n)
-            .map(|_| behaviour.send_request(&peer, record.clone()))
-            .collect()
+    fn ids(n: usize) -> Vec<MirrorId> {
+        (0..n as u64).collect()
     }
 
     #[test]

@@ -1,0 +1,314 @@
+//! Feeding mirrors: a serving node hands every record it holds to each mirror it meets, then each
+//! record new here, at a steady pace ([`MirrorFeed`]). What a mirror keeps of what it is handed is
+//! the admission policy's call ([`super::records`]); this is the sending side.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use dht_behaviours::mirror::MirrorRecord;
+use libp2p::kad::{Record, RecordKey};
+use libp2p::{Multiaddr, PeerId};
+
+use super::Core;
+use super::events::Action;
+use super::mirror_feed::{MIRROR_PACE, MirrorFeed, MirrorId};
+
+/// The mirrors this node feeds and how to reach them.
+#[derive(Debug)]
+pub(super) struct Mirrors {
+    feed: MirrorFeed,
+    /// Their listen addresses (from identify), so that a mirror whose connection was closed (a
+    /// missed ping) is dialed again rather than starved of records.
+    addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    next_id: MirrorId,
+    last_round: Instant,
+}
+
+impl Mirrors {
+    /// No mirror yet, at `now`.
+    pub(super) fn new(now: Instant) -> Self {
+        Self {
+            feed: MirrorFeed::default(),
+            addrs: HashMap::new(),
+            next_id: 0,
+            last_round: now,
+        }
+    }
+}
+
+/// A record as a mirror receives it: with the time it has left (our own published copy has no
+/// expiry; the mirror's copy gets the TTL, as any holder's).
+fn mirror_copy(record: &Record, now: Instant, ttl: Duration) -> MirrorRecord {
+    MirrorRecord {
+        key: record.key.to_vec(),
+        value: record.value.clone(),
+        expires_in: record
+            .expires
+            .map_or(ttl, |at| at.saturating_duration_since(now)),
+    }
+}
+
+impl Core {
+    /// Hand-offs to mirrors waiting or in flight.
+    pub fn mirror_pending(&self) -> usize {
+        self.mirrors.feed.pending()
+    }
+
+    /// Hand-offs to mirrors given up (backlog full, or out of tries).
+    pub fn mirror_dropped(&self) -> u64 {
+        self.mirrors.feed.dropped()
+    }
+
+    /// `peer` speaks the mirror protocol: unless this node is a client (it holds nothing), the
+    /// mirror gets every record held here. Whether it is a new mirror.
+    pub(super) fn mirror_seen(
+        &mut self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        now: Instant,
+    ) -> bool {
+        if !self.config.serving || peer == self.local {
+            return false;
+        }
+        let keys: Vec<RecordKey> = self.records.live(now).map(|r| r.key.clone()).collect();
+        let new = self.mirrors.feed.add_mirror(peer, keys);
+        if self.mirrors.feed.is_mirror(&peer) {
+            self.mirrors.addrs.insert(peer, addrs);
+        }
+        new
+    }
+
+    /// A mirror cannot be reached any more: nothing more goes to it.
+    pub(super) fn mirror_gone(&mut self, peer: &PeerId) {
+        self.mirrors.addrs.remove(peer);
+        self.mirrors.feed.remove_mirror(peer);
+    }
+
+    /// A record is new here (or our own went out again): queued for every mirror but its sender.
+    pub(super) fn mirror_record(&mut self, key: &RecordKey, from: Option<PeerId>) {
+        if self.mirrors.feed.has_mirrors() {
+            self.mirrors.feed.record_added(key, from);
+        }
+    }
+
+    /// A mirror acknowledged a hand-off.
+    pub(super) fn mirror_acked(&mut self, id: MirrorId) {
+        self.mirrors.feed.acknowledged(&id);
+    }
+
+    /// A hand-off failed: tried again, up to its tries.
+    pub(super) fn mirror_failed(&mut self, id: MirrorId) {
+        self.mirrors.feed.failed(&id);
+    }
+
+    /// A round of hand-offs, if one is due: each record read from the store as it is now.
+    pub(super) fn feed_mirrors(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.next_mirror_round().is_none_or(|at| now < at) {
+            return;
+        }
+        self.mirrors.last_round = now;
+        let ttl = self.config.timing.record_ttl;
+        for handoff in self.mirrors.feed.due() {
+            let Some(record) = self
+                .records
+                .get(&handoff.key, now)
+                .map(|r| mirror_copy(r, now, ttl))
+            else {
+                continue;
+            };
+            let id = self.mirrors.next_id;
+            self.mirrors.next_id += 1;
+            let peer = handoff.peer;
+            self.mirrors.feed.sent(id, handoff);
+            out.push(Action::Mirror {
+                id,
+                peer,
+                addrs: self.mirrors.addrs.get(&peer).cloned().unwrap_or_default(),
+                record,
+            });
+        }
+    }
+
+    /// When the next round of hand-offs is due, if one has anything to send.
+    pub(super) fn next_mirror_round(&self) -> Option<Instant> {
+        if !self.mirrors.feed.has_due() {
+            return None;
+        }
+        Some(self.mirrors.last_round + MIRROR_PACE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use dht_behaviours::store::StoreLimits;
+    use dht_behaviours::validation::content_key;
+    use dht_behaviours::{ProtocolConfig, Timing};
+    use libp2p::PeerId;
+    use libp2p::kad::{Record, RecordKey};
+
+    use super::super::mirror_feed::{MIRROR_ATTEMPTS, MIRROR_IN_FLIGHT, MIRROR_PACE, MirrorId};
+    use super::super::{Action, Core, CoreConfig, Input};
+    use dht_behaviours::kad_wire::KadRequest;
+
+    fn core(now: Instant, client: bool) -> Core {
+        let protocol = ProtocolConfig {
+            timing: Timing::fast(),
+            client_mode: client,
+            ..ProtocolConfig::default()
+        };
+        Core::new(
+            PeerId::random(),
+            CoreConfig::new(&protocol, StoreLimits::default(), 9),
+            now,
+        )
+    }
+
+    fn record(i: u32) -> Record {
+        let value = i.to_be_bytes().to_vec();
+        Record::new(RecordKey::new(&content_key(&value)), value)
+    }
+
+    /// A peer's PUT of `record`.
+    fn put(core: &mut Core, from: PeerId, id: u64, record: Record, now: Instant) {
+        core.handle(
+            Input::Request {
+                peer: from,
+                id,
+                request: KadRequest::PutValue { record },
+                serving: false,
+            },
+            now,
+        );
+    }
+
+    fn handoffs(actions: &[Action]) -> Vec<(MirrorId, PeerId, Vec<u8>)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Mirror {
+                    id, peer, record, ..
+                } => Some((*id, *peer, record.key.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_mirror_met_is_sent_every_record_held_paced_and_windowed() {
+        let t = Instant::now();
+        let mut core = core(t, false);
+        let writer = PeerId::random();
+        let held = MIRROR_IN_FLIGHT + 8;
+        for i in 0..held as u32 {
+            put(&mut core, writer, u64::from(i), record(i), t);
+        }
+        let mirror = PeerId::random();
+        let found = core.handle(
+            Input::MirrorSeen {
+                peer: mirror,
+                addrs: Vec::new(),
+            },
+            t,
+        );
+        assert!(found.contains(&Action::MirrorFound { peer: mirror }));
+        assert_eq!(core.mirror_pending(), held);
+
+        let at = core.next_wakeup();
+        assert!(at <= t + MIRROR_PACE, "a round is due within the pace");
+        let first = handoffs(&core.handle(Input::Tick, at));
+        assert_eq!(first.len(), MIRROR_IN_FLIGHT, "no more than the window");
+        assert!(first.iter().all(|(_, p, _)| *p == mirror));
+        assert!(handoffs(&core.handle(Input::Tick, at + MIRROR_PACE)).is_empty());
+
+        // Two acknowledged, one failed: three places free, and the failed one is tried again
+        // once the others went.
+        core.handle(Input::MirrorAcked { id: first[0].0 }, at);
+        core.handle(Input::MirrorAcked { id: first[1].0 }, at);
+        core.handle(Input::MirrorFailed { id: first[2].0 }, at);
+        let next = handoffs(&core.handle(Input::Tick, at + 2 * MIRROR_PACE));
+        assert_eq!(next.len(), 3);
+        assert_eq!(core.mirror_pending(), held - 2);
+        let mut sent: Vec<Vec<u8>> = first.iter().chain(&next).map(|h| h.2.clone()).collect();
+        let mut waiting: Vec<MirrorId> = first[3..].iter().chain(&next).map(|h| h.0).collect();
+        let mut now = at + 2 * MIRROR_PACE;
+        while core.mirror_pending() > 0 {
+            for id in waiting.drain(..) {
+                core.handle(Input::MirrorAcked { id }, now);
+            }
+            now += MIRROR_PACE;
+            let round = handoffs(&core.handle(Input::Tick, now));
+            sent.extend(round.iter().map(|h| h.2.clone()));
+            waiting.extend(round.iter().map(|h| h.0));
+        }
+        assert_eq!(
+            sent.len(),
+            held + 1,
+            "each record once, the failed one twice"
+        );
+        sent.sort();
+        sent.dedup();
+        assert_eq!(sent.len(), held);
+    }
+
+    #[test]
+    fn new_records_follow_not_back_to_their_sender_and_a_dead_mirror_is_dropped() {
+        let t = Instant::now();
+        let mut core = core(t, false);
+        let (a, b) = (PeerId::random(), PeerId::random());
+        for m in [a, b] {
+            core.handle(
+                Input::MirrorSeen {
+                    peer: m,
+                    addrs: Vec::new(),
+                },
+                t,
+            );
+        }
+        put(&mut core, a, 1, record(1), t);
+        let round = handoffs(&core.handle(Input::Tick, t + MIRROR_PACE));
+        assert_eq!(round.len(), 1);
+        assert_eq!(round[0].1, b, "not sent back to the mirror it came from");
+
+        // One hand-off fails every try: given up, counted.
+        let mut id = round[0].0;
+        let mut now = t + MIRROR_PACE;
+        for _ in 1..MIRROR_ATTEMPTS {
+            core.handle(Input::MirrorFailed { id }, now);
+            now += MIRROR_PACE;
+            id = handoffs(&core.handle(Input::Tick, now))[0].0;
+        }
+        core.handle(Input::MirrorFailed { id }, now);
+        assert_eq!((core.mirror_pending(), core.mirror_dropped()), (0, 1));
+
+        core.handle(
+            Input::Undialable {
+                peer: b,
+                wrong_peer: false,
+            },
+            now,
+        );
+        put(&mut core, a, 2, record(2), now);
+        let later = handoffs(&core.handle(Input::Tick, now + Duration::from_secs(1)));
+        assert!(
+            later.is_empty(),
+            "nothing goes to a mirror that cannot be dialed"
+        );
+    }
+
+    #[test]
+    fn a_client_feeds_no_mirror() {
+        let t = Instant::now();
+        let mut core = core(t, true);
+        let found = core.handle(
+            Input::MirrorSeen {
+                peer: PeerId::random(),
+                addrs: Vec::new(),
+            },
+            t,
+        );
+        assert!(found.is_empty());
+        assert_eq!(core.mirror_pending(), 0);
+    }
+}
