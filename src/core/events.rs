@@ -5,6 +5,9 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use dht_behaviours::broadcast::{Ack, BroadcastMessage};
 use dht_behaviours::kad_wire::{KadRequest, KadResponse};
 use dht_behaviours::mirror::MirrorRecord;
 use dht_behaviours::validation::RecordError;
@@ -12,6 +15,7 @@ use libp2p::kad::Record;
 use libp2p::{Multiaddr, PeerId};
 
 use super::bootstrap::DialId;
+use super::broadcaster::HandoffId;
 use super::mirror_feed::MirrorId;
 use super::outbox::{Outgoing, RequestId};
 use super::records::Refusal;
@@ -47,6 +51,32 @@ pub enum Input {
         op: OpId,
         /// The key.
         key: Vec<u8>,
+    },
+    /// Broadcast `payload` to every node.
+    Broadcast {
+        /// The caller's number for the reply.
+        op: OpId,
+        /// The application's bytes.
+        payload: Vec<u8>,
+    },
+    /// A peer handed us a broadcast message.
+    BroadcastReceived {
+        /// Who.
+        peer: PeerId,
+        /// The driver's number for the answer.
+        id: InboundId,
+        /// The message.
+        message: BroadcastMessage,
+    },
+    /// A hand-off of ours ([`Action::Broadcast`]) was answered.
+    BroadcastAnswered {
+        /// Which.
+        id: HandoffId,
+    },
+    /// A hand-off of ours failed.
+    BroadcastFailed {
+        /// Which.
+        id: HandoffId,
     },
     /// Join the network through these peers.
     Join {
@@ -191,6 +221,11 @@ pub enum OpOk {
     Value(Vec<u8>),
     /// The closest peers that answered.
     Closest(Vec<PeerId>),
+    /// A broadcast went out in this many hand-offs.
+    Broadcast {
+        /// Hand-offs sent.
+        sent: usize,
+    },
 }
 
 /// Why an operation failed.
@@ -241,6 +276,32 @@ pub enum Action {
         result: Result<OpOk, OpError>,
         /// At what cost.
         report: Report,
+    },
+    /// Hand a broadcast message to a peer; the outcome comes back as
+    /// [`Input::BroadcastAnswered`] or [`Input::BroadcastFailed`].
+    Broadcast {
+        /// The core's number for this hand-off.
+        id: HandoffId,
+        /// To whom.
+        peer: PeerId,
+        /// Its addresses, should it need dialing.
+        addrs: Vec<Multiaddr>,
+        /// The message, its height set for the receiver's share.
+        message: BroadcastMessage,
+    },
+    /// Answer a peer's broadcast hand-off; `None` refuses it.
+    AnswerBroadcast {
+        /// Which inbound hand-off.
+        id: InboundId,
+        /// The answer.
+        ack: Option<Ack>,
+    },
+    /// A broadcast reached this node for the first time: the application gets it.
+    Deliver {
+        /// The node that first sent it.
+        origin: PeerId,
+        /// Its bytes.
+        payload: Arc<Vec<u8>>,
     },
     /// Hand a record to a mirror; its outcome comes back as [`Input::MirrorAcked`] or
     /// [`Input::MirrorFailed`].
@@ -338,4 +399,6 @@ pub struct CoreStats {
     pub evicted: u64,
     /// Peers blocked for misbehaving.
     pub blocked: u64,
+    /// Broadcasts delivered here (first copies).
+    pub broadcasts_delivered: u64,
 }

@@ -10,9 +10,12 @@
 //! - `peers`: peers' standing, [`reputation`] (offences, blocks) and [`silence`] (peers held out);
 //! - `maintenance`: replication, republish, expiry, refresh, hand-off, caching;
 //! - `join` and [`bootstrap`]: joining, bootstrap dials, rejoining a network once cut off;
-//! - `mirrors` and [`mirror_feed`]: every record held here handed to the mirrors met.
+//! - `mirrors` and [`mirror_feed`]: every record held here handed to the mirrors met;
+//! - `broadcast` and [`broadcaster`]: broadcast along the buckets, each message delivered once.
 
 pub mod bootstrap;
+mod broadcast;
+pub mod broadcaster;
 mod events;
 mod join;
 pub mod maintenance;
@@ -43,6 +46,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use bootstrap::{Bootstrapper, DialId};
+use broadcaster::{Broadcaster, HandoffId};
 pub use events::{Action, CoreStats, InboundId, Input, OpError, OpId, OpOk, Report};
 use mirrors::Mirrors;
 pub use outbox::{Outgoing, QueryId, RequestId};
@@ -133,6 +137,8 @@ pub struct Core {
     /// Records kept during the input being handled, for the mirrors.
     kept: Vec<(RecordKey, Option<PeerId>)>,
     mirrors: Mirrors,
+    broadcaster: Broadcaster,
+    next_handoff: HandoffId,
 }
 
 impl Core {
@@ -174,6 +180,8 @@ impl Core {
             inadmissible: 0,
             kept: Vec::new(),
             mirrors: Mirrors::new(now),
+            broadcaster: Broadcaster::new(local),
+            next_handoff: 0,
             config,
         }
     }
@@ -230,6 +238,12 @@ impl Core {
                     self.ops.insert(id, op);
                 }
             }
+            Input::Broadcast { op, payload } => self.broadcast(op, payload, now, &mut out),
+            Input::BroadcastReceived { peer, id, message } => {
+                self.broadcast_received(peer, id, message, now, &mut out)
+            }
+            Input::BroadcastAnswered { id } => self.broadcast_answered(id),
+            Input::BroadcastFailed { id } => self.broadcast_failed(id, &mut out),
             Input::Join { peers } => self.join(peers, now, &mut out, &mut events),
             Input::Bootstrap { addrs } => {
                 self.dials.set_addrs(addrs, now);

@@ -212,6 +212,16 @@ impl RoutingTable {
         self.buckets.iter().flatten()
     }
 
+    /// The `ilog2` of the distance of each non-empty bucket and its peers, nearest first.
+    pub fn buckets(&self) -> impl Iterator<Item = (u32, &[Entry])> + '_ {
+        self.buckets
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(i, b)| (255 - i as u32, b.as_slice()))
+    }
+
     /// The `ilog2` of the distance of each non-empty bucket and its number of peers, farthest
     /// first.
     pub fn bucket_sizes(&self) -> impl Iterator<Item = (u32, usize)> + '_ {

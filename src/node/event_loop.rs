@@ -2,15 +2,15 @@
 //! policy (the routing table, the records and their admission, lookups, stores, fetches,
 //! replication, refresh, hand-off, caching, answers to peers' kad requests) is the core's; this
 //! loop feeds it swarm events, handle commands and ticks, and carries out its actions. Peers'
-//! standing (offences, blocks, silent peers), bootstrap rounds and the mirrors' feed are the
-//! core's too. Custom commands, broadcast, node info and persistence are still driven from here. Every pending operation has a deadline.
+//! standing (offences, blocks, silent peers), bootstrap rounds, the mirrors' feed and broadcast are
+//! the core's too. Custom commands, node info and persistence are still driven from here. Every pending operation has a deadline.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dht_behaviours::behaviour::{is_loopback, vetted_addrs, with_peer};
-use dht_behaviours::broadcast::{Broadcaster, Bucket, FULL_HEIGHT, Handoff};
+use dht_behaviours::broadcast::Ack;
 use dht_behaviours::command::CommandReply;
 use dht_behaviours::config::MAX_COMMAND_REPLY;
 use dht_behaviours::info::{NodeInfo, RoutingPeer};
@@ -33,9 +33,10 @@ use super::pending::Pending;
 use super::persistence::{RecordDb, Writer};
 use crate::command::{Command, CommandHandler, Reply};
 use crate::core::bootstrap::DialId;
+use crate::core::broadcaster::HandoffId;
 use crate::core::mirror_feed::MirrorId;
 use crate::core::reputation::Offence;
-use crate::core::{Core, CoreConfig, Input};
+use crate::core::{Core, CoreConfig, InboundId, Input};
 use kad::{Caller, InFlight};
 
 mod commands;
@@ -74,7 +75,11 @@ pub(crate) struct EventLoop {
     core: Core,
     in_flight: InFlight,
     cmd_ops: Pending<OutboundRequestId, (PeerId, Reply<Vec<u8>>)>,
-    broadcaster: Broadcaster,
+    /// Peers' broadcast hand-offs waiting for the core's answer.
+    broadcast_inbound: HashMap<InboundId, ResponseChannel<Ack>>,
+    next_broadcast_in: InboundId,
+    /// Our broadcast hand-offs in flight: the swarm's ids to the core's.
+    broadcast_requests: HashMap<OutboundRequestId, HandoffId>,
     /// The core's dials in progress.
     core_dials: HashMap<ConnectionId, (DialId, Multiaddr)>,
     connections: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
@@ -146,7 +151,9 @@ impl EventLoop {
             dials: Pending::new(),
             info_ops: Pending::new(),
             commands_out: OutboundCommands::default(),
-            broadcaster: Broadcaster::new(local),
+            broadcast_inbound: HashMap::new(),
+            next_broadcast_in: 0,
+            broadcast_requests: HashMap::new(),
             core_dials: HashMap::new(),
             connections: HashMap::new(),
             listen_addrs: parts.listen_addrs,

@@ -12,12 +12,16 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use dht_behaviours::broadcast::BroadcastMessage;
 use dht_behaviours::kad_wire::{KadRequest, KadResponse};
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::core::broadcaster::HandoffId;
 use crate::core::{Action, Core, CoreConfig, Input, OpError, OpId, OpOk, Report, RequestId};
 
 /// The simulated network's knobs.
@@ -51,6 +55,15 @@ enum Message {
     /// The transport gave up on a request whose request or answer was lost.
     TimedOut {
         rid: RequestId,
+    },
+    Broadcast {
+        hid: HandoffId,
+        message: BroadcastMessage,
+    },
+    /// `ok: false`: refused, lost, or the node is dead.
+    BroadcastAnswer {
+        hid: HandoffId,
+        ok: bool,
     },
 }
 
@@ -93,6 +106,11 @@ pub struct Sim {
     /// Ended operations: what they came to and their cost.
     pub results: HashMap<OpId, (Result<OpOk, OpError>, Report)>,
     inbound: HashMap<u64, (usize, RequestId)>,
+    inbound_broadcasts: HashMap<u64, (usize, HandoffId)>,
+    /// Broadcasts delivered: by which node, from which origin, what.
+    pub delivered: Vec<(usize, PeerId, Arc<Vec<u8>>)>,
+    /// Broadcast hand-offs sent so far.
+    pub handoffs: u64,
     next_inbound: u64,
     /// Messages delivered or lost so far.
     pub messages: u64,
@@ -116,6 +134,9 @@ impl Sim {
             next_op: 0,
             results: HashMap::new(),
             inbound: HashMap::new(),
+            inbound_broadcasts: HashMap::new(),
+            delivered: Vec::new(),
+            handoffs: 0,
             next_inbound: 0,
             messages: 0,
             seed,
@@ -200,6 +221,13 @@ impl Sim {
         op
     }
 
+    /// Node `i` broadcasts `payload`.
+    pub fn broadcast(&mut self, i: usize, payload: Vec<u8>) -> OpId {
+        let op = self.op();
+        self.input(i, Input::Broadcast { op, payload });
+        op
+    }
+
     fn op(&mut self) -> OpId {
         self.next_op += 1;
         self.next_op
@@ -247,21 +275,35 @@ impl Sim {
         let lost = self.net.loss > 0.0 && self.rng.gen_bool(self.net.loss.clamp(0.0, 1.0));
         if crosses || lost {
             // The transport's request timeout still ends the request at its sender, as
-            // libp2p's request-response does: a lost message must not hold a slot forever.
-            let (requester, rid) = match &message {
-                Message::Request { rid, .. } => (from, *rid),
-                Message::Response { rid, .. } | Message::TimedOut { rid } => (to, *rid),
+            // libp2p's request-response does: a lost message must not hold a slot forever (the
+            // timeout itself is scheduled, never lost).
+            let (requester, timeout) = match &message {
+                Message::Request { rid, .. } => (from, Message::TimedOut { rid: *rid }),
+                Message::Response { rid, .. } => (to, Message::TimedOut { rid: *rid }),
+                Message::Broadcast { hid, .. } => (
+                    from,
+                    Message::BroadcastAnswer {
+                        hid: *hid,
+                        ok: false,
+                    },
+                ),
+                Message::BroadcastAnswer { hid, .. } => (
+                    to,
+                    Message::BroadcastAnswer {
+                        hid: *hid,
+                        ok: false,
+                    },
+                ),
+                Message::TimedOut { .. } => return,
             };
-            if !matches!(message, Message::TimedOut { .. }) {
-                let at = self.now + self.config.timing.query_timeout;
-                let message = Box::new(Message::TimedOut { rid });
-                let event = Event::Deliver {
-                    from: requester,
-                    to: requester,
-                    message,
-                };
-                self.schedule(at, event);
-            }
+            let at = self.now + self.config.timing.query_timeout;
+            let message = Box::new(timeout);
+            let event = Event::Deliver {
+                from: requester,
+                to: requester,
+                message,
+            };
+            self.schedule(at, event);
             return;
         }
         let at = self.now + self.delay();
@@ -296,6 +338,22 @@ impl Sim {
                 Action::Reply { op, result, report } => {
                     self.results.insert(op, (result, report));
                 }
+                Action::Broadcast {
+                    id, peer, message, ..
+                } => {
+                    let Some(&to) = self.index.get(&peer) else {
+                        continue;
+                    };
+                    self.handoffs += 1;
+                    self.send(i, to, Message::Broadcast { hid: id, message });
+                }
+                Action::AnswerBroadcast { id, ack } => {
+                    if let Some((to, hid)) = self.inbound_broadcasts.remove(&id) {
+                        let ok = ack.is_some();
+                        self.send(i, to, Message::BroadcastAnswer { hid, ok });
+                    }
+                }
+                Action::Deliver { origin, payload } => self.delivered.push((i, origin, payload)),
                 // The core itself refuses a blocked peer's requests and keeps it out of its
                 // table and lookups: the transport's refusal adds nothing to simulate.
                 Action::Lied { .. }
@@ -383,6 +441,25 @@ impl Sim {
                         id,
                         request,
                         serving: true,
+                    };
+                    self.input(to, input);
+                }
+                Message::Broadcast { hid, message } => {
+                    if !self.nodes[to].alive {
+                        self.send(to, from, Message::BroadcastAnswer { hid, ok: false });
+                        return;
+                    }
+                    self.next_inbound += 1;
+                    let id = self.next_inbound;
+                    self.inbound_broadcasts.insert(id, (from, hid));
+                    let peer = self.peer(from);
+                    self.input(to, Input::BroadcastReceived { peer, id, message });
+                }
+                Message::BroadcastAnswer { hid, ok } => {
+                    let input = if ok {
+                        Input::BroadcastAnswered { id: hid }
+                    } else {
+                        Input::BroadcastFailed { id: hid }
                     };
                     self.input(to, input);
                 }

@@ -30,9 +30,10 @@ impl EventLoop {
             }
             Command::Broadcast { payload, reply } => {
                 self.counters.broadcasts_sent += 1;
-                let message = self.broadcaster.originate(payload, Instant::now());
-                let sent = self.hand_off(&message, 0, FULL_HEIGHT);
-                let _ = reply.send(Ok(sent));
+                self.start_op(Caller::Broadcast(reply), |op| Input::Broadcast {
+                    op,
+                    payload,
+                });
             }
             Command::Status { reply } => {
                 let _ = reply.send(Ok(self.status()));
@@ -163,34 +164,6 @@ impl EventLoop {
         });
     }
 
-    /// Hands `message` to peers of our buckets `from..to`; returns how many hand-offs were sent.
-    pub(super) fn hand_off(
-        &mut self,
-        message: &dht_behaviours::broadcast::BroadcastMessage,
-        from: u16,
-        to: u16,
-    ) -> usize {
-        let buckets = self.buckets();
-        let plan = self.broadcaster.plan(message, &buckets, from, to);
-        let sent = plan.len();
-        for (peer, msg) in plan {
-            let addrs = self.addrs_of(&peer);
-            let id = self
-                .swarm
-                .behaviour_mut()
-                .broadcast
-                .send_request_with_addresses(&peer, msg.clone(), addrs);
-            self.broadcaster.sent(
-                id,
-                Handoff {
-                    message: msg,
-                    tried: vec![peer],
-                },
-            );
-        }
-        sent
-    }
-
     pub(super) fn status(&mut self) -> NodeStatus {
         let local = self.local;
         let routing_table_size = self.core.routing().len();
@@ -215,7 +188,7 @@ impl EventLoop {
                 + self.commands_out.queued()
                 + self.info_ops.len()
                 + self.dials.len()
-                + self.broadcaster.in_flight()
+                + self.core.broadcasts_in_flight()
                 + self.core.mirror_pending(),
             uptime: self.started.elapsed(),
             counters,
@@ -239,22 +212,6 @@ impl EventLoop {
             .collect();
         entries.sort_by_key(|e| (e.bucket, e.peer));
         entries
-    }
-
-    /// The routing table as buckets of peers, for the broadcast plan.
-    pub(super) fn buckets(&self) -> Vec<Bucket> {
-        let mut buckets: Vec<Bucket> = Vec::new();
-        for entry in self.routing_table() {
-            let index = u16::try_from(entry.bucket).unwrap_or(u16::MAX);
-            match buckets.last_mut() {
-                Some(b) if b.index == index => b.peers.push(entry.peer),
-                _ => buckets.push(Bucket {
-                    index,
-                    peers: vec![entry.peer],
-                }),
-            }
-        }
-        buckets
     }
 
     /// The addresses the routing table has for `peer`, for a request to it when not connected.

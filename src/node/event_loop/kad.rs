@@ -19,6 +19,7 @@ use crate::command::Reply;
 use crate::core::reputation::{BLOCK_DURATION, Offence};
 use crate::core::{Action, InboundId, Input, OpError, OpId, OpOk, Refusal, Report, RequestId};
 use crate::error::Error;
+use crate::event::Event;
 use crate::key::Key;
 use crate::status::{self, Stored};
 
@@ -30,6 +31,8 @@ pub(crate) enum Caller {
     Fetch(Key, Reply<Vec<u8>>),
     /// A `lookup` of the k closest peers.
     Peers(Reply<status::Lookup>),
+    /// A broadcast: how many hand-offs went out.
+    Broadcast(Reply<usize>),
 }
 
 /// What is in flight between the core and the swarm.
@@ -85,6 +88,41 @@ impl EventLoop {
                 }
             }
             Action::Reply { op, result, report } => self.op_done(op, result, report),
+            Action::Broadcast {
+                id,
+                peer,
+                addrs,
+                message,
+            } => {
+                let rid = self
+                    .swarm
+                    .behaviour_mut()
+                    .broadcast
+                    .send_request_with_addresses(&peer, message, addrs);
+                self.broadcast_requests.insert(rid, id);
+            }
+            Action::AnswerBroadcast { id, ack } => {
+                let Some(channel) = self.broadcast_inbound.remove(&id) else {
+                    return;
+                };
+                if let Some(ack) = ack
+                    && self
+                        .swarm
+                        .behaviour_mut()
+                        .broadcast
+                        .send_response(channel, ack)
+                        .is_err()
+                {
+                    debug!("broadcast ack not sent: the sender is gone");
+                }
+            }
+            Action::Deliver { origin, payload } => {
+                self.counters.broadcasts_received += 1;
+                self.emit(Event::Broadcast {
+                    origin,
+                    payload: payload.as_ref().clone(),
+                });
+            }
             Action::Mirror {
                 id,
                 peer,
@@ -202,6 +240,12 @@ impl EventLoop {
             (Caller::Peers(reply), Err(e)) => {
                 let _ = reply.send(Err(error(e, None, "lookup")));
             }
+            (Caller::Broadcast(reply), Ok(OpOk::Broadcast { sent })) => {
+                let _ = reply.send(Ok(sent));
+            }
+            (Caller::Broadcast(reply), Err(e)) => {
+                let _ = reply.send(Err(error(e, None, "broadcast")));
+            }
             (caller, Ok(other)) => {
                 warn!(?other, "an operation ended with an answer of another kind");
                 let after = Duration::ZERO;
@@ -213,6 +257,7 @@ impl EventLoop {
                     Caller::Store(_, r) => drop(r.send(Err(e))),
                     Caller::Fetch(_, r) => drop(r.send(Err(e))),
                     Caller::Peers(r) => drop(r.send(Err(e))),
+                    Caller::Broadcast(r) => drop(r.send(Err(e))),
                 }
             }
         }

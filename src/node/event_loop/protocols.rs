@@ -123,29 +123,21 @@ impl EventLoop {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
-                    let receipt = self.broadcaster.receive(&request, Instant::now());
-                    if self
-                        .swarm
-                        .behaviour_mut()
-                        .broadcast
-                        .send_response(channel, receipt.ack)
-                        .is_err()
-                    {
-                        debug!(%peer, "broadcast ack not sent");
-                    }
-                    if receipt.deliver {
-                        self.counters.broadcasts_received += 1;
-                        self.emit(Event::Broadcast {
-                            origin: request.origin,
-                            payload: request.payload.as_ref().clone(),
-                        });
-                    }
-                    if let Some((from, to)) = receipt.forward {
-                        self.hand_off(&request, from, to);
-                    }
+                    let id = self.next_broadcast_in;
+                    self.next_broadcast_in += 1;
+                    self.broadcast_inbound.insert(id, channel);
+                    self.drive(Input::BroadcastReceived {
+                        peer,
+                        id,
+                        message: request,
+                    });
+                    // The core answers at once.
+                    self.broadcast_inbound.remove(&id);
                 }
                 request_response::Message::Response { request_id, .. } => {
-                    self.broadcaster.answered(&request_id);
+                    if let Some(id) = self.broadcast_requests.remove(&request_id) {
+                        self.drive(Input::BroadcastAnswered { id });
+                    }
                 }
             },
             request_response::Event::OutboundFailure {
@@ -155,15 +147,8 @@ impl EventLoop {
                 ..
             } => {
                 debug!(%peer, "broadcast hand-off failed: {error}");
-                let buckets = self.buckets();
-                if let Some((next, handoff)) = self.broadcaster.failed(&request_id, &buckets) {
-                    let addrs = self.addrs_of(&next);
-                    let id = self
-                        .swarm
-                        .behaviour_mut()
-                        .broadcast
-                        .send_request_with_addresses(&next, handoff.message.clone(), addrs);
-                    self.broadcaster.sent(id, handoff);
+                if let Some(id) = self.broadcast_requests.remove(&request_id) {
+                    self.drive(Input::BroadcastFailed { id });
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
