@@ -8,6 +8,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use dht_behaviours::broadcast::{Ack, BroadcastMessage};
+use dht_behaviours::command::CommandReply;
 use dht_behaviours::kad_wire::{KadRequest, KadResponse};
 use dht_behaviours::mirror::MirrorRecord;
 use dht_behaviours::validation::RecordError;
@@ -16,6 +17,7 @@ use libp2p::{Multiaddr, PeerId};
 
 use super::bootstrap::DialId;
 use super::broadcaster::HandoffId;
+use super::commands::CommandId;
 use super::mirror_feed::MirrorId;
 use super::outbox::{Outgoing, RequestId};
 use super::records::Refusal;
@@ -77,6 +79,50 @@ pub enum Input {
     BroadcastFailed {
         /// Which.
         id: HandoffId,
+    },
+    /// Send `payload` to `peer`'s command handler.
+    Command {
+        /// The caller's number for the reply.
+        op: OpId,
+        /// To whom.
+        peer: PeerId,
+        /// The application's bytes.
+        payload: Vec<u8>,
+    },
+    /// A peer answered one of our commands ([`Action::SendCommand`]).
+    CommandAnswered {
+        /// Which.
+        id: CommandId,
+        /// Its handler's answer.
+        reply: CommandReply,
+    },
+    /// One of our commands failed on the way (`reason` `None`: the transport's timeout).
+    CommandFailed {
+        /// Which.
+        id: CommandId,
+        /// Why.
+        reason: Option<String>,
+    },
+    /// A peer sent us a command.
+    CommandReceived {
+        /// Who.
+        peer: PeerId,
+        /// The driver's number for the answer.
+        id: InboundId,
+        /// Its bytes.
+        payload: Vec<u8>,
+    },
+    /// The application's handler answered a peer's command ([`Action::RunHandler`]).
+    HandlerDone {
+        /// Which inbound command.
+        id: InboundId,
+        /// The answer.
+        reply: CommandReply,
+    },
+    /// The application set or removed its command handler.
+    SetHandler {
+        /// Whether one is set now.
+        present: bool,
     },
     /// Join the network through these peers.
     Join {
@@ -221,6 +267,8 @@ pub enum OpOk {
     Value(Vec<u8>),
     /// The closest peers that answered.
     Closest(Vec<PeerId>),
+    /// A peer's handler answered.
+    Command(Vec<u8>),
     /// A broadcast went out in this many hand-offs.
     Broadcast {
         /// Hand-offs sent.
@@ -243,6 +291,12 @@ pub enum OpError {
     /// This node refused its own record.
     #[error("{0}")]
     Refused(Refusal),
+    /// A peer's command handler refused.
+    #[error("refused: {0}")]
+    CommandRefused(String),
+    /// A command could not be delivered.
+    #[error("{0}")]
+    CommandFailed(String),
 }
 
 /// What an operation cost.
@@ -276,6 +330,35 @@ pub enum Action {
         result: Result<OpOk, OpError>,
         /// At what cost.
         report: Report,
+    },
+    /// Send a command to a peer; its outcome comes back as [`Input::CommandAnswered`] or
+    /// [`Input::CommandFailed`].
+    SendCommand {
+        /// The core's number for this command.
+        id: CommandId,
+        /// To whom.
+        peer: PeerId,
+        /// Its addresses, should it need dialing.
+        addrs: Vec<Multiaddr>,
+        /// The bytes.
+        payload: Vec<u8>,
+    },
+    /// Run the application's handler on a peer's command; its answer comes back as
+    /// [`Input::HandlerDone`].
+    RunHandler {
+        /// Which inbound command.
+        id: InboundId,
+        /// From whom.
+        peer: PeerId,
+        /// Its bytes.
+        payload: Vec<u8>,
+    },
+    /// Answer a peer's command.
+    AnswerCommand {
+        /// Which inbound command.
+        id: InboundId,
+        /// The answer.
+        reply: CommandReply,
     },
     /// Hand a broadcast message to a peer; the outcome comes back as
     /// [`Input::BroadcastAnswered`] or [`Input::BroadcastFailed`].

@@ -11,11 +11,13 @@
 //! - `maintenance`: replication, republish, expiry, refresh, hand-off, caching;
 //! - `join` and [`bootstrap`]: joining, bootstrap dials, rejoining a network once cut off;
 //! - `mirrors` and [`mirror_feed`]: every record held here handed to the mirrors met;
-//! - `broadcast` and [`broadcaster`]: broadcast along the buckets, each message delivered once.
+//! - `broadcast` and [`broadcaster`]: broadcast along the buckets, each message delivered once;
+//! - [`commands`]: custom commands, ours queued per peer, peers' to the application's handler.
 
 pub mod bootstrap;
 mod broadcast;
 pub mod broadcaster;
+pub mod commands;
 mod events;
 mod join;
 pub mod maintenance;
@@ -139,6 +141,7 @@ pub struct Core {
     mirrors: Mirrors,
     broadcaster: Broadcaster,
     next_handoff: HandoffId,
+    commands: commands::Commands,
 }
 
 impl Core {
@@ -182,6 +185,7 @@ impl Core {
             mirrors: Mirrors::new(now),
             broadcaster: Broadcaster::new(local),
             next_handoff: 0,
+            commands: commands::Commands::default(),
             config,
         }
     }
@@ -238,6 +242,14 @@ impl Core {
                     self.ops.insert(id, op);
                 }
             }
+            Input::Command { op, peer, payload } => self.command(op, peer, payload, now, &mut out),
+            Input::CommandAnswered { id, reply } => self.command_answered(id, reply, &mut out),
+            Input::CommandFailed { id, reason } => self.command_failed(id, reason, &mut out),
+            Input::CommandReceived { peer, id, payload } => {
+                self.command_received(peer, id, payload, &mut out)
+            }
+            Input::HandlerDone { id, reply } => self.handler_done(id, reply, &mut out),
+            Input::SetHandler { present } => self.set_handler(present),
             Input::Broadcast { op, payload } => self.broadcast(op, payload, now, &mut out),
             Input::BroadcastReceived { peer, id, message } => {
                 self.broadcast_received(peer, id, message, now, &mut out)
@@ -324,6 +336,7 @@ impl Core {
                 self.maintain(now, &mut events);
                 self.bootstrap_tick(now, &mut out);
                 self.feed_mirrors(now, &mut out);
+                self.expire_commands(now, &mut out);
             }
         }
         self.flush(events, now, &mut out);
@@ -551,10 +564,14 @@ impl Core {
     pub fn next_wakeup(&self) -> Instant {
         let queries = self.queries.next_wakeup();
         let maintenance = self.next_maintenance();
-        let soonest = [self.next_bootstrap(), self.next_mirror_round()]
-            .into_iter()
-            .flatten()
-            .fold(maintenance, Instant::min);
+        let soonest = [
+            self.next_bootstrap(),
+            self.next_mirror_round(),
+            self.next_command_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(maintenance, Instant::min);
         queries.map_or(soonest, |q| q.min(soonest))
     }
 

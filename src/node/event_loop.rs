@@ -2,8 +2,9 @@
 //! policy (the routing table, the records and their admission, lookups, stores, fetches,
 //! replication, refresh, hand-off, caching, answers to peers' kad requests) is the core's; this
 //! loop feeds it swarm events, handle commands and ticks, and carries out its actions. Peers'
-//! standing (offences, blocks, silent peers), bootstrap rounds, the mirrors' feed and broadcast are
-//! the core's too. Custom commands, node info and persistence are still driven from here. Every pending operation has a deadline.
+//! standing (offences, blocks, silent peers), bootstrap rounds, the mirrors' feed, broadcast and
+//! custom commands are the core's too; the application's command handler runs here, as do node
+//! info and persistence. Every pending operation has a deadline.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,16 +25,16 @@ use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, ping};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{debug, info, trace, warn};
 
 use super::bandwidth::Bandwidth;
-use super::outbound::OutboundCommands;
 use super::pending::Pending;
 use super::persistence::{RecordDb, Writer};
 use crate::command::{Command, CommandHandler, Reply};
 use crate::core::bootstrap::DialId;
 use crate::core::broadcaster::HandoffId;
+use crate::core::commands::CommandId;
 use crate::core::mirror_feed::MirrorId;
 use crate::core::reputation::Offence;
 use crate::core::{Core, CoreConfig, InboundId, Input};
@@ -54,14 +55,13 @@ use crate::status::{
 
 /// How often deadlines, bootstrap and expiry are checked.
 pub const TICK: Duration = Duration::from_millis(200);
+pub use crate::core::commands::MAX_RUNNING_HANDLERS;
 pub use crate::core::maintenance::EXPIRY_SWEEP;
-/// Custom-command handlers running at once; more inbound commands are refused as busy.
-pub const MAX_RUNNING_HANDLERS: usize = 256;
 /// Network operations (kad queries, dials, info requests) pending at once; more are refused with
 /// [`Error::Busy`] rather than queued without bound.
 pub const MAX_PENDING_OPERATIONS: usize = 4096;
 
-type HandlerDone = (ResponseChannel<CommandReply>, CommandReply);
+type HandlerDone = (InboundId, CommandReply);
 pub(crate) struct EventLoop {
     swarm: Swarm<DhtBehaviour>,
     config: ProtocolConfig,
@@ -71,10 +71,13 @@ pub(crate) struct EventLoop {
     handler_done_tx: mpsc::Sender<HandlerDone>,
     handler_done_rx: mpsc::Receiver<HandlerDone>,
     handler: Option<CommandHandler>,
-    handler_slots: Arc<Semaphore>,
     core: Core,
     in_flight: InFlight,
-    cmd_ops: Pending<OutboundRequestId, (PeerId, Reply<Vec<u8>>)>,
+    /// Peers' commands waiting for the handler's (or the core's) answer.
+    command_inbound: HashMap<InboundId, ResponseChannel<CommandReply>>,
+    next_command_in: InboundId,
+    /// Our commands in flight: the swarm's ids to the core's.
+    command_requests: HashMap<OutboundRequestId, CommandId>,
     /// Peers' broadcast hand-offs waiting for the core's answer.
     broadcast_inbound: HashMap<InboundId, ResponseChannel<Ack>>,
     next_broadcast_in: InboundId,
@@ -90,7 +93,6 @@ pub(crate) struct EventLoop {
     bandwidth: Arc<Bandwidth>,
     dials: Pending<ConnectionId, Reply<PeerId>>,
     info_ops: Pending<OutboundRequestId, (PeerId, Reply<NodeInfo>)>,
-    commands_out: OutboundCommands,
     writer: Option<Writer>,
     /// Hand-offs to mirrors in flight: the swarm's ids to the core's.
     mirror_requests: HashMap<OutboundRequestId, MirrorId>,
@@ -144,13 +146,13 @@ impl EventLoop {
             handler_done_tx,
             handler_done_rx,
             handler: None,
-            handler_slots: Arc::new(Semaphore::new(MAX_RUNNING_HANDLERS)),
             core,
             in_flight: InFlight::default(),
-            cmd_ops: Pending::new(),
+            command_inbound: HashMap::new(),
+            next_command_in: 0,
+            command_requests: HashMap::new(),
             dials: Pending::new(),
             info_ops: Pending::new(),
-            commands_out: OutboundCommands::default(),
             broadcast_inbound: HashMap::new(),
             next_broadcast_in: 0,
             broadcast_requests: HashMap::new(),
@@ -199,11 +201,9 @@ impl EventLoop {
                         break None;
                     }
                 },
-                Some((channel, reply)) = self.handler_done_rx.recv() => {
+                Some((id, reply)) = self.handler_done_rx.recv() => {
                     self.counters.commands_served += 1;
-                    if self.swarm.behaviour_mut().command.send_response(channel, reply).is_err() {
-                        debug!("custom command reply not sent: the requester is gone");
-                    }
+                    self.drive(Input::HandlerDone { id, reply });
                 }
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = tick.tick() => self.on_tick(),

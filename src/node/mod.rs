@@ -3,7 +3,6 @@
 
 mod bandwidth;
 mod event_loop;
-mod outbound;
 mod pending;
 pub mod persistence;
 

@@ -365,6 +365,10 @@ impl Sim {
                 | Action::Block { .. }
                 | Action::Unblock { .. }
                 | Action::Joined { .. } => {}
+                // The simulator runs no application: no custom commands.
+                Action::SendCommand { .. }
+                | Action::RunHandler { .. }
+                | Action::AnswerCommand { .. } => {}
                 // Never asked for: simulated nodes join by id (`Input::Join`), and are given no
                 // bootstrap addresses.
                 Action::Dial { .. } => {}

@@ -20,12 +20,16 @@ impl EventLoop {
                 reply,
             } => {
                 self.counters.commands_sent += 1;
-                let deadline = self.deadline(self.config.timing.command_timeout + TICK);
-                self.commands_out.push(peer, payload, reply, deadline);
-                self.send_queued_commands(peer);
+                self.start_op(Caller::Command(peer, reply), |op| Input::Command {
+                    op,
+                    peer,
+                    payload,
+                });
             }
             Command::SetCommandHandler { handler, reply } => {
                 self.handler = handler;
+                let present = self.handler.is_some();
+                self.drive(Input::SetHandler { present });
                 let _ = reply.send(Ok(()));
             }
             Command::Broadcast { payload, reply } => {
@@ -184,8 +188,7 @@ impl EventLoop {
             stored_keys: records.len(),
             stored_bytes: records.bytes(),
             pending_operations: self.running_queries()
-                + self.cmd_ops.len()
-                + self.commands_out.queued()
+                + self.core.commands_pending()
                 + self.info_ops.len()
                 + self.dials.len()
                 + self.core.broadcasts_in_flight()

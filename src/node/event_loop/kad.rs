@@ -33,6 +33,8 @@ pub(crate) enum Caller {
     Peers(Reply<status::Lookup>),
     /// A broadcast: how many hand-offs went out.
     Broadcast(Reply<usize>),
+    /// A custom command to a peer: its handler's answer.
+    Command(PeerId, Reply<Vec<u8>>),
 }
 
 /// What is in flight between the core and the swarm.
@@ -88,6 +90,34 @@ impl EventLoop {
                 }
             }
             Action::Reply { op, result, report } => self.op_done(op, result, report),
+            Action::SendCommand {
+                id,
+                peer,
+                addrs,
+                payload,
+            } => {
+                let rid = self
+                    .swarm
+                    .behaviour_mut()
+                    .command
+                    .send_request_with_addresses(&peer, payload, addrs);
+                self.command_requests.insert(rid, id);
+            }
+            Action::RunHandler { id, peer, payload } => self.run_handler(id, peer, payload),
+            Action::AnswerCommand { id, reply } => {
+                let Some(channel) = self.command_inbound.remove(&id) else {
+                    return;
+                };
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .command
+                    .send_response(channel, reply)
+                    .is_err()
+                {
+                    debug!("custom command answer not sent: the requester is gone");
+                }
+            }
             Action::Broadcast {
                 id,
                 peer,
@@ -202,6 +232,10 @@ impl EventLoop {
             OpError::Timeout => timeout(operation),
             OpError::NoPeers => Error::NoPeers,
             OpError::Refused(refusal) => Error::StoreFull(refusal.to_string()),
+            // Only commands end so, and they are answered below.
+            OpError::CommandRefused(reason) | OpError::CommandFailed(reason) => {
+                Error::Transport(reason)
+            }
         };
         if result.is_err() {
             self.counters.errors += 1;
@@ -240,6 +274,19 @@ impl EventLoop {
             (Caller::Peers(reply), Err(e)) => {
                 let _ = reply.send(Err(error(e, None, "lookup")));
             }
+            (Caller::Command(_, reply), Ok(OpOk::Command(bytes))) => {
+                let _ = reply.send(Ok(bytes));
+            }
+            (Caller::Command(peer, reply), Err(e)) => {
+                let _ = reply.send(Err(match e {
+                    OpError::CommandRefused(reason) => Error::CommandRefused { peer, reason },
+                    OpError::CommandFailed(reason) => Error::CommandFailed { peer, reason },
+                    _ => Error::Timeout {
+                        operation: "custom command",
+                        after: t.command_timeout,
+                    },
+                }));
+            }
             (Caller::Broadcast(reply), Ok(OpOk::Broadcast { sent })) => {
                 let _ = reply.send(Ok(sent));
             }
@@ -258,6 +305,7 @@ impl EventLoop {
                     Caller::Fetch(_, r) => drop(r.send(Err(e))),
                     Caller::Peers(r) => drop(r.send(Err(e))),
                     Caller::Broadcast(r) => drop(r.send(Err(e))),
+                    Caller::Command(_, r) => drop(r.send(Err(e))),
                 }
             }
         }

@@ -10,14 +10,6 @@ impl EventLoop {
         if now >= self.core.next_wakeup() {
             self.drive(Input::Tick);
         }
-        for (_, (peer, reply)) in self.cmd_ops.take_expired(now) {
-            self.commands_out.done(peer);
-            self.send_queued_commands(peer);
-            self.time_out(reply, "custom command", command);
-        }
-        for reply in self.commands_out.take_expired(now) {
-            self.time_out(reply, "custom command", command);
-        }
         for (_, (_, reply)) in self.info_ops.take_expired(now) {
             self.time_out(reply, "info", command);
         }

@@ -3,19 +3,6 @@
 use super::*;
 
 impl EventLoop {
-    /// Sends the commands queued for `peer` while it has free slots.
-    pub(super) fn send_queued_commands(&mut self, peer: PeerId) {
-        while let Some((payload, reply, deadline)) = self.commands_out.next_to_send(peer) {
-            let addrs = self.addrs_of(&peer);
-            let id = self
-                .swarm
-                .behaviour_mut()
-                .command
-                .send_request_with_addresses(&peer, payload, addrs);
-            self.cmd_ops.insert(id, deadline, (peer, reply));
-        }
-    }
-
     pub(super) fn on_command_protocol(
         &mut self,
         event: request_response::Event<Vec<u8>, CommandReply>,
@@ -29,45 +16,36 @@ impl EventLoop {
                         peer,
                         payload: request.clone(),
                     });
-                    self.answer_command(peer, request, channel);
+                    let id = self.next_command_in;
+                    self.next_command_in += 1;
+                    self.command_inbound.insert(id, channel);
+                    self.drive(Input::CommandReceived {
+                        peer,
+                        id,
+                        payload: request,
+                    });
                 }
                 request_response::Message::Response {
                     request_id,
                     response,
                 } => {
-                    if let Some((_, (peer, reply))) = self.cmd_ops.remove(&request_id) {
-                        self.commands_out.done(peer);
-                        self.send_queued_commands(peer);
-                        let _ = reply.send(match response {
-                            CommandReply::Ok(bytes) => Ok(bytes),
-                            CommandReply::Refused(reason) => {
-                                self.counters.errors += 1;
-                                Err(Error::CommandRefused { peer, reason })
-                            }
+                    if let Some(id) = self.command_requests.remove(&request_id) {
+                        self.drive(Input::CommandAnswered {
+                            id,
+                            reply: response,
                         });
                     }
                 }
             },
             request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
+                request_id, error, ..
             } => {
-                if let Some((_, (_, reply))) = self.cmd_ops.remove(&request_id) {
-                    self.commands_out.done(peer);
-                    self.send_queued_commands(peer);
-                    self.counters.errors += 1;
-                    let _ = reply.send(Err(match error {
-                        request_response::OutboundFailure::Timeout => Error::Timeout {
-                            operation: "custom command",
-                            after: self.config.timing.command_timeout,
-                        },
-                        other => Error::CommandFailed {
-                            peer,
-                            reason: other.to_string(),
-                        },
-                    }));
+                if let Some(id) = self.command_requests.remove(&request_id) {
+                    let reason = match error {
+                        request_response::OutboundFailure::Timeout => None,
+                        other => Some(other.to_string()),
+                    };
+                    self.drive(Input::CommandFailed { id, reason });
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -80,35 +58,17 @@ impl EventLoop {
         }
     }
 
-    pub(super) fn answer_command(
-        &mut self,
-        peer: PeerId,
-        payload: Vec<u8>,
-        channel: ResponseChannel<CommandReply>,
-    ) {
-        let refuse = |this: &mut Self, channel, reason: &str| {
-            let reply = CommandReply::Refused(reason.to_owned());
-            if this
-                .swarm
-                .behaviour_mut()
-                .command
-                .send_response(channel, reply)
-                .is_err()
-            {
-                debug!("custom command refusal not sent: the requester is gone");
-            }
-        };
+    /// Runs the application's handler on a peer's command, off the loop (the core counted it
+    /// against [`MAX_RUNNING_HANDLERS`]).
+    pub(super) fn run_handler(&mut self, id: InboundId, peer: PeerId, payload: Vec<u8>) {
         let Some(handler) = self.handler.clone() else {
-            return refuse(self, channel, "no command handler registered");
-        };
-        let Ok(permit) = self.handler_slots.clone().try_acquire_owned() else {
-            return refuse(self, channel, "busy: too many commands in progress");
+            let reply = CommandReply::Refused("no command handler registered".to_owned());
+            self.drive(Input::HandlerDone { id, reply });
+            return;
         };
         let done = self.handler_done_tx.clone();
         let timeout = self.config.timing.command_timeout;
-        tokio::spawn(run_handler(
-            handler, peer, payload, channel, done, timeout, permit,
-        ));
+        tokio::spawn(run_handler(handler, peer, payload, id, done, timeout));
     }
 
     pub(super) fn on_broadcast(
@@ -232,10 +192,9 @@ async fn run_handler(
     handler: CommandHandler,
     peer: PeerId,
     payload: Vec<u8>,
-    channel: ResponseChannel<CommandReply>,
+    id: InboundId,
     done: mpsc::Sender<HandlerDone>,
     timeout: Duration,
-    _permit: OwnedSemaphorePermit,
 ) {
     let reply = match tokio::time::timeout(timeout, handler(peer, payload)).await {
         Ok(Ok(bytes)) if bytes.len() <= MAX_COMMAND_REPLY => CommandReply::Ok(bytes),
@@ -247,5 +206,5 @@ async fn run_handler(
         Err(_) => CommandReply::Refused("the handler timed out".to_owned()),
     };
     // The loop is gone only when the node stops; then nobody needs the reply.
-    let _ = done.send((channel, reply)).await;
+    let _ = done.send((id, reply)).await;
 }
