@@ -361,7 +361,10 @@ mod tests {
             ids.extend(sent(&command(&mut core, op, peer, t)));
         }
         let deadline = t + Timing::fast().command_timeout + COMMAND_DEADLINE_SLACK;
-        assert!(core.next_wakeup() <= deadline, "the core wakes for the deadline");
+        assert!(
+            core.next_wakeup() <= deadline,
+            "the core wakes for the deadline"
+        );
         let early = core.handle(Input::Tick, deadline - Duration::from_millis(1));
         assert!(replies(&early).is_empty());
         let late = core.handle(Input::Tick, deadline);

@@ -5,8 +5,9 @@
 //! same code runs under the simulator ([`crate::sim`]) with a virtual clock.
 //!
 //! - [`routing`]: the k-buckets; [`records`]: the store and the one admission policy;
-//! - [`queries`] and [`outbox`]: lookups, stores and fetches, and our requests in flight;
-//! - [`server`]: answers to inbound FIND_NODE, GET_VALUE and PUT_VALUE;
+//! - `ops`: the handles' stores and fetches; [`query`]: what a query is for and how it ends;
+//! - [`queries`] and [`outbox`]: the lookups that run them, and our requests in flight;
+//! - [`server`]: answers to inbound FIND_NODE, GET_VALUE, PUT_VALUE and ADD_PROVIDER;
 //! - `peers`: peers' standing, [`reputation`] (offences, blocks) and [`silence`] (peers held out);
 //! - `maintenance`: replication, republish, expiry, refresh, hand-off, caching;
 //! - `join` and [`bootstrap`]: joining, bootstrap dials, rejoining a network once cut off;
@@ -23,9 +24,11 @@ mod join;
 pub mod maintenance;
 pub mod mirror_feed;
 mod mirrors;
+mod ops;
 pub mod outbox;
 mod peers;
 pub mod queries;
+pub mod query;
 pub mod quota;
 pub mod records;
 pub mod reputation;
@@ -37,12 +40,11 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use dht_behaviours::config::MAX_ADDRS_PER_PEER;
-use dht_behaviours::kad_wire::{KadRequest, WirePeer};
+use dht_behaviours::kad_wire::WirePeer;
 use dht_behaviours::lookup::CANDIDATES_PER_K;
 use dht_behaviours::store::StoreLimits;
-use dht_behaviours::validation::is_content_key;
 use dht_behaviours::{ProtocolConfig, Timing};
-use libp2p::kad::{KBucketKey, Record, RecordKey};
+use libp2p::kad::{KBucketKey, RecordKey};
 use libp2p::{Multiaddr, PeerId};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -57,7 +59,6 @@ pub use peers::offence_for;
 use queries::{Outcome, Purpose, Queries, QueryConfig, QueryEvent};
 pub use records::{Admitted, Records, Refusal, Source};
 use routing::{Inserted, RoutingTable};
-use server::Served;
 
 /// Content keys remembered to tell repeated fetches (demand) from first ones.
 pub const DEMAND_TRACKED_KEYS: usize = 4096;
@@ -425,109 +426,6 @@ impl Core {
             .map(|e| (*e.peer(), e.addrs.clone()))
             .collect();
         self.queries.start(key, purpose, seeds, now, events)
-    }
-
-    fn store(
-        &mut self,
-        op: OpId,
-        key: Vec<u8>,
-        value: Vec<u8>,
-        now: Instant,
-        out: &mut Vec<Action>,
-        events: &mut Vec<QueryEvent>,
-    ) {
-        let mut record = Record::new(RecordKey::new(&key), value);
-        if self.config.serving {
-            if let Err(refusal) = self.records.admit(Source::Own, record.clone(), now) {
-                out.push(reply(op, Err(OpError::Refused(refusal))));
-                return;
-            }
-            self.kept.push((record.key.clone(), None));
-        }
-        record.publisher = Some(self.local);
-        record.expires = Some(now + self.config.timing.record_ttl);
-        let id = self.start(key, Purpose::Store { record }, now, events);
-        self.ops.insert(id, op);
-    }
-
-    fn fetch(
-        &mut self,
-        op: OpId,
-        key: Vec<u8>,
-        now: Instant,
-        out: &mut Vec<Action>,
-        events: &mut Vec<QueryEvent>,
-    ) {
-        if let Some(r) = self.records.get(&RecordKey::new(&key), now) {
-            out.push(reply(op, Ok(OpOk::Value(r.value.clone()))));
-            return;
-        }
-        if self.routing.is_empty() {
-            out.push(reply(op, Err(OpError::NoPeers)));
-            return;
-        }
-        // Content never changes, so its copies can be spread safely; a free key's cannot.
-        let cache = is_content_key(&key) && self.repeated(&key);
-        let id = self.start(key, Purpose::Fetch { cache }, now, events);
-        self.ops.insert(id, op);
-    }
-
-    /// Whether `key` was fetched before (it is in demand). Bounded: everything is forgotten when
-    /// [`DEMAND_TRACKED_KEYS`] are tracked.
-    fn repeated(&mut self, key: &[u8]) -> bool {
-        if self.demand.contains(key) {
-            return true;
-        }
-        if self.demand.len() >= DEMAND_TRACKED_KEYS {
-            self.demand.clear();
-        }
-        self.demand.insert(key.to_vec());
-        false
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn serve(
-        &mut self,
-        peer: PeerId,
-        id: InboundId,
-        request: KadRequest,
-        serving: bool,
-        now: Instant,
-        out: &mut Vec<Action>,
-        events: &mut Vec<QueryEvent>,
-    ) {
-        // A blocked peer's requests go unanswered, whatever reached us (the transport refuses
-        // its connections too, but one may have been open when it was blocked).
-        if !self.config.serving || self.is_blocked(&peer) {
-            out.push(Action::Answer { id, response: None });
-            return;
-        }
-        self.stats.served += 1;
-        // As go-libp2p-kad-dht answers: a bucket's worth of closer peers, whatever the replication
-        // factor, so that a small k does not starve the asker's routing table.
-        let k = self.config.bucket_size();
-        let served = server::serve(&self.routing, &mut self.records, peer, request, k, now);
-        let response = match served {
-            Served::Answer(r) => Some(r),
-            Served::Kept(admitted, r) => {
-                self.stats.puts_kept += 1;
-                if admitted == Admitted::New
-                    && let Some(record) = &r.record
-                {
-                    self.kept.push((record.key.clone(), Some(peer)));
-                }
-                Some(r)
-            }
-            Served::Refused(refusal) => {
-                self.refused(peer, refusal, now, out);
-                None
-            }
-            Served::Silent(_) => None,
-        };
-        out.push(Action::Answer { id, response });
-        if serving {
-            self.seen(peer, Vec::new(), now, events);
-        }
     }
 
     /// `peer` serves kad: it joins the routing table if there is room (and it is neither blocked

@@ -10,6 +10,9 @@ use dht_behaviours::kad_wire::{KadRequest, KadResponse, MessageKind, WirePeer};
 use libp2p::PeerId;
 use libp2p::kad::{KBucketKey, RecordKey};
 
+use super::Core;
+use super::events::{Action, InboundId};
+use super::queries::QueryEvent;
 use super::records::{Admitted, Records, Refusal, Source};
 use super::routing::RoutingTable;
 
@@ -104,5 +107,52 @@ pub fn serve(
             Served::Silent(kept)
         }
         KadRequest::Ping => Served::Answer(KadResponse::to(MessageKind::Ping)),
+    }
+}
+
+impl Core {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn serve(
+        &mut self,
+        peer: PeerId,
+        id: InboundId,
+        request: KadRequest,
+        serving: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+        events: &mut Vec<QueryEvent>,
+    ) {
+        // A blocked peer's requests go unanswered, whatever reached us (the transport refuses
+        // its connections too, but one may have been open when it was blocked).
+        if !self.config.serving || self.is_blocked(&peer) {
+            out.push(Action::Answer { id, response: None });
+            return;
+        }
+        self.stats.served += 1;
+        // As go-libp2p-kad-dht answers: a bucket's worth of closer peers, whatever the replication
+        // factor, so that a small k does not starve the asker's routing table.
+        let k = self.config.bucket_size();
+        let served = serve(&self.routing, &mut self.records, peer, request, k, now);
+        let response = match served {
+            Served::Answer(r) => Some(r),
+            Served::Kept(admitted, r) => {
+                self.stats.puts_kept += 1;
+                if admitted == Admitted::New
+                    && let Some(record) = &r.record
+                {
+                    self.kept.push((record.key.clone(), Some(peer)));
+                }
+                Some(r)
+            }
+            Served::Refused(refusal) => {
+                self.refused(peer, refusal, now, out);
+                None
+            }
+            Served::Silent(_) => None,
+        };
+        out.push(Action::Answer { id, response });
+        if serving {
+            self.seen(peer, Vec::new(), now, events);
+        }
     }
 }

@@ -1,0 +1,125 @@
+//! What a query is: its purpose, how it ended, what it asks of the core, and the knobs every
+//! query shares. The engine that runs them is [`super::queries`].
+
+use std::time::Duration;
+
+use dht_behaviours::validation::RecordError;
+use libp2p::kad::Record;
+use libp2p::{Multiaddr, PeerId};
+
+use super::outbox::{Outgoing, QueryId};
+
+/// What a query is for.
+#[derive(Debug, Clone)]
+pub enum Purpose {
+    /// Put `record` on the k closest nodes (a store, a re-store or a republish).
+    Store {
+        /// The copy sent (with the expiry holders get).
+        record: Record,
+    },
+    /// The value under the key; with `cache`, the lookup runs on once answered to find the closest
+    /// node that lacked it (the key is in demand).
+    Fetch {
+        /// Run on for caching once found.
+        cache: bool,
+    },
+    /// The k closest peers that answered.
+    Peers,
+    /// A lookup of this node's own id (at join and every refresh): it looks for a bucket's worth
+    /// of peers, which fills the near buckets and puts this node in its neighbours' tables.
+    Refresh,
+    /// A lookup of a random key in one far bucket, as libp2p refreshes one: k peers found there
+    /// are enough, traffic fills the rest.
+    RefreshBucket,
+}
+
+/// How a query ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A store's PUT phase ended: these peers acknowledged.
+    Stored {
+        /// The peers that acknowledged, closest first.
+        acked: Vec<PeerId>,
+    },
+    /// A fetch found the record.
+    Found {
+        /// The record, checked against its key.
+        record: Box<Record>,
+        /// Who answered with it.
+        from: PeerId,
+    },
+    /// A fetch ended without the record; `unanswered` closer peers never answered (0: it is
+    /// absent from the closest peers).
+    NotFound {
+        /// Closer peers that went unanswered.
+        unanswered: usize,
+    },
+    /// The closest peers that answered.
+    Peers {
+        /// Closest first.
+        peers: Vec<PeerId>,
+    },
+    /// A refresh ended.
+    Refreshed,
+    /// The deadline passed.
+    TimedOut,
+}
+
+/// What the queries want done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryEvent {
+    /// Send this request.
+    Send(Outgoing),
+    /// A query ended.
+    Done {
+        /// Which.
+        id: QueryId,
+        /// How.
+        outcome: Outcome,
+        /// Requests it sent.
+        requests: usize,
+        /// Rounds until the closest peer that answered (or held the value) was reached.
+        hops: u32,
+        /// How long it ran.
+        took: Duration,
+    },
+    /// A fetch that ran on under demand found where to cache: `peer` lacked the value (`None`:
+    /// every peer asked held it).
+    CacheAt {
+        /// The record to cache.
+        record: Record,
+        /// The closest peer without it, and its addresses.
+        peer: Option<(PeerId, Vec<Multiaddr>)>,
+    },
+    /// `peer` answered with a record that is not what its key says.
+    Lied {
+        /// Who.
+        peer: PeerId,
+        /// What was wrong.
+        error: RecordError,
+    },
+    /// A one-off PUT resolved.
+    OneoffDone {
+        /// To whom.
+        peer: PeerId,
+        /// Whether it was acknowledged.
+        acked: bool,
+    },
+}
+
+/// The knobs of every query.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryConfig {
+    /// Replication factor.
+    pub k: usize,
+    /// Peers a bucket holds: a routing refresh looks for this many, to fill the buckets.
+    pub bucket_size: usize,
+    /// Parallelism.
+    pub alpha: usize,
+    /// Deadline of a query (a store gets two: lookup, then PUTs).
+    pub query_timeout: Duration,
+    /// A request unanswered this long counts as failed.
+    pub peer_timeout: Duration,
+    /// Whether this node serves (keeps its own copy, so counts among a key's k closest).
+    pub serving: bool,
+}
