@@ -32,6 +32,15 @@ pub fn distance(a: Point, b: Point) -> Point {
     (a.0 ^ b.0, a.1 ^ b.1)
 }
 
+/// `d` with bit `b` flipped (bit 255 is the highest).
+fn with_bit(d: Point, b: u32) -> Point {
+    if b >= 128 {
+        (d.0 ^ (1u128 << (b - 128)), d.1)
+    } else {
+        (d.0, d.1 ^ (1u128 << b))
+    }
+}
+
 /// `ilog2` of a distance (`None` for zero).
 fn ilog2(d: Point) -> Option<u32> {
     if d.0 != 0 {
@@ -194,17 +203,43 @@ impl RoutingTable {
         Some(bucket.remove(pos))
     }
 
-    /// The `n` peers of the table closest to `target`, closest first.
+    /// The `n` peers of the table closest to `target`, closest first. Whole buckets are taken in
+    /// the order of their distance range and only the entries taken are sorted, so a lookup of a
+    /// table of hundreds costs about `n` distances, not one per entry (answering FIND_NODE and
+    /// seeding lookups are the hottest paths of a busy node and of the simulator).
+    ///
+    /// Why the order holds: a peer `p` of the bucket with `ilog2(d(local, p)) = b` is at
+    /// `d(p, t) = d(local, t) xor d(local, p)`, which agrees with `d(local, t) xor 2^b` on every
+    /// bit from `b` up; so the buckets' ranges are disjoint, ordered by that value.
     pub fn closest<T>(&self, target: &KBucketKey<T>, n: usize) -> Vec<&Entry> {
         let t = point(target);
-        let mut all: Vec<(Point, &Entry)> =
-            self.entries().map(|e| (distance(t, e.point), e)).collect();
-        if all.len() > n {
-            all.select_nth_unstable_by(n, |a, b| a.0.cmp(&b.0));
-            all.truncate(n);
+        let from_local = distance(t, self.local);
+        let mut order: Vec<(Point, usize)> = self
+            .buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(i, _)| (with_bit(from_local, 255 - i as u32), i))
+            .collect();
+        order.sort_unstable_by_key(|(key, _)| *key);
+        let mut out: Vec<&Entry> = Vec::with_capacity(n.min(self.len));
+        for (_, i) in order {
+            if out.len() >= n {
+                break;
+            }
+            let mut bucket: Vec<(Point, &Entry)> = self.buckets[i]
+                .iter()
+                .map(|e| (distance(t, e.point), e))
+                .collect();
+            let room = n - out.len();
+            if bucket.len() > room {
+                bucket.select_nth_unstable_by_key(room, |(d, _)| *d);
+                bucket.truncate(room);
+            }
+            bucket.sort_unstable_by_key(|(d, _)| *d);
+            out.extend(bucket.into_iter().map(|(_, e)| e));
         }
-        all.sort_unstable_by_key(|a| a.0);
-        all.into_iter().map(|(_, e)| e).collect()
+        out
     }
 
     /// Every entry, farthest bucket first.
@@ -310,15 +345,30 @@ mod tests {
         for p in &all {
             table.insert(*p, vec![]);
         }
+        let kept: Vec<PeerId> = table.entries().map(|e| *e.peer()).collect();
+        // Random keys, this node's own id, and ids of peers in the table (near and far).
+        let mut targets: Vec<Vec<u8>> = (0..50u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        targets.push(local.to_bytes());
+        targets.extend(kept.iter().step_by(7).map(|p| p.to_bytes()));
+        for key in targets {
+            let target = KBucketKey::new(key);
+            let mut sorted = kept.clone();
+            sorted.sort_by_key(|p| target.distance(&KBucketKey::new(p.to_bytes())));
+            for n in [1, 3, 20, 60, kept.len() + 5] {
+                let got: Vec<PeerId> = table
+                    .closest(&target, n)
+                    .into_iter()
+                    .map(|e| *e.peer())
+                    .collect();
+                assert_eq!(got, sorted[..n.min(kept.len())].to_vec(), "n = {n}");
+            }
+        }
         let target = KBucketKey::new(b"target".to_vec());
-        let mut kept: Vec<PeerId> = table.entries().map(|e| *e.peer()).collect();
-        kept.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
         let got: Vec<PeerId> = table
             .closest(&target, 20)
             .into_iter()
             .map(|e| *e.peer())
             .collect();
-        assert_eq!(got, kept[..20].to_vec());
         assert!(table.remove(&got[0]).is_some());
         assert!(!table.contains(&got[0]));
     }
