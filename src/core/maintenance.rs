@@ -15,6 +15,11 @@ use super::routing::RoutingTable;
 
 /// How often expired records are swept from the store.
 pub const EXPIRY_SWEEP: Duration = Duration::from_secs(5);
+/// Re-stores (replication and republish) running at once at most; a batch waits while this many
+/// run, so that a round among peers that do not answer (a partition, a mass failure) does not
+/// grow without bound. A round of 65,536 records at [`REPLICATION_PER_BATCH`] per
+/// [`REPLICATION_PACE`] starts 160 a second, each usually done within a second.
+pub const MAX_REPLICATION_QUERIES: usize = 256;
 /// Records re-stored per batch during a replication round.
 pub const REPLICATION_PER_BATCH: usize = 32;
 /// Time between two replication batches.
@@ -125,7 +130,7 @@ impl Core {
         self.last_replication = now;
         let ttl = self.config.timing.record_ttl;
         let mut started = 0;
-        while started < REPLICATION_PER_BATCH {
+        while started < REPLICATION_PER_BATCH && self.restoring.len() < MAX_REPLICATION_QUERIES {
             let Some(key) = self.replication.pop_front() else {
                 break;
             };
@@ -145,7 +150,8 @@ impl Core {
             let purpose = Purpose::Store {
                 record: outgoing_copy(record, now, ttl),
             };
-            self.start(key.to_vec(), purpose, now, events);
+            let id = self.start(key.to_vec(), purpose, now, events);
+            self.restoring.insert(id);
         }
     }
 

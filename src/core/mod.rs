@@ -129,6 +129,8 @@ pub struct Core {
     /// When the bootstrap nodes missing from the table were last dialed.
     last_redial: Instant,
     replication: VecDeque<RecordKey>,
+    /// Re-stores running (at most [`maintenance::MAX_REPLICATION_QUERIES`]).
+    restoring: HashSet<QueryId>,
     last_replication: Instant,
     last_refresh: Instant,
     last_sweep: Instant,
@@ -175,6 +177,7 @@ impl Core {
             next_dial: 0,
             last_redial: now,
             replication: VecDeque::new(),
+            restoring: HashSet::new(),
             last_replication: now,
             last_refresh: now,
             last_sweep: now,
@@ -219,6 +222,23 @@ impl Core {
     /// Operations and background queries running.
     pub fn queries(&self) -> usize {
         self.queries.len()
+    }
+
+    /// The handles' operations running (stores, fetches, lookups): what their admission counts.
+    /// Background work (replication, refresh, joins) has its own bound and never takes their
+    /// place.
+    pub fn operations(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Re-stores (replication and republish) running.
+    pub fn restores(&self) -> usize {
+        self.restoring.len()
+    }
+
+    /// Background queries running (replication and republish, refreshes, joins).
+    pub fn background_queries(&self) -> usize {
+        self.queries.len().saturating_sub(self.ops.len())
     }
 
     /// Peers of answers left out of lookups so far (beyond k, repeated, blocked or silent).
@@ -378,6 +398,7 @@ impl Core {
                 hops,
                 took,
             } => {
+                self.restoring.remove(&id);
                 if self.join == Some(id) {
                     self.join = None;
                     self.refresh_buckets(now, more);

@@ -385,3 +385,60 @@ fn a_join_is_followed_by_lookups_of_our_own_id_one_two_and_four_seconds_apart() 
         "follow-ups 1, 2 and 4 s apart (times in 100 ms)"
     );
 }
+
+#[test]
+fn replication_among_peers_that_never_answer_is_bounded_and_leaves_the_handles_their_budget() {
+    use super::maintenance::MAX_REPLICATION_QUERIES;
+    let t0 = Instant::now();
+    let cfg = config(5);
+    let timing = cfg.timing.clone();
+    let mut core = Core::new(PeerId::random(), cfg, t0);
+    // Peers still connected (identify keeps naming them) whose kad requests all time out, as in
+    // a half-partitioned network.
+    let peers: Vec<PeerId> = (0..20).map(|_| PeerId::random()).collect();
+    let see = |core: &mut Core, now| {
+        for p in &peers {
+            core.handle(
+                Input::PeerSeen {
+                    peer: *p,
+                    addrs: Vec::new(),
+                },
+                now,
+            );
+        }
+    };
+    see(&mut core, t0);
+    let held = 3 * MAX_REPLICATION_QUERIES;
+    for i in 0..held {
+        let value = format!("value {i}").into_bytes();
+        let record = Record::new(RecordKey::new(&content_key(&value)), value);
+        let from = peers[i % peers.len()];
+        let request = Input::Request {
+            peer: from,
+            id: i as u64,
+            request: put(record),
+            serving: true,
+        };
+        core.handle(request, t0);
+    }
+    assert_eq!(core.records().len(), held);
+    // Records received are skipped by the round right after; the next one re-stores them all.
+    let (mut now, end) = (t0, t0 + timing.replication_interval * 8);
+    let mut peak = 0;
+    while now < end {
+        now = core.next_wakeup().max(now + Duration::from_millis(1));
+        core.handle(Input::Tick, now);
+        see(&mut core, now);
+        peak = peak.max(core.restores());
+        assert_eq!(
+            core.operations(),
+            0,
+            "background work is no handle's operation"
+        );
+    }
+    assert!(core.stats().restores >= held as u64, "{:?}", core.stats());
+    assert_eq!(
+        peak, MAX_REPLICATION_QUERIES,
+        "the bound was reached and held (peak {peak})"
+    );
+}

@@ -311,10 +311,10 @@ impl EventLoop {
         }
     }
 
-    /// Operations and background queries running (counted against
-    /// [`super::MAX_PENDING_OPERATIONS`]).
+    /// The handles' operations running (counted against [`super::MAX_PENDING_OPERATIONS`];
+    /// background queries have their own bound in the core).
     pub(super) fn running_queries(&self) -> usize {
-        self.core.queries()
+        self.core.operations()
     }
 
     /// The peers of an answer with their dialable addresses only (loopback ones only from a peer
