@@ -19,12 +19,14 @@ pub enum Event {
         /// Its payload.
         payload: Vec<u8>,
     },
-    /// A peer sent this node a custom command (the handler answers it).
+    /// A peer sent this node a custom command (the handler answers it, with all of it).
     CommandReceived {
         /// The sender.
         peer: PeerId,
-        /// The payload.
+        /// The payload's first [`crate::options::EVENT_PAYLOAD_PREVIEW`] bytes.
         payload: Vec<u8>,
+        /// The payload's whole length.
+        len: usize,
     },
     /// The first connection to a peer opened.
     PeerConnected(PeerId),

@@ -15,6 +15,9 @@ use crate::error::Result;
 pub const DEFAULT_LIBRARY_LISTEN: &str = "/ip4/0.0.0.0/tcp/0";
 /// Events buffered for each subscriber before the slowest one starts missing some.
 pub const EVENT_BUFFER: usize = 1024;
+/// Bytes of a peer's command an event carries (the handler gets all of it): a slow subscriber
+/// makes the node hold at most [`EVENT_BUFFER`] of them, 4 MiB, not 1,024 commands of 1 MiB.
+pub const EVENT_PAYLOAD_PREVIEW: usize = 4096;
 /// Commands from handles queued for the event loop.
 pub const COMMAND_BUFFER: usize = 1024;
 

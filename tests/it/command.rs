@@ -33,10 +33,35 @@ async fn custom_command_round_trip_and_refusal_without_handler() {
     .await;
     let mut seen = Some(seen);
     while let Some(ev) = seen.take() {
-        if let Event::CommandReceived { peer, payload } = ev {
-            assert_eq!((peer, payload), (nodes[0].peer_id(), b"ping".to_vec()));
+        if let Event::CommandReceived { peer, payload, len } = ev {
+            assert_eq!(
+                (peer, payload, len),
+                (nodes[0].peer_id(), b"ping".to_vec(), 4)
+            );
         } else {
             seen = events.next().await;
+        }
+    }
+
+    // A large command: the handler gets all of it, the event only its first bytes and its length
+    // (a slow subscriber must not make the node hold a thousand such payloads).
+    let big = vec![b'a'; 100 * 1024];
+    let reply = nodes[0]
+        .custom_cmd(nodes[1].peer_id(), big.clone())
+        .await
+        .expect("reply");
+    assert!(
+        reply.starts_with(&big.to_ascii_uppercase()),
+        "the handler saw it whole"
+    );
+    loop {
+        match events.next().await.expect("an event") {
+            Event::CommandReceived { payload, len, .. } => {
+                assert_eq!(len, big.len());
+                assert_eq!(payload, big[..dht::options::EVENT_PAYLOAD_PREVIEW].to_vec());
+                break;
+            }
+            _ => continue,
         }
     }
 

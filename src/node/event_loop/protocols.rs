@@ -1,6 +1,7 @@
 //! Our own request-response protocols: custom commands, broadcast hand-offs and node info.
 
 use super::*;
+use crate::options::EVENT_PAYLOAD_PREVIEW;
 
 impl EventLoop {
     pub(super) fn on_command_protocol(
@@ -12,9 +13,11 @@ impl EventLoop {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
+                    let shown = request.len().min(EVENT_PAYLOAD_PREVIEW);
                     self.emit(Event::CommandReceived {
                         peer,
-                        payload: request.clone(),
+                        payload: request[..shown].to_vec(),
+                        len: request.len(),
                     });
                     let id = self.next_command_in;
                     self.next_command_in += 1;
