@@ -26,6 +26,8 @@ pub const REPLICATION_PER_BATCH: usize = 32;
 pub const REPLICATION_PACE: Duration = Duration::from_millis(200);
 /// Records handed to one newcomer at once (the rest follow with the periodic replication).
 pub const MAX_HANDOFF_PER_PEER: usize = 256;
+/// Peers remembered as handed records lately (the oldest forgotten first when full).
+pub const MAX_HANDOFF_PEERS: usize = 4096;
 /// Random keys tried to find one in a given bucket when refreshing it (keys are hashed).
 pub const REFRESH_KEY_TRIES: usize = 16;
 /// Lookups of our own id that follow a join, at [`JOIN_FOLLOW_UP`], then twice, four and eight
@@ -175,11 +177,36 @@ impl Core {
     }
 
     /// Kademlia's hand-off: a new peer closer to a key than this node gets the record now, not at
-    /// the next replication round. At most [`MAX_HANDOFF_PER_PEER`] records go at once.
+    /// the next replication round. At most [`MAX_HANDOFF_PER_PEER`] records go at once, and a peer
+    /// gets them at most once per replication interval: one that leaves the table and comes back
+    /// (a flapping link, a peer identify keeps naming) would otherwise be sent them every time,
+    /// and replication covers what changed in between.
     pub(super) fn hand_off(&mut self, peer: PeerId, now: Instant, events: &mut Vec<QueryEvent>) {
         if !self.config.serving || self.records.is_empty() {
             return;
         }
+        let interval = self.config.timing.replication_interval;
+        if self
+            .handed
+            .get(&peer)
+            .is_some_and(|at| now.saturating_duration_since(*at) < interval)
+        {
+            return;
+        }
+        if self.handed.len() >= MAX_HANDOFF_PEERS && !self.handed.contains_key(&peer) {
+            self.handed
+                .retain(|_, at| now.saturating_duration_since(*at) < interval);
+            if self.handed.len() >= MAX_HANDOFF_PEERS
+                && let Some(oldest) = self
+                    .handed
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(p, _)| *p)
+            {
+                self.handed.remove(&oldest);
+            }
+        }
+        self.handed.insert(peer, now);
         let here = KBucketKey::from(self.local);
         let newcomer = KBucketKey::from(peer);
         let ttl = self.config.timing.record_ttl;

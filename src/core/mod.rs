@@ -129,6 +129,8 @@ pub struct Core {
     /// When the bootstrap nodes missing from the table were last dialed.
     last_redial: Instant,
     replication: VecDeque<RecordKey>,
+    /// Peers handed records lately, and when (at most [`maintenance::MAX_HANDOFF_PEERS`]).
+    handed: HashMap<PeerId, Instant>,
     /// Re-stores running (at most [`maintenance::MAX_REPLICATION_QUERIES`]).
     restoring: HashSet<QueryId>,
     last_replication: Instant,
@@ -178,6 +180,7 @@ impl Core {
             last_redial: now,
             replication: VecDeque::new(),
             restoring: HashSet::new(),
+            handed: HashMap::new(),
             last_replication: now,
             last_refresh: now,
             last_sweep: now,
@@ -502,6 +505,7 @@ impl Core {
             + self.demand.capacity() * (std::mem::size_of::<Vec<u8>>() + 32 + 1)
             + self.ops.capacity() * (std::mem::size_of::<(QueryId, OpId)>() + 1)
             + self.replication.capacity() * std::mem::size_of::<RecordKey>()
+            + self.handed.capacity() * (std::mem::size_of::<(PeerId, Instant)>() + 1)
     }
 }
 

@@ -442,3 +442,69 @@ fn replication_among_peers_that_never_answer_is_bounded_and_leaves_the_handles_t
         "the bound was reached and held (peak {peak})"
     );
 }
+
+#[test]
+fn a_peer_that_leaves_and_comes_back_is_handed_the_records_once_per_replication_interval() {
+    let t0 = Instant::now();
+    let cfg = config(5);
+    let interval = cfg.timing.replication_interval;
+    let mut core = Core::new(PeerId::random(), cfg, t0);
+    let writer = PeerId::random();
+    for i in 0..50u64 {
+        let value = format!("value {i}").into_bytes();
+        let record = Record::new(RecordKey::new(&content_key(&value)), value);
+        core.handle(
+            Input::Request {
+                peer: writer,
+                id: i,
+                request: put(record),
+                serving: false,
+            },
+            t0,
+        );
+    }
+    // Alone in the table, a newcomer is among the k closest to every key.
+    let newcomer = PeerId::random();
+    let puts_to = |actions: &[Action]| {
+        actions
+            .iter()
+            .filter(|a| {
+                matches!(a, Action::Send(o) if o.peer == newcomer
+                    && matches!(o.request, KadRequest::PutValue { .. }))
+            })
+            .count()
+    };
+    let seen = |core: &mut Core, now| {
+        core.handle(
+            Input::PeerSeen {
+                peer: newcomer,
+                addrs: Vec::new(),
+            },
+            now,
+        )
+    };
+    let first = seen(&mut core, t0);
+    let handed = core.stats().handed_off;
+    assert!(
+        handed > 0 && puts_to(&first) > 0,
+        "the newcomer gets its records"
+    );
+    for i in 1..20u32 {
+        let at = t0 + Duration::from_millis(100 * u64::from(i));
+        core.handle(Input::Unreachable { peer: newcomer }, at);
+        seen(&mut core, at);
+    }
+    assert_eq!(
+        core.stats().handed_off,
+        handed,
+        "leaving and coming back 19 times hands nothing more"
+    );
+    let later = t0 + interval;
+    core.handle(Input::Unreachable { peer: newcomer }, later);
+    seen(&mut core, later);
+    assert_eq!(
+        core.stats().handed_off,
+        2 * handed,
+        "again after an interval"
+    );
+}
