@@ -50,6 +50,10 @@ pub enum Error {
     /// The local store refused the record (full).
     #[error("the local store is full: {0}")]
     StoreFull(String),
+    /// This node refused its own broadcast: over its share of the other nodes' seen caches (as
+    /// they would refuse it), or its key cannot sign.
+    #[error("{0}")]
+    BroadcastRefused(String),
     /// A store that no node kept: this node holds no copy (a client) and no peer asked
     /// acknowledged the record (each refused it, its store full or this peer over its share
     /// there, or did not answer).

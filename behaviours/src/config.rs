@@ -49,10 +49,36 @@ pub const MAX_BROADCAST_PAYLOAD: usize = 64 * 1024;
 pub const BROADCAST_REDUNDANCY: usize = 2;
 /// Further peers of the same bucket tried when a hand-off fails.
 pub const BROADCAST_MAX_RETRIES: usize = 3;
-/// Broadcast message ids remembered for de-duplication.
+/// Broadcast message ids remembered for de-duplication. A full cache refuses new messages rather
+/// than forget one it may see again (which would deliver it twice).
 pub const SEEN_CACHE_CAPACITY: usize = 65_536;
-/// How long a broadcast message id is remembered.
+/// How long a broadcast message id is remembered: longer than any message stays acceptable.
 pub const SEEN_CACHE_TTL: Duration = Duration::from_secs(600);
+/// A message older than this (by its origin's clock) is refused: replays end here.
+pub const MAX_BROADCAST_AGE: Duration = Duration::from_secs(300);
+/// How far ahead of ours an origin's clock may be.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
+/// Messages of one origin remembered at once (within [`SEEN_CACHE_TTL`]): an origin beyond it is
+/// refused until its older messages age out, so that one origin can hold at most this share of
+/// the seen cache.
+pub const MAX_BROADCASTS_PER_ORIGIN: usize = 256;
+/// Broadcast hand-offs one peer may make to us per second, sustained (duplicates included: each
+/// message reaches a node a few times).
+pub const FORWARDER_RATE: u32 = 20;
+/// Broadcast hand-offs one peer may make to us in a burst.
+pub const FORWARDER_BURST: u32 = 200;
+/// What a duplicate hand-off costs a forwarder, in new messages: it costs us a lookup, not a
+/// signature check or a forward (each message reaches a node about five times).
+pub const DUPLICATE_HANDOFF_COST: f64 = 0.125;
+/// Forwarders whose rate is tracked: as many as the connections a node keeps.
+pub const MAX_FORWARDERS: usize = MAX_ESTABLISHED as usize;
+
+// Any message still acceptable is still remembered, so none is delivered twice.
+const _: () =
+    assert!(SEEN_CACHE_TTL.as_secs() >= MAX_BROADCAST_AGE.as_secs() + MAX_CLOCK_SKEW.as_secs());
+// One forwarder at its sustained rate cannot fill the seen cache on its own.
+const _: () =
+    assert!((FORWARDER_RATE as u64) * SEEN_CACHE_TTL.as_secs() < SEEN_CACHE_CAPACITY as u64);
 /// Concurrent broadcast streams per connection.
 pub const MAX_BROADCAST_STREAMS: usize = 128;
 
@@ -78,7 +104,7 @@ pub const IDENTIFY_PROTOCOL: &str = "/ipfs/id/1.0.0";
 /// The custom-command request/response protocol.
 pub const COMMAND_PROTOCOL: StreamProtocol = StreamProtocol::new("/dht/cmd/1.0.0");
 /// The broadcast hand-off protocol.
-pub const BROADCAST_PROTOCOL: StreamProtocol = StreamProtocol::new("/dht/broadcast/1.0.0");
+pub const BROADCAST_PROTOCOL: StreamProtocol = StreamProtocol::new("/dht/broadcast/2.0.0");
 
 // The limits must fit together: a maximal record must fit in one kad frame.
 const _: () = assert!(KAD_MAX_PACKET_SIZE >= MAX_VALUE_SIZE + MAX_KEY_SIZE + 16 * 1024);

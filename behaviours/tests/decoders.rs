@@ -76,15 +76,19 @@ proptest! {
         flip in any::<prop::sample::Index>(),
         byte in any::<u8>(),
     ) {
-        let msg = BroadcastMessage { id: [3; 32], origin: PeerId::random(), height, payload: std::sync::Arc::new(payload) };
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let msg = BroadcastMessage::originate(&key, 1_800_000_000_000, [7; 16], payload).expect("sign").with_height(height);
         let mut buf = Vec::new();
         block_on(BroadcastCodec.write_request(&BROADCAST_PROTOCOL, &mut Cursor::new(&mut buf), msg.clone())).expect("write");
         prop_assert!(buf.len() <= MAX_BROADCAST_FRAME + 4);
-        prop_assert_eq!(block_on(BroadcastCodec.read_request(&BROADCAST_PROTOCOL, &mut Cursor::new(buf.clone()))).expect("read"), msg);
-        // One byte changed anywhere: decoded or refused, never a panic.
+        prop_assert_eq!(block_on(BroadcastCodec.read_request(&BROADCAST_PROTOCOL, &mut Cursor::new(buf.clone()))).expect("read"), msg.clone());
+        // One byte changed anywhere: refused, or decoded as the same message at another height,
+        // or decoded as one whose signature does not hold; never a panic.
         let i = flip.index(buf.len());
         buf[i] = byte;
-        let _ = block_on(BroadcastCodec.read_request(&BROADCAST_PROTOCOL, &mut Cursor::new(buf)));
+        if let Ok(decoded) = block_on(BroadcastCodec.read_request(&BROADCAST_PROTOCOL, &mut Cursor::new(buf))) {
+            prop_assert!(decoded == msg.with_height(decoded.height) || decoded.verify().is_err());
+        }
         let mut ack = Vec::new();
         block_on(BroadcastCodec.write_response(&BROADCAST_PROTOCOL, &mut Cursor::new(&mut ack), Ack::Duplicate)).expect("ack");
         prop_assert_eq!(block_on(BroadcastCodec.read_response(&BROADCAST_PROTOCOL, &mut Cursor::new(ack))).expect("ack"), Ack::Duplicate);

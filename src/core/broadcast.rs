@@ -6,12 +6,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use dht_behaviours::broadcast::{BroadcastMessage, FULL_HEIGHT};
+use dht_behaviours::broadcast::{BroadcastMessage, FULL_HEIGHT, NONCE_LEN};
 use libp2p::PeerId;
 use rand::Rng;
 
-use super::broadcaster::{Bucket, Handoff, HandoffId};
-use super::events::{Action, InboundId, OpId, OpOk};
+use super::broadcaster::{BroadcastRefusal, Bucket, Handoff, HandoffId};
+use super::events::{Action, InboundId, OpError, OpId, OpOk};
+use super::reputation::Offence;
 use super::{Core, reply};
 
 impl Core {
@@ -28,10 +29,21 @@ impl Core {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        let nonce: [u8; 16] = self.rng.r#gen();
-        let message = self.broadcaster.originate(payload, nonce, now);
-        let sent = self.spread(&message, 0, FULL_HEIGHT, out);
-        out.push(reply(op, Ok(OpOk::Broadcast { sent })));
+        let nonce: [u8; NONCE_LEN] = self.rng.r#gen();
+        let unix_ms = self.clock.unix_ms_at(now);
+        match self
+            .broadcaster
+            .originate(&self.identity, payload, nonce, unix_ms, now)
+        {
+            Ok(message) => {
+                let sent = self.spread(&message, 0, FULL_HEIGHT, out);
+                out.push(reply(op, Ok(OpOk::Broadcast { sent })));
+            }
+            Err(refusal) => out.push(reply(
+                op,
+                Err(OpError::BroadcastRefused(refusal.to_string())),
+            )),
+        }
     }
 
     /// `peer` handed us `message` (inbound request `id`).
@@ -47,7 +59,18 @@ impl Core {
             out.push(Action::AnswerBroadcast { id, ack: None });
             return;
         }
-        let receipt = self.broadcaster.receive(&message, now);
+        let unix_ms = self.clock.unix_ms_at(now);
+        let receipt = self.broadcaster.receive(&peer, &message, now, unix_ms);
+        match &receipt.refusal {
+            // An honest node forwards only what it verified: a forged message is the
+            // forwarder's doing.
+            Some(BroadcastRefusal::Forged(_)) => {
+                self.stats.broadcasts_refused += 1;
+                self.offend(peer, Offence::ForgedBroadcast, now, out);
+            }
+            Some(_) => self.stats.broadcasts_refused += 1,
+            None => {}
+        }
         out.push(Action::AnswerBroadcast {
             id,
             ack: Some(receipt.ack),
@@ -132,12 +155,14 @@ impl Core {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::collections::{HashMap, HashSet};
     use std::time::Duration;
 
-    use dht_behaviours::config::BROADCAST_REDUNDANCY;
+    use dht_behaviours::broadcast::{BroadcastMessage, NONCE_LEN};
+    use dht_behaviours::config::{BROADCAST_REDUNDANCY, FORWARDER_BURST, MAX_BROADCAST_AGE};
     use dht_behaviours::store::StoreLimits;
     use dht_behaviours::{ProtocolConfig, Timing};
+    use libp2p::identity::Keypair;
 
     use super::super::{CoreConfig, OpOk};
     use crate::sim::{NetConfig, Sim};
@@ -204,6 +229,123 @@ mod tests {
         assert!(
             per_node <= bound,
             "{per_node:.2} hand-offs per node and broadcast"
+        );
+    }
+
+    /// A flood from two attacking nodes: one forges messages in another node's name, one hands
+    /// out valid messages of 400 fresh identities at once and replays a genuine one later.
+    /// Nothing forged is delivered and its sender is blocked everywhere it tried; the flood takes
+    /// each victim's forwarder budget and no more; no node delivers any message twice; and a
+    /// genuine broadcast sent during the flood still reaches every node.
+    #[test]
+    fn under_a_flood_of_forged_fresh_and_replayed_messages_each_node_delivers_each_once() {
+        let n = 60;
+        let mut sim = network(n, 13);
+        let (forger, flooder, victim_origin) = (0, 1, 5);
+        let now_ms = |sim: &Sim| {
+            u64::try_from((crate::sim::SIM_EPOCH + sim.elapsed()).as_millis()).expect("fits")
+        };
+        // Forged: signed by the forger's own key, claiming node 5 as origin.
+        // Keys from fixed secrets: the run is reproducible.
+        let key = |i: u32| {
+            let mut secret = [0x5a; 32];
+            secret[..4].copy_from_slice(&i.to_be_bytes());
+            Keypair::ed25519_from_bytes(secret).expect("any 32 bytes are a secret")
+        };
+        let forger_key = key(u32::MAX);
+        for to in 2..n {
+            let mut m = BroadcastMessage::originate(
+                &forger_key,
+                now_ms(&sim),
+                [to as u8; NONCE_LEN],
+                b"forged".to_vec(),
+            )
+            .expect("sign");
+            m.origin = sim.peer(victim_origin);
+            sim.hand(forger, to, m);
+        }
+        // Fresh: 400 valid messages of 400 new identities, to each of 3 victims.
+        let sybils: Vec<BroadcastMessage> = (0..400u32)
+            .map(|i| {
+                let mut payload = b"sybil ".to_vec();
+                payload.extend_from_slice(&i.to_be_bytes());
+                BroadcastMessage::originate(&key(i), now_ms(&sim), [0; NONCE_LEN], payload)
+                    .expect("sign")
+            })
+            .collect();
+        for to in 2..5 {
+            for m in &sybils {
+                sim.hand(flooder, to, m.clone());
+            }
+        }
+        let genuine = b"genuine".to_vec();
+        sim.broadcast(9, genuine.clone());
+        sim.run_for(Duration::from_secs(20));
+        // A replay of a genuine message, within its window and after it.
+        let recorded = BroadcastMessage::originate(
+            &key(u32::MAX - 1),
+            now_ms(&sim),
+            [1; NONCE_LEN],
+            b"recorded".to_vec(),
+        )
+        .expect("sign");
+        sim.hand(flooder, 10, recorded.clone());
+        sim.run_for(Duration::from_secs(20));
+        for to in 2..n {
+            sim.hand(flooder, to, recorded.clone());
+        }
+        sim.run_for(MAX_BROADCAST_AGE);
+        for to in 2..n {
+            sim.hand(flooder, to, recorded.clone());
+        }
+        sim.run_for(Duration::from_secs(20));
+
+        let mut counts: HashMap<(usize, Vec<u8>), usize> = HashMap::new();
+        for (node, origin, payload) in &sim.delivered {
+            assert_ne!(payload.as_slice(), b"forged", "a forgery was delivered");
+            assert!(
+                *origin != sim.peer(victim_origin) || payload.as_slice() != b"forged",
+                "delivered in the name of node {victim_origin}"
+            );
+            *counts.entry((*node, payload.to_vec())).or_insert(0) += 1;
+        }
+        assert!(
+            counts.values().all(|c| *c == 1),
+            "some node delivered a message twice"
+        );
+        for to in 2..n {
+            assert!(
+                sim.nodes[to].core.is_blocked(&sim.peer(forger)),
+                "node {to} did not block the forger"
+            );
+        }
+        // Every node but the origin and the forger (blocked, so out of every table).
+        let missed = |payload: &[u8], origin: Option<usize>| -> Vec<usize> {
+            (0..n)
+                .filter(|i| *i != forger && Some(*i) != origin)
+                .filter(|i| !counts.contains_key(&(*i, payload.to_vec())))
+                .collect()
+        };
+        assert_eq!(
+            missed(&genuine, Some(9)),
+            Vec::<usize>::new(),
+            "genuine not delivered"
+        );
+        assert_eq!(
+            missed(b"recorded", None),
+            Vec::<usize>::new(),
+            "recorded not delivered"
+        );
+        // The flood: each victim took at most its forwarder burst from the flooder.
+        let sybil_kinds = counts
+            .keys()
+            .filter(|(_, p)| p.starts_with(b"sybil "))
+            .map(|(_, p)| p.clone())
+            .collect::<HashSet<_>>()
+            .len();
+        assert!(
+            sybil_kinds <= 3 * FORWARDER_BURST as usize,
+            "{sybil_kinds} flood messages got in"
         );
     }
 

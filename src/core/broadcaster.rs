@@ -2,78 +2,139 @@
 //! [`dht_behaviours::broadcast`]): which message ids were seen and up to which height, what a
 //! received message calls for, which peers of which buckets a message goes to, and the hand-offs
 //! in flight to be retried within their bucket. No I/O; randomness from the caller's source.
+//!
+//! What a node takes, cheapest check first: a message within its age ([`MAX_BROADCAST_AGE`],
+//! [`MAX_CLOCK_SKEW`]); not already covered; from a forwarder within its rate ([`FORWARDER_RATE`], a duplicate costing a fraction);
+//! signed by its origin (a forged one blocks the forwarder: an honest node forwards only what it
+//! verified); an origin within its share of the seen cache ([`MAX_BROADCASTS_PER_ORIGIN`]); room
+//! in the seen cache. A full cache refuses rather than forgets, and every id is remembered for
+//! longer than its message is acceptable, so no flood can make a node deliver a message twice.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dht_behaviours::broadcast::{Ack, BroadcastMessage, FULL_HEIGHT, MessageId};
+use dht_behaviours::broadcast::{Ack, BroadcastMessage, MessageId, NONCE_LEN, SignatureError};
 use dht_behaviours::config::{
-    BROADCAST_MAX_RETRIES, BROADCAST_REDUNDANCY, SEEN_CACHE_CAPACITY, SEEN_CACHE_TTL,
+    BROADCAST_MAX_RETRIES, BROADCAST_REDUNDANCY, DUPLICATE_HANDOFF_COST, FORWARDER_BURST,
+    FORWARDER_RATE, MAX_BROADCAST_AGE, MAX_BROADCASTS_PER_ORIGIN, MAX_CLOCK_SKEW, MAX_FORWARDERS,
+    SEEN_CACHE_CAPACITY, SEEN_CACHE_TTL,
 };
 use libp2p::PeerId;
+use libp2p::identity::Keypair;
 use rand::Rng;
 use rand::seq::SliceRandom;
-use sha2::{Digest, Sha256};
+
+use super::rate::RateLimits;
 
 /// Identifies one hand-off of a broadcast (the core's number; the driver maps its own to it).
 pub type HandoffId = u64;
 
-/// Message ids seen lately, each with the highest height already forwarded; bounded in size and age.
+/// Why a message was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BroadcastRefusal {
+    /// The forwarder is over its rate.
+    #[error("the forwarder is over its rate")]
+    ForwarderRate,
+    /// Older than [`MAX_BROADCAST_AGE`] by its origin's clock.
+    #[error("the message is too old")]
+    Stale,
+    /// Further ahead than [`MAX_CLOCK_SKEW`].
+    #[error("the message is from the future")]
+    Future,
+    /// Not signed by its origin.
+    #[error("{0}")]
+    Forged(SignatureError),
+    /// Its origin already has [`MAX_BROADCASTS_PER_ORIGIN`] messages remembered.
+    #[error("the origin sent {MAX_BROADCASTS_PER_ORIGIN} messages within {} s; try later", SEEN_CACHE_TTL.as_secs())]
+    OriginRate,
+    /// The seen cache is full of messages still acceptable.
+    #[error("the seen cache is full")]
+    Full,
+}
+
+/// Message ids seen lately, each with the highest height already forwarded and its origin;
+/// bounded in size, per origin and in age.
 #[derive(Debug)]
 pub struct SeenCache {
-    heights: HashMap<MessageId, u16>,
+    entries: HashMap<MessageId, (u16, PeerId)>,
+    per_origin: HashMap<PeerId, usize>,
     order: VecDeque<(MessageId, Instant)>,
     capacity: usize,
+    origin_share: usize,
     ttl: Duration,
 }
 
 impl SeenCache {
-    /// An empty cache.
-    pub fn new(capacity: usize, ttl: Duration) -> Self {
+    /// An empty cache of `capacity` ids, at most `origin_share` of one origin, each kept `ttl`.
+    pub fn new(capacity: usize, origin_share: usize, ttl: Duration) -> Self {
         Self {
-            heights: HashMap::new(),
+            entries: HashMap::new(),
+            per_origin: HashMap::new(),
             order: VecDeque::new(),
             capacity,
+            origin_share,
             ttl,
         }
     }
 
     /// Ids remembered now.
     pub fn len(&self) -> usize {
-        self.heights.len()
+        self.entries.len()
     }
 
     /// Whether no id is remembered.
     pub fn is_empty(&self) -> bool {
-        self.heights.is_empty()
+        self.entries.is_empty()
     }
 
     fn expire(&mut self, now: Instant) {
         while let Some((id, at)) = self.order.front().copied() {
-            if now.duration_since(at) < self.ttl && self.order.len() <= self.capacity {
+            if now.saturating_duration_since(at) < self.ttl {
                 break;
             }
             self.order.pop_front();
-            self.heights.remove(&id);
+            if let Some((_, origin)) = self.entries.remove(&id)
+                && let Some(n) = self.per_origin.get_mut(&origin)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_origin.remove(&origin);
+                }
+            }
         }
     }
 
-    /// Records that `id` is covered up to `height`. Returns the previous height, if it was seen.
-    fn raise(&mut self, id: MessageId, height: u16, now: Instant) -> Option<u16> {
+    /// The height `id` is covered to, if it was seen.
+    fn height(&mut self, id: &MessageId, now: Instant) -> Option<u16> {
         self.expire(now);
-        match self.heights.get_mut(&id) {
-            Some(h) => {
-                let before = *h;
-                *h = before.max(height);
-                Some(before)
-            }
-            None => {
-                self.heights.insert(id, height);
-                self.order.push_back((id, now));
-                self.expire(now);
-                None
-            }
+        self.entries.get(id).map(|(h, _)| *h)
+    }
+
+    /// Remembers a new id, if its origin and the cache have room.
+    fn insert(
+        &mut self,
+        id: MessageId,
+        origin: PeerId,
+        height: u16,
+        now: Instant,
+    ) -> Result<(), BroadcastRefusal> {
+        self.expire(now);
+        if self.per_origin.get(&origin).copied().unwrap_or(0) >= self.origin_share {
+            return Err(BroadcastRefusal::OriginRate);
+        }
+        if self.entries.len() >= self.capacity {
+            return Err(BroadcastRefusal::Full);
+        }
+        self.entries.insert(id, (height, origin));
+        *self.per_origin.entry(origin).or_insert(0) += 1;
+        self.order.push_back((id, now));
+        Ok(())
+    }
+
+    /// Raises a seen id's height.
+    fn raise(&mut self, id: &MessageId, height: u16) {
+        if let Some((h, _)) = self.entries.get_mut(id) {
+            *h = (*h).max(height);
         }
     }
 }
@@ -87,6 +148,35 @@ pub struct Receipt {
     pub forward: Option<(u16, u16)>,
     /// What to answer the sender.
     pub ack: Ack,
+    /// Why it was refused, when it was.
+    pub refusal: Option<BroadcastRefusal>,
+}
+
+impl Receipt {
+    fn refused(refusal: BroadcastRefusal) -> Self {
+        Self {
+            deliver: false,
+            forward: None,
+            ack: Ack::Refused,
+            refusal: Some(refusal),
+        }
+    }
+
+    fn busy() -> Self {
+        Self {
+            ack: Ack::Busy,
+            ..Self::refused(BroadcastRefusal::ForwarderRate)
+        }
+    }
+
+    fn duplicate() -> Self {
+        Self {
+            deliver: false,
+            forward: None,
+            ack: Ack::Duplicate,
+            refusal: None,
+        }
+    }
 }
 
 /// A hand-off in flight, kept so that a failure can be retried within the same bucket.
@@ -112,15 +202,29 @@ pub struct Bucket {
 pub struct Broadcaster {
     local: PeerId,
     seen: SeenCache,
+    forwarders: RateLimits<PeerId>,
     handoffs: HashMap<HandoffId, Handoff>,
 }
 
 impl Broadcaster {
-    /// Broadcast state for the node `local`.
+    /// Broadcast state for the node `local`, with the limits of [`dht_behaviours::config`].
     pub fn new(local: PeerId) -> Self {
+        Self::with_cache(
+            local,
+            SeenCache::new(
+                SEEN_CACHE_CAPACITY,
+                MAX_BROADCASTS_PER_ORIGIN,
+                SEEN_CACHE_TTL,
+            ),
+        )
+    }
+
+    /// Broadcast state with its own seen cache (tests of its bounds).
+    pub fn with_cache(local: PeerId, seen: SeenCache) -> Self {
         Self {
             local,
-            seen: SeenCache::new(SEEN_CACHE_CAPACITY, SEEN_CACHE_TTL),
+            seen,
+            forwarders: RateLimits::new(FORWARDER_RATE, FORWARDER_BURST, MAX_FORWARDERS),
             handoffs: HashMap::new(),
         }
     }
@@ -135,53 +239,82 @@ impl Broadcaster {
         self.handoffs.len()
     }
 
-    /// A new message from this node, already marked seen so it is never delivered back here.
+    /// A new message from this node, signed at `unix_ms`, already marked seen so it is never
+    /// delivered back here. Refused when this node is over its own share of the seen cache (as
+    /// every other node would refuse it).
     pub fn originate(
         &mut self,
+        identity: &Keypair,
         payload: Vec<u8>,
-        nonce: [u8; 16],
+        nonce: [u8; NONCE_LEN],
+        unix_ms: u64,
         now: Instant,
-    ) -> BroadcastMessage {
-        let mut h = Sha256::new();
-        h.update(self.local.to_bytes());
-        h.update(nonce);
-        h.update(&payload);
-        let message = BroadcastMessage {
-            id: h.finalize().into(),
-            origin: self.local,
-            height: FULL_HEIGHT,
-            payload: Arc::new(payload),
-        };
-        self.seen.raise(message.id, FULL_HEIGHT, now);
-        message
+    ) -> Result<BroadcastMessage, BroadcastRefusal> {
+        let message = BroadcastMessage::originate(identity, unix_ms, nonce, payload)
+            .map_err(BroadcastRefusal::Forged)?;
+        self.seen
+            .insert(message.id, self.local, message.height, now)?;
+        Ok(message)
     }
 
-    /// Decides what a received message calls for.
-    pub fn receive(&mut self, message: &BroadcastMessage, now: Instant) -> Receipt {
-        if message.origin == self.local {
-            self.seen.raise(message.id, FULL_HEIGHT, now);
-            return Receipt {
-                deliver: false,
-                forward: None,
-                ack: Ack::Duplicate,
-            };
+    /// Decides what a message handed to us by `from` calls for, at `now` (`unix_ms` on the wall
+    /// clock).
+    pub fn receive(
+        &mut self,
+        from: &PeerId,
+        message: &BroadcastMessage,
+        now: Instant,
+        unix_ms: u64,
+    ) -> Receipt {
+        let age_ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        if message.time_ms.saturating_add(age_ms(MAX_BROADCAST_AGE)) < unix_ms {
+            return Receipt::refused(BroadcastRefusal::Stale);
         }
-        match self.seen.raise(message.id, message.height, now) {
-            None => Receipt {
-                deliver: true,
-                forward: (message.height > 0).then_some((0, message.height)),
-                ack: Ack::Accepted,
-            },
-            Some(before) if before < message.height => Receipt {
-                deliver: false,
-                forward: Some((before, message.height)),
-                ack: Ack::Accepted,
-            },
-            Some(_) => Receipt {
-                deliver: false,
-                forward: None,
-                ack: Ack::Duplicate,
-            },
+        if message.time_ms > unix_ms.saturating_add(age_ms(MAX_CLOCK_SKEW)) {
+            return Receipt::refused(BroadcastRefusal::Future);
+        }
+        let before = self.seen.height(&message.id, now);
+        if before.is_some_and(|h| h >= message.height) {
+            if !self.forwarders.charge(from, DUPLICATE_HANDOFF_COST, now) {
+                return Receipt::busy();
+            }
+            return Receipt::duplicate();
+        }
+        if !self.forwarders.take(from, now) {
+            return Receipt::busy();
+        }
+        // Only what is acted on pays for a signature check; a message in our own name that we
+        // do not remember is checked too (ours from before a restart, or a forgery).
+        if let Err(e) = message.verify() {
+            return Receipt::refused(BroadcastRefusal::Forged(e));
+        }
+        if message.origin == self.local {
+            return Receipt::duplicate();
+        }
+        match before {
+            None => {
+                if let Err(refusal) =
+                    self.seen
+                        .insert(message.id, message.origin, message.height, now)
+                {
+                    return Receipt::refused(refusal);
+                }
+                Receipt {
+                    deliver: true,
+                    forward: (message.height > 0).then_some((0, message.height)),
+                    ack: Ack::Accepted,
+                    refusal: None,
+                }
+            }
+            Some(before) => {
+                self.seen.raise(&message.id, message.height);
+                Receipt {
+                    deliver: false,
+                    forward: Some((before, message.height)),
+                    ack: Ack::Accepted,
+                    refusal: None,
+                }
+            }
         }
     }
 
@@ -250,56 +383,168 @@ impl Broadcaster {
 
 #[cfg(test)]
 mod tests {
+    use dht_behaviours::broadcast::FULL_HEIGHT;
     use rand::SeedableRng;
 
     use super::*;
 
+    const T0: u64 = 1_800_000_000_000;
+
+    fn signed(key: &Keypair, time_ms: u64, nonce: u8) -> BroadcastMessage {
+        BroadcastMessage::originate(key, time_ms, [nonce; NONCE_LEN], b"hi".to_vec())
+            .expect("ed25519 signs")
+    }
+
     fn msg(height: u16) -> BroadcastMessage {
-        BroadcastMessage {
-            id: [7; 32],
-            origin: PeerId::random(),
-            height,
-            payload: Arc::new(b"hi".to_vec()),
+        signed(&Keypair::generate_ed25519(), T0, 1).with_height(height)
+    }
+
+    fn receipt(deliver: bool, forward: Option<(u16, u16)>, ack: Ack) -> Receipt {
+        Receipt {
+            deliver,
+            forward,
+            ack,
+            refusal: None,
         }
     }
 
     #[test]
     fn first_copy_is_delivered_and_duplicates_are_not() {
         let mut b = Broadcaster::new(PeerId::random());
-        let now = Instant::now();
+        let (from, now) = (PeerId::random(), Instant::now());
         let m = msg(5);
         assert_eq!(
-            b.receive(&m, now),
-            Receipt {
-                deliver: true,
-                forward: Some((0, 5)),
-                ack: Ack::Accepted
-            }
+            b.receive(&from, &m, now, T0),
+            receipt(true, Some((0, 5)), Ack::Accepted)
         );
         assert_eq!(
-            b.receive(&m, now),
-            Receipt {
-                deliver: false,
-                forward: None,
-                ack: Ack::Duplicate
-            }
+            b.receive(&from, &m, now, T0),
+            receipt(false, None, Ack::Duplicate)
         );
         let taller = m.with_height(9);
         assert_eq!(
-            b.receive(&taller, now),
-            Receipt {
-                deliver: false,
-                forward: Some((5, 9)),
-                ack: Ack::Accepted
-            }
+            b.receive(&from, &taller, now, T0),
+            receipt(false, Some((5, 9)), Ack::Accepted)
         );
     }
 
     #[test]
     fn own_messages_come_back_as_duplicates() {
+        let key = Keypair::generate_ed25519();
+        let mut b = Broadcaster::new(key.public().to_peer_id());
+        let now = Instant::now();
+        let m = b
+            .originate(&key, b"x".to_vec(), [1; 16], T0, now)
+            .expect("room");
+        let r = b.receive(&PeerId::random(), &m.with_height(3), now, T0);
+        assert!(!r.deliver);
+        assert_eq!(r.ack, Ack::Duplicate);
+    }
+
+    #[test]
+    fn forged_stale_and_future_messages_are_refused() {
         let mut b = Broadcaster::new(PeerId::random());
-        let m = b.originate(b"x".to_vec(), [1; 16], Instant::now());
-        assert!(!b.receive(&m.with_height(3), Instant::now()).deliver);
+        let (from, now) = (PeerId::random(), Instant::now());
+        // Claims another origin than the key that signed it.
+        let mut forged = msg(FULL_HEIGHT);
+        forged.origin = Keypair::generate_ed25519().public().to_peer_id();
+        let r = b.receive(&from, &forged, now, T0);
+        assert_eq!(
+            r.refusal,
+            Some(BroadcastRefusal::Forged(SignatureError::Forged))
+        );
+        assert!(!r.deliver && r.forward.is_none());
+        // The payload changed on the way (the id is recomputed from what arrives).
+        let mut changed = msg(FULL_HEIGHT);
+        changed.id[0] ^= 1;
+        assert!(matches!(
+            b.receive(&from, &changed, now, T0).refusal,
+            Some(BroadcastRefusal::Forged(_))
+        ));
+        let key = Keypair::generate_ed25519();
+        let age = u64::try_from(MAX_BROADCAST_AGE.as_millis()).expect("fits");
+        let skew = u64::try_from(MAX_CLOCK_SKEW.as_millis()).expect("fits");
+        let old = signed(&key, T0 - age - 1, 2);
+        assert_eq!(
+            b.receive(&from, &old, now, T0).refusal,
+            Some(BroadcastRefusal::Stale)
+        );
+        let ahead = signed(&key, T0 + skew + 1, 3);
+        assert_eq!(
+            b.receive(&from, &ahead, now, T0).refusal,
+            Some(BroadcastRefusal::Future)
+        );
+        // At the edges of the window it is taken.
+        assert!(
+            b.receive(&from, &signed(&key, T0 - age, 4), now, T0)
+                .deliver
+        );
+        assert!(
+            b.receive(&from, &signed(&key, T0 + skew, 5), now, T0)
+                .deliver
+        );
+    }
+
+    #[test]
+    fn a_full_cache_refuses_new_messages_and_never_forgets_one_it_may_see_again() {
+        let ttl = Duration::from_secs(600);
+        let mut b = Broadcaster::with_cache(PeerId::random(), SeenCache::new(4, 4, ttl));
+        let now = Instant::now();
+        let genuine = msg(FULL_HEIGHT);
+        assert!(b.receive(&PeerId::random(), &genuine, now, T0).deliver);
+        // A flood of fresh ids from fresh origins, each through its own forwarder.
+        let mut refused = 0;
+        for _ in 0..50 {
+            let r = b.receive(&PeerId::random(), &msg(FULL_HEIGHT), now, T0);
+            refused += usize::from(r.refusal == Some(BroadcastRefusal::Full));
+        }
+        assert_eq!(
+            refused, 47,
+            "three took the room left, the rest were refused"
+        );
+        // The genuine id is still known: its second copy is a duplicate, not a second delivery.
+        let again = b.receive(&PeerId::random(), &genuine, now, T0);
+        assert_eq!(again, receipt(false, None, Ack::Duplicate));
+        // Room again once the ids age out.
+        let later = now + ttl;
+        assert!(
+            b.receive(&PeerId::random(), &msg(FULL_HEIGHT), later, T0)
+                .deliver
+        );
+    }
+
+    #[test]
+    fn one_origin_holds_at_most_its_share_of_the_cache() {
+        let ttl = Duration::from_secs(600);
+        let mut b = Broadcaster::with_cache(PeerId::random(), SeenCache::new(100, 3, ttl));
+        let now = Instant::now();
+        let loud = Keypair::generate_ed25519();
+        let taken = (0..10u8)
+            .filter(|i| {
+                b.receive(&PeerId::random(), &signed(&loud, T0, *i), now, T0)
+                    .deliver
+            })
+            .count();
+        assert_eq!(taken, 3);
+        assert!(
+            b.receive(&PeerId::random(), &msg(FULL_HEIGHT), now, T0)
+                .deliver
+        );
+    }
+
+    #[test]
+    fn one_forwarder_gets_its_rate_and_not_more() {
+        let mut b = Broadcaster::new(PeerId::random());
+        let (flooder, now) = (PeerId::random(), Instant::now());
+        let taken = (0..1000)
+            .filter(|_| b.receive(&flooder, &msg(FULL_HEIGHT), now, T0).deliver)
+            .count();
+        assert_eq!(taken, FORWARDER_BURST as usize);
+        // Others are served meanwhile.
+        assert!(
+            b.receive(&PeerId::random(), &msg(FULL_HEIGHT), now, T0)
+                .deliver
+        );
     }
 
     #[test]
@@ -324,14 +569,17 @@ mod tests {
     }
 
     #[test]
-    fn seen_cache_is_bounded_and_expires() {
-        let mut c = SeenCache::new(3, Duration::from_secs(10));
+    fn seen_cache_expires() {
+        let mut c = SeenCache::new(3, 3, Duration::from_secs(10));
         let t = Instant::now();
+        let origin = PeerId::random();
         for i in 0..5u8 {
-            c.raise([i; 32], 1, t);
+            let _ = c.insert([i; 32], origin, 1, t);
         }
         assert_eq!(c.len(), 3);
-        c.raise([9; 32], 1, t + Duration::from_secs(11));
-        assert_eq!(c.len(), 1);
+        assert_eq!(c.height(&[0; 32], t), Some(1));
+        assert_eq!(c.height(&[0; 32], t + Duration::from_secs(11)), None);
+        assert!(c.is_empty());
+        assert!(c.per_origin.is_empty());
     }
 }

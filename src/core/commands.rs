@@ -262,11 +262,7 @@ mod tests {
             timing: Timing::fast(),
             ..ProtocolConfig::default()
         };
-        Core::new(
-            PeerId::random(),
-            CoreConfig::new(&protocol, StoreLimits::default(), 1),
-            now,
-        )
+        Core::fresh(CoreConfig::new(&protocol, StoreLimits::default(), 1), now)
     }
 
     fn sent(actions: &[Action]) -> Vec<CommandId> {

@@ -297,6 +297,9 @@ pub enum OpError {
     /// A command could not be delivered.
     #[error("{0}")]
     CommandFailed(String),
+    /// This node refused its own broadcast (over its share, as its peers would refuse it).
+    #[error("broadcast refused: {0}")]
+    BroadcastRefused(String),
 }
 
 /// What an operation cost.
@@ -484,4 +487,6 @@ pub struct CoreStats {
     pub blocked: u64,
     /// Broadcasts delivered here (first copies).
     pub broadcasts_delivered: u64,
+    /// Broadcast messages refused (forged, stale, over a rate, no room).
+    pub broadcasts_refused: u64,
 }

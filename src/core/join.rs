@@ -140,11 +140,7 @@ mod tests {
             timing: Timing::fast(),
             ..ProtocolConfig::default()
         };
-        Core::new(
-            PeerId::random(),
-            CoreConfig::new(&protocol, StoreLimits::default(), 5),
-            now,
-        )
+        Core::fresh(CoreConfig::new(&protocol, StoreLimits::default(), 5), now)
     }
 
     fn addr(i: u8) -> Multiaddr {

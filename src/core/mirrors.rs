@@ -158,11 +158,7 @@ mod tests {
             client_mode: client,
             ..ProtocolConfig::default()
         };
-        Core::new(
-            PeerId::random(),
-            CoreConfig::new(&protocol, StoreLimits::default(), 9),
-            now,
-        )
+        Core::fresh(CoreConfig::new(&protocol, StoreLimits::default(), 9), now)
     }
 
     fn record(i: u32) -> Record {

@@ -30,6 +30,7 @@ mod peers;
 pub mod queries;
 pub mod query;
 pub mod quota;
+pub mod rate;
 pub mod records;
 pub mod reputation;
 pub mod routing;
@@ -37,13 +38,14 @@ pub mod server;
 pub mod silence;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dht_behaviours::config::MAX_ADDRS_PER_PEER;
 use dht_behaviours::kad_wire::WirePeer;
 use dht_behaviours::lookup::CANDIDATES_PER_K;
 use dht_behaviours::store::StoreLimits;
 use dht_behaviours::{ProtocolConfig, Timing};
+use libp2p::identity::Keypair;
 use libp2p::kad::{KBucketKey, RecordKey};
 use libp2p::{Multiaddr, PeerId};
 use rand::SeedableRng;
@@ -107,9 +109,54 @@ impl CoreConfig {
     }
 }
 
+/// The moment a core starts on both clocks: the core's only view of the wall clock, which it
+/// needs for broadcast message times (it runs on the monotonic clock it is given otherwise; the
+/// drift between the two over a node's life is far below [`MAX_CLOCK_SKEW`]).
+///
+/// [`MAX_CLOCK_SKEW`]: dht_behaviours::config::MAX_CLOCK_SKEW
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    /// The monotonic time the core starts at.
+    pub now: Instant,
+    /// The wall clock then, in milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+}
+
+impl Clock {
+    /// The wall clock at `now`.
+    pub fn unix_ms_at(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.now);
+        self.unix_ms
+            .saturating_add(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// A clock started at `now`, `unix` after the epoch.
+    pub fn new(now: Instant, unix: Duration) -> Self {
+        Self {
+            now,
+            unix_ms: u64::try_from(unix.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Core {
+    /// A core of a fresh identity, its wall clock starting at the epoch (tests).
+    pub(crate) fn fresh(config: CoreConfig, now: Instant) -> Self {
+        Self::new(
+            Keypair::generate_ed25519(),
+            config,
+            Clock::new(now, Duration::ZERO),
+        )
+    }
+}
+
 /// One node's Kademlia policy.
 pub struct Core {
     local: PeerId,
+    /// Signs this node's broadcasts.
+    identity: Keypair,
+    clock: Clock,
     config: CoreConfig,
     routing: RoutingTable,
     records: Records,
@@ -150,8 +197,10 @@ pub struct Core {
 }
 
 impl Core {
-    /// A core for `local`, started at `now`.
-    pub fn new(local: PeerId, config: CoreConfig, now: Instant) -> Self {
+    /// A core for the node of `identity`, started at `clock`.
+    pub fn new(identity: Keypair, config: CoreConfig, clock: Clock) -> Self {
+        let local = identity.public().to_peer_id();
+        let now = clock.now;
         let t = &config.timing;
         let queries = Queries::new(
             local,
@@ -166,6 +215,8 @@ impl Core {
         );
         Self {
             local,
+            identity,
+            clock,
             routing: RoutingTable::new(local, config.bucket_size()),
             records: Records::new(local, config.store, t.record_ttl, t.expiry_margin())
                 .for_mirror(config.mirror),

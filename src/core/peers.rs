@@ -191,11 +191,7 @@ mod tests {
             timing: Timing::fast(),
             ..ProtocolConfig::default()
         };
-        Core::new(
-            PeerId::random(),
-            CoreConfig::new(&protocol, StoreLimits::default(), 3),
-            now,
-        )
+        Core::fresh(CoreConfig::new(&protocol, StoreLimits::default(), 3), now)
     }
 
     fn addr(i: u16) -> Vec<Multiaddr> {

@@ -22,6 +22,9 @@ pub enum Offence {
     ForgedContent,
     /// A record over a size limit, or with an empty key.
     InvalidRecord,
+    /// A broadcast its origin did not sign: provable (honest nodes forward only what they
+    /// verified), so it blocks at once.
+    ForgedBroadcast,
     /// A frame our codecs could not decode.
     MalformedMessage,
     /// A ping that timed out: once is a bad link; ten within [`OFFENCE_MEMORY`] make a peer that takes
@@ -33,7 +36,7 @@ impl Offence {
     /// Points this offence costs.
     pub fn points(self) -> u32 {
         match self {
-            Offence::ForgedContent => BLOCK_THRESHOLD,
+            Offence::ForgedContent | Offence::ForgedBroadcast => BLOCK_THRESHOLD,
             Offence::InvalidRecord => 3,
             Offence::MalformedMessage => 2,
             Offence::Unanswered => 1,

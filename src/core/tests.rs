@@ -51,7 +51,7 @@ fn answer(actions: &[Action]) -> Option<&Option<dht_behaviours::kad_wire::KadRes
 #[test]
 fn a_refused_put_is_not_acknowledged() {
     let now = Instant::now();
-    let mut core = Core::new(PeerId::random(), config(5), now);
+    let mut core = Core::fresh(config(5), now);
     let value = b"value".to_vec();
     let forged = Record::new(RecordKey::new(&content_key(b"other")), value.clone());
     // Two senders: a forger is blocked at once, and nothing of its is answered after.
@@ -88,7 +88,7 @@ fn a_full_store_refuses_and_keeps_what_it_holds() {
         max_records: 16,
         max_bytes: 1 << 20,
     };
-    let mut core = Core::new(PeerId::random(), cfg, now);
+    let mut core = Core::fresh(cfg, now);
     let mut acked = 0;
     for i in 0..64u32 {
         // A different peer each time: the per-peer share is not what stops them.
@@ -324,8 +324,8 @@ fn a_join_is_followed_by_lookups_of_our_own_id_one_two_and_four_seconds_apart() 
     // Nodes that join at the same moment through the same peer are not in each other's first
     // answers: the follow-ups find them long before the first refresh.
     let start = Instant::now();
-    let local = PeerId::random();
-    let mut core = Core::new(local, config(20), start);
+    let mut core = Core::fresh(config(20), start);
+    let local = *core.local();
     let via = PeerId::random();
     let own_lookups = |actions: &[Action]| -> Vec<RequestId> {
         actions
@@ -392,7 +392,7 @@ fn replication_among_peers_that_never_answer_is_bounded_and_leaves_the_handles_t
     let t0 = Instant::now();
     let cfg = config(5);
     let timing = cfg.timing.clone();
-    let mut core = Core::new(PeerId::random(), cfg, t0);
+    let mut core = Core::fresh(cfg, t0);
     // Peers still connected (identify keeps naming them) whose kad requests all time out, as in
     // a half-partitioned network.
     let peers: Vec<PeerId> = (0..20).map(|_| PeerId::random()).collect();
@@ -448,7 +448,7 @@ fn a_peer_that_leaves_and_comes_back_is_handed_the_records_once_per_replication_
     let t0 = Instant::now();
     let cfg = config(5);
     let interval = cfg.timing.replication_interval;
-    let mut core = Core::new(PeerId::random(), cfg, t0);
+    let mut core = Core::fresh(cfg, t0);
     let writer = PeerId::random();
     for i in 0..50u64 {
         let value = format!("value {i}").into_bytes();

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dht_behaviours::behaviour::{is_loopback, vetted_addrs, with_peer};
 use dht_behaviours::broadcast::Ack;
@@ -19,6 +19,7 @@ use dht_behaviours::mirror::{MIRROR_PROTOCOL, MirrorRecord};
 use dht_behaviours::store::StoreLimits;
 use dht_behaviours::{DhtBehaviour, DhtBehaviourEvent, ProtocolConfig};
 use futures::StreamExt;
+use libp2p::identity::Keypair;
 use libp2p::kad::store::RecordStore;
 use libp2p::kad::{Record, RecordKey};
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
@@ -37,7 +38,7 @@ use crate::core::broadcaster::HandoffId;
 use crate::core::commands::CommandId;
 use crate::core::mirror_feed::MirrorId;
 use crate::core::reputation::Offence;
-use crate::core::{Core, CoreConfig, InboundId, Input};
+use crate::core::{Clock, Core, CoreConfig, InboundId, Input};
 use kad::{Caller, InFlight};
 
 mod commands;
@@ -112,6 +113,8 @@ pub(crate) struct Parts {
     pub store: StoreLimits,
     /// Records read from the data directory, put in the store before anything else happens.
     pub loaded: Vec<Record>,
+    /// The node's key (the core signs its broadcasts with it).
+    pub identity: Keypair,
 }
 
 impl EventLoop {
@@ -121,7 +124,10 @@ impl EventLoop {
         let local = *swarm.local_peer_id();
         let (handler_done_tx, handler_done_rx) = mpsc::channel(MAX_RUNNING_HANDLERS);
         let core_config = CoreConfig::new(&parts.config, parts.store, rand::random());
-        let mut core = Core::new(local, core_config, now);
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut core = Core::new(parts.identity, core_config, Clock::new(now, unix));
         let store = core.records_mut().store_mut();
         let total = parts.loaded.len();
         let refused = parts

@@ -123,7 +123,7 @@ pub(crate) async fn build(options: DhtOptions) -> Result<(EventLoop, Link)> {
         (None, None) => Keypair::generate_ed25519(),
     };
     let bandwidth = Arc::new(Bandwidth::default());
-    let mut swarm = build_swarm(keypair, &options, bandwidth.clone())?;
+    let mut swarm = build_swarm(keypair.clone(), &options, bandwidth.clone())?;
     let local = *swarm.local_peer_id();
     let (db, loaded) = match &options.data_dir {
         Some(dir) => {
@@ -214,6 +214,7 @@ pub(crate) async fn build(options: DhtOptions) -> Result<(EventLoop, Link)> {
         db,
         store: options.store_limits,
         loaded,
+        identity: keypair,
     })
     .with_blocks(&options.blocked);
     let link = Link {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use dht_behaviours::broadcast::BroadcastMessage;
+use dht_behaviours::broadcast::{Ack, BroadcastMessage};
 use dht_behaviours::kad_wire::{KadRequest, KadResponse};
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
@@ -22,7 +22,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::core::broadcaster::HandoffId;
-use crate::core::{Action, Core, CoreConfig, Input, OpError, OpId, OpOk, Report, RequestId};
+use crate::core::{Action, Clock, Core, CoreConfig, Input, OpError, OpId, OpOk, Report, RequestId};
+
+/// The simulated wall clock at the start of a run (2026-01-01): what the cores' broadcast times
+/// count from.
+pub const SIM_EPOCH: Duration = Duration::from_secs(1_767_225_600);
 
 /// The simulated network's knobs.
 #[derive(Debug, Clone)]
@@ -172,13 +176,14 @@ impl Sim {
         let i = self.nodes.len();
         let mut secret = [0u8; 32];
         self.rng.fill(&mut secret);
-        let peer = match Keypair::ed25519_from_bytes(secret) {
-            Ok(k) => k.public().to_peer_id(),
-            Err(_) => PeerId::random(),
-        };
+        // Any 32 bytes are an ed25519 secret.
+        let identity =
+            Keypair::ed25519_from_bytes(secret).unwrap_or_else(|_| Keypair::generate_ed25519());
+        let peer = identity.public().to_peer_id();
         let mut config = self.config.clone();
         config.seed = self.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let core = Core::new(peer, config, self.instant());
+        let clock = Clock::new(self.instant(), SIM_EPOCH + self.now);
+        let core = Core::new(identity, config, clock);
         self.index.insert(peer, i);
         self.nodes.push(SimNode {
             core,
@@ -226,6 +231,15 @@ impl Sim {
         let op = self.op();
         self.input(i, Input::Broadcast { op, payload });
         op
+    }
+
+    /// Node `from` hands `message` to node `to` as it is, past its own core: what a node that
+    /// forges, replays or floods sends. Its answer comes back to `from` under an id its core
+    /// never issued (and ignores).
+    pub fn hand(&mut self, from: usize, to: usize, message: BroadcastMessage) {
+        let hid = HandoffId::MAX - self.next_op;
+        self.next_op += 1;
+        self.send(from, to, Message::Broadcast { hid, message });
     }
 
     fn op(&mut self) -> OpId {
@@ -349,7 +363,8 @@ impl Sim {
                 }
                 Action::AnswerBroadcast { id, ack } => {
                     if let Some((to, hid)) = self.inbound_broadcasts.remove(&id) {
-                        let ok = ack.is_some();
+                        // Busy is retried with another peer, as a failure is.
+                        let ok = ack.is_some_and(|a| a != Ack::Busy);
                         self.send(i, to, Message::BroadcastAnswer { hid, ok });
                     }
                 }

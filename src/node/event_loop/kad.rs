@@ -232,6 +232,7 @@ impl EventLoop {
             OpError::Timeout => timeout(operation),
             OpError::NoPeers => Error::NoPeers,
             OpError::Refused(refusal) => Error::StoreFull(refusal.to_string()),
+            OpError::BroadcastRefused(reason) => Error::BroadcastRefused(reason),
             // Only commands end so, and they are answered below.
             OpError::CommandRefused(reason) | OpError::CommandFailed(reason) => {
                 Error::Transport(reason)

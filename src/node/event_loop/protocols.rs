@@ -97,9 +97,17 @@ impl EventLoop {
                     // The core answers at once.
                     self.broadcast_inbound.remove(&id);
                 }
-                request_response::Message::Response { request_id, .. } => {
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
                     if let Some(id) = self.broadcast_requests.remove(&request_id) {
-                        self.drive(Input::BroadcastAnswered { id });
+                        // Busy: over our rate with that peer; another of its bucket is tried.
+                        if response == dht_behaviours::broadcast::Ack::Busy {
+                            self.drive(Input::BroadcastFailed { id });
+                        } else {
+                            self.drive(Input::BroadcastAnswered { id });
+                        }
                     }
                 }
             },
