@@ -49,6 +49,9 @@ pub struct DhtOptions {
     pub transport: TransportKind,
     /// Peers refused from the start.
     pub blocked: Vec<PeerId>,
+    /// The mirror nodes this node feeds every record it holds (the operator's choice: a peer
+    /// that announces the mirror protocol without being listed here gets nothing).
+    pub mirror_peers: Vec<PeerId>,
     /// Where the node keeps its identity key and its records across restarts; in memory only
     /// (everything lost at stop) when `None`.
     pub data_dir: Option<PathBuf>,
@@ -67,6 +70,7 @@ impl Default for DhtOptions {
             store_limits: StoreLimits::default(),
             transport: TransportKind::Tcp,
             blocked: Vec::new(),
+            mirror_peers: Vec::new(),
             data_dir: None,
         }
     }
@@ -144,6 +148,15 @@ impl DhtOptions {
     /// [`ProtocolConfig::mirror`]).
     pub fn mirror(mut self, mirror: bool) -> Self {
         self.protocol.mirror = mirror;
+        self
+    }
+
+    /// Feeds the mirror node `peer` every record held here (repeatable). Only chosen mirrors
+    /// are fed.
+    pub fn mirror_peer(mut self, peer: PeerId) -> Self {
+        if !self.mirror_peers.contains(&peer) {
+            self.mirror_peers.push(peer);
+        }
         self
     }
 }

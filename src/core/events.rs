@@ -489,4 +489,6 @@ pub struct CoreStats {
     pub broadcasts_delivered: u64,
     /// Broadcast messages refused (forged, stale, over a rate, no room).
     pub broadcasts_refused: u64,
+    /// Peers that announced the mirror protocol but are not among the operator's mirrors.
+    pub mirrors_ignored: u64,
 }

@@ -59,8 +59,10 @@ impl Core {
         self.mirrors.feed.dropped()
     }
 
-    /// `peer` speaks the mirror protocol: unless this node is a client (it holds nothing), the
-    /// mirror gets every record held here. Whether it is a new mirror.
+    /// `peer` speaks the mirror protocol: if the operator chose it as a mirror, and unless this
+    /// node is a client (it holds nothing), it gets every record held here. Whether it is a new
+    /// mirror. Announcing the protocol alone takes no slot: anyone can announce it, and a mirror
+    /// is handed the whole store.
     pub(super) fn mirror_seen(
         &mut self,
         peer: PeerId,
@@ -68,6 +70,10 @@ impl Core {
         now: Instant,
     ) -> bool {
         if !self.config.serving || peer == self.local {
+            return false;
+        }
+        if !self.config.mirror_peers.contains(&peer) {
+            self.stats.mirrors_ignored += 1;
             return false;
         }
         let keys: Vec<RecordKey> = self.records.live(now).map(|r| r.key.clone()).collect();
@@ -152,13 +158,16 @@ mod tests {
     use super::super::{Action, Core, CoreConfig, Input};
     use dht_behaviours::kad_wire::KadRequest;
 
-    fn core(now: Instant, client: bool) -> Core {
+    /// A core feeding `mirrors` (the operator's choice).
+    fn core_with(now: Instant, client: bool, mirrors: &[PeerId]) -> Core {
         let protocol = ProtocolConfig {
             timing: Timing::fast(),
             client_mode: client,
             ..ProtocolConfig::default()
         };
-        Core::fresh(CoreConfig::new(&protocol, StoreLimits::default(), 9), now)
+        let mut config = CoreConfig::new(&protocol, StoreLimits::default(), 9);
+        config.mirror_peers = mirrors.iter().copied().collect();
+        Core::fresh(config, now)
     }
 
     fn record(i: u32) -> Record {
@@ -194,13 +203,13 @@ mod tests {
     #[test]
     fn a_mirror_met_is_sent_every_record_held_paced_and_windowed() {
         let t = Instant::now();
-        let mut core = core(t, false);
+        let mirror = PeerId::random();
+        let mut core = core_with(t, false, &[mirror]);
         let writer = PeerId::random();
         let held = MIRROR_IN_FLIGHT + 8;
         for i in 0..held as u32 {
             put(&mut core, writer, u64::from(i), record(i), t);
         }
-        let mirror = PeerId::random();
         let found = core.handle(
             Input::MirrorSeen {
                 peer: mirror,
@@ -251,8 +260,8 @@ mod tests {
     #[test]
     fn new_records_follow_not_back_to_their_sender_and_a_dead_mirror_is_dropped() {
         let t = Instant::now();
-        let mut core = core(t, false);
         let (a, b) = (PeerId::random(), PeerId::random());
+        let mut core = core_with(t, false, &[a, b]);
         for m in [a, b] {
             core.handle(
                 Input::MirrorSeen {
@@ -296,15 +305,60 @@ mod tests {
     #[test]
     fn a_client_feeds_no_mirror() {
         let t = Instant::now();
-        let mut core = core(t, true);
+        let mirror = PeerId::random();
+        let mut core = core_with(t, true, &[mirror]);
         let found = core.handle(
             Input::MirrorSeen {
-                peer: PeerId::random(),
+                peer: mirror,
                 addrs: Vec::new(),
             },
             t,
         );
         assert!(found.is_empty());
+        assert_eq!(core.mirror_pending(), 0);
+    }
+
+    /// Announcing the mirror protocol takes no slot: only the operator's mirrors are fed, and a
+    /// chosen mirror that goes silent or misbehaves stops being fed (failed on the old code,
+    /// where any announcer got the whole store, up to 8 of them).
+    #[test]
+    fn only_the_operators_mirrors_are_fed_and_a_silent_or_blocked_one_is_dropped() {
+        let t = Instant::now();
+        let chosen = PeerId::random();
+        let mut core = core_with(t, false, &[chosen]);
+        put(&mut core, PeerId::random(), 1, record(1), t);
+        let squatters: Vec<PeerId> = (0..16).map(|_| PeerId::random()).collect();
+        for peer in squatters.iter().chain([&chosen]) {
+            core.handle(
+                Input::MirrorSeen {
+                    peer: *peer,
+                    addrs: Vec::new(),
+                },
+                t,
+            );
+        }
+        let round = handoffs(&core.handle(Input::Tick, t + MIRROR_PACE));
+        assert_eq!(round.len(), 1);
+        assert_eq!(round[0].1, chosen, "only the chosen mirror");
+        assert_eq!(core.stats().mirrors_ignored, 16);
+        core.handle(Input::MirrorAcked { id: round[0].0 }, t + MIRROR_PACE);
+
+        // Silent: no more records for it.
+        core.handle(Input::Silent { peer: chosen }, t + MIRROR_PACE);
+        put(&mut core, PeerId::random(), 2, record(2), t + MIRROR_PACE);
+        let now = t + Duration::from_secs(1);
+        assert!(handoffs(&core.handle(Input::Tick, now)).is_empty());
+        // Back (identify again): fed again, the whole store.
+        core.handle(
+            Input::MirrorSeen {
+                peer: chosen,
+                addrs: Vec::new(),
+            },
+            now,
+        );
+        assert_eq!(core.mirror_pending(), 2);
+        // Blocked by the operator: dropped.
+        core.handle(Input::Block { peer: chosen }, now);
         assert_eq!(core.mirror_pending(), 0);
     }
 }

@@ -86,6 +86,9 @@ pub struct CoreConfig {
     pub seed: u64,
     /// A mirror node keeps every record it is handed (no per-peer quota).
     pub mirror: bool,
+    /// The mirrors this node feeds, as the operator chose them (`--mirror-peer`): a peer that
+    /// only says it is a mirror gets nothing.
+    pub mirror_peers: HashSet<PeerId>,
 }
 
 impl CoreConfig {
@@ -105,6 +108,7 @@ impl CoreConfig {
             store,
             seed,
             mirror: protocol.mirror,
+            mirror_peers: HashSet::new(),
         }
     }
 }

@@ -96,6 +96,7 @@ impl Core {
     fn enforce_block(&mut self, peer: PeerId, offence: Option<Offence>, out: &mut Vec<Action>) {
         // Not remembered for a rejoin: a blocked peer is not one to come back to.
         self.routing.remove(&peer);
+        self.mirror_gone(&peer);
         out.push(Action::Block { peer, offence });
     }
 
@@ -141,6 +142,8 @@ impl Core {
             self.offend(peer, Offence::Unanswered, now, out);
         }
         self.unreachable(&peer, out);
+        // Fed again when identify names it again.
+        self.mirror_gone(&peer);
     }
 
     /// `peer` cannot be reached (a failed dial, a broken connection): it leaves the table and is

@@ -115,6 +115,8 @@ pub(crate) struct Parts {
     pub loaded: Vec<Record>,
     /// The node's key (the core signs its broadcasts with it).
     pub identity: Keypair,
+    /// The mirrors the operator chose.
+    pub mirror_peers: Vec<PeerId>,
 }
 
 impl EventLoop {
@@ -123,7 +125,8 @@ impl EventLoop {
         let swarm = parts.swarm;
         let local = *swarm.local_peer_id();
         let (handler_done_tx, handler_done_rx) = mpsc::channel(MAX_RUNNING_HANDLERS);
-        let core_config = CoreConfig::new(&parts.config, parts.store, rand::random());
+        let mut core_config = CoreConfig::new(&parts.config, parts.store, rand::random());
+        core_config.mirror_peers = parts.mirror_peers.into_iter().collect();
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();

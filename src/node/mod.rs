@@ -215,6 +215,7 @@ pub(crate) async fn build(options: DhtOptions) -> Result<(EventLoop, Link)> {
         store: options.store_limits,
         loaded,
         identity: keypair,
+        mirror_peers: options.mirror_peers.clone(),
     })
     .with_blocks(&options.blocked);
     let link = Link {

@@ -191,7 +191,10 @@ async fn without_a_data_dir_a_restart_loses_the_identity_and_the_records() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mirror_holds_every_record_stored_in_its_network() {
-    let mut nodes = crate::common::network_with(8, || options(None)).await;
+    // The operator chooses the mirror: its identity is known before the network starts.
+    let mirror_key = libp2p::identity::Keypair::generate_ed25519();
+    let mirror_id = mirror_key.public().to_peer_id();
+    let mut nodes = crate::common::network_with(8, || options(None).mirror_peer(mirror_id)).await;
     let mut keys = Vec::new();
     // Records stored before the mirror exists reach it when nodes see it...
     for i in 0..30 {
@@ -204,9 +207,14 @@ async fn a_mirror_holds_every_record_stored_in_its_network() {
         );
     }
     let boot = addr_of(&nodes[0]).await;
-    let mirror = Dht::start(options(None).mirror(true).bootstrap(boot))
-        .await
-        .expect("start mirror");
+    let mirror = Dht::start(
+        options(None)
+            .keypair(mirror_key)
+            .mirror(true)
+            .bootstrap(boot),
+    )
+    .await
+    .expect("start mirror");
     nodes.push(mirror.clone());
     wait_routed(&nodes, 8).await;
     // ...and records stored after it, as they are stored.

@@ -207,6 +207,15 @@ async fn serve(cli: &Cli) -> Result<ExitCode> {
             .client_mode(cli.client)
             .mirror(cli.mirror && i == 0);
         opts.blocked = cli.block.clone();
+        for peer in &cli.mirror_peer {
+            opts = opts.mirror_peer(*peer);
+        }
+        // With -n and --mirror the first node is the mirror, and every other one feeds it.
+        if cli.mirror
+            && let Some(first) = nodes.first()
+        {
+            opts = opts.mirror_peer(first.peer_id());
+        }
         if let Some(dir) = &cli.data_dir
             && !cli.client
         {

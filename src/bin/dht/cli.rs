@@ -118,10 +118,20 @@ pub struct Cli {
     )]
     pub data_dir: Option<PathBuf>,
 
-    /// Mirror node: keep a copy of every record seen in the network (nodes that see a mirror send
-    /// it what they hold and what they store). With -n the first node is the mirror
+    /// Mirror node: keep a copy of every record it is sent by the nodes that chose it with
+    /// --mirror-peer. With -n the first node is the mirror, and the others feed it
     #[arg(long = "mirror", env = "DHT_MIRROR", conflicts_with = "client")]
     pub mirror: bool,
+
+    /// Feed this mirror node every record held here (repeatable). A peer that only announces
+    /// the mirror protocol gets nothing
+    #[arg(
+        long = "mirror-peer",
+        value_name = "PEER",
+        env = "DHT_MIRROR_PEER",
+        value_delimiter = ','
+    )]
+    pub mirror_peer: Vec<dht::PeerId>,
 
     /// Most records the local store holds
     #[arg(long = "max-records", value_name = "N", default_value_t = STORE_MAX_RECORDS, global = true,

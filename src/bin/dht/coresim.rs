@@ -38,6 +38,7 @@ pub fn spec(
         store: StoreLimits::default(),
         seed,
         mirror: false,
+        mirror_peers: Default::default(),
     };
     Ok(SimSpec {
         nodes,
