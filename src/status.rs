@@ -63,6 +63,12 @@ pub struct Counters {
     pub peers_blocked: u64,
     /// Records refused (invalid or over a limit).
     pub records_refused: u64,
+    /// Peers' kad requests refused for their peer being over its rate.
+    pub requests_throttled: u64,
+    /// Broadcast messages refused (forged, stale, over a rate or share, no room).
+    pub broadcasts_refused: u64,
+    /// Peers that announced the mirror protocol without being one of this node's mirrors.
+    pub mirrors_ignored: u64,
     /// Records sent to mirror nodes.
     pub records_mirrored: u64,
     /// Record changes written to the data directory's database.

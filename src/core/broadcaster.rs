@@ -234,6 +234,11 @@ impl Broadcaster {
         self.seen.len()
     }
 
+    /// Forgets forwarders idle long enough to have their whole burst again.
+    pub fn prune(&mut self, now: Instant) {
+        self.forwarders.prune(now);
+    }
+
     /// Hand-offs awaiting an answer.
     pub fn in_flight(&self) -> usize {
         self.handoffs.len()

@@ -491,4 +491,6 @@ pub struct CoreStats {
     pub broadcasts_refused: u64,
     /// Peers that announced the mirror protocol but are not among the operator's mirrors.
     pub mirrors_ignored: u64,
+    /// Inbound requests refused for their peer being over its rate.
+    pub throttled: u64,
 }

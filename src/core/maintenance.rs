@@ -76,6 +76,8 @@ impl Core {
             self.last_sweep = now;
             self.records.sweep(now);
             self.standing.silence.sweep(now);
+            self.serve_limits.prune(now);
+            self.broadcaster.prune(now);
         }
         self.replicate(now, events);
         if self.follow_up.0.is_some_and(|at| now >= at) {

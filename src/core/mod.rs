@@ -196,6 +196,8 @@ pub struct Core {
     kept: Vec<(RecordKey, Option<PeerId>)>,
     mirrors: Mirrors,
     broadcaster: Broadcaster,
+    /// Each peer's budget of inbound requests ([`server::SERVE_RATE_PER_PEER`]).
+    serve_limits: rate::RateLimits<PeerId>,
     next_handoff: HandoffId,
     commands: commands::Commands,
 }
@@ -246,6 +248,11 @@ impl Core {
             kept: Vec::new(),
             mirrors: Mirrors::new(now),
             broadcaster: Broadcaster::new(local),
+            serve_limits: rate::RateLimits::new(
+                server::SERVE_RATE_PER_PEER,
+                server::SERVE_BURST_PER_PEER,
+                server::MAX_RATED_PEERS,
+            ),
             next_handoff: 0,
             commands: commands::Commands::default(),
             config,

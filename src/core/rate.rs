@@ -1,5 +1,6 @@
 //! Token buckets per key (a peer, an origin): a sustained rate with a burst, in bounded memory.
-//! Used where one peer must get its share and not more (broadcast hand-offs).
+//! Used where one peer must get its share and not more (inbound kad requests, broadcast
+//! hand-offs).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -35,6 +36,14 @@ impl<K: Hash + Eq + Clone> RateLimits<K> {
         self.buckets.is_empty()
     }
 
+    /// Forgets the keys whose bucket is full again (idle ones): a full bucket is the same as
+    /// none, and a core that served thousands of peers once should not keep them all.
+    pub fn prune(&mut self, now: Instant) {
+        let (rate, burst) = (self.rate, self.burst);
+        self.buckets
+            .retain(|_, (tokens, since)| refill(*tokens, *since, now, rate, burst) < burst);
+    }
+
     /// Takes one token of `key`'s bucket; false when it is empty (over its rate), or when no
     /// bucket can be made for a new key (every tracked key is still over its burst).
     pub fn take(&mut self, key: &K, now: Instant) -> bool {
@@ -44,10 +53,7 @@ impl<K: Hash + Eq + Clone> RateLimits<K> {
     /// Takes `cost` tokens (a fraction for cheap requests) of `key`'s bucket, as [`Self::take`].
     pub fn charge(&mut self, key: &K, cost: f64, now: Instant) -> bool {
         if !self.buckets.contains_key(key) && self.buckets.len() >= self.max_keys {
-            // A full bucket is the same as none: forgetting it loses nothing.
-            let (rate, burst) = (self.rate, self.burst);
-            self.buckets
-                .retain(|_, (tokens, since)| refill(*tokens, *since, now, rate, burst) < burst);
+            self.prune(now);
             if self.buckets.len() >= self.max_keys {
                 return false;
             }

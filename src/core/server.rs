@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use dht_behaviours::config::MAX_ADDRS_PER_PEER;
+use dht_behaviours::config::{MAX_ADDRS_PER_PEER, MAX_ESTABLISHED};
 use dht_behaviours::kad_wire::{KadRequest, KadResponse, MessageKind, WirePeer};
 use libp2p::PeerId;
 use libp2p::kad::{KBucketKey, RecordKey};
@@ -15,6 +15,17 @@ use super::events::{Action, InboundId};
 use super::queries::QueryEvent;
 use super::records::{Admitted, Records, Refusal, Source};
 use super::routing::RoutingTable;
+
+/// Inbound kad requests one peer may make per second, sustained. A busy honest client (the
+/// standard benchmark's, 400 stores a second through 20 nodes) sends a node about 500.
+pub const SERVE_RATE_PER_PEER: u32 = 2_000;
+/// Inbound kad requests one peer may make in a burst.
+pub const SERVE_BURST_PER_PEER: u32 = 4_000;
+/// Peers whose request rate is tracked at once: as many as the connections a node keeps.
+pub const MAX_RATED_PEERS: usize = MAX_ESTABLISHED as usize;
+
+// A hand-off (records sent to a newcomer at once) fits in one peer's burst.
+const _: () = assert!(super::maintenance::MAX_HANDOFF_PER_PEER as u32 <= SERVE_BURST_PER_PEER);
 
 /// What serving one request came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,6 +136,13 @@ impl Core {
         // A blocked peer's requests go unanswered, whatever reached us (the transport refuses
         // its connections too, but one may have been open when it was blocked).
         if !self.config.serving || self.is_blocked(&peer) {
+            out.push(Action::Answer { id, response: None });
+            return;
+        }
+        // Each peer gets its share of this node, not the node: beyond its rate its requests are
+        // refused (the stream reset), at the cost of a map lookup.
+        if !self.serve_limits.take(&peer, now) {
+            self.stats.throttled += 1;
             out.push(Action::Answer { id, response: None });
             return;
         }

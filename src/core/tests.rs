@@ -508,3 +508,64 @@ fn a_peer_that_leaves_and_comes_back_is_handed_the_records_once_per_replication_
         "again after an interval"
     );
 }
+
+/// One peer flooding FIND_NODE and GET_VALUE gets its share of the node and no more, while
+/// another peer asking at the same moment is answered every time (failed on the old code, which
+/// answered all 10,000).
+#[test]
+fn a_flooding_peer_gets_its_share_and_the_others_are_served() {
+    use super::server::{SERVE_BURST_PER_PEER, SERVE_RATE_PER_PEER};
+    let t0 = Instant::now();
+    let mut core = Core::fresh(config(20), t0);
+    let (flooder, honest) = (PeerId::random(), PeerId::random());
+    let request = |i: u64| {
+        if i % 2 == 0 {
+            KadRequest::FindNode {
+                key: i.to_be_bytes().to_vec(),
+            }
+        } else {
+            KadRequest::GetValue {
+                key: i.to_be_bytes().to_vec(),
+            }
+        }
+    };
+    let answered = |actions: &[Action]| {
+        actions
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Answer {
+                        response: Some(_),
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    let (mut flood_answered, mut honest_answered) = (0, 0);
+    for i in 0..10_000u64 {
+        let at = t0 + Duration::from_micros(i * 100); // 10,000 a second, for a second
+        let input = |peer| Input::Request {
+            peer,
+            id: i,
+            request: request(i),
+            serving: true,
+        };
+        flood_answered += answered(&core.handle(input(flooder), at));
+        if i % 100 == 0 {
+            honest_answered += answered(&core.handle(input(honest), at));
+        }
+    }
+    let share = (SERVE_BURST_PER_PEER + SERVE_RATE_PER_PEER) as usize;
+    assert!(
+        flood_answered <= share,
+        "{flood_answered} of the flood answered; its share is {share}"
+    );
+    assert!(flood_answered >= SERVE_BURST_PER_PEER as usize);
+    assert_eq!(
+        honest_answered, 100,
+        "every request of the other peer answered"
+    );
+    assert_eq!(core.stats().throttled as usize, 10_000 - flood_answered);
+}

@@ -244,40 +244,44 @@ async fn one_peer_storing_ten_thousand_records_hits_its_quota_and_others_are_ser
     let target_id = target.peer_id();
     let target_addr = addr_of(target).await;
     const FLOOD: usize = 10_000;
-    // As fast as the protocol lets one peer go: half the kad streams a connection may carry in
-    // flight (the other half is left to the target's own requests), a new one as each ends.
+    // Half the kad streams a connection may carry in flight (the other half is left to the
+    // target's own requests), one new request each 0.7 ms (1,430 a second): below the peer's rate
+    // (`SERVE_RATE_PER_PEER`, the core's own test), so that the quota is what stops it.
     const IN_FLIGHT: usize = dht_behaviours::kad_codec::MAX_KAD_STREAMS / 2;
+    const _: () = assert!(1_430 < dht::core::server::SERVE_RATE_PER_PEER);
     let flood = async {
         let mut requests = std::collections::HashSet::new();
         let mut next = 0;
-        loop {
-            while requests.len() < IN_FLIGHT && next < FLOOD {
-                let record = Record::new(
-                    RecordKey::new(&format!("/flood/{next}").into_bytes()),
-                    vec![b'x'; 64],
-                );
-                requests.insert(flooder.behaviour_mut().kad.send_request_with_addresses(
-                    &target_id,
-                    Ok(KadRequest::PutValue { record }),
-                    vec![target_addr.clone()],
-                ));
-                next += 1;
-            }
-            if requests.is_empty() {
-                break;
-            }
-            match flooder.select_next_some().await {
-                SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(RrEvent::Message {
-                    message: Message::Response { request_id, .. },
-                    ..
-                }))
-                | SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(RrEvent::OutboundFailure {
-                    request_id,
-                    ..
-                })) => {
-                    requests.remove(&request_id);
+        let mut pace = tokio::time::interval(Duration::from_micros(700));
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while next < FLOOD || !requests.is_empty() {
+            let room = requests.len() < IN_FLIGHT && next < FLOOD;
+            tokio::select! {
+                _ = pace.tick(), if room => {
+                    let record = Record::new(
+                        RecordKey::new(&format!("/flood/{next}").into_bytes()),
+                        vec![b'x'; 64],
+                    );
+                    requests.insert(flooder.behaviour_mut().kad.send_request_with_addresses(
+                        &target_id,
+                        Ok(KadRequest::PutValue { record }),
+                        vec![target_addr.clone()],
+                    ));
+                    next += 1;
                 }
-                _ => {}
+                event = flooder.select_next_some() => match event {
+                    SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(RrEvent::Message {
+                        message: Message::Response { request_id, .. },
+                        ..
+                    }))
+                    | SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(RrEvent::OutboundFailure {
+                        request_id,
+                        ..
+                    })) => {
+                        requests.remove(&request_id);
+                    }
+                    _ => {}
+                },
             }
         }
     };

@@ -176,6 +176,9 @@ impl EventLoop {
         let mut counters = self.counters.clone();
         counters.records_handed_off = stats.handed_off;
         counters.values_cached = stats.cached;
+        counters.requests_throttled = stats.throttled;
+        counters.broadcasts_refused = stats.broadcasts_refused;
+        counters.mirrors_ignored = stats.mirrors_ignored;
         NodeStatus {
             peer_id: local,
             listen_addrs: self
