@@ -519,7 +519,7 @@ fn a_flooding_peer_gets_its_share_and_the_others_are_served() {
     let mut core = Core::fresh(config(20), t0);
     let (flooder, honest) = (PeerId::random(), PeerId::random());
     let request = |i: u64| {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             KadRequest::FindNode {
                 key: i.to_be_bytes().to_vec(),
             }
