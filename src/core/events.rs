@@ -191,6 +191,13 @@ pub enum Input {
         /// Who.
         peer: PeerId,
     },
+    /// Every connection to a peer broke (closed on an error, not by either side's choice): a
+    /// peer of the table is checked at once ([`Action::CheckPeer`]), so that a dead one leaves
+    /// within a dial's time rather than at the next refresh.
+    ConnectionLost {
+        /// Who.
+        peer: PeerId,
+    },
     /// A peer took a request and never answered it (a ping timed out): it is held out for a
     /// while ([`Action::HeldOut`]) and leaves the table.
     Silent {
@@ -428,6 +435,14 @@ pub enum Action {
         dial: DialId,
         /// Where.
         addr: Multiaddr,
+    },
+    /// Dial `peer` once, to see whether it is alive; a failure comes back as
+    /// [`Input::Undialable`], which evicts it.
+    CheckPeer {
+        /// Who.
+        peer: PeerId,
+        /// Its addresses in the table.
+        addrs: Vec<Multiaddr>,
     },
     /// The node joined (again) through this peer.
     Joined {

@@ -378,6 +378,16 @@ impl Core {
             Input::MirrorAcked { id } => self.mirror_acked(id),
             Input::MirrorFailed { id } => self.mirror_failed(id),
             Input::Unreachable { peer } => self.unreachable(&peer, &mut out),
+            Input::ConnectionLost { peer } => {
+                if !self.is_blocked(&peer)
+                    && let Some(entry) = self.routing.get(&peer)
+                {
+                    out.push(Action::CheckPeer {
+                        peer,
+                        addrs: entry.addrs.clone(),
+                    });
+                }
+            }
             Input::Silent { peer } => self.silent(peer, now, &mut out),
             Input::Heard { peer } => {
                 self.standing.silence.heard_from(&peer, now);

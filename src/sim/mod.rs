@@ -387,6 +387,8 @@ impl Sim {
                 // Never asked for: simulated nodes join by id (`Input::Join`), and are given no
                 // bootstrap addresses.
                 Action::Dial { .. } => {}
+                // Simulated nodes have no connections to lose.
+                Action::CheckPeer { .. } => {}
             }
         }
         self.rewake(i);

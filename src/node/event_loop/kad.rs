@@ -12,6 +12,7 @@ use dht_behaviours::kad_codec::Request;
 use dht_behaviours::kad_wire::{KadResponse, MessageKind, WirePeer};
 use libp2p::PeerId;
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use tracing::{debug, info, trace, warn};
 
 use super::{EventLoop, is_malformed};
@@ -202,6 +203,15 @@ impl EventLoop {
                 self.swarm.behaviour_mut().blocked.block_peer(peer);
             }
             Action::Dial { dial, addr } => self.dial(dial, addr),
+            Action::CheckPeer { peer, addrs } => {
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    debug!(%peer, "liveness check not dialed: {e}");
+                }
+            }
             Action::Joined { peer } => info!(%peer, "joined the network"),
             Action::Unblock { peer } => {
                 info!(%peer, "unblocked");

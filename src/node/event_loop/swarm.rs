@@ -66,6 +66,10 @@ impl EventLoop {
                 if num_established == 0 {
                     self.connections.remove(&peer_id);
                     self.emit(Event::PeerDisconnected(peer_id));
+                    // Broken, not closed by choice (idle, or a goodbye): is it still there?
+                    if cause.is_some() {
+                        self.drive(Input::ConnectionLost { peer: peer_id });
+                    }
                 }
             }
             SwarmEvent::OutgoingConnectionError {
