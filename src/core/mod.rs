@@ -4,7 +4,7 @@
 //! that operation). No tokio, no swarm, no `Instant::now()`; randomness from a seeded source. The
 //! same code runs under the simulator ([`crate::sim`]) with a virtual clock.
 //!
-//! - [`routing`]: the k-buckets; [`records`]: the store and the one admission policy;
+//! - [`routing`]: the k-buckets, bounded per network by [`diversity`]; [`records`]: the store and the one admission policy;
 //! - `ops`: the handles' stores and fetches; [`query`]: what a query is for and how it ends;
 //! - [`queries`] and [`outbox`]: the lookups that run them, and our requests in flight;
 //! - [`server`]: answers to inbound FIND_NODE, GET_VALUE, PUT_VALUE and ADD_PROVIDER;
@@ -19,6 +19,7 @@ pub mod bootstrap;
 mod broadcast;
 pub mod broadcaster;
 pub mod commands;
+pub mod diversity;
 mod events;
 mod join;
 pub mod maintenance;
@@ -538,7 +539,7 @@ impl Core {
         }
         match self.routing.insert(peer, addrs) {
             Inserted::New | Inserted::Replaced(_) => self.hand_off(peer, now, events),
-            Inserted::Known | Inserted::Full | Inserted::Local => {}
+            Inserted::Known | Inserted::Full | Inserted::Crowded | Inserted::Local => {}
         }
     }
 

@@ -5,9 +5,15 @@
 //! place of an entry that has stopped answering. An entry that failed a request is *stale*: it is
 //! still used, but the next newcomer for its bucket replaces it, and [`MAX_FAILURES`] failures in a row
 //! remove it, so that a dead peer leaves within a few requests, not at the next refresh.
+//!
+//! Address diversity ([`super::diversity`]): at most [`MAX_GROUP_PER_BUCKET`] peers of one public
+//! network in a bucket and [`MAX_GROUP_PER_TABLE`] in the table; a newcomer beyond is not kept
+//! ([`Inserted::Crowded`]).
 
 use libp2p::kad::KBucketKey;
 use libp2p::{Multiaddr, PeerId};
+
+use super::diversity::{Group, GroupCounts, MAX_GROUP_PER_BUCKET, MAX_GROUP_PER_TABLE, group_of};
 
 /// Requests in a row a peer may fail before it leaves the table.
 pub const MAX_FAILURES: u8 = 2;
@@ -62,6 +68,9 @@ pub struct Entry {
     pub addrs: Vec<Multiaddr>,
     /// Requests failed in a row since its last answer.
     pub failures: u8,
+    /// Its address group when it came in (kept: a peer cannot move out of its group's bound by
+    /// announcing other addresses later).
+    group: Option<Group>,
 }
 
 impl Entry {
@@ -82,6 +91,8 @@ pub enum Inserted {
     Replaced(PeerId),
     /// The bucket is full of answering peers: the newcomer is not kept.
     Full,
+    /// The bucket or the table holds as many peers of the newcomer's address group as it may.
+    Crowded,
     /// The peer is this node.
     Local,
 }
@@ -95,6 +106,7 @@ pub struct RoutingTable {
     /// `buckets[i]` holds the peers whose distance has `ilog2 == 255 - i`.
     buckets: Vec<Vec<Entry>>,
     len: usize,
+    groups: GroupCounts,
 }
 
 impl RoutingTable {
@@ -105,6 +117,7 @@ impl RoutingTable {
             k: k.max(1),
             buckets: Vec::new(),
             len: 0,
+            groups: GroupCounts::default(),
         }
     }
 
@@ -147,22 +160,33 @@ impl RoutingTable {
             }
             return Inserted::Known;
         }
+        let group = group_of(&addrs);
+        if let Some(g) = group
+            && (bucket.iter().filter(|e| e.group == Some(g)).count() >= MAX_GROUP_PER_BUCKET
+                || self.groups.get(&g) >= MAX_GROUP_PER_TABLE)
+        {
+            return Inserted::Crowded;
+        }
         let entry = Entry {
             peer,
             point: p,
             addrs,
             failures: 0,
+            group,
         };
         if bucket.len() < k {
             // A bucket holds at most k: room for k at once, not a doubling's worth of slack.
             bucket.reserve_exact(k - bucket.len());
             bucket.push(entry);
             self.len += 1;
+            self.groups.add(group);
             return Inserted::New;
         }
         match bucket.iter().position(|e| e.failures > 0) {
             Some(stale) => {
                 let old = std::mem::replace(&mut bucket[stale], entry);
+                self.groups.remove(old.group);
+                self.groups.add(group);
                 Inserted::Replaced(*old.peer())
             }
             None => Inserted::Full,
@@ -191,7 +215,9 @@ impl RoutingTable {
             return None;
         }
         self.len -= 1;
-        Some(bucket.remove(pos))
+        let entry = bucket.remove(pos);
+        self.groups.remove(entry.group);
+        Some(entry)
     }
 
     /// Removes `peer` (blocked, unreachable, or gone for good). Returns its entry if it was there.
@@ -200,7 +226,9 @@ impl RoutingTable {
         let bucket = self.buckets.get_mut(i)?;
         let pos = bucket.iter().position(|e| e.peer() == peer)?;
         self.len -= 1;
-        Some(bucket.remove(pos))
+        let entry = bucket.remove(pos);
+        self.groups.remove(entry.group);
+        Some(entry)
     }
 
     /// The `n` peers of the table closest to `target`, closest first. Whole buckets are taken in
@@ -292,7 +320,10 @@ impl RoutingTable {
             .entries()
             .map(|e| e.addrs.capacity() * std::mem::size_of::<Multiaddr>())
             .sum();
-        self.buckets.capacity() * std::mem::size_of::<Vec<Entry>>() + entries + addrs
+        self.buckets.capacity() * std::mem::size_of::<Vec<Entry>>()
+            + entries
+            + addrs
+            + self.groups.heap_bytes()
     }
 }
 
@@ -335,6 +366,56 @@ mod tests {
         );
         assert_eq!(table.len(), 1);
         assert_eq!(table.insert(local, vec![]), Inserted::Local);
+    }
+
+    /// A hundred identities behind one public address take at most two places of a bucket and
+    /// ten of the table; as many on 127.0.0.1 or a LAN are all kept (failed on the old code,
+    /// which kept every one that found room).
+    #[test]
+    fn one_network_gets_a_bounded_share_of_the_table_and_local_networks_are_free() {
+        let local = PeerId::random();
+        let mut table = RoutingTable::new(local, 20);
+        let one_host: Vec<Multiaddr> = vec!["/ip4/45.1.2.3/tcp/4001".parse().expect("addr")];
+        let sybils = peers(100);
+        let crowded = sybils
+            .iter()
+            .filter(|p| table.insert(**p, one_host.clone()) == Inserted::Crowded)
+            .count();
+        assert_eq!(table.len(), MAX_GROUP_PER_TABLE);
+        assert_eq!(crowded, 100 - MAX_GROUP_PER_TABLE);
+        assert!(table.bucket_sizes().all(|(_, n)| n <= MAX_GROUP_PER_BUCKET));
+        // Another network still gets in; and a place freed is a place for the group again.
+        let other = peers(1)[0];
+        let elsewhere = vec!["/ip4/46.1.2.3/tcp/4001".parse().expect("addr")];
+        assert_ne!(table.insert(other, elsewhere), Inserted::Crowded);
+        let gone = *sybils
+            .iter()
+            .find(|p| table.contains(p))
+            .expect("a sybil kept");
+        table.remove(&gone);
+        let outside: Vec<PeerId> = sybils
+            .iter()
+            .copied()
+            .filter(|p| *p != gone && !table.contains(p))
+            .collect();
+        assert!(
+            outside
+                .iter()
+                .any(|p| table.insert(*p, one_host.clone()) == Inserted::New)
+        );
+        assert_eq!(table.len(), MAX_GROUP_PER_TABLE + 1);
+        for lan in ["/ip4/127.0.0.1/tcp/4001", "/ip4/192.168.1.9/tcp/4001"] {
+            let mut table = RoutingTable::new(local, 20);
+            let addrs: Vec<Multiaddr> = vec![lan.parse().expect("addr")];
+            for p in &sybils {
+                table.insert(*p, addrs.clone());
+            }
+            assert!(
+                table.len() > MAX_GROUP_PER_TABLE * 3,
+                "{lan}: {}",
+                table.len()
+            );
+        }
     }
 
     #[test]
