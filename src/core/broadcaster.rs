@@ -24,7 +24,7 @@ use libp2p::identity::Keypair;
 use rand::Rng;
 use rand::seq::SliceRandom;
 
-use super::rate::RateLimits;
+use super::rate::{RateLimits, peer_key};
 
 /// Identifies one hand-off of a broadcast (the core's number; the driver maps its own to it).
 pub type HandoffId = u64;
@@ -202,7 +202,7 @@ pub struct Bucket {
 pub struct Broadcaster {
     local: PeerId,
     seen: SeenCache,
-    forwarders: RateLimits<PeerId>,
+    forwarders: RateLimits<u64>,
     handoffs: HashMap<HandoffId, Handoff>,
 }
 
@@ -280,12 +280,15 @@ impl Broadcaster {
         }
         let before = self.seen.height(&message.id, now);
         if before.is_some_and(|h| h >= message.height) {
-            if !self.forwarders.charge(from, DUPLICATE_HANDOFF_COST, now) {
+            if !self
+                .forwarders
+                .charge(&peer_key(from), DUPLICATE_HANDOFF_COST, now)
+            {
                 return Receipt::busy();
             }
             return Receipt::duplicate();
         }
-        if !self.forwarders.take(from, now) {
+        if !self.forwarders.take(&peer_key(from), now) {
             return Receipt::busy();
         }
         // Only what is acted on pays for a signature check; a message in our own name that we

@@ -198,7 +198,7 @@ pub struct Core {
     mirrors: Mirrors,
     broadcaster: Broadcaster,
     /// Each peer's budget of inbound requests ([`server::SERVE_RATE_PER_PEER`]).
-    serve_limits: rate::RateLimits<PeerId>,
+    serve_limits: rate::RateLimits<u64>,
     next_handoff: HandoffId,
     commands: commands::Commands,
 }

@@ -141,7 +141,7 @@ impl Core {
         }
         // Each peer gets its share of this node, not the node: beyond its rate its requests are
         // refused (the stream reset), at the cost of a map lookup.
-        if !self.serve_limits.take(&peer, now) {
+        if !self.serve_limits.take(&super::rate::peer_key(&peer), now) {
             self.stats.throttled += 1;
             out.push(Action::Answer { id, response: None });
             return;
