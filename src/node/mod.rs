@@ -3,6 +3,7 @@
 
 mod bandwidth;
 mod event_loop;
+pub mod handshakes;
 mod pending;
 pub mod persistence;
 
@@ -38,6 +39,7 @@ use crate::identity;
 use crate::options::{COMMAND_BUFFER, DhtOptions, EVENT_BUFFER, TransportKind};
 pub(crate) use event_loop::EventLoop;
 use event_loop::Parts;
+use handshakes::{HandshakeGuard, INBOUND_HANDSHAKE_TIMEOUT};
 use persistence::RecordDb;
 
 /// How long start-up waits for every listener to report its address.
@@ -57,13 +59,14 @@ fn build_swarm(
         TransportKind::Tcp => builder
             .with_other_transport(|key| {
                 let noise = noise::Config::new(key).map_err(Box::new)?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(HandshakeGuard::new(
                     tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
                         .map(move |stream, _| Counted::new(stream, bandwidth.clone()))
                         .upgrade(upgrade::Version::V1Lazy)
                         .authenticate(noise)
-                        .multiplex(yamux::Config::default()),
-                )
+                        .multiplex(yamux::Config::default())
+                        .inbound_timeout(INBOUND_HANDSHAKE_TIMEOUT),
+                ))
             })
             .map_err(|e| transport_error(&e))?
             .with_dns()

@@ -327,3 +327,64 @@ async fn one_peer_storing_ten_thousand_records_hits_its_quota_and_others_are_ser
     );
     stop_all(&nodes).await;
 }
+
+/// 300 TCP connections that send the multistream header and stall do not shut a node to
+/// newcomers: each new handshake displaces the oldest pending one from its address, so an
+/// honest node joins and stores through it at once. (Failed on the old code: the stalled ones
+/// held every pending-inbound place, and newcomers were refused until they timed out.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_stalled_handshakes_do_not_shut_out_an_honest_peer() {
+    use tokio::io::AsyncWriteExt;
+    let nodes = network(2, 2).await;
+    let target = addr_of(&nodes[0]).await;
+    let port = target
+        .iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .expect("a TCP port");
+    let mut stalled = Vec::new();
+    for _ in 0..300 {
+        let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+            continue;
+        };
+        // The multistream-select header, length-prefixed, then nothing more.
+        let _ = s.write_all(b"\x13/multistream/1.0.0\n").await;
+        stalled.push(s);
+    }
+    assert!(
+        stalled.len() >= 250,
+        "only {} connections opened",
+        stalled.len()
+    );
+    let started = std::time::Instant::now();
+    let honest = Dht::start(options(2).bootstrap(target))
+        .await
+        .expect("start");
+    // The honest node's own copy does not count: the besieged node must hold the value.
+    let value = b"through a besieged node".to_vec();
+    let key = Key::for_value(&value);
+    tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            if honest.store(value.clone()).await.is_ok()
+                && nodes[0]
+                    .local_records()
+                    .await
+                    .is_ok_and(|r| r.iter().any(|r| r.key == key))
+            {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the besieged node holds an honest store within 3 s while 300 handshakes stall");
+    println!(
+        "held by the besieged node {:?} after joining",
+        started.elapsed()
+    );
+    drop(stalled);
+    honest.stop().await;
+    stop_all(&nodes).await;
+}
