@@ -102,6 +102,28 @@ impl BoundedStore {
             .unwrap_or_default()
     }
 
+    /// Takes the changed keys, at most `max_keys` of them and as few as reach `max_bytes` of
+    /// keys and values (at least one): a flush copies what it writes, so a large backlog is written
+    /// in bounded batches instead of copied at once.
+    pub fn take_changes_within(&mut self, max_keys: usize, max_bytes: usize) -> Vec<RecordKey> {
+        let Some(changed) = self.changed.as_mut() else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        let mut bytes = 0;
+        for key in changed.iter() {
+            if taken.len() >= max_keys || (bytes >= max_bytes && !taken.is_empty()) {
+                break;
+            }
+            bytes += key.as_ref().len() + self.records.get(key).map_or(0, |r| r.value.len());
+            taken.push(key.clone());
+        }
+        for key in &taken {
+            changed.remove(key);
+        }
+        taken
+    }
+
     /// Marks `keys` as changed again (a write of them failed and must be retried).
     pub fn mark_changed(&mut self, keys: impl IntoIterator<Item = RecordKey>) {
         if let Some(changed) = self.changed.as_mut() {
@@ -313,6 +335,24 @@ mod tests {
             s.put(rec("a", MAX_VALUE_SIZE + 1)),
             Err(Error::ValueTooLarge)
         ));
+    }
+
+    #[test]
+    fn changes_are_taken_in_bounded_batches() {
+        let mut s = store(100, usize::MAX);
+        s.track_changes();
+        for i in 0..10 {
+            s.put(rec(&format!("k{i}"), 100)).expect("put");
+        }
+        // 102 bytes each: a 250-byte batch is three records (the one that reaches it included).
+        let first = s.take_changes_within(100, 250);
+        assert_eq!(first.len(), 3);
+        assert_eq!(s.pending_changes(), 7);
+        assert_eq!(s.take_changes_within(4, usize::MAX).len(), 4);
+        // At least one, however small the byte bound.
+        assert_eq!(s.take_changes_within(100, 0).len(), 1);
+        assert_eq!(s.take_changes_within(100, usize::MAX).len(), 2);
+        assert_eq!(s.pending_changes(), 0);
     }
 
     #[test]

@@ -76,6 +76,12 @@ impl Core {
             self.stats.mirrors_ignored += 1;
             return false;
         }
+        // Identify repeats itself on every connection: the keys are collected for a new mirror
+        // only, not at each identify of a known one.
+        if self.mirrors.feed.is_mirror(&peer) {
+            self.mirrors.addrs.insert(peer, addrs);
+            return false;
+        }
         let keys: Vec<RecordKey> = self.records.live(now).map(|r| r.key.clone()).collect();
         let new = self.mirrors.feed.add_mirror(peer, keys);
         if self.mirrors.feed.is_mirror(&peer) {

@@ -130,7 +130,16 @@ pub(crate) async fn build(options: DhtOptions) -> Result<(EventLoop, Link)> {
     let local = *swarm.local_peer_id();
     let (db, loaded) = match &options.data_dir {
         Some(dir) => {
-            let (db, loaded) = open_records(dir, local)?;
+            // Reading (and cleaning) a large database is blocking work: off the runtime's
+            // workers, which other nodes of this process (and the handle) share.
+            let dir_name = dir.display().to_string();
+            let dir = dir.clone();
+            let (db, loaded) = tokio::task::spawn_blocking(move || open_records(&dir, local))
+                .await
+                .map_err(|e| Error::Persistence {
+                    path: dir_name.clone(),
+                    reason: format!("the database task failed: {e}"),
+                })??;
             (Some(Arc::new(db)), loaded)
         }
         None => (None, Vec::new()),

@@ -36,6 +36,9 @@ pub const KEY_FILE: &str = "node.key";
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Changed keys that make the event loop write before the interval is up.
 pub const FLUSH_EARLY_AT: usize = 4096;
+/// Bytes of keys and values one write copies and commits at most (a backlog, built while a slow
+/// disk wrote the last batch, goes in several): the copy is made on the event loop.
+pub const FLUSH_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// Memory redb may use to cache database pages (its default is 1 GiB).
 pub const DATABASE_CACHE: usize = 8 * 1024 * 1024;
 
@@ -322,14 +325,20 @@ impl Writer {
         if let Some(write) = self.running.take() {
             done.push(outcome(write.await, store));
         }
-        if let Some(write) = self.start(store, local) {
-            done.push(outcome(write.await, store));
+        // In batches; a failed one ends it (the disk is refusing: the changes stay marked).
+        while let Some(write) = self.start(store, local) {
+            let flushed = outcome(write.await, store);
+            let failed = matches!(flushed, Flushed::Failed(_));
+            done.push(flushed);
+            if failed {
+                break;
+            }
         }
         done
     }
 
     fn start(&self, store: &mut BoundedStore, local: &PeerId) -> Option<Running> {
-        let keys = store.take_changes();
+        let keys = store.take_changes_within(FLUSH_EARLY_AT, FLUSH_MAX_BYTES);
         if keys.is_empty() {
             return None;
         }
