@@ -87,6 +87,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             .await?;
             print_report(&report, *json, crate::sim::print)
         }
+        Some(OneShot::Flood {
+            addr,
+            duration,
+            size,
+        }) => {
+            let report = crate::flood::run(addr.clone(), *duration, *size as usize).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Some(OneShot::Bench {
             ops,
             concurrency,

@@ -190,6 +190,19 @@ pub enum OneShot {
         #[arg(long)]
         json: bool,
     },
+    /// Hostile load, to measure a node's defences: one fresh identity sends PUT_VALUE with distinct
+    /// keys as fast as the node takes them; prints what was acknowledged and refused
+    Flood {
+        /// The node to flood, with /p2p/<id>
+        #[arg(value_parser = parse_addr)]
+        addr: Multiaddr,
+        /// How long
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+        duration: std::time::Duration,
+        /// Value size in bytes
+        #[arg(long, default_value_t = dht::limits::MAX_VALUE_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..=dht::limits::MAX_VALUE_SIZE as u64))]
+        size: u64,
+    },
     /// Simulate a network of N nodes: the node's own protocol core over a simulated network with a
     /// virtual clock, reproducible from --seed (--swarm: full libp2p nodes in memory instead;
     /// --model: the lookup state machine alone)

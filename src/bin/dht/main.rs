@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod console;
 mod coresim;
+mod flood;
 mod model;
 mod sim;
 mod stats;
