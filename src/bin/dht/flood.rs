@@ -83,7 +83,8 @@ pub async fn run(addr: Multiaddr, duration: Duration, size: usize) -> Result<Flo
         let event = tokio::time::timeout(Duration::from_secs(30), swarm.select_next_some())
             .await
             .context("the node stopped answering for 30 s")?;
-        match event {
+        // Each request ends once: answered with its record echoed (kept), or anything else.
+        let (request_id, kept) = match event {
             SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(Event::Message {
                 message:
                     Message::Response {
@@ -91,25 +92,21 @@ pub async fn run(addr: Multiaddr, duration: Duration, size: usize) -> Result<Flo
                         response,
                     },
                 ..
-            })) => {
-                if in_flight.remove(&request_id) {
-                    if response.record.is_some() {
-                        report.acknowledged += 1;
-                        report.bytes_acknowledged += size as u64;
-                    } else {
-                        report.refused += 1;
-                    }
-                }
-            }
+            })) => (request_id, response.record.is_some()),
             SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(Event::OutboundFailure {
                 request_id,
                 ..
-            })) => {
-                if in_flight.remove(&request_id) {
-                    report.refused += 1;
-                }
-            }
-            _ => {}
+            })) => (request_id, false),
+            _ => continue,
+        };
+        if !in_flight.remove(&request_id) {
+            continue;
+        }
+        if kept {
+            report.acknowledged += 1;
+            report.bytes_acknowledged += size as u64;
+        } else {
+            report.refused += 1;
         }
     }
     report.seconds = started.elapsed().as_secs_f64();
