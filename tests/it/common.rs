@@ -25,11 +25,15 @@ pub const RESERVED_PORTS: u16 = 10_000;
 /// local network on consecutive ports); everything else listens on port 0.
 pub fn reserve_ports(n: u16) -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
-    // A start that differs between runs, so that a run's ports are not those of one just ended.
+    // A start that differs between processes and runs. The runner starts one process per test,
+    // with consecutive pids: a start of `pid % range` put those a port apart, and one test's five
+    // ports overlapped the next one's (a bind failed with "address in use"). A multiplicative
+    // hash of the pid spreads consecutive pids across the range.
     static NEXT: AtomicU16 = AtomicU16::new(0);
+    let spread = std::process::id().wrapping_mul(2_654_435_761) >> 16;
     let _ = NEXT.compare_exchange(
         0,
-        1 + (std::process::id() % u32::from(RESERVED_PORTS / 2)) as u16,
+        1 + (spread % u32::from(RESERVED_PORTS / 2)) as u16,
         Ordering::SeqCst,
         Ordering::SeqCst,
     );
@@ -226,4 +230,20 @@ pub async fn holds(node: &Dht, key: &Key) -> bool {
     node.local_records()
         .await
         .is_ok_and(|rs| rs.iter().any(|r| r.key == *key))
+}
+
+/// How many of `nodes` hold `key` in their own store: what a store's count must match (an
+/// acknowledgement is not a copy).
+pub async fn holders(nodes: &[Dht], key: &dht::Key) -> usize {
+    let mut n = 0;
+    for node in nodes {
+        if node
+            .local_records()
+            .await
+            .is_ok_and(|r| r.iter().any(|r| r.key == *key))
+        {
+            n += 1;
+        }
+    }
+    n
 }

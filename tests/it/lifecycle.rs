@@ -219,6 +219,14 @@ async fn a_node_whose_peers_all_left_dials_them_again_when_they_return() {
         .await
         .expect("store");
     assert!(stored.nodes >= 2, "stored on {} nodes", stored.nodes);
+    let everyone: Vec<Dht> = std::iter::once(first.clone())
+        .chain(back.iter().cloned())
+        .collect();
+    assert_eq!(
+        crate::common::holders(&everyone, &stored.key).await,
+        stored.nodes,
+        "the count is the nodes that hold it"
+    );
     assert_eq!(
         first.fetch(&stored.key).await.expect("fetch"),
         b"together again"

@@ -242,6 +242,11 @@ async fn silent_peers_do_not_stall_lookups_and_leave_the_routing_tables() {
         let value = format!("past the silent ones {i}").into_bytes();
         let stored = nodes[i % 8].store(value.clone()).await.expect("store");
         assert!(stored.nodes >= 3, "stored on {} nodes", stored.nodes);
+        assert_eq!(
+            crate::common::holders(&nodes, &stored.key).await,
+            stored.nodes,
+            "the count is the honest nodes that hold it"
+        );
         let fetched = nodes[(i + 3) % 8].fetch(&stored.key).await.expect("fetch");
         assert_eq!(fetched, value);
         assert!(started.elapsed() < 2 * deadline);

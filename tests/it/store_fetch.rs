@@ -36,6 +36,11 @@ async fn value_stored_on_one_node_is_fetched_verified_from_all_others() {
         stored.remote
     );
     assert_eq!(stored.nodes, stored.remote + 1);
+    assert_eq!(
+        holders(&nodes, &stored.key).await.len(),
+        stored.nodes,
+        "the count is the nodes that hold it"
+    );
     for (i, node) in nodes.iter().enumerate() {
         let got = node
             .fetch(&stored.key)
@@ -193,6 +198,11 @@ async fn a_client_store_that_every_peer_refused_is_an_error_and_nothing_is_held(
         .await
         .expect("store");
     assert_eq!((first.nodes, first.remote), (2, 2), "both nodes kept it");
+    assert_eq!(
+        holders(&nodes, &first.key).await.len(),
+        2,
+        "and both hold it"
+    );
     let over = b"over the share".to_vec();
     match client.store(over.clone()).await {
         Err(Error::NotKept(key)) => assert_eq!(key, Key::for_value(&over)),
