@@ -32,6 +32,7 @@ use tracing::{debug, info, trace, warn};
 use super::bandwidth::Bandwidth;
 use super::pending::Pending;
 use super::persistence::{RecordDb, Writer};
+use super::warnings::PeerWarnings;
 use crate::command::{Command, CommandHandler, Reply};
 use crate::core::bootstrap::DialId;
 use crate::core::broadcaster::HandoffId;
@@ -95,6 +96,8 @@ pub(crate) struct EventLoop {
     dials: Pending<ConnectionId, Reply<PeerId>>,
     info_ops: Pending<OutboundRequestId, (PeerId, Reply<NodeInfo>)>,
     writer: Option<Writer>,
+    /// Warnings about peers written this minute (the rest are summarised).
+    peer_warnings: PeerWarnings,
     /// Hand-offs to mirrors in flight: the swarm's ids to the core's.
     mirror_requests: HashMap<OutboundRequestId, MirrorId>,
 }
@@ -173,6 +176,7 @@ impl EventLoop {
             alive: parts.alive,
             bandwidth: parts.bandwidth,
             writer: parts.db.map(|db| Writer::new(db, now)),
+            peer_warnings: PeerWarnings::new(now),
             mirror_requests: HashMap::new(),
         };
         event_loop.drive(Input::Bootstrap {

@@ -6,6 +6,7 @@ mod event_loop;
 pub mod handshakes;
 mod pending;
 pub mod persistence;
+mod warnings;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -335,7 +335,8 @@ async fn one_peer_storing_ten_thousand_records_hits_its_quota_and_others_are_ser
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_stalled_handshakes_do_not_shut_out_an_honest_peer() {
     use tokio::io::AsyncWriteExt;
-    let nodes = network(2, 2).await;
+    // k = 20: every node is among a key's closest, so the besieged node must hold the value.
+    let nodes = network(2, 20).await;
     let target = addr_of(&nodes[0]).await;
     let port = target
         .iter()
@@ -359,7 +360,7 @@ async fn three_hundred_stalled_handshakes_do_not_shut_out_an_honest_peer() {
         stalled.len()
     );
     let started = std::time::Instant::now();
-    let honest = Dht::start(options(2).bootstrap(target))
+    let honest = Dht::start(options(20).bootstrap(target))
         .await
         .expect("start");
     // The honest node's own copy does not count: the besieged node must hold the value.

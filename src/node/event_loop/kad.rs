@@ -175,7 +175,9 @@ impl EventLoop {
             Action::Refused { peer, refusal } => {
                 self.counters.records_refused += 1;
                 if let Refusal::Invalid(error) = &refusal {
-                    warn!(%peer, "refused a record: {error}");
+                    if self.peer_warnings.allow(Instant::now()) {
+                        warn!(%peer, "refused a record: {error}");
+                    }
                 } else {
                     debug!(%peer, "refused a record: {refusal}");
                 }
@@ -187,7 +189,9 @@ impl EventLoop {
             }
             Action::Lied { peer, error } => {
                 self.counters.records_refused += 1;
-                warn!(%peer, "discarded an invalid record: {error}");
+                if self.peer_warnings.allow(Instant::now()) {
+                    warn!(%peer, "discarded an invalid record: {error}");
+                }
             }
             Action::HeldOut { peer, held } => {
                 debug!(%peer, "ping timed out; evicting the peer, holding it out for {held:?}");
@@ -195,7 +199,9 @@ impl EventLoop {
             Action::Block { peer, offence } => {
                 match offence {
                     Some(offence) => {
-                        warn!(%peer, ?offence, "blocking a misbehaving peer for {BLOCK_DURATION:?}");
+                        if self.peer_warnings.allow(Instant::now()) {
+                            warn!(%peer, ?offence, "blocking a misbehaving peer for {BLOCK_DURATION:?}");
+                        }
                         self.counters.peers_blocked += 1;
                     }
                     None => info!(%peer, "blocked by the operator"),

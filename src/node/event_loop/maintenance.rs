@@ -16,6 +16,13 @@ impl EventLoop {
         for (_, reply) in self.dials.take_expired(now) {
             self.time_out(reply, "connect", command);
         }
+        if let Some(suppressed) = self.peer_warnings.roll(now) {
+            warn!(
+                suppressed,
+                "more warnings about peers in the last minute (refused records, lies, blocks) \
+                 than are written; the status counters count them all"
+            );
+        }
         if let Some(writer) = self.writer.as_mut() {
             let store = self.core.records_mut().store_mut();
             if let Some(flushed) = writer.tick(store, &self.local, now) {
