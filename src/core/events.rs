@@ -265,10 +265,11 @@ pub enum Input {
 /// What an operation came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OpOk {
-    /// Stored: these peers acknowledged, so keep a copy (this node's own copy aside).
+    /// Stored: these peers acknowledged the record and then served it back when asked, so they
+    /// keep a copy (this node's own copy aside). An acknowledgement alone counts for nothing.
     Stored {
-        /// Peers that acknowledged.
-        acked: Vec<PeerId>,
+        /// Peers seen to keep a copy.
+        kept: Vec<PeerId>,
     },
     /// The value.
     Value(Vec<u8>),
@@ -496,6 +497,8 @@ pub struct CoreStats {
     pub restores: u64,
     /// False records received.
     pub lies: u64,
+    /// Stores' targets that acknowledged a PUT and then did not serve the record.
+    pub unkept: u64,
     /// Peers that left the routing table after failing requests, or found unreachable.
     pub evicted: u64,
     /// Peers blocked for misbehaving.

@@ -484,7 +484,7 @@ impl Core {
                     return;
                 };
                 let result = match outcome {
-                    Outcome::Stored { acked } => Ok(OpOk::Stored { acked }),
+                    Outcome::Stored { kept } => Ok(OpOk::Stored { kept }),
                     Outcome::Found { record, .. } => Ok(OpOk::Value(record.value)),
                     Outcome::NotFound { unanswered: 0 } => Err(OpError::NotFound),
                     Outcome::NotFound { .. } | Outcome::TimedOut => Err(OpError::Timeout),
@@ -500,6 +500,7 @@ impl Core {
             }
             QueryEvent::CacheAt { record, peer } => self.cache(record, peer, now, more),
             QueryEvent::Lied { peer, error } => self.lied(peer, error, now, out),
+            QueryEvent::Unkept { peer } => self.unkept(peer, now, out),
             QueryEvent::OneoffDone { .. } => {}
         }
     }
@@ -590,5 +591,7 @@ fn reply(op: OpId, result: Result<OpOk, OpError>) -> Action {
     }
 }
 
+#[cfg(test)]
+mod sybil_tests;
 #[cfg(test)]
 mod tests;

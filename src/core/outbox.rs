@@ -27,6 +27,8 @@ pub enum Sent {
     Lookup(QueryId),
     /// One of a store's PUT_VALUEs.
     Put(QueryId),
+    /// A store's GET_VALUE to a peer that acknowledged its PUT: does it serve the copy?
+    Verify(QueryId),
     /// A PUT_VALUE of its own: a hand-off or a cached copy.
     Oneoff,
 }

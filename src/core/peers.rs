@@ -133,6 +133,12 @@ impl Core {
         self.offend(peer, offence, now, out);
     }
 
+    /// `peer` acknowledged a store's record and did not serve it back.
+    pub(super) fn unkept(&mut self, peer: PeerId, now: Instant, out: &mut Vec<Action>) {
+        self.stats.unkept += 1;
+        self.offend(peer, Offence::Unkept, now, out);
+    }
+
     /// `peer` took a request (a ping) and did not answer: it is held out for a while, each
     /// silence longer than the last, and leaves the table. One silence is counted once, however
     /// many of its connections time out.

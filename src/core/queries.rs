@@ -3,8 +3,11 @@
 //! takes the time, and what is to be sent or answered comes back as [`QueryEvent`]s.
 //!
 //! A store runs in two phases: the lookup finds the k closest live peers, then a PUT_VALUE goes to
-//! each; a target that does not acknowledge is replaced by the next closest candidate, so the count
-//! that comes back is of peers that acknowledged (and a node acknowledges only what it kept).
+//! each, and each peer that acknowledges is asked for the record back (GET_VALUE). Only a peer that
+//! serves it counts as a copy: an acknowledgement costs a liar nothing, so it proves nothing. A
+//! peer that acknowledged and then answers without the record is reported ([`QueryEvent::Unkept`]);
+//! it, and any target that refuses, fails or does not serve, is replaced by the next closest live
+//! candidate, so the store goes on until k peers keep the record or the candidates run out.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -24,10 +27,25 @@ pub use super::query::{Outcome, Purpose, QueryConfig, QueryEvent};
 pub const FETCH_WIDEN_AFTER: Duration = Duration::from_millis(100);
 
 struct PutPhase {
+    /// PUTs and verifying GETs in flight.
     pending: usize,
-    acked: Vec<PeerId>,
+    /// Targets seen serving the record.
+    kept: Vec<PeerId>,
+    /// Addresses of the targets, for the GET that checks each.
+    addrs: HashMap<PeerId, Vec<Multiaddr>>,
     /// Further live candidates, closest first: one replaces each target that fails.
     spare: VecDeque<Candidate>,
+}
+
+/// How one target of a store's PUT phase came out.
+enum PutStep {
+    /// It acknowledged the PUT: ask for the record back.
+    Acked(PeerId),
+    /// It served the record back: a copy.
+    Kept(PeerId),
+    /// It answered without the record (`lied`: it had acknowledged it), or the PUT or the GET
+    /// failed: no copy there, try the next candidate.
+    Missed,
 }
 
 struct Query {
@@ -192,11 +210,12 @@ impl Queries {
                 }
                 q.put = Some(PutPhase {
                     pending: chosen.len(),
-                    acked: Vec::new(),
+                    kept: Vec::new(),
+                    addrs: chosen.iter().map(|c| (c.peer, c.addrs.clone())).collect(),
                     spare,
                 });
                 if chosen.is_empty() {
-                    self.done(id, Outcome::Stored { acked: Vec::new() }, now, out);
+                    self.done(id, Outcome::Stored { kept: Vec::new() }, now, out);
                     return;
                 }
                 for c in chosen {
@@ -269,7 +288,7 @@ impl Queries {
     ) -> Option<InFlight> {
         let queries = &self.queries;
         let alive = |sent: Sent| match sent {
-            Sent::Lookup(q) | Sent::Put(q) => queries.contains_key(&q),
+            Sent::Lookup(q) | Sent::Put(q) | Sent::Verify(q) => queries.contains_key(&q),
             Sent::Oneoff => true,
         };
         let (done, next) = self.outbox.resolved(rid, now, alive)?;
@@ -310,7 +329,8 @@ impl Queries {
                 out.push(QueryEvent::OneoffDone { peer, acked: true });
                 return;
             }
-            Sent::Put(id) => return self.put_done(id, Some(peer), now, out),
+            Sent::Put(id) => return self.put_done(id, PutStep::Acked(peer), now, out),
+            Sent::Verify(id) => return self.verified(id, peer, response.record, now, out),
             Sent::Lookup(id) => id,
         };
         let Some(q) = self.queries.get_mut(&id) else {
@@ -384,7 +404,7 @@ impl Queries {
         let peer = done.peer;
         match done.sent {
             Sent::Oneoff => out.push(QueryEvent::OneoffDone { peer, acked: false }),
-            Sent::Put(id) => self.put_done(id, None, now, out),
+            Sent::Put(id) | Sent::Verify(id) => self.put_done(id, PutStep::Missed, now, out),
             Sent::Lookup(id) => {
                 if let Some(q) = self.queries.get_mut(&id) {
                     if timed_out {
@@ -398,41 +418,84 @@ impl Queries {
         }
     }
 
-    /// One PUT_VALUE of a store resolved (`acked` by that peer, or failed): a failed target is
-    /// replaced by the next live candidate; the store ends once none is pending.
-    fn put_done(
+    /// A target that acknowledged answered the GET_VALUE that checks it: with the record it
+    /// stored (the same value under the same key), it keeps a copy; without one, it lied.
+    fn verified(
         &mut self,
         id: QueryId,
-        acked: Option<PeerId>,
+        peer: PeerId,
+        served: Option<Record>,
         now: Instant,
         out: &mut Vec<QueryEvent>,
     ) {
+        let Some(Query {
+            purpose: Purpose::Store { record },
+            ..
+        }) = self.queries.get(&id)
+        else {
+            return;
+        };
+        let step = match served {
+            Some(s) if s.key == record.key && s.value == record.value => PutStep::Kept(peer),
+            // Another value: the key's admission rules let a better one replace ours there
+            // (or the peer lies); either way ours is not kept, but nothing proves a lie.
+            Some(_) => PutStep::Missed,
+            None => {
+                out.push(QueryEvent::Unkept { peer });
+                PutStep::Missed
+            }
+        };
+        self.put_done(id, step, now, out);
+    }
+
+    /// One target of a store's PUT phase moved on: an acknowledgement is checked by a GET, a copy
+    /// seen served counts, a miss is replaced by the next live candidate; the store ends once
+    /// nothing is pending.
+    fn put_done(&mut self, id: QueryId, step: PutStep, now: Instant, out: &mut Vec<QueryEvent>) {
         let Some(q) = self.queries.get_mut(&id) else {
             return;
         };
         let (Some(put), Purpose::Store { record }) = (q.put.as_mut(), &q.purpose) else {
             return;
         };
-        put.pending = put.pending.saturating_sub(1);
-        match acked {
-            Some(peer) => put.acked.push(peer),
-            None => {
-                if let Some(next) = put.spare.pop_front() {
-                    put.pending += 1;
-                    let request = KadRequest::PutValue {
-                        record: record.clone(),
-                    };
-                    let sent = Sent::Put(id);
-                    if let Some(o) = self.outbox.send(next.peer, next.addrs, request, sent, now) {
-                        out.push(QueryEvent::Send(o));
-                    }
-                    return;
-                }
+        let (peer, addrs, request, sent) = match step {
+            PutStep::Acked(peer) => {
+                let addrs = put.addrs.get(&peer).cloned().unwrap_or_default();
+                let request = KadRequest::GetValue {
+                    key: record.key.to_vec(),
+                };
+                (peer, addrs, request, Sent::Verify(id))
             }
+            PutStep::Kept(peer) => {
+                put.pending = put.pending.saturating_sub(1);
+                put.kept.push(peer);
+                return self.put_finished(id, now, out);
+            }
+            PutStep::Missed => {
+                let Some(next) = put.spare.pop_front() else {
+                    put.pending = put.pending.saturating_sub(1);
+                    return self.put_finished(id, now, out);
+                };
+                put.addrs.insert(next.peer, next.addrs.clone());
+                let request = KadRequest::PutValue {
+                    record: record.clone(),
+                };
+                (next.peer, next.addrs, request, Sent::Put(id))
+            }
+        };
+        // One request in flight replaces the one that resolved: `pending` is unchanged.
+        if let Some(o) = self.outbox.send(peer, addrs, request, sent, now) {
+            out.push(QueryEvent::Send(o));
         }
+    }
+
+    fn put_finished(&mut self, id: QueryId, now: Instant, out: &mut Vec<QueryEvent>) {
+        let Some(put) = self.queries.get_mut(&id).and_then(|q| q.put.as_mut()) else {
+            return;
+        };
         if put.pending == 0 {
-            let acked = std::mem::take(&mut put.acked);
-            self.done(id, Outcome::Stored { acked }, now, out);
+            let kept = std::mem::take(&mut put.kept);
+            self.done(id, Outcome::Stored { kept }, now, out);
         }
     }
 

@@ -36,10 +36,10 @@ pub enum Purpose {
 /// How a query ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// A store's PUT phase ended: these peers acknowledged.
+    /// A store's PUT phase ended: these peers acknowledged the record and then served it back.
     Stored {
-        /// The peers that acknowledged, closest first.
-        acked: Vec<PeerId>,
+        /// The peers seen to keep the record, in the order they proved it.
+        kept: Vec<PeerId>,
     },
     /// A fetch found the record.
     Found {
@@ -97,6 +97,12 @@ pub enum QueryEvent {
         peer: PeerId,
         /// What was wrong.
         error: RecordError,
+    },
+    /// `peer` acknowledged a store's PUT_VALUE and then answered a GET_VALUE for the key without
+    /// the record: it claims copies it does not keep.
+    Unkept {
+        /// Who.
+        peer: PeerId,
     },
     /// A one-off PUT resolved.
     OneoffDone {

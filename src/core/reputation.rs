@@ -25,6 +25,9 @@ pub enum Offence {
     /// A broadcast its origin did not sign: provable (honest nodes forward only what they
     /// verified), so it blocks at once.
     ForgedBroadcast,
+    /// A PUT acknowledged and the record not served when asked for it at once: a claimed copy
+    /// that is not kept. Two within [`OFFENCE_MEMORY`] block the peer.
+    Unkept,
     /// A frame our codecs could not decode.
     MalformedMessage,
     /// A ping that timed out: once is a bad link; ten within [`OFFENCE_MEMORY`] make a peer that takes
@@ -37,6 +40,7 @@ impl Offence {
     pub fn points(self) -> u32 {
         match self {
             Offence::ForgedContent | Offence::ForgedBroadcast => BLOCK_THRESHOLD,
+            Offence::Unkept => 5,
             Offence::InvalidRecord => 3,
             Offence::MalformedMessage => 2,
             Offence::Unanswered => 1,

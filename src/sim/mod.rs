@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use dht_behaviours::broadcast::{Ack, BroadcastMessage};
-use dht_behaviours::kad_wire::{KadRequest, KadResponse};
+use dht_behaviours::kad_wire::{KadRequest, KadResponse, MessageKind};
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use rand::rngs::StdRng;
@@ -90,7 +90,27 @@ pub struct SimNode {
     pub alive: bool,
     /// Its side of a partition (messages cross only between equal sides).
     pub side: u8,
+    /// A Sybil's host: its core runs (it joins and looks up like any node), but the requests it
+    /// receives are answered by [`hollow_answer`]: every PUT acknowledged and none kept, every
+    /// lookup answered with no peers.
+    pub hollow: bool,
     wake: Option<Instant>,
+}
+
+/// What a hollow node answers: the echo of a PUT (an acknowledgement, the record thrown away),
+/// no record and no peers to anything else.
+fn hollow_answer(request: KadRequest) -> KadResponse {
+    match request {
+        KadRequest::PutValue { record } => KadResponse {
+            record: Some(record),
+            ..KadResponse::to(MessageKind::PutValue)
+        },
+        KadRequest::FindNode { .. } => KadResponse::to(MessageKind::FindNode),
+        KadRequest::GetValue { .. } => KadResponse::to(MessageKind::GetValue),
+        KadRequest::GetProviders { .. } => KadResponse::to(MessageKind::GetProviders),
+        KadRequest::AddProvider { .. } => KadResponse::to(MessageKind::AddProvider),
+        KadRequest::Ping => KadResponse::to(MessageKind::Ping),
+    }
 }
 
 /// The simulator.
@@ -189,6 +209,7 @@ impl Sim {
             core,
             alive: true,
             side: 0,
+            hollow: false,
             wake: None,
         });
         i
@@ -250,6 +271,12 @@ impl Sim {
     /// Stops node `i` at once (its state is gone; requests to it are refused).
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].alive = false;
+    }
+
+    /// Makes node `i` hollow (a Sybil that acknowledges and keeps nothing), see
+    /// [`SimNode::hollow`].
+    pub fn make_hollow(&mut self, i: usize) {
+        self.nodes[i].hollow = true;
     }
 
     /// Puts node `i` on `side` of a partition (0 for all: no partition).
@@ -451,6 +478,11 @@ impl Sim {
                                 response: None,
                             },
                         );
+                        return;
+                    }
+                    if self.nodes[to].hollow {
+                        let response = Some(hollow_answer(request));
+                        self.send(to, from, Message::Response { rid, response });
                         return;
                     }
                     self.next_inbound += 1;

@@ -258,8 +258,8 @@ impl EventLoop {
             self.counters.errors += 1;
         }
         match (caller, result) {
-            (Caller::Store(key, reply), Ok(OpOk::Stored { acked })) => {
-                let remote = acked.len();
+            (Caller::Store(key, reply), Ok(OpOk::Stored { kept })) => {
+                let remote = kept.len();
                 debug!(%key, remote, took = ?report.took, "store finished");
                 if remote == 0 && self.config.client_mode {
                     self.counters.errors += 1;

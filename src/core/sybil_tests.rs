@@ -1,0 +1,145 @@
+//! Sybils that acknowledge and keep nothing, on the simulator (seeded, virtual time): a store
+//! counts only copies served back, penalises the peers that claimed a copy they do not keep, and
+//! goes on until the copies are on peers that serve them.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use dht_behaviours::validation::content_key;
+use dht_behaviours::{ProtocolConfig, Timing};
+use libp2p::PeerId;
+use libp2p::kad::RecordKey;
+use rand::Rng;
+
+use super::*;
+use crate::sim::{NetConfig, Sim};
+
+const K: usize = 5;
+const HONEST: usize = 10;
+const SYBILS: usize = 40;
+
+fn config() -> CoreConfig {
+    let protocol = ProtocolConfig {
+        replication_factor: std::num::NonZeroUsize::new(K).expect("k > 0"),
+        timing: Timing::fast(),
+        ..ProtocolConfig::default()
+    };
+    CoreConfig::new(&protocol, dht_behaviours::store::StoreLimits::default(), 7)
+}
+
+/// `HONEST` nodes, then `SYBILS` hollow ones joining through random honest nodes, settled.
+fn besieged(seed: u64) -> Sim {
+    let mut sim = Sim::new(config(), NetConfig::default(), seed);
+    sim.add_node();
+    for i in 1..HONEST {
+        sim.add_node();
+        sim.join(i, 0);
+        sim.run_for(Duration::from_millis(200));
+    }
+    for _ in 0..SYBILS {
+        let i = sim.add_node();
+        sim.make_hollow(i);
+        let via = sim.rng().gen_range(0..HONEST);
+        sim.join(i, via);
+        sim.run_for(Duration::from_millis(50));
+    }
+    sim.run_for(Duration::from_secs(5));
+    sim
+}
+
+fn sybil_ids(sim: &Sim) -> HashSet<PeerId> {
+    (HONEST..HONEST + SYBILS).map(|i| sim.peer(i)).collect()
+}
+
+/// The honest nodes other than `publisher` that hold a live copy of `key`.
+fn honest_holders(sim: &Sim, key: &[u8], publisher: usize) -> HashSet<PeerId> {
+    let now = sim.now_instant();
+    let key = RecordKey::new(&key);
+    (0..HONEST)
+        .filter(|&i| i != publisher && sim.nodes[i].core.records().get(&key, now).is_some())
+        .map(|i| sim.peer(i))
+        .collect()
+}
+
+#[test]
+fn a_store_counts_only_copies_served_back_and_blocks_peers_that_claim_copies_they_do_not_keep() {
+    let mut sim = besieged(41);
+    let sybils = sybil_ids(&sim);
+    let in_table = |sim: &Sim| {
+        sybils
+            .iter()
+            .filter(|p| sim.nodes[0].core.routing().contains(p))
+            .count()
+    };
+    assert!(
+        in_table(&sim) > 0,
+        "the Sybils must be in the publisher's table for the test to mean anything"
+    );
+    let timeout = sim.query_timeout() * 3;
+    let mut reached_sybils = 0;
+    for v in 0..20u32 {
+        let value = format!("value {v} among Sybils").into_bytes();
+        let key = content_key(&value).to_vec();
+        let op = sim.store(0, key.clone(), value);
+        let (result, _) = sim.wait(op, timeout).expect("the store ended").clone();
+        let Ok(OpOk::Stored { kept }) = result else {
+            panic!("store {v}: {result:?}");
+        };
+        let kept: HashSet<PeerId> = kept.into_iter().collect();
+        reached_sybils += kept.iter().filter(|p| sybils.contains(p)).count();
+        // The count is the truth: exactly the honest peers that hold it, no Sybil among them.
+        assert_eq!(
+            kept,
+            honest_holders(&sim, &key, 0),
+            "store {v}: the peers counted are those that hold a copy"
+        );
+        assert!(!kept.is_empty(), "store {v}: no honest copy at all");
+    }
+    assert_eq!(reached_sybils, 0, "no Sybil is ever counted as a copy");
+    let stats = sim.nodes[0].core.stats();
+    assert!(stats.unkept > 0, "the Sybils' empty answers were noticed");
+    assert_eq!(
+        in_table(&sim),
+        0,
+        "every Sybil that claimed a copy was blocked and left the table ({} unkept)",
+        stats.unkept
+    );
+}
+
+#[test]
+fn once_the_sybils_vanish_every_value_is_on_k_honest_nodes_and_found_by_all() {
+    let mut sim = besieged(42);
+    let timeout = sim.query_timeout() * 3;
+    let mut keys = Vec::new();
+    for v in 0..20u32 {
+        let value = format!("value {v} stored while Sybils abound").into_bytes();
+        let key = content_key(&value).to_vec();
+        let op = sim.store(v as usize % HONEST, key.clone(), value);
+        sim.wait(op, timeout).expect("the store ended");
+        keys.push((key, v as usize % HONEST));
+    }
+    // One replication interval: each value goes on to honest peers that serve it.
+    let interval = config().timing.replication_interval;
+    sim.run_for(interval * 2);
+    for (key, publisher) in &keys {
+        let copies = honest_holders(&sim, key, *publisher).len() + 1;
+        assert!(
+            copies >= K,
+            "a value is on {copies} honest nodes, fewer than k = {K}"
+        );
+    }
+    // Every Sybil vanishes at once, without a goodbye.
+    for i in HONEST..HONEST + SYBILS {
+        sim.kill(i);
+    }
+    for (key, _) in &keys {
+        for reader in 0..HONEST {
+            let op = sim.fetch(reader, key.clone());
+            let (result, _) = sim.wait(op, timeout).expect("the fetch ended").clone();
+            assert!(
+                matches!(result, Ok(OpOk::Value(_))),
+                "node {reader} could not fetch a value after the Sybils vanished: {result:?}"
+            );
+        }
+    }
+}
