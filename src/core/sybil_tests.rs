@@ -143,3 +143,42 @@ fn once_the_sybils_vanish_every_value_is_on_k_honest_nodes_and_found_by_all() {
         }
     }
 }
+
+#[test]
+fn a_routing_table_full_of_dead_peers_closer_to_the_key_never_shortens_a_received_copy() {
+    // libp2p-kad's store shortens a received record's life for every routing entry closer to the
+    // key; copies were seen with minutes left of 48 h while dead Sybils lingered. Ours admits a
+    // copy by its own rules alone, whoever the table holds.
+    let now = std::time::Instant::now();
+    let mut cfg = config();
+    cfg.timing = Timing::default();
+    let ttl = cfg.timing.record_ttl;
+    let mut core = Core::fresh(cfg, now);
+    let value = b"kept for its whole life".to_vec();
+    let key = RecordKey::new(&content_key(&value));
+    for _ in 0..300 {
+        let input = Input::PeerSeen {
+            peer: PeerId::random(),
+            addrs: Vec::new(),
+        };
+        core.handle(input, now);
+    }
+    assert!(core.routing().len() >= 20, "the table filled");
+    let mut record = libp2p::kad::Record::new(key.clone(), value);
+    record.expires = Some(now + ttl);
+    let input = Input::Request {
+        peer: PeerId::random(),
+        id: 1,
+        request: dht_behaviours::kad_wire::KadRequest::PutValue { record },
+        serving: true,
+    };
+    core.handle(input, now);
+    // Every peer of the table turns out dead.
+    let dead: Vec<PeerId> = core.routing().entries().map(|e| *e.peer()).collect();
+    for peer in dead {
+        core.handle(Input::Unreachable { peer }, now);
+    }
+    let later = now + Duration::from_secs(3600);
+    let held = core.records().get(&key, later).expect("still held an hour later");
+    assert_eq!(held.expires, Some(now + ttl), "the copy keeps its whole life");
+}
