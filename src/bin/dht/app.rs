@@ -90,9 +90,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Some(OneShot::Flood {
             addr,
             duration,
+            kind,
             size,
         }) => {
-            let report = crate::flood::run(addr.clone(), *duration, *size as usize).await?;
+            let report = crate::flood::run(addr.clone(), *duration, *kind, *size as usize).await?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -190,8 +190,9 @@ pub enum OneShot {
         #[arg(long)]
         json: bool,
     },
-    /// Hostile load, to measure a node's defences: one fresh identity sends PUT_VALUE with distinct
-    /// keys as fast as the node takes them; prints what was acknowledged and refused
+    /// Hostile load, to measure a node's defences: one fresh identity sends requests of one kind
+    /// (PUT_VALUE with distinct keys, or GET_VALUE / FIND_NODE for random keys) as fast as the node
+    /// takes them; prints what was answered and refused
     Flood {
         /// The node to flood, with /p2p/<id>
         #[arg(value_parser = parse_addr)]
@@ -199,7 +200,10 @@ pub enum OneShot {
         /// How long
         #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
         duration: std::time::Duration,
-        /// Value size in bytes
+        /// The requests sent: put (PUT_VALUE), get (GET_VALUE) or find (FIND_NODE)
+        #[arg(long, value_enum, default_value = "put")]
+        kind: crate::flood::Kind,
+        /// Value size in bytes (put)
         #[arg(long, default_value_t = dht::limits::MAX_VALUE_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..=dht::limits::MAX_VALUE_SIZE as u64))]
         size: u64,
     },
