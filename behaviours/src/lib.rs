@@ -6,7 +6,7 @@
 //! - [`kad_wire`], [`kad_codec`]: the Kademlia wire messages both ways and their codec (the node's
 //!   core answers peers' requests and sends its own; libp2p-kad is not used);
 //! - [`store`], [`validation`]: the bounded record store and record checks;
-//! - [`lookup`]: one iterative lookup, as a pure state machine;
+//! - [`lookup`]: one iterative lookup, as a pure state machine; [`diversity`]: address groups;
 //! - [`command`], [`broadcast`], [`info`], [`mirror`]: our own sub-protocols, over [`frame`]d
 //!   streams.
 
@@ -14,6 +14,7 @@ pub mod behaviour;
 pub mod broadcast;
 pub mod command;
 pub mod config;
+pub mod diversity;
 pub mod frame;
 pub mod info;
 pub mod ip_limits;

@@ -12,7 +12,11 @@
 //!   "beta"); a store then puts to the k closest it knows, and any that fails is replaced by the
 //!   next closest, so liveness is checked by the PUT itself rather than by k extra requests;
 //! - a lookup may start narrow (one request at a time) and widens to alpha at the first miss,
-//!   failure or slow answer.
+//!   failure or slow answer;
+//! - at most [`MAX_GROUP_PER_LOOKUP`] of its live candidates come from one address group (the
+//!   /16 or /32 of a public address, [`crate::diversity`]), so identities minted behind one
+//!   network cannot be all of a key's k closest: a store's targets and a fetch's closest peers
+//!   obey the same bound, so a value stored past them is found past them.
 
 use std::collections::BTreeMap;
 
@@ -20,12 +24,17 @@ use libp2p::kad::{KBucketDistance, KBucketKey};
 use libp2p::{Multiaddr, PeerId};
 
 use crate::config::MAX_ADDRS_PER_PEER;
+use crate::diversity::{Group, group_of};
 use crate::kad_wire::WirePeer;
 
 /// go-libp2p's "beta": a lookup ends once this many of the closest live peers have answered.
 pub const LOOKUP_RESILIENCE: usize = 3;
 /// Candidates a lookup keeps, in multiples of k (the farthest waiting ones are forgotten).
 pub const CANDIDATES_PER_K: usize = 3;
+/// Live candidates of one address group a lookup keeps at most (a closer one displaces the
+/// farthest not yet asked): at most this many of a value's k copies sit behind one network.
+/// Peers with no public address are in no group (a local network is not bounded).
+pub const MAX_GROUP_PER_LOOKUP: usize = 3;
 
 /// Where a candidate stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +87,8 @@ pub struct Candidate {
     pub addrs: Vec<Multiaddr>,
     /// Where it stands.
     pub state: PeerState,
+    /// The address group of the first public address it was named with, if any.
+    pub group: Option<Group>,
 }
 
 /// An iterative lookup for the peers closest to a key.
@@ -142,15 +153,49 @@ impl Lookup {
             return false;
         }
         addrs.truncate(MAX_ADDRS_PER_PEER);
+        let group = group_of(&addrs);
+        if let Some(g) = group
+            && !self.make_room_in(g, d)
+        {
+            self.ignored += 1;
+            return false;
+        }
         self.candidates.insert(
             d,
             Candidate {
                 peer,
                 addrs,
                 state: PeerState::Waiting,
+                group,
             },
         );
         true
+    }
+
+    /// Whether a candidate of group `g` at distance `d` may join: yes while the group has fewer
+    /// than [`MAX_GROUP_PER_LOOKUP`] live candidates, or by displacing the group's farthest one not
+    /// yet asked when that one is farther than `d`.
+    fn make_room_in(&mut self, g: Group, d: KBucketDistance) -> bool {
+        let mut live = 0;
+        let mut farthest_waiting = None;
+        for (cd, c) in &self.candidates {
+            if c.group == Some(g) && c.state.live() {
+                live += 1;
+                if c.state == PeerState::Waiting {
+                    farthest_waiting = Some(*cd);
+                }
+            }
+        }
+        if live < MAX_GROUP_PER_LOOKUP {
+            return true;
+        }
+        match farthest_waiting {
+            Some(far) if far > d => {
+                self.candidates.remove(&far);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Forgets the farthest candidates not asked yet beyond the cap. Asked ones stay: their answers
@@ -235,6 +280,26 @@ impl Lookup {
             .collect();
         closer.sort_by_key(|(d, _)| *d);
         closer.dedup_by(|a, b| a.0 == b.0);
+        // One network's share of the answer first: an answer stuffed with one crowd must not
+        // push everyone else out of the k taken.
+        let before = closer.len();
+        let mut shares: Vec<(Group, usize)> = Vec::new();
+        closer.retain(|(_, p)| {
+            let Some(g) = group_of(&p.addrs) else {
+                return true;
+            };
+            match shares.iter_mut().find(|(s, _)| *s == g) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n <= MAX_GROUP_PER_LOOKUP
+                }
+                None => {
+                    shares.push((g, 1));
+                    true
+                }
+            }
+        });
+        self.ignored += before - closer.len();
         self.ignored += closer.len().saturating_sub(self.params.k);
         closer.truncate(self.params.k);
         let added = closer
@@ -312,7 +377,7 @@ impl Lookup {
         self.in_flight
     }
 
-    /// Peers named in answers beyond the k taken from each.
+    /// Peers named in answers beyond the k taken from each, or beyond their address group's share.
     pub fn ignored(&self) -> usize {
         self.ignored
     }
@@ -406,6 +471,44 @@ mod tests {
         assert_eq!(found, truth[..10]);
         // Two rounds at most: the seed, then the three closest.
         assert!(lookup.requests() <= 4, "{} requests", lookup.requests());
+    }
+
+    #[test]
+    fn one_network_gets_at_most_its_share_of_the_closest_and_the_rest_are_the_next_closest() {
+        let network: Vec<PeerId> = (0..100).map(|_| PeerId::random()).collect();
+        let truth = sorted_by_distance(b"key", &network);
+        // The 40 closest to the key all sit behind one public /16; the others on loopback.
+        let crowd: Vec<PeerId> = truth[..40].to_vec();
+        let addr = |p: &PeerId| -> Vec<Multiaddr> {
+            let i = network.iter().position(|q| q == p).unwrap_or(0);
+            let a = if crowd.contains(p) {
+                format!("/ip4/8.8.{}.{}/tcp/4001", i / 200, i % 200 + 1)
+            } else {
+                format!("/ip4/127.0.0.1/tcp/{}", 10_000 + i)
+            };
+            vec![a.parse().expect("multiaddr")]
+        };
+        let answer: Vec<WirePeer> = network
+            .iter()
+            .map(|p| WirePeer {
+                peer: *p,
+                addrs: addr(p),
+            })
+            .collect();
+        let seed = *truth.last().expect("peers");
+        let mut lookup = Lookup::new(b"key", [(seed, addr(&seed))], params(10, 3, false));
+        while let Some((peer, _)) = lookup.next_request() {
+            lookup.on_answer(&peer, answer.clone());
+        }
+        assert!(lookup.is_finished());
+        let found: Vec<PeerId> = lookup.closest(10).into_iter().map(|c| c.peer).collect();
+        let mut expected: Vec<PeerId> = truth[..MAX_GROUP_PER_LOOKUP].to_vec();
+        expected.extend(truth[40..40 + 10 - MAX_GROUP_PER_LOOKUP].iter().copied());
+        assert_eq!(
+            found, expected,
+            "the crowd's 3 closest, then the next closest of the rest"
+        );
+        assert!(lookup.ignored() > 0);
     }
 
     #[test]

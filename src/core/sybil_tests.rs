@@ -179,6 +179,13 @@ fn a_routing_table_full_of_dead_peers_closer_to_the_key_never_shortens_a_receive
         core.handle(Input::Unreachable { peer }, now);
     }
     let later = now + Duration::from_secs(3600);
-    let held = core.records().get(&key, later).expect("still held an hour later");
-    assert_eq!(held.expires, Some(now + ttl), "the copy keeps its whole life");
+    let held = core
+        .records()
+        .get(&key, later)
+        .expect("still held an hour later");
+    assert_eq!(
+        held.expires,
+        Some(now + ttl),
+        "the copy keeps its whole life"
+    );
 }
