@@ -6,6 +6,11 @@
 //! event loop hands them, in one batch per [`FLUSH_INTERVAL`], to a blocking task that commits one
 //! transaction. A crash loses at most the last interval; a clean stop writes everything first.
 //!
+//! A write that fails (a full disk, an I/O error) loses nothing: its keys are marked changed again
+//! and go with the next write, once per interval, until the disk takes them (the set of changed
+//! keys is bounded by the store: one entry per key held or removed). redb refuses every operation
+//! on a database that saw an I/O error, so a failed write closes it and the next one reopens it.
+//!
 //! redb is a pure-Rust, single-file, crash-safe (copy-on-write B-trees, checksummed commits)
 //! embedded key-value store with no background threads and no C build: it fits a node that writes
 //! small batches rarely and reads everything once at start. fjall (an LSM tree) would suit heavy
@@ -13,7 +18,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dht_behaviours::config::{MAX_KEY_SIZE, MAX_VALUE_SIZE};
@@ -24,7 +29,7 @@ use libp2p::kad::store::RecordStore;
 use libp2p::kad::{Record, RecordKey};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::task::{JoinError, JoinHandle};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::error::{Error, Result};
 
@@ -86,7 +91,9 @@ pub struct Loaded {
 
 /// A node's record database.
 pub struct RecordDb {
-    db: Database,
+    /// `None` after a failed write: redb answers every later operation on a handle that saw an I/O
+    /// error with "close and re-open the database", so the next write opens the file again.
+    db: Mutex<Option<Database>>,
     path: PathBuf,
 }
 
@@ -115,16 +122,16 @@ impl RecordDb {
             path: dir.display().to_string(),
             reason: e.to_string(),
         })?;
-        let db = Database::builder()
-            .set_cache_size(DATABASE_CACHE)
-            .create(&path)
-            .map_err(|e| err(e.to_string()))?;
-        // Create both tables so a fresh database reads as empty rather than as an error.
-        let tx = db.begin_write().map_err(|e| err(e.to_string()))?;
-        tx.open_table(RECORDS).map_err(|e| err(e.to_string()))?;
-        tx.open_table(PUBLISHED).map_err(|e| err(e.to_string()))?;
-        tx.commit().map_err(|e| err(e.to_string()))?;
-        Ok(Self { db, path })
+        let db = open_database(&path).map_err(err)?;
+        Ok(Self {
+            db: Mutex::new(Some(db)),
+            path,
+        })
+    }
+
+    /// The database handle: `None` from a failed write until the next write reopens it.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Database>> {
+        self.db.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn error(&self, e: impl std::fmt::Display) -> Error {
@@ -140,8 +147,10 @@ impl RecordDb {
         let wall_ms = unix_ms(wall);
         let mut loaded = Loaded::default();
         let mut dead = Vec::new();
+        let guard = self.lock();
+        let db = guard.as_ref().ok_or_else(|| self.error(CLOSED))?;
         // One read transaction: both tables as of the same commit.
-        let tx = self.db.begin_read().map_err(|e| self.error(e))?;
+        let tx = db.begin_read().map_err(|e| self.error(e))?;
         let mut published = HashSet::new();
         for row in tx
             .open_table(PUBLISHED)
@@ -183,6 +192,7 @@ impl RecordDb {
             }
         }
         drop(tx);
+        drop(guard);
         if !dead.is_empty() {
             let changes: Vec<Change> = dead.into_iter().map(|key| Change::Remove { key }).collect();
             self.write(&changes, wall)?;
@@ -190,9 +200,23 @@ impl RecordDb {
         Ok(loaded)
     }
 
-    /// Writes `changes` in one transaction (durable when it returns).
+    /// Writes `changes` in one transaction (durable when it returns). A failure closes the
+    /// database (redb refuses a handle that saw an I/O error); the next write opens it again.
     pub fn write(&self, changes: &[Change], wall: SystemTime) -> Result<()> {
-        let tx = self.db.begin_write().map_err(|e| self.error(e))?;
+        let mut guard = self.lock();
+        let db = match guard.take() {
+            Some(db) => db,
+            None => open_database(&self.path).map_err(|e| self.error(e))?,
+        };
+        let written = self.write_to(&db, changes, wall);
+        if written.is_ok() {
+            *guard = Some(db);
+        }
+        written
+    }
+
+    fn write_to(&self, db: &Database, changes: &[Change], wall: SystemTime) -> Result<()> {
+        let tx = db.begin_write().map_err(|e| self.error(e))?;
         {
             let mut records = tx.open_table(RECORDS).map_err(|e| self.error(e))?;
             let mut published = tx.open_table(PUBLISHED).map_err(|e| self.error(e))?;
@@ -241,10 +265,29 @@ impl RecordDb {
 
     /// Rows in the records table.
     pub fn rows(&self) -> Result<u64> {
-        let tx = self.db.begin_read().map_err(|e| self.error(e))?;
+        let guard = self.lock();
+        let db = guard.as_ref().ok_or_else(|| self.error(CLOSED))?;
+        let tx = db.begin_read().map_err(|e| self.error(e))?;
         let table = tx.open_table(RECORDS).map_err(|e| self.error(e))?;
         table.len().map_err(|e| self.error(e))
     }
+}
+
+/// Why a read found no database: a failed write closed it, and no write has reopened it yet.
+const CLOSED: &str = "the database is closed after a failed write";
+
+/// Opens (or creates) the database file at `path`, with both tables.
+fn open_database(path: &Path) -> Result<Database, String> {
+    let db = Database::builder()
+        .set_cache_size(DATABASE_CACHE)
+        .create(path)
+        .map_err(|e| e.to_string())?;
+    // Create both tables so a fresh database reads as empty rather than as an error.
+    let tx = db.begin_write().map_err(|e| e.to_string())?;
+    tx.open_table(RECORDS).map_err(|e| e.to_string())?;
+    tx.open_table(PUBLISHED).map_err(|e| e.to_string())?;
+    tx.commit().map_err(|e| e.to_string())?;
+    Ok(db)
 }
 
 /// How a write of changed records ended.
@@ -266,15 +309,29 @@ impl crate::status::Counters {
     }
 }
 
-/// A write running on a blocking thread: how many changes it wrote, or the keys to retry.
-type Running = JoinHandle<Result<usize, (String, Vec<RecordKey>)>>;
+/// A write running on a blocking thread (how many changes it wrote, or why it failed), with the
+/// keys it took from the store: they are marked changed again if it fails.
+struct Running {
+    write: JoinHandle<Result<usize, String>>,
+    keys: Vec<RecordKey>,
+}
+
+/// How often a disk that keeps refusing writes is warned about (each failure is counted).
+pub const WRITE_FAILURE_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// Writes the store's changes behind the event loop: one transaction per [`FLUSH_INTERVAL`] (or
-/// sooner past [`FLUSH_EARLY_AT`] changes), on a blocking thread, one at a time.
+/// sooner past [`FLUSH_EARLY_AT`] changes), on a blocking thread, one at a time. After a failed
+/// write the next one waits for the interval even past [`FLUSH_EARLY_AT`]: a full disk is tried
+/// once an interval, not at every tick.
 pub struct Writer {
     db: Arc<RecordDb>,
     running: Option<Running>,
     last_flush: Instant,
+    /// Failed writes since the last one that succeeded.
+    failures: u64,
+    /// Failed writes not yet in a warning, and when the last warning was.
+    unwarned: u64,
+    last_warning: Option<Instant>,
 }
 
 impl Writer {
@@ -284,6 +341,9 @@ impl Writer {
             db,
             running: None,
             last_flush: now,
+            failures: 0,
+            unwarned: 0,
+            last_warning: None,
         }
     }
 
@@ -300,18 +360,21 @@ impl Writer {
         local: &PeerId,
         now: Instant,
     ) -> Option<Flushed> {
-        let due = now.duration_since(self.last_flush) >= FLUSH_INTERVAL
-            || store.pending_changes() >= FLUSH_EARLY_AT;
         let mut flushed = None;
-        if let Some(write) = self.running.take() {
-            if !write.is_finished() {
-                self.running = Some(write);
+        if let Some(running) = self.running.take() {
+            if !running.write.is_finished() {
+                self.running = Some(running);
                 return None;
             }
-            if let Some(result) = futures::FutureExt::now_or_never(write) {
-                flushed = Some(outcome(result, store));
-            }
+            let Running { write, keys } = running;
+            flushed = Some(match futures::FutureExt::now_or_never(write) {
+                Some(result) => self.outcome(result, keys, store, now),
+                // Finished, so this does not happen; were it to, the keys are kept all the same.
+                None => self.outcome(Ok(Err("lost track of a write".into())), keys, store, now),
+            });
         }
+        let due = now.duration_since(self.last_flush) >= FLUSH_INTERVAL
+            || (self.failures == 0 && store.pending_changes() >= FLUSH_EARLY_AT);
         if due {
             self.last_flush = now;
             self.running = self.start(store, local);
@@ -322,17 +385,21 @@ impl Writer {
     /// Waits for the running write, then writes whatever changed since (a clean stop).
     pub async fn finish(&mut self, store: &mut BoundedStore, local: &PeerId) -> Vec<Flushed> {
         let mut done = Vec::new();
-        if let Some(write) = self.running.take() {
-            done.push(outcome(write.await, store));
+        if let Some(Running { write, keys }) = self.running.take() {
+            done.push(self.outcome(write.await, keys, store, Instant::now()));
         }
         // In batches; a failed one ends it (the disk is refusing: the changes stay marked).
-        while let Some(write) = self.start(store, local) {
-            let flushed = outcome(write.await, store);
-            let failed = matches!(flushed, Flushed::Failed(_));
-            done.push(flushed);
-            if failed {
+        while let Some(Running { write, keys }) = self.start(store, local) {
+            let flushed = self.outcome(write.await, keys, store, Instant::now());
+            if let Flushed::Failed(e) = &flushed {
+                warn!(
+                    "stopping with {} changed records not written to the data directory ({e})",
+                    store.pending_changes()
+                );
+                done.push(flushed);
                 break;
             }
+            done.push(flushed);
         }
         done
     }
@@ -349,30 +416,54 @@ impl Writer {
             .map(|k| change_for(store, k, local, now, wall))
             .collect();
         let db = self.db.clone();
-        Some(tokio::task::spawn_blocking(move || {
-            match db.write(&changes, wall) {
-                Ok(()) => Ok(changes.len()),
-                Err(e) => Err((e.to_string(), keys)),
-            }
-        }))
+        let write = tokio::task::spawn_blocking(move || {
+            db.write(&changes, wall)
+                .map(|()| changes.len())
+                .map_err(|e| e.to_string())
+        });
+        Some(Running { write, keys })
     }
-}
 
-fn outcome(
-    result: Result<Result<usize, (String, Vec<RecordKey>)>, JoinError>,
-    store: &mut BoundedStore,
-) -> Flushed {
-    match result {
-        Ok(Ok(written)) => Flushed::Written(written),
-        Ok(Err((e, keys))) => {
-            warn!("could not write records to the data directory ({e}); retrying");
-            store.mark_changed(keys);
-            Flushed::Failed(e)
+    /// Counts a finished write; a failed one's keys are marked changed again, for the next write.
+    fn outcome(
+        &mut self,
+        result: Result<Result<usize, String>, JoinError>,
+        keys: Vec<RecordKey>,
+        store: &mut BoundedStore,
+        now: Instant,
+    ) -> Flushed {
+        let error = match result {
+            Ok(Ok(written)) => {
+                if self.failures > 0 {
+                    info!(
+                        failed = self.failures,
+                        "writing to the data directory again; the changes kept meanwhile follow"
+                    );
+                    self.failures = 0;
+                    self.unwarned = 0;
+                    self.last_warning = None;
+                }
+                return Flushed::Written(written);
+            }
+            Ok(Err(e)) => e,
+            Err(e) => format!("the database writer failed: {e}"),
+        };
+        store.mark_changed(keys);
+        self.failures += 1;
+        self.unwarned += 1;
+        let quiet = self
+            .last_warning
+            .is_some_and(|at| now.duration_since(at) < WRITE_FAILURE_WARNING_EVERY);
+        if !quiet {
+            warn!(
+                failed = self.unwarned,
+                "could not write records to the data directory ({error}); the changes are kept \
+                 in memory and retried every {FLUSH_INTERVAL:?}"
+            );
+            self.unwarned = 0;
+            self.last_warning = Some(now);
         }
-        Err(e) => {
-            warn!("the database writer failed: {e}");
-            Flushed::Failed(e.to_string())
-        }
+        Flushed::Failed(error)
     }
 }
 
