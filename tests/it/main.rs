@@ -4,6 +4,7 @@ mod broadcast;
 mod cli;
 mod command;
 mod common;
+mod disk;
 mod durability;
 mod garbage;
 mod hostile;
