@@ -54,11 +54,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(app::run(cli)) {
+    let code = match runtime.block_on(app::run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // A console's read of standard input runs on a blocking thread that nothing can interrupt:
+    // dropping the runtime would wait for a line that may never come (a stop by SIGTERM with the
+    // terminal still open). The node has stopped cleanly by now; give stragglers a moment, no more.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    code
 }
+
+/// How long the runtime's leftover blocking tasks (a console's pending read) may hold the exit.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
