@@ -9,6 +9,7 @@
 //! - [`lookup`]: one iterative lookup, as a pure state machine; [`diversity`]: address groups;
 //! - [`command`], [`broadcast`], [`info`], [`mirror`]: our own sub-protocols, over [`frame`]d
 //!   streams.
+//! - [`validators`]: namespaced record validators (`/pk/`, `/ipns/`) as pure functions.
 
 pub mod behaviour;
 pub mod broadcast;
@@ -24,6 +25,7 @@ pub mod lookup;
 pub mod mirror;
 pub mod store;
 pub mod validation;
+pub mod validators;
 
 pub use behaviour::{DhtBehaviour, DhtBehaviourEvent};
 pub use config::{ConfigError, ProtocolConfig, Timing};
