@@ -243,6 +243,9 @@ pub enum Input {
         request: KadRequest,
         /// Whether the requester serves kad itself (it may enter the routing table).
         serving: bool,
+        /// The host it came from, when hosts share a budget (the IP address of the connection
+        /// that carried it; `None` for loopback in a local network, or unknown).
+        host: Option<std::net::IpAddr>,
     },
     /// One of our requests was answered.
     Response {

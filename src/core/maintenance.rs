@@ -77,6 +77,7 @@ impl Core {
             self.records.sweep(now);
             self.standing.silence.sweep(now);
             self.serve_limits.prune(now);
+            self.host_limits.prune(now);
             self.broadcaster.prune(now);
         }
         self.replicate(now, events);

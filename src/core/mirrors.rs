@@ -189,6 +189,7 @@ mod tests {
                 id,
                 request: KadRequest::PutValue { record },
                 serving: false,
+                host: None,
             },
             now,
         );

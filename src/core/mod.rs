@@ -199,6 +199,8 @@ pub struct Core {
     broadcaster: Broadcaster,
     /// Each peer's budget of inbound requests ([`server::SERVE_RATE_PER_PEER`]).
     serve_limits: rate::RateLimits<u64>,
+    /// Each host's budget of inbound requests ([`server::SERVE_RATE_PER_HOST`]).
+    host_limits: rate::RateLimits<u64>,
     next_handoff: HandoffId,
     commands: commands::Commands,
 }
@@ -252,6 +254,11 @@ impl Core {
             serve_limits: rate::RateLimits::new(
                 server::SERVE_RATE_PER_PEER,
                 server::SERVE_BURST_PER_PEER,
+                server::MAX_RATED_PEERS,
+            ),
+            host_limits: rate::RateLimits::new(
+                server::SERVE_RATE_PER_HOST,
+                server::SERVE_BURST_PER_HOST,
                 server::MAX_RATED_PEERS,
             ),
             next_handoff: 0,
@@ -401,7 +408,11 @@ impl Core {
                 id,
                 request,
                 serving,
-            } => self.serve(peer, id, request, serving, now, &mut out, &mut events),
+                host,
+            } => {
+                let from = server::From { peer, host };
+                self.serve(from, id, request, serving, now, &mut out, &mut events)
+            }
             Input::Response { id, response } => {
                 let mut closer: Vec<WirePeer> = response
                     .closer

@@ -223,6 +223,7 @@ mod tests {
             id,
             request: KadRequest::PutValue { record },
             serving: true,
+            host: None,
         }
     }
 

@@ -171,6 +171,7 @@ fn a_routing_table_full_of_dead_peers_closer_to_the_key_never_shortens_a_receive
         id: 1,
         request: dht_behaviours::kad_wire::KadRequest::PutValue { record },
         serving: true,
+        host: None,
     };
     core.handle(input, now);
     // Every peer of the table turns out dead.

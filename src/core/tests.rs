@@ -61,6 +61,7 @@ fn a_refused_put_is_not_acknowledged() {
         id,
         request: put(record),
         serving: true,
+        host: None,
     };
     let actions = core.handle(request(1, forged), now);
     assert_eq!(
@@ -99,6 +100,7 @@ fn a_full_store_refuses_and_keeps_what_it_holds() {
             id: u64::from(i),
             request: put(record),
             serving: false,
+            host: None,
         };
         if matches!(answer(&core.handle(input, now)), Some(Some(_))) {
             acked += 1;
@@ -418,6 +420,7 @@ fn replication_among_peers_that_never_answer_is_bounded_and_leaves_the_handles_t
             id: i as u64,
             request: put(record),
             serving: true,
+            host: None,
         };
         core.handle(request, t0);
     }
@@ -459,6 +462,7 @@ fn a_peer_that_leaves_and_comes_back_is_handed_the_records_once_per_replication_
                 id: i,
                 request: put(record),
                 serving: false,
+                host: None,
             },
             t0,
         );
@@ -551,6 +555,7 @@ fn a_flooding_peer_gets_its_share_and_the_others_are_served() {
             id: i,
             request: request(i),
             serving: true,
+            host: None,
         };
         flood_answered += answered(&core.handle(input(flooder), at));
         if i % 100 == 0 {

@@ -240,6 +240,19 @@ impl EventLoop {
         drop(alive);
     }
 
+    /// The host a peer's request came from, for the core's per-host budget: the IP address of
+    /// the connection that carried it. Loopback counts as no host unless the per-IP connection
+    /// limit includes it (a local network runs every node on 127.0.0.1).
+    fn host_of(&self, peer: &PeerId, connection: ConnectionId) -> Option<std::net::IpAddr> {
+        let (_, addr) = self
+            .connections
+            .get(peer)?
+            .iter()
+            .find(|(id, _)| *id == connection)?;
+        let ip = dht_behaviours::ip_limits::ip_of(addr)?;
+        (self.config.ip_limit.include_loopback || !ip.is_loopback()).then_some(ip)
+    }
+
     fn emit(&self, event: Event) {
         // No subscriber is fine; a slow one learns how many it missed.
         let _ = self.events.send(event);

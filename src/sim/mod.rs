@@ -494,6 +494,7 @@ impl Sim {
                         id,
                         request,
                         serving: true,
+                        host: None,
                     };
                     self.input(to, input);
                 }

@@ -364,13 +364,13 @@ impl EventLoop {
             }
             request_response::Event::Message {
                 peer,
+                connection_id,
                 message:
                     request_response::Message::Request {
                         request: Ok(request),
                         channel,
                         ..
                     },
-                ..
             } => {
                 match request.kind() {
                     MessageKind::PutValue => self.counters.stores_served += 1,
@@ -386,6 +386,7 @@ impl EventLoop {
                     request,
                     // Peers enter the routing table from identify, which tells whether they serve.
                     serving: false,
+                    host: self.host_of(&peer, connection_id),
                 });
                 // The core answers at once (an ADD_PROVIDER takes no answer).
                 if self.in_flight.inbound.remove(&id).is_some() {
