@@ -44,6 +44,14 @@ pub enum Error {
     /// A 32-byte key whose value does not hash to it.
     #[error("the value does not hash to the content key {0}")]
     ContentMismatch(Key),
+    /// A record under a validated namespace (`/pk/`, `/ipns/`) that fails its validator.
+    #[error("invalid record for {key}: {reason}")]
+    InvalidRecord {
+        /// The key.
+        key: Key,
+        /// What its validator found wrong.
+        reason: String,
+    },
     /// The node knows no peer to ask.
     #[error("no peers: the node is not connected to any other node")]
     NoPeers,
@@ -137,6 +145,10 @@ impl Error {
             },
             RecordError::EmptyKey => Error::InvalidKey(KeyError::Empty),
             RecordError::KeyTooLong(n) => Error::InvalidKey(KeyError::TooLong(n)),
+            RecordError::Namespaced(e) => Error::InvalidRecord {
+                key: key.clone(),
+                reason: e.to_string(),
+            },
         }
     }
 }

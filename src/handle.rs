@@ -8,7 +8,7 @@ use dht_behaviours::Timing;
 use dht_behaviours::config::MAX_BROADCAST_PAYLOAD;
 use dht_behaviours::config::{MAX_COMMAND_REQUEST, MAX_VALUE_SIZE};
 use dht_behaviours::info::NodeInfo;
-use dht_behaviours::validation::validate_record;
+use dht_behaviours::validation::validate_at;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -99,7 +99,8 @@ impl Dht {
     /// Stores `value` under `key`. A 32-byte key is a content key: the value must hash to it.
     pub async fn store_at(&self, key: &Key, value: impl Into<Vec<u8>>) -> Result<Stored> {
         let value = value.into();
-        validate_record(key.as_bytes(), &value).map_err(|e| Error::from_record(e, key))?;
+        validate_at(key.as_bytes(), &value, std::time::SystemTime::now())
+            .map_err(|e| Error::from_record(e, key))?;
         let key = key.clone();
         self.call(2 * self.timing.query_timeout, "store", |reply| {
             Command::Store { key, value, reply }

@@ -1,11 +1,16 @@
 //! What makes a record acceptable: key and value sizes, and content keys that match their value.
 //!
-//! A key of exactly 32 bytes is a *content key*: it must be the SHA-256 of the value. Any other
-//! length (1 to [`MAX_KEY_SIZE`] bytes) is a free key and carries no check.
+//! A key of exactly 32 bytes is a *content key*: it must be the SHA-256 of the value. A key under
+//! a validated namespace (`/pk/`, `/ipns/`) must pass that namespace's validator
+//! ([`crate::validators`]). Any other key (1 to [`MAX_KEY_SIZE`] bytes) is a free key and carries
+//! no check.
+
+use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
 use crate::config::{MAX_KEY_SIZE, MAX_VALUE_SIZE};
+use crate::validators::{self, Namespace, ValidatorError};
 
 /// Length of a content key: a SHA-256 digest.
 pub const CONTENT_KEY_LEN: usize = 32;
@@ -28,6 +33,9 @@ pub enum RecordError {
     /// An answer carried a record under another key than the one asked for.
     #[error("the record is under another key than the one asked for")]
     KeyMismatch,
+    /// A record under a validated namespace that fails its validator.
+    #[error("invalid namespaced record: {0}")]
+    Namespaced(#[from] ValidatorError),
 }
 
 /// SHA-256 of `value`: the content key under which `store(value)` files it.
@@ -61,6 +69,22 @@ pub fn validate_record(key: &[u8], value: &[u8]) -> Result<(), RecordError> {
         return Err(RecordError::ContentMismatch);
     }
     Ok(())
+}
+
+/// [`validate_record`], and for a key under a validated namespace (`/pk/`, `/ipns/`) its
+/// validator at the wall-clock time `now` (an IPNS record past its end of life fails).
+pub fn validate_at(key: &[u8], value: &[u8], now: SystemTime) -> Result<(), RecordError> {
+    validate_record(key, value)?;
+    if Namespace::of(key).is_some() {
+        validators::validate(key, value, now)?;
+    }
+    Ok(())
+}
+
+/// Whether `key` is under a validated namespace: its records are signed or self-certifying, so
+/// the better of two valid ones wins whoever sends it ([`validators::select`]).
+pub fn is_namespaced(key: &[u8]) -> bool {
+    Namespace::of(key).is_some()
 }
 
 #[cfg(test)]

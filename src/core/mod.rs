@@ -227,7 +227,7 @@ impl Core {
             identity,
             clock,
             routing: RoutingTable::new(local, config.bucket_size()),
-            records: Records::new(local, config.store, t.record_ttl, t.expiry_margin())
+            records: Records::new(local, config.store, t.record_ttl, t.expiry_margin(), clock)
                 .for_mirror(config.mirror),
             queries,
             ops: HashMap::new(),
@@ -424,10 +424,13 @@ impl Core {
                     })
                     .collect();
                 self.inadmissible += self.admissible_closer(&mut closer, now);
-                if let Some(peer) = self
-                    .queries
-                    .on_response(id, response, closer, now, &mut events)
-                {
+                if let Some(peer) = self.queries.on_response(
+                    id,
+                    response,
+                    closer,
+                    (now, self.records.wall(now)),
+                    &mut events,
+                ) {
                     self.seen(peer, Vec::new(), now, &mut events);
                 }
             }
@@ -602,6 +605,8 @@ fn reply(op: OpId, result: Result<OpOk, OpError>) -> Action {
     }
 }
 
+#[cfg(test)]
+mod namespace_tests;
 #[cfg(test)]
 mod sybil_tests;
 #[cfg(test)]

@@ -10,13 +10,13 @@
 //! candidate, so the store goes on until k peers keep the record or the candidates run out.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use dht_behaviours::kad_wire::{KadRequest, KadResponse, WirePeer};
 use dht_behaviours::lookup::{
     CANDIDATES_PER_K, Candidate, LOOKUP_RESILIENCE, Lookup, LookupParams, PeerState,
 };
-use dht_behaviours::validation::{RecordError, validate_record};
+use dht_behaviours::validation::{RecordError, validate_at};
 use libp2p::kad::{KBucketKey, Record};
 use libp2p::{Multiaddr, PeerId};
 
@@ -300,18 +300,19 @@ impl Queries {
     }
 
     /// Request `rid` was answered; `closer` are the peers of the answer the caller admits (not
-    /// this node, not blocked, addresses vetted). Returns the peer that answered.
+    /// this node, not blocked, addresses vetted); `wall` is the wall-clock time (signed records'
+    /// validity). Returns the peer that answered.
     pub fn on_response(
         &mut self,
         rid: RequestId,
         response: KadResponse,
         closer: Vec<WirePeer>,
-        now: Instant,
+        (now, wall): (Instant, SystemTime),
         out: &mut Vec<QueryEvent>,
     ) -> Option<PeerId> {
         let done = self.resolve(rid, now, out)?;
         let peer = done.peer;
-        self.answered(done.sent, peer, response, closer, now, out);
+        self.answered(done.sent, peer, response, closer, (now, wall), out);
         Some(peer)
     }
 
@@ -321,7 +322,7 @@ impl Queries {
         peer: PeerId,
         response: KadResponse,
         closer: Vec<WirePeer>,
-        now: Instant,
+        (now, wall): (Instant, SystemTime),
         out: &mut Vec<QueryEvent>,
     ) {
         let id = match sent {
@@ -350,7 +351,7 @@ impl Queries {
         // Every answer is checked, also after the fetch was answered (a lookup running on for
         // caching): that is how liars are caught.
         let valid = if record.key.as_ref() == q.key.as_slice() {
-            validate_record(&q.key, &record.value)
+            validate_at(&q.key, &record.value, wall)
         } else {
             Err(RecordError::KeyMismatch)
         };

@@ -11,21 +11,28 @@
 //!    held one as it is (and is acknowledged: the node does hold the record).
 //! 5. A free (non-content) key's value is replaced only by the peer that stored it first, or by
 //!    this node's own store; anyone else is refused, so no peer can overwrite what others wrote.
+//!    A key under a validated namespace (`/pk/`, `/ipns/`) must pass its validator (rule 1), and
+//!    its signed record is replaced only by a better one, whoever sends it (an IPNS record by a
+//!    higher sequence, then a later end of life: [`select`]); a worse one is refused. An IPNS
+//!    copy never lives past its record's end of life.
 //! 6. A new key counts against the sending peer's quota, in records and bytes
 //!    ([`super::quota`]); a re-store of a held key adds nothing. A mirror node, which keeps
 //!    everything it is handed, has no quota.
 //! 7. A full store refuses; it never evicts a living record to make room.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dht_behaviours::store::{BoundedStore, StoreLimits, is_own};
-use dht_behaviours::validation::{RecordError, is_content_key, validate_record};
+use dht_behaviours::validation::{RecordError, is_content_key, is_namespaced, validate_record};
+use dht_behaviours::validators::{Namespace, ipns, pk, select};
 use libp2p::Multiaddr;
 use libp2p::PeerId;
 use libp2p::kad::store::RecordStore;
 use libp2p::kad::{ProviderRecord, Record, RecordKey};
 
+use super::Clock;
 use super::quota::Quota;
 
 /// A cached copy lives this many times shorter than a stored one.
@@ -84,12 +91,21 @@ pub struct Records {
     received: HashMap<RecordKey, Instant>,
     /// A mirror keeps what it is handed within its store's limits, with no per-peer quota.
     mirror: bool,
+    /// The wall clock, for the validity of signed records.
+    clock: Clock,
 }
 
 impl Records {
-    /// An empty store for `local`, bounded by `limits`; copies from peers live at most `ttl`, and a
-    /// record counts as gone `margin` before its expiry.
-    pub fn new(local: PeerId, limits: StoreLimits, ttl: Duration, margin: Duration) -> Self {
+    /// An empty store for `local`, bounded by `limits`; copies from peers live at most `ttl`, a
+    /// record counts as gone `margin` before its expiry, and `clock` tells the wall-clock time
+    /// (signed records' validity).
+    pub fn new(
+        local: PeerId,
+        limits: StoreLimits,
+        ttl: Duration,
+        margin: Duration,
+        clock: Clock,
+    ) -> Self {
         Self {
             local,
             store: BoundedStore::new(local, limits).with_expiry_margin(margin),
@@ -97,6 +113,33 @@ impl Records {
             ttl,
             received: HashMap::new(),
             mirror: false,
+            clock,
+        }
+    }
+
+    /// The wall-clock time at `now`.
+    pub fn wall(&self, now: Instant) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.clock.unix_ms_at(now))
+    }
+
+    /// Checks a namespaced record against its validator; for an IPNS record, the moment its end
+    /// of life comes on the monotonic clock.
+    fn validate_namespaced(
+        &self,
+        record: &Record,
+        now: Instant,
+    ) -> Result<Option<Instant>, RecordError> {
+        let wall = self.wall(now);
+        match Namespace::of(record.key.as_ref()) {
+            Some((Namespace::Ipns, name)) => {
+                let valid = ipns::validate(name, &record.value, wall)?;
+                let left = valid.eol.duration_since(wall).unwrap_or_default();
+                Ok(Some(now + left))
+            }
+            Some((Namespace::Pk, name)) => pk::validate(name, &record.value)
+                .map(|_| None)
+                .map_err(Into::into),
+            None => Ok(None),
         }
     }
 
@@ -165,6 +208,7 @@ impl Records {
         now: Instant,
     ) -> Result<Admitted, Refusal> {
         validate_record(record.key.as_ref(), &record.value)?;
+        let end_of_life = self.validate_namespaced(&record, now)?;
         match source {
             Source::Own => {
                 record.publisher = Some(self.local);
@@ -179,6 +223,9 @@ impl Records {
                 record.expires = Some(record.expires.map_or(cap, |e| e.min(cap)));
             }
         }
+        if let Some(eol) = end_of_life {
+            record.expires = Some(record.expires.map_or(eol, |e| e.min(eol)));
+        }
         if record.expires.is_some_and(|e| e <= now) {
             return Err(Refusal::Expired);
         }
@@ -190,7 +237,13 @@ impl Records {
                     return Ok(Admitted::Held);
                 }
                 let same = held.value == record.value;
-                if !same && !is_content_key(record.key.as_ref()) {
+                let key = record.key.as_ref();
+                if !same && is_namespaced(key) {
+                    // Signed: the better record wins, whoever brings it.
+                    if select(key, &record.value, &held.value) != Ordering::Greater {
+                        return Err(Refusal::Conflict);
+                    }
+                } else if !same && !is_content_key(key) {
                     let owner = match source {
                         Source::Own => true,
                         Source::Peer(p) => self.quota.origin(&record.key) == Some(&p),
@@ -293,9 +346,11 @@ mod tests {
             max_records: 64,
             max_bytes: 64 * 1024,
         };
+        let now = Instant::now();
+        let clock = Clock::new(now, Duration::ZERO);
         (
-            Records::new(local, limits, ttl, Duration::from_secs(1)),
-            Instant::now(),
+            Records::new(local, limits, ttl, Duration::from_secs(1), clock),
+            now,
         )
     }
 

@@ -1,0 +1,113 @@
+//! Records under validated namespaces (`/pk/`, `/ipns/`) on one core fed by hand: a record that
+//! fails its validator is not kept, not acknowledged, and costs its sender an offence.
+
+use std::time::Instant;
+
+use dht_behaviours::kad_wire::{KadRequest, KadResponse};
+use dht_behaviours::validators::pk;
+use dht_behaviours::{ProtocolConfig, Timing};
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use libp2p::kad::{Record, RecordKey};
+
+use super::*;
+
+fn core(now: Instant) -> Core {
+    let protocol = ProtocolConfig {
+        timing: Timing::fast(),
+        ..ProtocolConfig::default()
+    };
+    let config = CoreConfig::new(&protocol, dht_behaviours::store::StoreLimits::default(), 7);
+    Core::fresh(config, now)
+}
+
+/// A PUT_VALUE from `from`, fed at the core's start; whether it was acknowledged.
+fn put(core: &mut Core, from: PeerId, id: u64, key: Vec<u8>, value: Vec<u8>) -> bool {
+    let input = Input::Request {
+        peer: from,
+        id,
+        request: KadRequest::PutValue {
+            record: Record::new(RecordKey::new(&key), value),
+        },
+        serving: true,
+        host: None,
+    };
+    let now = core.clock.now;
+    core.handle(input, now).iter().any(|a| {
+        matches!(
+            a,
+            Action::Answer {
+                response: Some(KadResponse {
+                    record: Some(_),
+                    ..
+                }),
+                ..
+            }
+        )
+    })
+}
+
+#[test]
+fn a_public_key_is_kept_under_its_own_name_and_refused_under_another() {
+    let now = Instant::now();
+    let mut core = core(now);
+    let sender = PeerId::random();
+    let owner = Keypair::generate_ed25519();
+    let other = Keypair::generate_ed25519();
+    let key = pk::routing_key(&owner.public().to_peer_id());
+    let held = |core: &Core| core.records().get(&RecordKey::new(&key), now).is_some();
+    // Another key under the owner's name: refused, not acknowledged, an offence.
+    let forged = other.public().encode_protobuf();
+    assert!(
+        !put(&mut core, sender, 1, key.clone(), forged),
+        "a forged key is not acknowledged"
+    );
+    assert!(!held(&core));
+    assert_eq!(core.stats().puts_refused, 1);
+    // Garbage is refused alike.
+    assert!(!put(
+        &mut core,
+        sender,
+        2,
+        key.clone(),
+        b"not a key".to_vec()
+    ));
+    // The owner's key is kept, from anyone.
+    let genuine = owner.public().encode_protobuf();
+    assert!(put(&mut core, PeerId::random(), 3, key.clone(), genuine));
+    assert!(held(&core), "a valid /pk/ record is held");
+    // Two more invalid records make four offences of 3 points: the sender is blocked.
+    assert!(!core.is_blocked(&sender));
+    for id in 4..6 {
+        put(&mut core, sender, id, key.clone(), b"\x08\x01".to_vec());
+    }
+    assert!(
+        core.is_blocked(&sender),
+        "invalid records add up to a block"
+    );
+}
+
+#[test]
+fn an_invalid_ipns_record_is_refused_and_a_free_key_is_unaffected() {
+    let now = Instant::now();
+    let mut core = core(now);
+    let name = Keypair::generate_ed25519().public().to_peer_id();
+    let key = dht_behaviours::validators::ipns::routing_key(&name);
+    assert!(!put(
+        &mut core,
+        PeerId::random(),
+        1,
+        key.clone(),
+        b"garbage".to_vec()
+    ));
+    assert!(core.records().get(&RecordKey::new(&key), now).is_none());
+    // A key that merely looks alike is a free key, with no validator.
+    let free = b"/ipnsish/anything".to_vec();
+    assert!(put(
+        &mut core,
+        PeerId::random(),
+        2,
+        free,
+        b"garbage".to_vec()
+    ));
+}
