@@ -1,11 +1,16 @@
-//! A reader for the DAG-CBOR map in an IPNS record's `data` field.
+//! DAG-CBOR for an IPNS record's `data` field: a reader for the map, and the few writers that
+//! building one takes.
 //!
 //! It accepts the item kinds DAG-CBOR allows (definite lengths only, text map keys, no duplicate
 //! keys, tag 42 only, `false`/`true`/`null` and finite 64-bit floats as simple values) and rejects
 //! the rest. It does not insist on DAG-CBOR's canonical form (shortest integers, sorted keys): the
 //! signature covers the exact bytes, so a record that spells an integer long means the same thing
 //! and cannot be altered.
+//!
+//! The writers do produce the canonical form: every head in its shortest spelling, map keys in
+//! DAG-CBOR's order ([`key_order`]).
 
+use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
 /// Why the data did not parse.
@@ -187,6 +192,84 @@ pub(crate) fn decode_map(
     Ok(out)
 }
 
+// ---- writing -----------------------------------------------------------------------------------
+
+/// Additional information values up to this one are the argument itself, in the initial byte.
+const MAX_INLINE_ARG: u64 = 23;
+/// Additional information of a head whose argument follows in 1, 2, 4 or 8 bytes.
+const INFO_ARG_1: u8 = 24;
+/// See [`INFO_ARG_1`].
+const INFO_ARG_2: u8 = 25;
+/// See [`INFO_ARG_1`].
+const INFO_ARG_4: u8 = 26;
+/// See [`INFO_ARG_1`].
+const INFO_ARG_8: u8 = 27;
+
+/// Appends a head of `major` type with argument `arg`, in the shortest form (as DAG-CBOR wants).
+pub(crate) fn write_head(out: &mut Vec<u8>, major: u8, arg: u64) {
+    let (info, width) = match arg {
+        0..=MAX_INLINE_ARG => (arg as u8, 0),
+        24..=0xff => (INFO_ARG_1, 1),
+        0x100..=0xffff => (INFO_ARG_2, 2),
+        0x1_0000..=0xffff_ffff => (INFO_ARG_4, 4),
+        _ => (INFO_ARG_8, 8),
+    };
+    out.push((major << 5) | info);
+    let bytes = arg.to_be_bytes();
+    out.extend_from_slice(&bytes[bytes.len() - width..]);
+}
+
+/// A length as a CBOR argument (a `usize` always fits in 64 bits where this builds).
+fn length(len: usize) -> u64 {
+    u64::try_from(len).unwrap_or(u64::MAX)
+}
+
+/// An unsigned integer item.
+pub(crate) fn encode_uint(v: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_head(&mut out, MAJOR_UINT, v);
+    out
+}
+
+/// A byte string item.
+pub(crate) fn encode_bytes(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len() + 9);
+    write_head(&mut out, MAJOR_BYTES, length(b.len()));
+    out.extend_from_slice(b);
+    out
+}
+
+/// A text string item.
+pub(crate) fn encode_text(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() + 9);
+    write_head(&mut out, MAJOR_TEXT, length(s.len()));
+    out.extend_from_slice(s.as_bytes());
+    out
+}
+
+/// DAG-CBOR's order of map keys (RFC 7049's canonical order): the shorter key first, keys of one
+/// length bytewise. For text keys this is the order of their encoded bytes.
+pub(crate) fn key_order(a: &str, b: &str) -> Ordering {
+    a.len()
+        .cmp(&b.len())
+        .then_with(|| a.as_bytes().cmp(b.as_bytes()))
+}
+
+/// A map of text keys to encoded items, the entries sorted in [`key_order`] (a stable sort).
+/// Entries are otherwise written as given: the caller's keys must be distinct for the map to be
+/// DAG-CBOR (tests rely on being able to write a duplicate).
+pub(crate) fn encode_map(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut sorted: Vec<&(&str, Vec<u8>)> = entries.iter().collect();
+    sorted.sort_by(|a, b| key_order(a.0, b.0));
+    let mut out = Vec::new();
+    write_head(&mut out, MAJOR_MAP, length(entries.len()));
+    for (k, v) in sorted {
+        out.extend(encode_text(k));
+        out.extend_from_slice(v);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +345,59 @@ mod tests {
         }
         // Exactly at the nesting limit is fine: the map, then three arrays.
         assert!(decode("a1616181818100").is_ok());
+    }
+
+    #[test]
+    fn heads_are_written_in_their_shortest_form_and_read_back() {
+        for (arg, hex_head) in [
+            (0, "00"),
+            (23, "17"),
+            (24, "1818"),
+            (0xff, "18ff"),
+            (0x100, "190100"),
+            (0xffff, "19ffff"),
+            (0x1_0000, "1a00010000"),
+            (0xffff_ffff, "1affffffff"),
+            (0x1_0000_0000, "1b0000000100000000"),
+            (u64::MAX, "1bffffffffffffffff"),
+        ] {
+            assert_eq!(hex::encode(encode_uint(arg)), hex_head, "{arg}");
+            let mut map = vec![0xa1];
+            map.extend(encode_text("a"));
+            map.extend(encode_uint(arg));
+            assert_eq!(
+                decode_map(&map, DEPTH),
+                Ok(vec![("a", Scalar::Uint(arg))]),
+                "{arg}"
+            );
+        }
+        assert_eq!(hex::encode(encode_bytes(b"\x01\x02")), "420102");
+        assert_eq!(hex::encode(encode_text("TTL")), "6354544c");
+        let long = vec![7u8; 300];
+        let encoded = encode_bytes(&long);
+        assert_eq!(&encoded[..3], &[0x59, 0x01, 0x2c]);
+        assert_eq!(&encoded[3..], &long[..]);
+    }
+
+    #[test]
+    fn map_keys_are_written_in_dag_cbor_order() {
+        // Shorter first, then bytewise (upper-case 'B' is 0x42, before 'a').
+        let map = encode_map(&[
+            ("ab", encode_uint(1)),
+            ("b", encode_uint(2)),
+            ("B0", encode_uint(3)),
+            ("aa", encode_uint(4)),
+        ]);
+        let keys: Vec<&str> = decode_map(&map, DEPTH)
+            .expect("a valid map")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["b", "B0", "aa", "ab"]);
+        assert_eq!(key_order("TTL", "Value"), Ordering::Less);
+        assert_eq!(key_order("Sequence", "Validity"), Ordering::Less);
+        assert_eq!(key_order("Validity", "ValidityType"), Ordering::Less);
+        assert_eq!(key_order("a", "a"), Ordering::Equal);
+        assert_eq!(hex::encode(encode_map(&[])), "a0");
     }
 }

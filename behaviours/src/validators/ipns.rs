@@ -21,6 +21,9 @@
 //! fields compared with their signed copies; the validity type EOL and the RFC 3339 end of life
 //! after `now`.
 //!
+//! Records are built (signed) by [`build_record`], in the V1+V2 shape Go's boxo and js-ipns publish
+//! by default; [`next_sequence`] and [`sequence_of`] help a publisher number them.
+//!
 //! V1 fields: the specification compares all five whenever `signatureV1` or `value` is present (an
 //! absent one counting as empty or zero, as Go's protobuf getters read it); here, in addition, any
 //! V1 field that is present must equal its signed copy, so no unsigned field can say something the
@@ -36,6 +39,13 @@ use time::format_description::well_known::Rfc3339;
 use super::cbor::{self, Scalar};
 use super::proto::{self, Value};
 use super::{MULTIHASH_IDENTITY, ValidatorError, decode_public_key, parse_name};
+
+pub(super) mod build;
+pub use build::{
+    BuildError, DEFAULT_LIFETIME, DEFAULT_TTL, MAX_SEQUENCE, MAX_TTL, MAX_VALIDITY_YEAR,
+    MAX_VALUE_SIZE, MIN_VALIDITY_YEAR, SIGNATURE_V1_EOL, build_record, next_sequence,
+    routing_key_for, sequence_of,
+};
 
 /// Raw key prefix of the namespace.
 pub const PREFIX: &[u8] = b"/ipns/";
@@ -63,6 +73,19 @@ pub const FIELD_VALIDITY_TYPE: &str = "ValidityType";
 pub const FIELD_SEQUENCE: &str = "Sequence";
 /// See [`FIELD_VALUE`].
 pub const FIELD_TTL: &str = "TTL";
+
+/// Field numbers of the `IpnsEntry` protobuf (see the module documentation).
+mod number {
+    pub(super) const VALUE: u64 = 1;
+    pub(super) const SIGNATURE_V1: u64 = 2;
+    pub(super) const VALIDITY_TYPE: u64 = 3;
+    pub(super) const VALIDITY: u64 = 4;
+    pub(super) const SEQUENCE: u64 = 5;
+    pub(super) const TTL: u64 = 6;
+    pub(super) const PUB_KEY: u64 = 7;
+    pub(super) const SIGNATURE_V2: u64 = 8;
+    pub(super) const DATA: u64 = 9;
+}
 
 /// What a valid record says, from its signed `data`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,10 +138,7 @@ pub fn validate(name: &[u8], record: &[u8], now: SystemTime) -> Result<IpnsRecor
 
     let data = Data::parse(data_bytes)?;
 
-    let mut signed = Vec::with_capacity(SIGNATURE_V2_PREFIX.len() + data_bytes.len());
-    signed.extend_from_slice(SIGNATURE_V2_PREFIX);
-    signed.extend_from_slice(data_bytes);
-    if !key.verify(&signed, signature) {
+    if !key.verify(&build::signature_v2_payload(data_bytes), signature) {
         return Err(ValidatorError::BadSignature);
     }
 
@@ -182,16 +202,16 @@ impl<'a> Entry<'a> {
             .map_err(ValidatorError::MalformedRecord)?
         {
             match (number, value) {
-                (1, Value::Bytes(b)) => entry.value = Some(b),
-                (2, Value::Bytes(b)) => entry.signature_v1 = Some(b),
-                (3, Value::Varint(v)) => entry.validity_type = Some(v),
-                (4, Value::Bytes(b)) => entry.validity = Some(b),
-                (5, Value::Varint(v)) => entry.sequence = Some(v),
-                (6, Value::Varint(v)) => entry.ttl = Some(v),
-                (7, Value::Bytes(b)) => entry.pub_key = Some(b),
-                (8, Value::Bytes(b)) => entry.signature_v2 = Some(b),
-                (9, Value::Bytes(b)) => entry.data = Some(b),
-                (1..=9, _) => {
+                (number::VALUE, Value::Bytes(b)) => entry.value = Some(b),
+                (number::SIGNATURE_V1, Value::Bytes(b)) => entry.signature_v1 = Some(b),
+                (number::VALIDITY_TYPE, Value::Varint(v)) => entry.validity_type = Some(v),
+                (number::VALIDITY, Value::Bytes(b)) => entry.validity = Some(b),
+                (number::SEQUENCE, Value::Varint(v)) => entry.sequence = Some(v),
+                (number::TTL, Value::Varint(v)) => entry.ttl = Some(v),
+                (number::PUB_KEY, Value::Bytes(b)) => entry.pub_key = Some(b),
+                (number::SIGNATURE_V2, Value::Bytes(b)) => entry.signature_v2 = Some(b),
+                (number::DATA, Value::Bytes(b)) => entry.data = Some(b),
+                (number::VALUE..=number::DATA, _) => {
                     return Err(ValidatorError::MalformedRecord(
                         "a known field with the wrong wire type",
                     ));

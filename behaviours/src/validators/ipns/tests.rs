@@ -7,10 +7,12 @@ use std::time::{Duration, SystemTime};
 use libp2p::PeerId;
 use libp2p::identity::{Keypair, PublicKey};
 
-use super::super::testutil::{
-    Entry, Fields, cbor_bytes, cbor_map, cbor_text, cbor_uint, pb_bytes, pb_uint, rsa_keypair,
-    signed_data, signed_v1_v2, signed_v2,
+use super::super::cbor::{
+    encode_bytes as cbor_bytes, encode_map as cbor_map, encode_text as cbor_text,
+    encode_uint as cbor_uint,
 };
+use super::super::proto::{write_bytes_field as pb_bytes, write_uint_field as pb_uint};
+use super::super::testutil::{Entry, Fields, rsa_keypair, signed_data, signed_v1_v2, signed_v2};
 use super::*;
 
 const MINUTE: Duration = Duration::from_secs(60);
