@@ -111,3 +111,40 @@ fn an_invalid_ipns_record_is_refused_and_a_free_key_is_unaffected() {
         b"garbage".to_vec()
     ));
 }
+
+#[test]
+fn an_ipns_record_is_replaced_only_by_a_better_one_and_lives_no_longer_than_its_end_of_life() {
+    use dht_behaviours::validators::ipns::{build_record, routing_key_for};
+    use std::time::{Duration, UNIX_EPOCH};
+    let now = Instant::now();
+    let mut core = core(now);
+    // Core::fresh's wall clock starts at the epoch.
+    let wall = UNIX_EPOCH;
+    let owner = Keypair::generate_ed25519();
+    let key = routing_key_for(&owner);
+    let ttl = Duration::from_secs(300);
+    let eol = wall + Duration::from_secs(60);
+    let record = |seq: u64, eol| build_record(&owner, b"/ipfs/bafy", seq, eol, ttl).expect("built");
+    let held = |core: &Core| {
+        core.records()
+            .get(&RecordKey::new(&key), now)
+            .map(|r| (r.value.clone(), r.expires))
+    };
+    let (v1, v2, v3) = (record(1, eol), record(2, eol), record(3, eol));
+    let (a, b) = (PeerId::random(), PeerId::random());
+    assert!(put(&mut core, a, 1, key.clone(), v2.clone()));
+    assert_eq!(
+        held(&core),
+        Some((v2.clone(), Some(now + Duration::from_secs(60))))
+    );
+    // An older sequence from anyone is refused, and is no offence (a stale republisher).
+    assert!(!put(&mut core, b, 2, key.clone(), v1));
+    assert_eq!(held(&core).map(|h| h.0), Some(v2));
+    // A newer one replaces it, whoever sends it.
+    assert!(put(&mut core, b, 3, key.clone(), v3.clone()));
+    assert_eq!(held(&core).map(|h| h.0), Some(v3));
+    assert!(!core.is_blocked(&b));
+    // A record past its end of life is invalid.
+    let dead = record(4, wall);
+    assert!(!put(&mut core, a, 4, key.clone(), dead));
+}
