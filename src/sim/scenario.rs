@@ -424,7 +424,13 @@ fn report(
             Some((Err(e), _)) => e.to_string(),
             None => "no answer".to_owned(),
         };
-        *failures.entry(why).or_default() += 1;
+        // Nodes that die never come back: a publisher alive now was alive at the fetch.
+        let publisher = if sim.nodes[values[v].publisher].alive {
+            "publisher alive"
+        } else {
+            "publisher gone"
+        };
+        *failures.entry(format!("{why} ({publisher})")).or_default() += 1;
     }
     let mut lost_alive = 0;
     let mut lost_dead = 0;
