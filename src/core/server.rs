@@ -215,7 +215,7 @@ impl Core {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::net::Ipv4Addr;
     use std::time::{Duration, Instant};
 
@@ -225,7 +225,8 @@ mod tests {
     use super::*;
     use crate::core::{CoreConfig, Input};
 
-    fn answered(actions: &[Action]) -> usize {
+    /// Inbound requests answered among `actions`.
+    pub(in crate::core) fn answered(actions: &[Action]) -> usize {
         actions
             .iter()
             .filter(|a| {

@@ -533,20 +533,7 @@ fn a_flooding_peer_gets_its_share_and_the_others_are_served() {
             }
         }
     };
-    let answered = |actions: &[Action]| {
-        actions
-            .iter()
-            .filter(|a| {
-                matches!(
-                    a,
-                    Action::Answer {
-                        response: Some(_),
-                        ..
-                    }
-                )
-            })
-            .count()
-    };
+    let answered = super::server::tests::answered;
     let (mut flood_answered, mut honest_answered) = (0, 0);
     for i in 0..10_000u64 {
         let at = t0 + Duration::from_micros(i * 100); // 10,000 a second, for a second

@@ -3,9 +3,11 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
+
+use crate::common::forward_lines;
 
 const BIN: &str = env!("CARGO_BIN_EXE_dht");
 /// Longest a one-shot command may take in these tests.
@@ -17,21 +19,6 @@ struct Proc {
     lines: mpsc::UnboundedReceiver<String>,
     errors: mpsc::UnboundedReceiver<String>,
     seen: Vec<String>,
-}
-
-fn forward_lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
-    from: R,
-) -> mpsc::UnboundedReceiver<String> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut reader = BufReader::new(from).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 impl Proc {

@@ -247,3 +247,20 @@ pub async fn holders(nodes: &[Dht], key: &dht::Key) -> usize {
     }
     n
 }
+
+/// The lines a child process writes to `from` (its stdout or stderr), as they come.
+pub fn forward_lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    from: R,
+) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    use tokio::io::AsyncBufReadExt;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut reader = tokio::io::BufReader::new(from).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}

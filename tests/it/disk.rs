@@ -10,12 +10,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use dht::node::persistence::FLUSH_INTERVAL;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::common::POLL;
+use crate::common::{POLL, forward_lines};
 
 const BIN: &str = env!("CARGO_BIN_EXE_dht");
 /// Longest a node may take to start, or a console command to answer.
@@ -35,21 +35,6 @@ struct Node {
     addr: String,
     /// Records it read from its data directory at start (its banner).
     loaded: usize,
-}
-
-fn forward_lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
-    from: R,
-) -> mpsc::UnboundedReceiver<String> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut reader = BufReader::new(from).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 impl Node {
