@@ -20,12 +20,8 @@ before=${BEFORE:-15}
 flooders=${FLOODERS:-4}
 kinds=${KINDS:-find get}
 ((nodes >= 3)) || { echo "NODES must be at least 3" >&2; exit 1; }
-if [[ -n ${DHT_BIN:-} ]]; then
-  bin=$DHT_BIN
-else
-  cargo build --release --locked --bin dht 2>&1 | grep -v '^ *\(Compiling\|Finished\)' || true
-  bin="$PWD/target/release/dht"
-fi
+source bench/lib.sh
+bin=$(bench_binary)
 work=$(mktemp -d)
 pids=()
 floods=()
@@ -36,18 +32,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_base() {
-  local base i
-  for _ in $(seq 50); do
-    # Below the kernel's ephemeral range (32768-60999), where outbound connections take ports.
-    base=$((20000 + RANDOM % 10000))
-    for ((i = 0; i < nodes; i++)); do
-      (echo >"/dev/tcp/127.0.0.1/$((base + i))") 2>/dev/null && continue 2
-    done
-    echo "$base"; return
-  done
-  echo "no free port range" >&2; exit 1
-}
 # utime + stime of a process, in clock ticks (0 once it is gone).
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 now() { date +%s.%N; }
@@ -59,7 +43,7 @@ fetch() {
   timeout 30 "$bin" -v 0 get -c "$via" "$key" >/dev/null 2>>"$work/get.err" || status=failed
   echo "$phase $name $status $(echo "$(now) - $t0" | bc)" >>"$work/fetches"
 }
-base=$(free_base)
+base=$(free_base "$nodes")
 for ((i = 0; i < nodes; i++)); do
   args=(-l "/ip4/127.0.0.1/tcp/$((base + i))" -v 1 --replication-factor 5)
   ((i > 0)) && args+=(-c "/ip4/127.0.0.1/tcp/$base")

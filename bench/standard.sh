@@ -13,12 +13,8 @@ nodes=${NODES:-20}
 ops=${OPS:-1000}
 if [[ ${1:-} == --smoke ]]; then nodes=5; ops=20; fi
 
-if [[ -n ${DHT_BIN:-} ]]; then
-  bin=$DHT_BIN
-else
-  cargo build --release --locked --bin dht 2>&1 | grep -v '^ *\(Compiling\|Finished\)' || true
-  bin="$PWD/target/release/dht"
-fi
+source bench/lib.sh
+bin=$(bench_binary)
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -28,19 +24,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_base() {
-  local base i
-  for _ in $(seq 50); do
-    # Below the kernel's ephemeral range (32768-60999), where outbound connections take ports.
-    base=$((20000 + RANDOM % 10000))
-    for ((i = 0; i < nodes; i++)); do
-      (echo >"/dev/tcp/127.0.0.1/$((base + i))") 2>/dev/null && continue 2
-    done
-    echo "$base"; return
-  done
-  echo "no free port range" >&2; exit 1
-}
-base=$(free_base)
+base=$(free_base "$nodes")
 for ((i = 0; i < nodes; i++)); do
   args=(-l "/ip4/127.0.0.1/tcp/$((base + i))" -v 1 --replication-factor 20)
   ((i > 0)) && args+=(-c "/ip4/127.0.0.1/tcp/$base")
