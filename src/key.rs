@@ -2,7 +2,8 @@
 //!
 //! A key of 32 bytes is a *content key*: the SHA-256 of its value, shown as 64 lowercase hex
 //! characters (`printf %s VALUE | sha256sum` gives the same). Any other key (1 to
-//! [`MAX_KEY_SIZE`] bytes, e.g. `/v/name` as other libp2p tools use) is a *free key*.
+//! [`MAX_KEY_SIZE`] bytes, e.g. `/v/name` as other libp2p tools use) is a *free key*. A CID
+//! typed as a key names the multihash it carries ([`crate::cid`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -59,11 +60,15 @@ impl Key {
     }
 
     /// The rule for keys typed by users: 64 hex characters name a content key (its 32 bytes);
+    /// a CID (`Qm...`, `bafy...`, `bafk...`) names its multihash, as the IPFS DHT files content;
     /// `hex:` followed by hex names a free key by its bytes; any other text is a key made of
     /// exactly those bytes.
     pub fn parse(s: &str) -> Result<Self, KeyError> {
         if s.len() == 2 * CONTENT_KEY_LEN && s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Self::from_hex(s);
+        }
+        if let Some(multihash) = crate::cid::multihash_of(s) {
+            return Self::from_bytes(multihash);
         }
         if let Some(h) = s.strip_prefix(HEX_KEY_PREFIX) {
             let bytes = hex::decode(h).map_err(|_| KeyError::BadHex(s.to_owned()))?;

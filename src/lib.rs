@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cid;
 pub(crate) mod command;
 pub mod core;
 pub mod error;
