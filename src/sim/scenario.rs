@@ -382,7 +382,15 @@ fn churn(
         }
         sim.run_for(step);
         if sim.elapsed() - stored_at >= period * samples {
-            replicas.push(sample(sim, values, hours(sim.elapsed() - stored_at)));
+            let at = hours(sim.elapsed() - stored_at);
+            replicas.push(sample(sim, values, at));
+            // Long runs (10,000 nodes over 48 h take hours) say how far they are.
+            tracing::info!(
+                simulated_hours = format!("{at:.1}"),
+                of = format!("{:.1}", hours(spec.duration)),
+                messages = sim.messages,
+                "churn"
+            );
             // A few fetches every hour, so lookups run through the churned network too.
             let picks: Vec<usize> = (0..values.len().min(20))
                 .map(|_| sim.rng().gen_range(0..values.len()))
