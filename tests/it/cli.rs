@@ -59,22 +59,7 @@ impl Proc {
 
     /// Waits for a line containing `text` and returns it.
     async fn line_with(&mut self, text: &str, within: Duration) -> String {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some(line)) => {
-                    self.seen.push(line.clone());
-                    if line.contains(text) {
-                        return line;
-                    }
-                }
-                Ok(None) => panic!("output ended without {text:?}; saw {:?}", self.seen),
-                Err(_) => panic!(
-                    "no line with {text:?} within {within:?}; saw {:?}",
-                    self.seen
-                ),
-            }
-        }
+        crate::common::line_with(&mut self.lines, &mut self.seen, text, within).await
     }
 
     fn pid(&self) -> String {

@@ -264,3 +264,27 @@ pub fn forward_lines<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     });
     rx
 }
+
+/// Waits up to `within` for a line containing `text` from `lines` (a process's output, see
+/// [`forward_lines`]), keeping every line read in `seen`; returns it, or fails the test saying
+/// what was seen.
+pub async fn line_with(
+    lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    seen: &mut Vec<String>,
+    text: &str,
+    within: Duration,
+) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, lines.recv()).await {
+            Ok(Some(line)) => {
+                seen.push(line.clone());
+                if line.contains(text) {
+                    return line;
+                }
+            }
+            Ok(None) => panic!("output ended without {text:?}; saw {seen:#?}"),
+            Err(_) => panic!("no line with {text:?} within {within:?}; saw {seen:#?}"),
+        }
+    }
+}

@@ -84,22 +84,7 @@ impl Node {
 
     /// Waits for a log line containing `text` and returns it.
     async fn log_line_with(&mut self, text: &str) -> String {
-        let deadline = Instant::now() + ANSWER;
-        loop {
-            match tokio::time::timeout_at(deadline, self.err.recv()).await {
-                Ok(Some(line)) => {
-                    self.log.push(line.clone());
-                    if line.contains(text) {
-                        return line;
-                    }
-                }
-                Ok(None) => panic!("the log ended without {text:?}: {:#?}", self.log),
-                Err(_) => panic!(
-                    "no log line with {text:?} within {ANSWER:?}: {:#?}",
-                    self.log
-                ),
-            }
-        }
+        crate::common::line_with(&mut self.err, &mut self.log, text, ANSWER).await
     }
 
     /// The first log line containing `text`, logged already or waited for.
