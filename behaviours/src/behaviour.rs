@@ -60,6 +60,7 @@ impl DhtBehaviour {
                 config.kad_protocol.clone(),
                 t.peer_timeout(),
                 !config.client_mode,
+                config.max_packet_size(),
             ),
             command: command::new_behaviour(t.command_timeout),
             broadcast: broadcast::new_behaviour(t.broadcast_timeout),

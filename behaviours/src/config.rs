@@ -30,10 +30,7 @@ pub const MAX_ADDRS_PER_PEER: usize = 8;
 pub const STORE_MAX_RECORDS: usize = 65_536;
 /// Bytes of keys and values a node's store holds at most (256 MiB).
 pub const STORE_MAX_BYTES: usize = 256 * 1024 * 1024;
-/// Provider records kept per key (libp2p's default).
-pub const STORE_MAX_PROVIDERS_PER_KEY: usize = 20;
-/// Keys with provider records held at most.
-pub const STORE_MAX_PROVIDED_KEYS: usize = 1024;
+// Provider records have limits of their own: see `crate::providers`.
 
 /// Largest custom-command request payload (1 MiB).
 pub const MAX_COMMAND_REQUEST: usize = 1024 * 1024;
@@ -97,6 +94,17 @@ pub const MAX_CONNECTIONS_PER_IP: u32 = 16;
 pub const DEFAULT_REPLICATION_FACTOR: usize = 20;
 /// Default lookup parallelism alpha.
 pub const DEFAULT_PARALLELISM: usize = 3;
+/// Amino's replication factor (and bucket size).
+pub const AMINO_REPLICATION_FACTOR: usize = 20;
+/// How long an Amino server keeps a record (go-libp2p-kad-dht's `MaxRecordAge`).
+pub const AMINO_RECORD_TTL: Duration = Duration::from_secs(36 * 60 * 60);
+/// How long an Amino server keeps a provider record (the IPFS DHT spec's 48 h).
+pub const AMINO_PROVIDER_TTL: Duration = Duration::from_secs(48 * 60 * 60);
+/// How often an Amino node re-announces what it provides (the spec's 22 h).
+pub const AMINO_PROVIDE_INTERVAL: Duration = Duration::from_secs(22 * 60 * 60);
+/// The largest kad message go-libp2p-kad-dht reads (its `network.MessageSizeMax`, 4 MiB).
+pub const AMINO_MAX_PACKET_SIZE: usize = 4 * 1024 * 1024;
+
 /// The standard libp2p Kademlia protocol, spoken by go-, js- and py-libp2p.
 pub const DEFAULT_KAD_PROTOCOL: &str = "/ipfs/kad/1.0.0";
 /// The identify protocol.
@@ -110,6 +118,8 @@ pub const BROADCAST_PROTOCOL: StreamProtocol = StreamProtocol::new("/dht/broadca
 const _: () = assert!(KAD_MAX_PACKET_SIZE >= MAX_VALUE_SIZE + MAX_KEY_SIZE + 16 * 1024);
 const _: () = assert!(STORE_MAX_BYTES >= MAX_VALUE_SIZE + MAX_KEY_SIZE);
 const _: () = assert!(MAX_KEY_SIZE <= u8::MAX as usize + 1);
+const _: () = assert!(AMINO_MAX_PACKET_SIZE >= KAD_MAX_PACKET_SIZE);
+const _: () = assert!(AMINO_PROVIDE_INTERVAL.as_secs() < AMINO_PROVIDER_TTL.as_secs());
 
 /// Timing of every periodic job and deadline of the protocol core.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,10 +143,16 @@ pub struct Timing {
     pub replication_interval: Duration,
     /// How often the routing table is refreshed by a bootstrap lookup.
     pub bootstrap_interval: Duration,
+    /// How long a provider record lives unless its provider announces it again.
+    pub provider_ttl: Duration,
+    /// How often a node announces again the keys it provides: well within
+    /// [`Timing::provider_ttl`], so that a record is renewed before it expires.
+    pub provide_interval: Duration,
 }
 
 impl Default for Timing {
-    /// The Kademlia paper's and libp2p's numbers: TTL 48 h, re-replication (and republish) 1 h.
+    /// The Kademlia paper's and libp2p's numbers: TTL 48 h, re-replication (and republish) 1 h;
+    /// provider records as Amino keeps them: 48 h, announced again every 22 h.
     fn default() -> Self {
         Self {
             query_timeout: Duration::from_secs(30),
@@ -148,6 +164,8 @@ impl Default for Timing {
             record_ttl: Duration::from_secs(48 * 3600),
             replication_interval: Duration::from_secs(3600),
             bootstrap_interval: Duration::from_secs(300),
+            provider_ttl: Duration::from_secs(48 * 3600),
+            provide_interval: Duration::from_secs(22 * 3600),
         }
     }
 }
@@ -165,6 +183,9 @@ impl Timing {
             record_ttl: Duration::from_secs(120),
             replication_interval: Duration::from_secs(10),
             bootstrap_interval: Duration::from_secs(10),
+            // The record TTL's seconds for hours, and the default's ratio of interval to TTL.
+            provider_ttl: Duration::from_secs(120),
+            provide_interval: Duration::from_secs(55),
         }
     }
 
@@ -182,7 +203,9 @@ impl Timing {
     }
 
     /// Checks that the intervals make sense together: a republished record reaches its holders
-    /// before their copies stop being served (replication + query deadline + 1 s < TTL).
+    /// before their copies stop being served (replication + query deadline + 1 s < TTL), and a
+    /// provider's new announcement reaches them before its record expires (provide interval +
+    /// query deadline < provider TTL).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let nonzero = [
             ("query timeout", self.query_timeout),
@@ -194,6 +217,8 @@ impl Timing {
             ("record TTL", self.record_ttl),
             ("replication interval", self.replication_interval),
             ("bootstrap interval", self.bootstrap_interval),
+            ("provider TTL", self.provider_ttl),
+            ("provide interval", self.provide_interval),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, d)| d.is_zero()) {
             return Err(ConfigError::Invalid(format!(
@@ -205,6 +230,13 @@ impl Timing {
                 "replication interval ({:?}) plus the query timeout and 1 s must be shorter than the \
                  record TTL ({:?})",
                 self.replication_interval, self.record_ttl
+            )));
+        }
+        if self.provide_interval + self.query_timeout >= self.provider_ttl {
+            return Err(ConfigError::Invalid(format!(
+                "provide interval ({:?}) plus the query timeout must be shorter than the provider \
+                 TTL ({:?})",
+                self.provide_interval, self.provider_ttl
             )));
         }
         Ok(())
@@ -233,6 +265,8 @@ pub struct ProtocolConfig {
     pub mirror: bool,
     /// The cap on inbound connections per remote IP address.
     pub ip_limit: IpLimit,
+    /// Amino mode: behave as a conforming IPFS DHT server ([`ProtocolConfig::amino`]).
+    pub amino: bool,
 }
 
 impl Default for ProtocolConfig {
@@ -250,6 +284,33 @@ impl Default for ProtocolConfig {
                 max_per_ip: MAX_CONNECTIONS_PER_IP,
                 include_loopback: false,
             },
+            amino: false,
+        }
+    }
+}
+
+impl ProtocolConfig {
+    /// Amino mode, as the IPFS DHT (the "Amino" network) defines a server: `/ipfs/kad/1.0.0`,
+    /// k = 20, records kept [`AMINO_RECORD_TTL`], provider records [`AMINO_PROVIDER_TTL`] and
+    /// re-announced every [`AMINO_PROVIDE_INTERVAL`], messages of up to [`AMINO_MAX_PACKET_SIZE`];
+    /// the node keeps only `/pk/` and `/ipns/` records (and provider records).
+    pub fn amino(mut self) -> Self {
+        self.amino = true;
+        self.kad_protocol = StreamProtocol::new(DEFAULT_KAD_PROTOCOL);
+        self.replication_factor =
+            NonZeroUsize::new(AMINO_REPLICATION_FACTOR).unwrap_or(NonZeroUsize::MIN);
+        self.timing.record_ttl = AMINO_RECORD_TTL;
+        self.timing.provider_ttl = AMINO_PROVIDER_TTL;
+        self.timing.provide_interval = AMINO_PROVIDE_INTERVAL;
+        self
+    }
+
+    /// The largest kad message taken or sent.
+    pub fn max_packet_size(&self) -> usize {
+        if self.amino {
+            AMINO_MAX_PACKET_SIZE
+        } else {
+            KAD_MAX_PACKET_SIZE
         }
     }
 }
@@ -289,6 +350,19 @@ mod tests {
     fn republish_must_be_shorter_than_ttl() {
         let mut t = Timing::fast();
         t.replication_interval = t.record_ttl - Duration::from_secs(1);
+        assert!(t.validate().is_err());
+    }
+
+    #[test]
+    fn providers_must_be_announced_again_before_they_expire() {
+        let mut t = Timing::fast();
+        t.provide_interval = t.provider_ttl;
+        assert!(t.validate().is_err());
+        t.provide_interval = t.provider_ttl - t.query_timeout;
+        assert!(t.validate().is_err());
+        t.provide_interval = t.provider_ttl - t.query_timeout - Duration::from_secs(1);
+        assert!(t.validate().is_ok());
+        t.provide_interval = Duration::ZERO;
         assert!(t.validate().is_err());
     }
 

@@ -15,7 +15,7 @@ use libp2p::StreamProtocol;
 use libp2p::request_response::{self, Codec, ProtocolSupport};
 
 use crate::config::KAD_MAX_PACKET_SIZE;
-use crate::kad_wire::{KadRequest, KadResponse, invalid, put_varint};
+use crate::kad_wire::{KadRequest, KadResponse, MessageKind, invalid, put_varint};
 
 /// Kad streams open at once on one connection, both ways (rust-libp2p's kad allows 32 inbound).
 pub const MAX_KAD_STREAMS: usize = 64;
@@ -68,9 +68,32 @@ pub struct Malformed(pub String);
 /// A kad request as the codec carries it: ours always `Ok`; a peer's `Err` when malformed.
 pub type Request = Result<KadRequest, Malformed>;
 
-/// Kad requests and answers over the kad protocol's framing.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct KadCodec;
+/// Kad requests and answers over the kad protocol's framing. Each stream gets its own copy, so
+/// the copy that wrote an ADD_PROVIDER knows that no answer comes back: the protocol has none, and
+/// the remote closes the stream once it has read the request.
+#[derive(Debug, Clone, Copy)]
+pub struct KadCodec {
+    /// The request written on this stream takes no answer.
+    unanswered: bool,
+    /// The largest message read or written.
+    max: usize,
+}
+
+impl KadCodec {
+    /// A codec for messages of at most `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Self {
+            unanswered: false,
+            max,
+        }
+    }
+}
+
+impl Default for KadCodec {
+    fn default() -> Self {
+        Self::new(KAD_MAX_PACKET_SIZE)
+    }
+}
 
 impl Codec for KadCodec {
     type Protocol = StreamProtocol;
@@ -81,7 +104,7 @@ impl Codec for KadCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let decoded = match read_message(io, KAD_MAX_PACKET_SIZE).await {
+        let decoded = match read_message(io, self.max).await {
             Ok(bytes) => KadRequest::decode(&bytes, Instant::now()),
             Err(e) => Err(e),
         };
@@ -98,7 +121,11 @@ impl Codec for KadCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let bytes = read_message(io, KAD_MAX_PACKET_SIZE).await?;
+        if self.unanswered {
+            // Written and closed: the request was delivered as far as a stream can tell.
+            return Ok(KadResponse::to(MessageKind::AddProvider));
+        }
+        let bytes = read_message(io, self.max).await?;
         KadResponse::decode(&bytes, Instant::now())
     }
 
@@ -112,7 +139,8 @@ impl Codec for KadCodec {
         T: AsyncWrite + Unpin + Send,
     {
         let req = req.map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))?;
-        write_message(io, &req.encode(Instant::now()), KAD_MAX_PACKET_SIZE).await
+        self.unanswered = matches!(req, KadRequest::AddProvider { .. });
+        write_message(io, &req.encode(Instant::now()), self.max).await
     }
 
     async fn write_response<T>(
@@ -124,24 +152,24 @@ impl Codec for KadCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_message(io, &res.encode(Instant::now()), KAD_MAX_PACKET_SIZE).await
+        write_message(io, &res.encode(Instant::now()), self.max).await
     }
 }
 
 /// The kad protocol behaviour: our requests out, peers' requests in (when serving).
 pub type Kad = request_response::Behaviour<KadCodec>;
 
-/// Builds the kad behaviour for `protocol`; a request unanswered after `timeout` fails. A node
-/// that does not `serve` speaks the protocol outbound only (peers see a client, as kad's client
-/// mode has it).
-pub fn new_behaviour(protocol: StreamProtocol, timeout: Duration, serve: bool) -> Kad {
+/// Builds the kad behaviour for `protocol`, messages of at most `max` bytes; a request unanswered
+/// after `timeout` fails. A node that does not `serve` speaks the protocol outbound only (peers
+/// see a client, as kad's client mode has it).
+pub fn new_behaviour(protocol: StreamProtocol, timeout: Duration, serve: bool, max: usize) -> Kad {
     let support = if serve {
         ProtocolSupport::Full
     } else {
         ProtocolSupport::Outbound
     };
     request_response::Behaviour::with_codec(
-        KadCodec,
+        KadCodec::new(max),
         [(protocol, support)],
         request_response::Config::default()
             .with_request_timeout(timeout)

@@ -5,7 +5,8 @@
 //! - [`config`]: limits as named constants, the timing profile and its checks;
 //! - [`kad_wire`], [`kad_codec`]: the Kademlia wire messages both ways and their codec (the node's
 //!   core answers peers' requests and sends its own; libp2p-kad is not used);
-//! - [`store`], [`validation`]: the bounded record store and record checks;
+//! - [`store`], [`validation`]: the bounded record store and record checks; [`providers`]: the
+//!   bounded provider-record store;
 //! - [`lookup`]: one iterative lookup, as a pure state machine; [`diversity`]: address groups;
 //! - [`command`], [`broadcast`], [`info`], [`mirror`]: our own sub-protocols, over [`frame`]d
 //!   streams.
@@ -23,6 +24,7 @@ pub mod kad_codec;
 pub mod kad_wire;
 pub mod lookup;
 pub mod mirror;
+pub mod providers;
 pub mod store;
 pub mod validation;
 pub mod validators;

@@ -1,5 +1,6 @@
 //! A record store bounded in records *and* bytes. libp2p's `MemoryStore` bounds only the record
 //! count and the size of one value; a node must also bound the memory all values take together.
+//! Provider records are kept apart, in [`crate::providers::ProviderStore`].
 
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
@@ -7,13 +8,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
-use libp2p::kad::store::{Error, MemoryStore, MemoryStoreConfig, RecordStore, Result};
+use libp2p::kad::store::{Error, RecordStore, Result};
 use libp2p::kad::{ProviderRecord, Record, RecordKey};
 
-use crate::config::{
-    EXPIRY_MARGIN, MAX_VALUE_SIZE, STORE_MAX_BYTES, STORE_MAX_PROVIDED_KEYS,
-    STORE_MAX_PROVIDERS_PER_KEY, STORE_MAX_RECORDS,
-};
+use crate::config::{EXPIRY_MARGIN, MAX_VALUE_SIZE, STORE_MAX_BYTES, STORE_MAX_RECORDS};
 
 /// Limits of one [`BoundedStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +31,8 @@ impl Default for StoreLimits {
     }
 }
 
-/// Records in memory with a record and a byte budget; provider records go to libp2p's store.
+/// Records in memory with a record and a byte budget. It keeps no provider record: those are in
+/// a [`crate::providers::ProviderStore`], and the provider half of [`RecordStore`] is inert.
 ///
 /// With change tracking on, the store remembers which keys changed since the last
 /// [`BoundedStore::take_changes`], so that a persistence layer writes each change once, in batches,
@@ -42,7 +41,6 @@ pub struct BoundedStore {
     records: HashMap<RecordKey, Record>,
     bytes: usize,
     limits: StoreLimits,
-    providers: MemoryStore,
     changed: Option<HashSet<RecordKey>>,
     margin: Duration,
 }
@@ -63,19 +61,12 @@ fn footprint(record: &Record) -> usize {
 }
 
 impl BoundedStore {
-    /// An empty store for the node `local_id`.
-    pub fn new(local_id: PeerId, limits: StoreLimits) -> Self {
-        let provider_config = MemoryStoreConfig {
-            max_records: 0,
-            max_value_bytes: 0,
-            max_providers_per_key: STORE_MAX_PROVIDERS_PER_KEY,
-            max_provided_keys: STORE_MAX_PROVIDED_KEYS,
-        };
+    /// An empty store bounded by `limits`.
+    pub fn new(limits: StoreLimits) -> Self {
         Self {
             records: HashMap::new(),
             bytes: 0,
             limits,
-            providers: MemoryStore::with_config(local_id, provider_config),
             changed: None,
             margin: EXPIRY_MARGIN,
         }
@@ -202,7 +193,7 @@ impl BoundedStore {
 
 impl RecordStore for BoundedStore {
     type RecordsIter<'a> = Box<dyn Iterator<Item = Cow<'a, Record>> + 'a>;
-    type ProvidedIter<'a> = <MemoryStore as RecordStore>::ProvidedIter<'a>;
+    type ProvidedIter<'a> = std::iter::Empty<Cow<'a, ProviderRecord>>;
 
     /// The record, unless it is within its expiry margin (kad serves what this returns).
     fn get(&self, key: &RecordKey) -> Option<Cow<'_, Record>> {
@@ -263,21 +254,24 @@ impl RecordStore for BoundedStore {
         )
     }
 
-    fn add_provider(&mut self, record: ProviderRecord) -> Result<()> {
-        self.providers.add_provider(record)
+    /// Refused: provider records are kept in a [`crate::providers::ProviderStore`] (the node's
+    /// core answers ADD_PROVIDER itself; libp2p-kad, the caller of this trait, is not used).
+    fn add_provider(&mut self, _record: ProviderRecord) -> Result<()> {
+        Err(Error::MaxProvidedKeys)
     }
 
-    fn providers(&self, key: &RecordKey) -> Vec<ProviderRecord> {
-        self.providers.providers(key)
+    /// None: this store keeps no provider record (see `add_provider`).
+    fn providers(&self, _key: &RecordKey) -> Vec<ProviderRecord> {
+        Vec::new()
     }
 
+    /// None: this store keeps no provider record (see `add_provider`).
     fn provided(&self) -> Self::ProvidedIter<'_> {
-        self.providers.provided()
+        std::iter::empty()
     }
 
-    fn remove_provider(&mut self, key: &RecordKey, provider: &PeerId) {
-        self.providers.remove_provider(key, provider)
-    }
+    /// Nothing to remove: this store keeps no provider record (see `add_provider`).
+    fn remove_provider(&mut self, _key: &RecordKey, _provider: &PeerId) {}
 }
 
 #[cfg(test)]
@@ -285,13 +279,10 @@ mod tests {
     use super::*;
 
     fn store(max_records: usize, max_bytes: usize) -> BoundedStore {
-        BoundedStore::new(
-            PeerId::random(),
-            StoreLimits {
-                max_records,
-                max_bytes,
-            },
-        )
+        BoundedStore::new(StoreLimits {
+            max_records,
+            max_bytes,
+        })
     }
 
     fn rec(key: &str, len: usize) -> Record {
@@ -392,6 +383,16 @@ mod tests {
         assert!(s.get(&RecordKey::new(&"living")).is_some());
         assert_eq!(s.records().count(), 1);
         assert_eq!(s.remove_expired(Instant::now()), 1);
+    }
+
+    #[test]
+    fn no_provider_record_is_kept_here() {
+        let mut s = store(10, 1000);
+        let key = RecordKey::new(&"k");
+        let record = ProviderRecord::new(key.clone(), PeerId::random(), Vec::new());
+        assert!(s.add_provider(record).is_err());
+        assert!(s.providers(&key).is_empty());
+        assert_eq!(s.provided().count(), 0);
     }
 
     #[test]

@@ -113,7 +113,7 @@ proptest! {
         let now = std::time::Instant::now();
         let kad = StreamProtocol::new("/ipfs/kad/1.0.0");
         let _ = KadResponse::decode(&bytes, now);
-        let _ = block_on(KadCodec.read_response(&kad, &mut Cursor::new(bytes)));
+        let _ = block_on(KadCodec::default().read_response(&kad, &mut Cursor::new(bytes)));
         let mut record = Record::new(RecordKey::new(&key), value);
         record.expires = (ttl > 0).then(|| now + std::time::Duration::from_secs(ttl));
         let addr: Multiaddr = "/ip4/10.1.2.3/tcp/4001".parse().expect("addr");
@@ -145,16 +145,16 @@ proptest! {
         let now = std::time::Instant::now();
         let kad = StreamProtocol::new("/ipfs/kad/1.0.0");
         let _ = KadRequest::decode(&bytes, now);
-        let _ = block_on(KadCodec.read_request(&kad, &mut Cursor::new(bytes)));
+        let _ = block_on(KadCodec::default().read_request(&kad, &mut Cursor::new(bytes)));
         let request = Ok(KadRequest::PutValue { record: Record::new(RecordKey::new(&key), value) });
         let mut buf = Vec::new();
-        block_on(KadCodec.write_request(&kad, &mut Cursor::new(&mut buf), request.clone())).expect("write");
-        let back = block_on(KadCodec.read_request(&kad, &mut Cursor::new(buf.clone()))).expect("read");
+        block_on(KadCodec::default().write_request(&kad, &mut Cursor::new(&mut buf), request.clone())).expect("write");
+        let back = block_on(KadCodec::default().read_request(&kad, &mut Cursor::new(buf.clone()))).expect("read");
         prop_assert_eq!(back, request);
         // One byte changed anywhere: decoded or refused, never a panic.
         let i = flip.index(buf.len());
         buf[i] = byte;
-        let _ = block_on(KadCodec.read_request(&kad, &mut Cursor::new(buf)));
+        let _ = block_on(KadCodec::default().read_request(&kad, &mut Cursor::new(buf)));
     }
 
     #[test]
