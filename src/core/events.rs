@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use dht_behaviours::broadcast::{Ack, BroadcastMessage};
 use dht_behaviours::command::CommandReply;
-use dht_behaviours::kad_wire::{KadRequest, KadResponse};
+use dht_behaviours::kad_wire::{KadRequest, KadResponse, WirePeer};
 use dht_behaviours::mirror::MirrorRecord;
 use dht_behaviours::validation::RecordError;
 use libp2p::kad::Record;
@@ -46,6 +46,32 @@ pub enum Input {
         op: OpId,
         /// The key.
         key: Vec<u8>,
+    },
+    /// Announce this node as a provider of `key` on the k closest nodes, and again every
+    /// provide interval while the node runs.
+    Provide {
+        /// The caller's number for the reply.
+        op: OpId,
+        /// The key.
+        key: Vec<u8>,
+        /// The addresses this node is reached at, announced with it.
+        addrs: Vec<Multiaddr>,
+    },
+    /// Find up to `want` providers of `key`.
+    Providers {
+        /// The caller's number for the reply.
+        op: OpId,
+        /// The key.
+        key: Vec<u8>,
+        /// Providers wanted: the lookup ends once it has this many.
+        want: usize,
+    },
+    /// Find the addresses of `peer`.
+    FindPeer {
+        /// The caller's number for the reply.
+        op: OpId,
+        /// The peer sought.
+        peer: PeerId,
     },
     /// Find the k closest peers to `key`.
     Closest {
@@ -278,6 +304,15 @@ pub enum OpOk {
     Value(Vec<u8>),
     /// The closest peers that answered.
     Closest(Vec<PeerId>),
+    /// Providers of a key (possibly none), each with the addresses it was named with.
+    Providers(Vec<WirePeer>),
+    /// A peer's addresses.
+    PeerAddrs {
+        /// Its addresses.
+        addrs: Vec<Multiaddr>,
+        /// Whether it answered us (else the addresses are what others said of it).
+        reached: bool,
+    },
     /// A peer's handler answered.
     Command(Vec<u8>),
     /// A broadcast went out in this many hand-offs.
@@ -311,6 +346,9 @@ pub enum OpError {
     /// This node refused its own broadcast (over its share, as its peers would refuse it).
     #[error("broadcast refused: {0}")]
     BroadcastRefused(String),
+    /// This node provides too many keys already.
+    #[error("provide refused: {0}")]
+    ProvideRefused(String),
 }
 
 /// What an operation cost.
@@ -496,6 +534,8 @@ pub struct CoreStats {
     pub handed_off: u64,
     /// Values cached after a fetch under demand.
     pub cached: u64,
+    /// Holders sent the best version of a name after they served an older one.
+    pub corrected: u64,
     /// Re-stores started by replication or republish.
     pub restores: u64,
     /// False records received.

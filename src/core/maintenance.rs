@@ -57,7 +57,8 @@ impl Core {
         };
         let refresh = self.last_refresh + t.bootstrap_interval;
         let follow_up = self.follow_up.0.unwrap_or(refresh);
-        sweep.min(replication).min(refresh).min(follow_up)
+        let soonest = sweep.min(replication).min(refresh).min(follow_up);
+        self.next_reprovide().map_or(soonest, |at| soonest.min(at))
     }
 
     /// After a join's lookup ended, or as a follow-up starts: the next follow-up, if any is left.
@@ -81,6 +82,7 @@ impl Core {
             self.broadcaster.prune(now);
         }
         self.replicate(now, events);
+        self.reprovide(now, events);
         if self.follow_up.0.is_some_and(|at| now >= at) {
             // Our own id only: the buckets were refreshed after the join's lookup.
             self.schedule_follow_up(now);

@@ -28,6 +28,7 @@ mod mirrors;
 mod ops;
 pub mod outbox;
 mod peers;
+pub mod providing;
 pub mod queries;
 pub mod query;
 pub mod quota;
@@ -90,6 +91,8 @@ pub struct CoreConfig {
     /// The mirrors this node feeds, as the operator chose them (`--mirror-peer`): a peer that
     /// only says it is a mirror gets nothing.
     pub mirror_peers: HashSet<PeerId>,
+    /// Amino mode: only `/pk/` and `/ipns/` records are kept ([`ProtocolConfig::amino`]).
+    pub amino: bool,
 }
 
 impl CoreConfig {
@@ -110,6 +113,7 @@ impl CoreConfig {
             seed,
             mirror: protocol.mirror,
             mirror_peers: HashSet::new(),
+            amino: protocol.amino,
         }
     }
 }
@@ -185,6 +189,10 @@ pub struct Core {
     handed: HashMap<PeerId, Instant>,
     /// Re-stores running (at most [`maintenance::MAX_REPLICATION_QUERIES`]).
     restoring: HashSet<QueryId>,
+    /// The keys this node provides.
+    provided: providing::Provided,
+    /// Re-announcements running (at most [`providing::MAX_REPROVIDE_QUERIES`]).
+    reproviding: HashSet<QueryId>,
     last_replication: Instant,
     last_refresh: Instant,
     last_sweep: Instant,
@@ -227,8 +235,9 @@ impl Core {
             identity,
             clock,
             routing: RoutingTable::new(local, config.bucket_size()),
-            records: Records::new(local, config.store, t.record_ttl, t.expiry_margin(), clock)
-                .for_mirror(config.mirror),
+            records: Records::new(local, config.store, t, clock)
+                .for_mirror(config.mirror)
+                .for_amino(config.amino),
             queries,
             ops: HashMap::new(),
             demand: HashSet::new(),
@@ -240,6 +249,8 @@ impl Core {
             last_redial: now,
             replication: VecDeque::new(),
             restoring: HashSet::new(),
+            provided: providing::Provided::default(),
+            reproviding: HashSet::new(),
             handed: HashMap::new(),
             last_replication: now,
             last_refresh: now,
@@ -328,6 +339,13 @@ impl Core {
                 self.store(op, key, value, now, &mut out, &mut events)
             }
             Input::Fetch { op, key } => self.fetch(op, key, now, &mut out, &mut events),
+            Input::Provide { op, key, addrs } => {
+                self.provide(op, key, addrs, now, &mut out, &mut events)
+            }
+            Input::Providers { op, key, want } => {
+                self.find_providers(op, key, want, now, &mut out, &mut events)
+            }
+            Input::FindPeer { op, peer } => self.find_peer(op, peer, now, &mut out, &mut events),
             Input::Closest { op, key } => {
                 if self.routing.is_empty() {
                     out.push(reply(op, Err(OpError::NoPeers)));
@@ -489,6 +507,7 @@ impl Core {
                 took,
             } => {
                 self.restoring.remove(&id);
+                self.reproviding.remove(&id);
                 if self.join == Some(id) {
                     self.join = None;
                     self.refresh_buckets(now, more);
@@ -499,10 +518,13 @@ impl Core {
                 };
                 let result = match outcome {
                     Outcome::Stored { kept } => Ok(OpOk::Stored { kept }),
+                    Outcome::Superseded => Err(OpError::Refused(Refusal::Superseded)),
                     Outcome::Found { record, .. } => Ok(OpOk::Value(record.value)),
                     Outcome::NotFound { unanswered: 0 } => Err(OpError::NotFound),
                     Outcome::NotFound { .. } | Outcome::TimedOut => Err(OpError::Timeout),
                     Outcome::Peers { peers } => Ok(OpOk::Closest(peers)),
+                    Outcome::Providers { providers } => Ok(OpOk::Providers(providers)),
+                    Outcome::PeerFound { addrs, reached } => Ok(OpOk::PeerAddrs { addrs, reached }),
                     Outcome::Refreshed => return,
                 };
                 let report = Report {
@@ -513,6 +535,11 @@ impl Core {
                 out.push(Action::Reply { op, result, report });
             }
             QueryEvent::CacheAt { record, peer } => self.cache(record, peer, now, more),
+            QueryEvent::Correct {
+                record,
+                from,
+                stale,
+            } => self.correct(record, from, stale, now, more),
             QueryEvent::Lied { peer, error } => self.lied(peer, error, now, out),
             QueryEvent::Unkept { peer } => self.unkept(peer, now, out),
             QueryEvent::OneoffDone { .. } => {}
@@ -607,6 +634,10 @@ fn reply(op: OpId, result: Result<OpOk, OpError>) -> Action {
 
 #[cfg(test)]
 mod namespace_tests;
+#[cfg(test)]
+mod provider_tests;
+#[cfg(test)]
+mod resolve_tests;
 #[cfg(test)]
 mod sybil_tests;
 #[cfg(test)]

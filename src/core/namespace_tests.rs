@@ -148,3 +148,80 @@ fn an_ipns_record_is_replaced_only_by_a_better_one_and_lives_no_longer_than_its_
     let dead = record(4, wall);
     assert!(!put(&mut core, a, 4, key.clone(), dead));
 }
+
+#[test]
+fn an_amino_node_keeps_only_namespaced_and_provider_records_and_says_why_it_refuses_its_own() {
+    let now = Instant::now();
+    let protocol = ProtocolConfig {
+        timing: Timing::fast(),
+        ..ProtocolConfig::default()
+    }
+    .amino();
+    assert_eq!(protocol.replication_factor.get(), 20);
+    let config = CoreConfig::new(&protocol, dht_behaviours::store::StoreLimits::default(), 7);
+    let mut core = Core::fresh(config, now);
+    let sender = PeerId::random();
+    // A free key and a content key: refused, and no offence (another network's habits).
+    assert!(!put(
+        &mut core,
+        sender,
+        1,
+        b"/v/name".to_vec(),
+        b"x".to_vec()
+    ));
+    let value = b"some content".to_vec();
+    let content = dht_behaviours::validation::content_key(&value).to_vec();
+    assert!(!put(&mut core, sender, 2, content, value));
+    assert!(!core.is_blocked(&sender));
+    assert_eq!(core.records().len(), 0);
+    // A valid /pk/ record is kept.
+    let owner = Keypair::generate_ed25519();
+    let key = pk::routing_key(&owner.public().to_peer_id());
+    assert!(put(
+        &mut core,
+        sender,
+        3,
+        key,
+        owner.public().encode_protobuf()
+    ));
+    // So is a provider record (ADD_PROVIDER from the provider itself).
+    let provide = Input::Request {
+        peer: sender,
+        id: 4,
+        request: KadRequest::AddProvider {
+            key: b"\x12\x20any multihash of content....".to_vec(),
+            providers: vec![dht_behaviours::kad_wire::WirePeer {
+                peer: sender,
+                addrs: Vec::new(),
+            }],
+        },
+        serving: true,
+        host: None,
+    };
+    core.handle(provide, now);
+    let listed = core
+        .records()
+        .providers(
+            &RecordKey::new(b"\x12\x20any multihash of content...."),
+            now,
+        )
+        .count();
+    assert_eq!(listed, 1);
+    // This node's own store of a free key is refused, saying why.
+    let actions = core.handle(
+        Input::Store {
+            op: 9,
+            key: b"/v/mine".to_vec(),
+            value: b"y".to_vec(),
+        },
+        now,
+    );
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Reply {
+            op: 9,
+            result: Err(OpError::Refused(Refusal::OutsideAmino)),
+            ..
+        }
+    )));
+}

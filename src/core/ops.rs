@@ -6,10 +6,12 @@
 use std::time::Instant;
 
 use dht_behaviours::validation::is_content_key;
+use dht_behaviours::validators::Namespace;
 use libp2p::kad::{Record, RecordKey};
+use libp2p::{Multiaddr, PeerId};
 
 use super::events::{Action, OpError, OpId, OpOk};
-use super::queries::{Purpose, QueryEvent};
+use super::queries::{Purpose, QueryEvent, RESOLVE_QUORUM};
 use super::records::Source;
 use super::{Core, DEMAND_TRACKED_KEYS, reply};
 
@@ -45,8 +47,19 @@ impl Core {
         out: &mut Vec<Action>,
         events: &mut Vec<QueryEvent>,
     ) {
-        if let Some(r) = self.records.get(&RecordKey::new(&key), now) {
-            out.push(reply(op, Ok(OpOk::Value(r.value.clone()))));
+        let held = self.records.get(&RecordKey::new(&key), now).cloned();
+        if matches!(Namespace::of(&key), Some((Namespace::Ipns, _))) && !self.routing.is_empty() {
+            // A name has versions: its holders are asked for theirs even when one is held here.
+            let purpose = Purpose::Resolve {
+                quorum: RESOLVE_QUORUM,
+                held,
+            };
+            let id = self.start(key, purpose, now, events);
+            self.ops.insert(id, op);
+            return;
+        }
+        if let Some(r) = held {
+            out.push(reply(op, Ok(OpOk::Value(r.value))));
             return;
         }
         if self.routing.is_empty() {
@@ -57,6 +70,34 @@ impl Core {
         let cache = is_content_key(&key) && self.repeated(&key);
         let id = self.start(key, Purpose::Fetch { cache }, now, events);
         self.ops.insert(id, op);
+    }
+
+    /// A resolve found `record` (served by `from`) the best version of its name: the holders that
+    /// served an older one get it, and so does this node's store when it held an older one.
+    pub(super) fn correct(
+        &mut self,
+        mut record: Record,
+        from: PeerId,
+        stale: Vec<(PeerId, Vec<Multiaddr>)>,
+        now: Instant,
+        events: &mut Vec<QueryEvent>,
+    ) {
+        record.publisher = None;
+        record.expires = Some(now + self.config.timing.record_ttl);
+        if from != self.local && self.config.serving {
+            let held = self.records.get(&record.key, now).map(|r| r.value.clone());
+            if held.is_some_and(|v| v != record.value) {
+                // The store's own rules decide (a better record replaces a worse one).
+                let _ = self.records.admit(Source::Peer(from), record.clone(), now);
+            }
+        }
+        for (peer, addrs) in stale {
+            if peer != self.local {
+                self.stats.corrected += 1;
+                self.queries
+                    .put_once(peer, addrs, record.clone(), now, events);
+            }
+        }
     }
 
     /// Whether `key` was fetched before (it is in demand). Bounded: everything is forgotten when

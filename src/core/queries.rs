@@ -9,7 +9,10 @@
 //! it, and any target that refuses, fails or does not serve, is replaced by the next closest live
 //! candidate, so the store goes on until k peers keep the record or the candidates run out.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+mod gather;
+mod put;
+
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
 use dht_behaviours::kad_wire::{KadRequest, KadResponse, WirePeer};
@@ -17,36 +20,17 @@ use dht_behaviours::lookup::{
     CANDIDATES_PER_K, Candidate, LOOKUP_RESILIENCE, Lookup, LookupParams, PeerState,
 };
 use dht_behaviours::validation::{RecordError, validate_at};
-use libp2p::kad::{KBucketKey, Record};
+use gather::Gathered;
+pub use gather::{MAX_PROVIDERS_FOUND, RESOLVE_QUORUM};
+use libp2p::kad::Record;
 use libp2p::{Multiaddr, PeerId};
+use put::PutPhase;
 
 use super::outbox::{InFlight, Outbox, QueryId, RequestId, Sent};
 pub use super::query::{Outcome, Purpose, QueryConfig, QueryEvent};
 
 /// A fetch asks the closest peer alone first; unanswered this long, it asks alpha at once.
 pub const FETCH_WIDEN_AFTER: Duration = Duration::from_millis(100);
-
-struct PutPhase {
-    /// PUTs and verifying GETs in flight.
-    pending: usize,
-    /// Targets seen serving the record.
-    kept: Vec<PeerId>,
-    /// Addresses of the targets, for the GET that checks each.
-    addrs: HashMap<PeerId, Vec<Multiaddr>>,
-    /// Further live candidates, closest first: one replaces each target that fails.
-    spare: VecDeque<Candidate>,
-}
-
-/// How one target of a store's PUT phase came out.
-enum PutStep {
-    /// It acknowledged the PUT: ask for the record back.
-    Acked(PeerId),
-    /// It served the record back: a copy.
-    Kept(PeerId),
-    /// It answered without the record (`lied`: it had acknowledged it), or the PUT or the GET
-    /// failed: no copy there, try the next candidate.
-    Missed,
-}
 
 struct Query {
     key: Vec<u8>,
@@ -61,6 +45,8 @@ struct Query {
     found: Option<Record>,
     /// Widened to alpha requests (a fetch's narrow start is over).
     widened: bool,
+    /// What a gathering lookup (providers, a peer, the best record) collected.
+    gathered: Gathered,
 }
 
 /// Every query of a node.
@@ -118,7 +104,10 @@ impl Queries {
             Purpose::Refresh => (size, false, size, 1),
             Purpose::RefreshBucket => (k, false, k, 1),
             // A store's PUT_VALUEs check the k closest; the lookup only has to find them.
-            Purpose::Store { .. } => (k, false, LOOKUP_RESILIENCE, 2),
+            Purpose::Store { .. } | Purpose::Provide { .. } => (k, false, LOOKUP_RESILIENCE, 2),
+            Purpose::Providers { .. } | Purpose::FindPeer | Purpose::Resolve { .. } => {
+                (k, false, k, 1)
+            }
         };
         let params = LookupParams {
             k,
@@ -130,6 +119,7 @@ impl Queries {
         let id = self.next;
         self.next += 1;
         let query = Query {
+            gathered: Gathered::from_purpose(&purpose, self.local),
             lookup: Lookup::new(&key, seeds, params),
             key,
             purpose,
@@ -153,11 +143,16 @@ impl Queries {
         if q.put.is_some() {
             return;
         }
+        let key = q.key.clone();
         let request = match q.purpose {
-            Purpose::Store { .. } | Purpose::Peers | Purpose::Refresh | Purpose::RefreshBucket => {
-                KadRequest::FindNode { key: q.key.clone() }
-            }
-            Purpose::Fetch { .. } => KadRequest::GetValue { key: q.key.clone() },
+            Purpose::Store { .. }
+            | Purpose::Provide { .. }
+            | Purpose::FindPeer
+            | Purpose::Peers
+            | Purpose::Refresh
+            | Purpose::RefreshBucket => KadRequest::FindNode { key },
+            Purpose::Fetch { .. } | Purpose::Resolve { .. } => KadRequest::GetValue { key },
+            Purpose::Providers { .. } => KadRequest::GetProviders { key },
         };
         let mut sends = Vec::new();
         while let Some(next) = q.lookup.next_request() {
@@ -195,41 +190,7 @@ impl Queries {
         };
         let k = q.lookup.k();
         match &q.purpose {
-            Purpose::Store { record } => {
-                let record = record.clone();
-                let live = q.lookup.closest(CANDIDATES_PER_K * k);
-                let targets = targets(&self.local, self.config.serving, &q.key, &live, k);
-                let mut spare = VecDeque::new();
-                let mut chosen = Vec::new();
-                for c in live {
-                    if targets.contains(&c.peer) {
-                        chosen.push(c);
-                    } else {
-                        spare.push_back(c);
-                    }
-                }
-                q.put = Some(PutPhase {
-                    pending: chosen.len(),
-                    kept: Vec::new(),
-                    addrs: chosen.iter().map(|c| (c.peer, c.addrs.clone())).collect(),
-                    spare,
-                });
-                if chosen.is_empty() {
-                    self.done(id, Outcome::Stored { kept: Vec::new() }, now, out);
-                    return;
-                }
-                for c in chosen {
-                    let request = KadRequest::PutValue {
-                        record: record.clone(),
-                    };
-                    if let Some(o) = self
-                        .outbox
-                        .send(c.peer, c.addrs, request, Sent::Put(id), now)
-                    {
-                        out.push(QueryEvent::Send(o));
-                    }
-                }
-            }
+            Purpose::Store { .. } | Purpose::Provide { .. } => self.start_puts(id, now, out),
             Purpose::Fetch { .. } => {
                 if let Some(record) = q.found.take() {
                     let peer = q.lookup.closest_lacking().map(|p| {
@@ -262,21 +223,9 @@ impl Queries {
             Purpose::Refresh | Purpose::RefreshBucket => {
                 self.done(id, Outcome::Refreshed, now, out)
             }
-        }
-    }
-
-    /// Sends a PUT_VALUE that belongs to no query (a hand-off, a cached copy).
-    pub fn put_once(
-        &mut self,
-        peer: PeerId,
-        addrs: Vec<Multiaddr>,
-        record: Record,
-        now: Instant,
-        out: &mut Vec<QueryEvent>,
-    ) {
-        let request = KadRequest::PutValue { record };
-        if let Some(o) = self.outbox.send(peer, addrs, request, Sent::Oneoff, now) {
-            out.push(QueryEvent::Send(o));
+            Purpose::Providers { .. } | Purpose::FindPeer | Purpose::Resolve { .. } => {
+                self.gathered(id, now, out)
+            }
         }
     }
 
@@ -330,14 +279,27 @@ impl Queries {
                 out.push(QueryEvent::OneoffDone { peer, acked: true });
                 return;
             }
-            Sent::Put(id) => return self.put_done(id, PutStep::Acked(peer), now, out),
-            Sent::Verify(id) => return self.verified(id, peer, response.record, now, out),
+            Sent::Put(id) => return self.put_answered(id, peer, true, now, out),
+            Sent::Verify(id) => {
+                return self.verified(id, peer, Some(response), (now, wall), out);
+            }
             Sent::Lookup(id) => id,
         };
+        let ended = match self.queries.get(&id).map(|q| &q.purpose) {
+            None => return,
+            Some(Purpose::Providers { .. }) => {
+                self.gather_providers(id, response.providers.clone(), now, out)
+            }
+            Some(Purpose::FindPeer) => self.gather_peer(id, &peer, &closer, now, out),
+            Some(_) => false,
+        };
+        if ended {
+            return;
+        }
         let Some(q) = self.queries.get_mut(&id) else {
             return;
         };
-        let wants_record = matches!(q.purpose, Purpose::Fetch { .. });
+        let wants_record = matches!(q.purpose, Purpose::Fetch { .. } | Purpose::Resolve { .. });
         let Some(record) = response.record.filter(|_| wants_record) else {
             let d = q.depth.get(&peer).copied().unwrap_or(1);
             for p in &closer {
@@ -361,6 +323,12 @@ impl Queries {
             return self.drive(id, now, out);
         }
         q.lookup.on_found(&peer);
+        if matches!(q.purpose, Purpose::Resolve { .. }) {
+            if !self.gather_record(id, peer, record, now, out) {
+                self.drive(id, now, out);
+            }
+            return;
+        }
         if q.found.is_some() {
             return self.drive(id, now, out);
         }
@@ -405,7 +373,11 @@ impl Queries {
         let peer = done.peer;
         match done.sent {
             Sent::Oneoff => out.push(QueryEvent::OneoffDone { peer, acked: false }),
-            Sent::Put(id) | Sent::Verify(id) => self.put_done(id, PutStep::Missed, now, out),
+            Sent::Put(id) => self.put_answered(id, peer, false, now, out),
+            Sent::Verify(id) => {
+                let wall = SystemTime::UNIX_EPOCH;
+                self.verified(id, peer, None, (now, wall), out)
+            }
             Sent::Lookup(id) => {
                 if let Some(q) = self.queries.get_mut(&id) {
                     if timed_out {
@@ -416,87 +388,6 @@ impl Queries {
                 }
                 self.drive(id, now, out);
             }
-        }
-    }
-
-    /// A target that acknowledged answered the GET_VALUE that checks it: with the record it
-    /// stored (the same value under the same key), it keeps a copy; without one, it lied.
-    fn verified(
-        &mut self,
-        id: QueryId,
-        peer: PeerId,
-        served: Option<Record>,
-        now: Instant,
-        out: &mut Vec<QueryEvent>,
-    ) {
-        let Some(Query {
-            purpose: Purpose::Store { record },
-            ..
-        }) = self.queries.get(&id)
-        else {
-            return;
-        };
-        let step = match served {
-            Some(s) if s.key == record.key && s.value == record.value => PutStep::Kept(peer),
-            // Another value: the key's admission rules let a better one replace ours there
-            // (or the peer lies); either way ours is not kept, but nothing proves a lie.
-            Some(_) => PutStep::Missed,
-            None => {
-                out.push(QueryEvent::Unkept { peer });
-                PutStep::Missed
-            }
-        };
-        self.put_done(id, step, now, out);
-    }
-
-    /// One target of a store's PUT phase moved on: an acknowledgement is checked by a GET, a copy
-    /// seen served counts, a miss is replaced by the next live candidate; the store ends once
-    /// nothing is pending.
-    fn put_done(&mut self, id: QueryId, step: PutStep, now: Instant, out: &mut Vec<QueryEvent>) {
-        let Some(q) = self.queries.get_mut(&id) else {
-            return;
-        };
-        let (Some(put), Purpose::Store { record }) = (q.put.as_mut(), &q.purpose) else {
-            return;
-        };
-        let (peer, addrs, request, sent) = match step {
-            PutStep::Acked(peer) => {
-                let addrs = put.addrs.get(&peer).cloned().unwrap_or_default();
-                let request = KadRequest::GetValue {
-                    key: record.key.to_vec(),
-                };
-                (peer, addrs, request, Sent::Verify(id))
-            }
-            PutStep::Kept(peer) => {
-                put.pending = put.pending.saturating_sub(1);
-                put.kept.push(peer);
-                return self.put_finished(id, now, out);
-            }
-            PutStep::Missed => {
-                let Some(next) = put.spare.pop_front() else {
-                    put.pending = put.pending.saturating_sub(1);
-                    return self.put_finished(id, now, out);
-                };
-                put.addrs.insert(next.peer, next.addrs.clone());
-                let request = KadRequest::PutValue {
-                    record: record.clone(),
-                };
-                (next.peer, next.addrs, request, Sent::Put(id))
-            }
-        };
-        // One request in flight replaces the one that resolved: `pending` is unchanged.
-        if let Some(o) = self.outbox.send(peer, addrs, request, sent, now) {
-            out.push(QueryEvent::Send(o));
-        }
-    }
-
-    fn put_finished(&mut self, id: QueryId, now: Instant, out: &mut Vec<QueryEvent>) {
-        let Some(put) = self.queries.get_mut(&id).and_then(|q| q.put.as_mut()) else {
-            return;
-        };
-        if put.pending == 0 {
-            let kept = std::mem::take(&mut put.kept);
-            self.done(id, Outcome::Stored { kept }, now, out);
         }
     }
 
@@ -570,17 +461,4 @@ fn hops(q: &Query) -> u32 {
         .find(|c| matches!(c.state, PeerState::Succeeded | PeerState::Held))
         .and_then(|c| q.depth.get(&c.peer).copied())
         .unwrap_or(0)
-}
-
-/// The peers a record goes to: the `k` nodes closest to `key` among the live candidates and, when
-/// this node serves, this node itself, which keeps its own copy and is left out.
-fn targets(local: &PeerId, serving: bool, key: &[u8], live: &[Candidate], k: usize) -> Vec<PeerId> {
-    let target = KBucketKey::new(key.to_vec());
-    let mut all: Vec<PeerId> = live.iter().map(|c| c.peer).filter(|p| p != local).collect();
-    if serving {
-        all.push(*local);
-    }
-    all.sort_by_cached_key(|p| target.distance(&KBucketKey::from(*p)));
-    all.dedup();
-    all.into_iter().take(k).filter(|p| p != local).collect()
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use dht_behaviours::kad_wire::WirePeer;
 use dht_behaviours::validation::RecordError;
 use libp2p::kad::Record;
 use libp2p::{Multiaddr, PeerId};
@@ -16,6 +17,32 @@ pub enum Purpose {
     Store {
         /// The copy sent (with the expiry holders get).
         record: Record,
+    },
+    /// Announce `provider` (this node and its addresses) as a provider of the key on the k
+    /// closest nodes (ADD_PROVIDER), each checked by a GET_PROVIDERS that must name it.
+    Provide {
+        /// This node, with the addresses it is reached at.
+        provider: WirePeer,
+    },
+    /// The providers of the key (GET_PROVIDERS along the lookup); ends early once `want` are
+    /// known.
+    Providers {
+        /// Providers wanted; the lookup stops once it has this many.
+        want: usize,
+        /// Providers this node knows already (its own store's).
+        known: Vec<WirePeer>,
+    },
+    /// The addresses of the peer whose id is the key: from the answers that name it, and from
+    /// the peer itself once reached (the lookup ends then).
+    FindPeer,
+    /// The best record under a key with several valid versions (`/ipns/`): the lookup asks
+    /// holders until `quorum` answered with a valid record, returns the best, and corrects
+    /// holders that served an older one.
+    Resolve {
+        /// Valid answers that end the lookup.
+        quorum: usize,
+        /// A copy this node holds, the one to beat.
+        held: Option<Record>,
     },
     /// The value under the key; with `cache`, the lookup runs on once answered to find the closest
     /// node that lacked it (the key is in demand).
@@ -41,6 +68,8 @@ pub enum Outcome {
         /// The peers seen to keep the record, in the order they proved it.
         kept: Vec<PeerId>,
     },
+    /// A store of a signed record ended kept nowhere: the closest holders hold a better version.
+    Superseded,
     /// A fetch found the record.
     Found {
         /// The record, checked against its key.
@@ -58,6 +87,18 @@ pub enum Outcome {
     Peers {
         /// Closest first.
         peers: Vec<PeerId>,
+    },
+    /// The providers found (possibly none).
+    Providers {
+        /// Each provider once, with the addresses it was named with.
+        providers: Vec<WirePeer>,
+    },
+    /// A peer's addresses (`reached`: it answered us at one of them).
+    PeerFound {
+        /// Its addresses.
+        addrs: Vec<Multiaddr>,
+        /// Whether it answered our request.
+        reached: bool,
     },
     /// A refresh ended.
     Refreshed,
@@ -103,6 +144,16 @@ pub enum QueryEvent {
     Unkept {
         /// Who.
         peer: PeerId,
+    },
+    /// A resolve found `record` the best; these holders served an older version (or none):
+    /// they get the best one.
+    Correct {
+        /// The best record.
+        record: Record,
+        /// Who served it (this node: its own copy was the best).
+        from: PeerId,
+        /// Who served an older one, with their addresses.
+        stale: Vec<(PeerId, Vec<Multiaddr>)>,
     },
     /// A one-off PUT resolved.
     OneoffDone {

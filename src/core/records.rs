@@ -19,11 +19,17 @@
 //!    ([`super::quota`]); a re-store of a held key adds nothing. A mirror node, which keeps
 //!    everything it is handed, has no quota.
 //! 7. A full store refuses; it never evicts a living record to make room.
+//!
+//! Provider records (ADD_PROVIDER) are kept apart, in a [`ProviderStore`]: each lives one
+//! provider TTL from its last announcement, and a full key or store refuses a new provider rather
+//! than evict one.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use dht_behaviours::Timing;
+use dht_behaviours::providers::{Added, ProviderLimits, ProviderRefusal, ProviderStore};
 use dht_behaviours::store::{BoundedStore, StoreLimits, is_own};
 use dht_behaviours::validation::{RecordError, is_content_key, is_namespaced, validate_record};
 use dht_behaviours::validators::{Namespace, ipns, pk, select};
@@ -78,6 +84,12 @@ pub enum Refusal {
     /// The store is full.
     #[error("the store is full")]
     Full,
+    /// The closest nodes hold a better version of this signed record (a newer IPNS record).
+    #[error("the network holds a newer version of this record")]
+    Superseded,
+    /// An Amino-mode node keeps only records of a validated namespace.
+    #[error("only /pk/ and /ipns/ records are kept in Amino mode")]
+    OutsideAmino,
 }
 
 /// The record store with its admission policy and per-peer accounts.
@@ -86,33 +98,37 @@ pub struct Records {
     store: BoundedStore,
     quota: Quota,
     ttl: Duration,
+    /// Provider records, apart from the records.
+    providers: ProviderStore,
+    /// How long a provider record lives after its last announcement.
+    provider_ttl: Duration,
     /// When a peer last stored each key here (the replication round skips those a peer has just
     /// re-stored).
     received: HashMap<RecordKey, Instant>,
     /// A mirror keeps what it is handed within its store's limits, with no per-peer quota.
     mirror: bool,
+    /// Amino mode: only `/pk/` and `/ipns/` records are kept.
+    amino: bool,
     /// The wall clock, for the validity of signed records.
     clock: Clock,
 }
 
 impl Records {
-    /// An empty store for `local`, bounded by `limits`; copies from peers live at most `ttl`, a
-    /// record counts as gone `margin` before its expiry, and `clock` tells the wall-clock time
-    /// (signed records' validity).
-    pub fn new(
-        local: PeerId,
-        limits: StoreLimits,
-        ttl: Duration,
-        margin: Duration,
-        clock: Clock,
-    ) -> Self {
+    /// An empty store for `local`, bounded by `limits` (provider records by their own constants);
+    /// with `timing`'s lives: copies from peers live at most the record TTL, a record counts as
+    /// gone its expiry margin before its expiry, a provider record lives one provider TTL. `clock`
+    /// tells the wall-clock time (signed records' validity).
+    pub fn new(local: PeerId, limits: StoreLimits, timing: &Timing, clock: Clock) -> Self {
         Self {
             local,
-            store: BoundedStore::new(local, limits).with_expiry_margin(margin),
+            store: BoundedStore::new(limits).with_expiry_margin(timing.expiry_margin()),
             quota: Quota::new(limits),
-            ttl,
+            ttl: timing.record_ttl,
+            providers: ProviderStore::new(local, ProviderLimits::default()),
+            provider_ttl: timing.provider_ttl,
             received: HashMap::new(),
             mirror: false,
+            amino: false,
             clock,
         }
     }
@@ -141,6 +157,12 @@ impl Records {
                 .map_err(Into::into),
             None => Ok(None),
         }
+    }
+
+    /// The same store for an Amino-mode node: only `/pk/` and `/ipns/` records are kept.
+    pub fn for_amino(mut self, amino: bool) -> Self {
+        self.amino = amino;
+        self
     }
 
     /// The same store for a mirror node: no per-peer quota.
@@ -208,6 +230,9 @@ impl Records {
         now: Instant,
     ) -> Result<Admitted, Refusal> {
         validate_record(record.key.as_ref(), &record.value)?;
+        if self.amino && Namespace::of(record.key.as_ref()).is_none() {
+            return Err(Refusal::OutsideAmino);
+        }
         let end_of_life = self.validate_namespaced(&record, now)?;
         match source {
             Source::Own => {
@@ -233,11 +258,15 @@ impl Records {
         if let Some(held) = self.store.get_any(&record.key) {
             let held_lives = held.expires.is_none_or(|e| e > now);
             if held_lives {
-                if source != Source::Own && is_own(held, &self.local) {
-                    return Ok(Admitted::Held);
-                }
                 let same = held.value == record.value;
                 let key = record.key.as_ref();
+                // A signed record's better version replaces even this node's own copy.
+                if source != Source::Own
+                    && is_own(held, &self.local)
+                    && (same || !is_namespaced(key))
+                {
+                    return Ok(Admitted::Held);
+                }
                 if !same && is_namespaced(key) {
                     // Signed: the better record wins, whoever brings it.
                     if select(key, &record.value, &held.value) != Ordering::Greater {
@@ -288,45 +317,73 @@ impl Records {
         })
     }
 
-    /// Keeps `provider` as a provider of `key` for one TTL; whether the store took it (it keeps a
-    /// bounded number per key and in all).
+    /// Keeps `provider` as a provider of `key` for one provider TTL from `now`, or refreshes its
+    /// record (a new expiry, and the new addresses unless none are given). A new provider is
+    /// refused when its key, its share or the store is full of live records: none is evicted.
     pub fn add_provider(
         &mut self,
         key: RecordKey,
         provider: PeerId,
         addresses: Vec<Multiaddr>,
         now: Instant,
-    ) -> bool {
-        let record = ProviderRecord {
-            key,
-            provider,
-            expires: Some(now + self.ttl),
-            addresses,
-        };
-        self.store.add_provider(record).is_ok()
+    ) -> Result<Added, ProviderRefusal> {
+        let expires = now + self.provider_ttl;
+        self.providers.add(key, provider, addresses, expires, now)
     }
 
-    /// The living providers of `key`.
+    /// Puts back a provider record read from the data directory, with the expiry it had (never
+    /// more than one provider TTL from `now`).
+    pub fn restore_provider(
+        &mut self,
+        record: ProviderRecord,
+        now: Instant,
+    ) -> Result<Added, ProviderRefusal> {
+        let cap = now + self.provider_ttl;
+        let expires = record.expires.map_or(cap, |e| e.min(cap));
+        let ProviderRecord {
+            key,
+            provider,
+            addresses,
+            ..
+        } = record;
+        self.providers.add(key, provider, addresses, expires, now)
+    }
+
+    /// The providers of `key` living at `now`, in the order they first announced it.
     pub fn providers(
         &self,
         key: &RecordKey,
         now: Instant,
     ) -> impl Iterator<Item = ProviderRecord> + '_ {
-        self.store
-            .providers(key)
-            .into_iter()
-            .filter(move |p| p.expires.is_none_or(|e| e > now))
+        self.providers.providers(key, now).into_iter()
     }
 
-    /// Removes every record expired at `now`; returns how many went.
+    /// The keys `provider` provides here (this node's own, to announce them again after a
+    /// restart), in the order of their bytes.
+    pub fn provided_by(&self, provider: &PeerId) -> Vec<RecordKey> {
+        self.providers.provided_by(provider)
+    }
+
+    /// Provider records held.
+    pub fn provider_count(&self) -> usize {
+        self.providers.len()
+    }
+
+    /// The provider store, for the driver's persistence (change tracking) and status.
+    pub fn providers_mut(&mut self) -> &mut ProviderStore {
+        &mut self.providers
+    }
+
+    /// Removes every record and provider record expired at `now`; returns how many went.
     pub fn sweep(&mut self, now: Instant) -> usize {
+        let providers_gone = self.providers.remove_expired(now);
         let gone = self.store.remove_expired(now);
         if gone > 0 {
             let store = &self.store;
             self.quota.sweep(|k| store.get_any(k).is_some());
             self.received.retain(|k, _| store.get_any(k).is_some());
         }
-        gone
+        gone + providers_gone
     }
 }
 
@@ -341,17 +398,56 @@ mod tests {
 
     fn records() -> (Records, Instant) {
         let local = PeerId::random();
-        let ttl = Duration::from_secs(3600);
+        let timing = Timing {
+            record_ttl: Duration::from_secs(3600),
+            provider_ttl: Duration::from_secs(7200),
+            // A one-second expiry margin.
+            query_timeout: Duration::ZERO,
+            ..Timing::fast()
+        };
         let limits = StoreLimits {
             max_records: 64,
             max_bytes: 64 * 1024,
         };
         let now = Instant::now();
         let clock = Clock::new(now, Duration::ZERO);
-        (
-            Records::new(local, limits, ttl, Duration::from_secs(1), clock),
-            now,
-        )
+        (Records::new(local, limits, &timing, clock), now)
+    }
+
+    #[test]
+    fn provider_records_live_one_provider_ttl_and_are_swept() {
+        let (mut r, now) = records();
+        let (alice, bob) = (PeerId::random(), PeerId::random());
+        let key = RecordKey::new(&b"provided");
+        let addr: Multiaddr = "/ip4/192.0.2.1/tcp/4001".parse().expect("addr");
+        assert_eq!(
+            r.add_provider(key.clone(), alice, vec![addr.clone()], now),
+            Ok(Added::New)
+        );
+        let later = now + Duration::from_secs(3600);
+        assert_eq!(
+            r.add_provider(key.clone(), bob, Vec::new(), later),
+            Ok(Added::New)
+        );
+        let listed: Vec<PeerId> = r.providers(&key, now).map(|p| p.provider).collect();
+        assert_eq!(listed, vec![alice, bob]);
+        assert_eq!(r.provided_by(&alice), vec![key.clone()]);
+        assert_eq!(r.provider_count(), 2);
+        // Alice's record lives one provider TTL (two hours here), not one record TTL.
+        let alice_ends = now + Duration::from_secs(7200);
+        let just_before = alice_ends - Duration::from_secs(1);
+        assert_eq!(r.providers(&key, just_before).count(), 2);
+        assert_eq!(r.sweep(alice_ends), 1);
+        let left: Vec<PeerId> = r.providers(&key, alice_ends).map(|p| p.provider).collect();
+        assert_eq!(left, vec![bob]);
+        assert!(r.provided_by(&alice).is_empty());
+        // A record read back from disk never lives longer than one provider TTL from now.
+        let mut old = ProviderRecord::new(key.clone(), alice, vec![addr]);
+        old.expires = Some(alice_ends + Duration::from_secs(99_999));
+        assert_eq!(r.restore_provider(old, alice_ends), Ok(Added::New));
+        let back = r.providers(&key, alice_ends).find(|p| p.provider == alice);
+        let expires = back.and_then(|p| p.expires);
+        assert_eq!(expires, Some(alice_ends + Duration::from_secs(7200)));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Answers to inbound Kademlia requests, from this node's own routing table and store. A
 //! PUT_VALUE is acknowledged (its record echoed, as the kad protocol has it) only when admission
 //! kept the record, so a peer's count of acknowledgements is a count of copies really held.
-//! Provider records are kept as libp2p's kad keeps them (a peer announces only itself).
+//! Provider records are kept in a bounded store that refuses rather than evicts (a peer announces
+//! only itself).
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -128,7 +129,7 @@ pub fn serve(
                 .providers(&RecordKey::new(&key), now)
                 .map(|p| WirePeer {
                     peer: p.provider,
-                    addrs: p.addresses.clone(),
+                    addrs: p.addresses,
                 })
                 .collect();
             Served::Answer(KadResponse {
@@ -140,10 +141,14 @@ pub fn serve(
         KadRequest::AddProvider { key, providers } => {
             let key = RecordKey::new(&key);
             let mut kept = 0;
-            // A peer may announce itself only.
+            // A peer may announce itself only. A refusal (a full key or store) is not counted:
+            // the store never evicts another provider to make room.
             for mut p in providers.into_iter().filter(|p| p.peer == peer) {
                 p.addrs.truncate(MAX_ADDRS_PER_PEER);
-                if records.add_provider(key.clone(), p.peer, p.addrs, now) {
+                if records
+                    .add_provider(key.clone(), p.peer, p.addrs, now)
+                    .is_ok()
+                {
                     kept += 1;
                 }
             }

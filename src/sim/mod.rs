@@ -247,6 +247,28 @@ impl Sim {
         op
     }
 
+    /// Node `i` announces itself as a provider of `key` (simulated nodes have no addresses).
+    pub fn provide(&mut self, i: usize, key: Vec<u8>) -> OpId {
+        let op = self.op();
+        let addrs = Vec::new();
+        self.input(i, Input::Provide { op, key, addrs });
+        op
+    }
+
+    /// Node `i` looks for up to `want` providers of `key`.
+    pub fn providers(&mut self, i: usize, key: Vec<u8>, want: usize) -> OpId {
+        let op = self.op();
+        self.input(i, Input::Providers { op, key, want });
+        op
+    }
+
+    /// Node `i` looks for `peer`'s addresses.
+    pub fn find_peer(&mut self, i: usize, peer: PeerId) -> OpId {
+        let op = self.op();
+        self.input(i, Input::FindPeer { op, peer });
+        op
+    }
+
     /// Node `i` broadcasts `payload`.
     pub fn broadcast(&mut self, i: usize, payload: Vec<u8>) -> OpId {
         let op = self.op();
@@ -485,9 +507,18 @@ impl Sim {
                         self.send(to, from, Message::Response { rid, response });
                         return;
                     }
+                    // ADD_PROVIDER has no answer: the sender's stream ends once the request is
+                    // written, as the real codec's does; the receiver's silence is not a failure.
+                    let silent = matches!(request, KadRequest::AddProvider { .. });
+                    if silent {
+                        let response = Some(KadResponse::to(MessageKind::AddProvider));
+                        self.send(to, from, Message::Response { rid, response });
+                    }
                     self.next_inbound += 1;
                     let id = self.next_inbound;
-                    self.inbound.insert(id, (from, rid));
+                    if !silent {
+                        self.inbound.insert(id, (from, rid));
+                    }
                     let peer = self.peer(from);
                     let input = Input::Request {
                         peer,

@@ -1,0 +1,229 @@
+//! Provider records and peer routing as this node uses them: `provide` announces this node on the
+//! k closest nodes of a key and re-announces it every provide interval; `providers` gathers the
+//! providers of a key; `find_peer` finds a peer's addresses. What peers announce to us is served in
+//! [`super::server`]; the queries that run these are in [`super::queries`].
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use dht_behaviours::config::MAX_ADDRS_PER_PEER;
+use dht_behaviours::kad_wire::WirePeer;
+use libp2p::kad::RecordKey;
+use libp2p::{Multiaddr, PeerId};
+
+use super::events::{Action, OpError, OpId, OpOk};
+use super::queries::{MAX_PROVIDERS_FOUND, Purpose, QueryEvent};
+use super::{Core, reply};
+
+/// Keys this node provides at most (each is re-announced every provide interval, k ADD_PROVIDERs
+/// and k checks apiece).
+pub const MAX_PROVIDED_KEYS: usize = 16_384;
+/// Re-announcements running at once; the rest wait for the next maintenance round.
+pub const MAX_REPROVIDE_QUERIES: usize = 8;
+/// How often the provided keys are checked for a re-announcement due, as a fraction of the
+/// provide interval.
+pub const REPROVIDE_CHECKS_PER_INTERVAL: u32 = 16;
+/// A check that found no peer to announce to is tried again this soon.
+pub const REPROVIDE_RETRY: Duration = Duration::from_secs(10);
+
+/// The keys this node provides and when each was last announced.
+#[derive(Debug, Default)]
+pub struct Provided {
+    keys: HashMap<RecordKey, Instant>,
+    /// The addresses announced with this node.
+    addrs: Vec<Multiaddr>,
+    /// Whether the keys of this node found in its store (a restart) were taken in.
+    resumed: bool,
+    /// When the keys were last checked.
+    last_check: Option<Instant>,
+}
+
+impl Provided {
+    /// Keys provided.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+impl Core {
+    pub(super) fn provide(
+        &mut self,
+        op: OpId,
+        key: Vec<u8>,
+        mut addrs: Vec<Multiaddr>,
+        now: Instant,
+        out: &mut Vec<Action>,
+        events: &mut Vec<QueryEvent>,
+    ) {
+        let record_key = RecordKey::new(&key);
+        if !self.provided.keys.contains_key(&record_key)
+            && self.provided.keys.len() >= MAX_PROVIDED_KEYS
+        {
+            let why = format!("this node provides {MAX_PROVIDED_KEYS} keys already");
+            out.push(reply(op, Err(OpError::ProvideRefused(why))));
+            return;
+        }
+        addrs.truncate(MAX_ADDRS_PER_PEER);
+        if !addrs.is_empty() {
+            self.provided.addrs = addrs;
+        }
+        self.provided.keys.insert(record_key.clone(), now);
+        self.provide_here(record_key, now);
+        if self.routing.is_empty() {
+            out.push(reply(op, Err(OpError::NoPeers)));
+            return;
+        }
+        let id = self.start(key, self.provide_purpose(), now, events);
+        self.ops.insert(id, op);
+    }
+
+    /// A serving node lists itself in its own store, so it answers for the key too.
+    fn provide_here(&mut self, key: RecordKey, now: Instant) {
+        if self.config.serving {
+            let addrs = self.provided.addrs.clone();
+            if let Err(e) = self.records.add_provider(key, self.local, addrs, now) {
+                tracing::debug!(error = %e, "own provider record not kept here");
+            }
+        }
+    }
+
+    fn provide_purpose(&self) -> Purpose {
+        Purpose::Provide {
+            provider: WirePeer {
+                peer: self.local,
+                addrs: self.provided.addrs.clone(),
+            },
+        }
+    }
+
+    pub(super) fn find_providers(
+        &mut self,
+        op: OpId,
+        key: Vec<u8>,
+        want: usize,
+        now: Instant,
+        out: &mut Vec<Action>,
+        events: &mut Vec<QueryEvent>,
+    ) {
+        let want = want.clamp(1, MAX_PROVIDERS_FOUND);
+        let known: Vec<WirePeer> = self
+            .records
+            .providers(&RecordKey::new(&key), now)
+            .map(|p| WirePeer {
+                peer: p.provider,
+                addrs: p.addresses,
+            })
+            .take(want)
+            .collect();
+        if known.len() >= want || self.routing.is_empty() {
+            let result = if known.is_empty() && self.routing.is_empty() {
+                Err(OpError::NoPeers)
+            } else {
+                Ok(OpOk::Providers(known))
+            };
+            out.push(reply(op, result));
+            return;
+        }
+        let id = self.start(key, Purpose::Providers { want, known }, now, events);
+        self.ops.insert(id, op);
+    }
+
+    pub(super) fn find_peer(
+        &mut self,
+        op: OpId,
+        peer: PeerId,
+        now: Instant,
+        out: &mut Vec<Action>,
+        events: &mut Vec<QueryEvent>,
+    ) {
+        if peer == self.local {
+            let addrs = self.provided.addrs.clone();
+            out.push(reply(
+                op,
+                Ok(OpOk::PeerAddrs {
+                    addrs,
+                    reached: true,
+                }),
+            ));
+            return;
+        }
+        // A peer of the table answered this node lately, at these addresses.
+        if let Some(entry) = self.routing.get(&peer)
+            && !entry.addrs.is_empty()
+        {
+            let addrs = entry.addrs.clone();
+            out.push(reply(
+                op,
+                Ok(OpOk::PeerAddrs {
+                    addrs,
+                    reached: true,
+                }),
+            ));
+            return;
+        }
+        if self.routing.is_empty() {
+            out.push(reply(op, Err(OpError::NoPeers)));
+            return;
+        }
+        let id = self.start(peer.to_bytes(), Purpose::FindPeer, now, events);
+        self.ops.insert(id, op);
+    }
+
+    /// When the provided keys are next checked for a re-announcement.
+    pub(super) fn next_reprovide(&self) -> Option<Instant> {
+        if self.provided.keys.is_empty() && self.provided.resumed {
+            return None;
+        }
+        let every = self.config.timing.provide_interval / REPROVIDE_CHECKS_PER_INTERVAL;
+        // The first check comes a moment after the start, once the node has had a chance to join.
+        let first = self.clock.now + REPROVIDE_RETRY.min(every);
+        Some(self.provided.last_check.map_or(first, |t| t + every))
+    }
+
+    /// Re-announces the keys whose announcement is a provide interval old, a few at a time; after
+    /// a restart, first takes in the keys this node's store lists it as providing.
+    pub(super) fn reprovide(&mut self, now: Instant, events: &mut Vec<QueryEvent>) {
+        if self.next_reprovide().is_none_or(|at| now < at) {
+            return;
+        }
+        self.provided.last_check = Some(now);
+        if self.routing.is_empty() {
+            let every = self.config.timing.provide_interval / REPROVIDE_CHECKS_PER_INTERVAL;
+            let retry = REPROVIDE_RETRY.min(every);
+            self.provided.last_check = Some(now.checked_sub(every - retry).unwrap_or(now));
+            return;
+        }
+        if !self.provided.resumed {
+            self.provided.resumed = true;
+            let interval = self.config.timing.provide_interval;
+            let due = now.checked_sub(interval).unwrap_or(now);
+            for key in self.records.provided_by(&self.local) {
+                if self.provided.keys.len() >= MAX_PROVIDED_KEYS {
+                    break;
+                }
+                self.provided.keys.entry(key).or_insert(due);
+            }
+        }
+        let interval = self.config.timing.provide_interval;
+        let room = MAX_REPROVIDE_QUERIES.saturating_sub(self.reproviding.len());
+        let due: Vec<RecordKey> = self
+            .provided
+            .keys
+            .iter()
+            .filter(|(_, last)| now.saturating_duration_since(**last) >= interval)
+            .map(|(k, _)| k.clone())
+            .take(room)
+            .collect();
+        for key in due {
+            self.provided.keys.insert(key.clone(), now);
+            self.provide_here(key.clone(), now);
+            let id = self.start(key.to_vec(), self.provide_purpose(), now, events);
+            self.reproviding.insert(id);
+        }
+    }
+}
