@@ -11,7 +11,8 @@ use dht_behaviours::info::NodeInfo;
 use crate::error::Result;
 use crate::key::Key;
 use crate::status::{
-    BlockedPeer, LocalRecord, Lookup, NodeStatus, PeerEntry, RoutingEntry, Stored,
+    BlockedPeer, FoundPeer, LocalRecord, Lookup, NodeStatus, PeerEntry, Provided, Provider,
+    RoutingEntry, Stored,
 };
 
 /// Answers inbound custom commands: the peer and payload in, a reply or a refusal reason out.
@@ -36,6 +37,19 @@ pub(crate) enum Command {
     Fetch {
         key: Key,
         reply: Reply<Vec<u8>>,
+    },
+    Provide {
+        key: Key,
+        reply: Reply<Provided>,
+    },
+    Providers {
+        key: Key,
+        count: usize,
+        reply: Reply<Vec<Provider>>,
+    },
+    FindPeer {
+        peer: PeerId,
+        reply: Reply<FoundPeer>,
     },
     CustomCmd {
         peer: PeerId,

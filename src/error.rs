@@ -52,6 +52,19 @@ pub enum Error {
         /// What its validator found wrong.
         reason: String,
     },
+    /// No node knows an address of the peer.
+    #[error("peer {0} not found: no node knows an address of it")]
+    PeerNotFound(PeerId),
+    /// This node provides as many keys as it may.
+    #[error("{0}")]
+    ProvideRefused(String),
+    /// An IPNS record could not be built or read.
+    #[error("ipns: {0}")]
+    Ipns(String),
+    /// This node refused its own record (a key held for another peer, a record outside Amino's
+    /// namespaces, an expired record).
+    #[error("refused: {0}")]
+    Refused(String),
     /// The node knows no peer to ask.
     #[error("no peers: the node is not connected to any other node")]
     NoPeers,

@@ -9,6 +9,7 @@ use dht_behaviours::config::MAX_BROADCAST_PAYLOAD;
 use dht_behaviours::config::{MAX_COMMAND_REQUEST, MAX_VALUE_SIZE};
 use dht_behaviours::info::NodeInfo;
 use dht_behaviours::validation::validate_at;
+use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -17,7 +18,8 @@ use crate::error::{Error, Result};
 use crate::event::{Event, Events};
 use crate::key::Key;
 use crate::status::{
-    BlockedPeer, LocalRecord, Lookup, NodeStatus, PeerEntry, RoutingEntry, Stored,
+    BlockedPeer, FoundPeer, LocalRecord, Lookup, NodeStatus, PeerEntry, Provided, Provider,
+    RoutingEntry, Stored,
 };
 
 /// Extra time a handle waits beyond an operation's own deadline before it gives up on the loop.
@@ -29,6 +31,8 @@ pub const LOCAL_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Dht {
     peer_id: PeerId,
+    /// The node's key: it signs the IPNS records the node publishes under its own name.
+    identity: Keypair,
     commands: mpsc::Sender<Command>,
     events: Weak<broadcast::Sender<Event>>,
     alive: watch::Receiver<()>,
@@ -37,14 +41,15 @@ pub struct Dht {
 
 impl Dht {
     pub(crate) fn new(
-        peer_id: PeerId,
+        identity: Keypair,
         commands: mpsc::Sender<Command>,
         events: Weak<broadcast::Sender<Event>>,
         alive: watch::Receiver<()>,
         timing: Timing,
     ) -> Self {
         Self {
-            peer_id,
+            peer_id: identity.public().to_peer_id(),
+            identity,
             commands,
             events,
             alive,
@@ -126,6 +131,41 @@ impl Dht {
             Command::Lookup { key, reply }
         })
         .await
+    }
+
+    /// Announces this node as a provider of `key` on the k closest nodes, and again every
+    /// provide interval (22 h) while the node runs (and after a restart with a data directory).
+    /// Returns how many peers were seen to keep the announcement.
+    pub async fn provide(&self, key: &Key) -> Result<Provided> {
+        let key = key.clone();
+        self.call(2 * self.timing.query_timeout, "provide", |reply| {
+            Command::Provide { key, reply }
+        })
+        .await
+    }
+
+    /// Finds up to `count` providers of `key` (this node's own store first, then a lookup that
+    /// asks each node on the way and stops once it has `count`). An empty list: none is known.
+    pub async fn providers(&self, key: &Key, count: usize) -> Result<Vec<Provider>> {
+        let key = key.clone();
+        self.call(self.timing.query_timeout, "providers", |reply| {
+            Command::Providers { key, count, reply }
+        })
+        .await
+    }
+
+    /// Finds the addresses of `peer`: from the routing table when it is there, else from a lookup
+    /// of its id, which asks the peer itself once it is reached.
+    pub async fn find_peer(&self, peer: PeerId) -> Result<FoundPeer> {
+        self.call(self.timing.query_timeout, "find_peer", |reply| {
+            Command::FindPeer { peer, reply }
+        })
+        .await
+    }
+
+    /// This node's key (it signs the node's own IPNS records).
+    pub(crate) fn identity(&self) -> &Keypair {
+        &self.identity
     }
 
     /// Sends a custom command to `peer` and returns its handler's reply.

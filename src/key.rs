@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use dht_behaviours::config::MAX_KEY_SIZE;
 use dht_behaviours::validation::{CONTENT_KEY_LEN, content_key, validate_key};
+use dht_behaviours::validators::Namespace;
 use libp2p::kad::RecordKey;
 
 /// Prefix that marks a free key written in hex (for keys that are not printable text).
@@ -49,6 +50,12 @@ impl Key {
         }
     }
 
+    /// A key of bytes known to be a valid key (a namespace prefix and a peer id's multihash).
+    pub(crate) fn from_raw(bytes: Vec<u8>) -> Self {
+        debug_assert!(validate_key(&bytes).is_ok());
+        Self(bytes)
+    }
+
     /// A content key from exactly 64 hexadecimal characters (either case).
     pub fn from_hex(s: &str) -> Result<Self, KeyError> {
         if s.len() != 2 * CONTENT_KEY_LEN {
@@ -61,6 +68,7 @@ impl Key {
 
     /// The rule for keys typed by users: 64 hex characters name a content key (its 32 bytes);
     /// a CID (`Qm...`, `bafy...`, `bafk...`) names its multihash, as the IPFS DHT files content;
+    /// `/ipns/PEER` and `/pk/PEER` name the namespace and the peer id's multihash bytes;
     /// `hex:` followed by hex names a free key by its bytes; any other text is a key made of
     /// exactly those bytes.
     pub fn parse(s: &str) -> Result<Self, KeyError> {
@@ -69,6 +77,18 @@ impl Key {
         }
         if let Some(multihash) = crate::cid::multihash_of(s) {
             return Self::from_bytes(multihash);
+        }
+        // `/ipns/NAME` and `/pk/NAME` with NAME a peer id: the namespace and its multihash
+        // bytes, as the IPFS DHT keys them.
+        for ns in Namespace::ALL {
+            let prefix = std::str::from_utf8(ns.prefix()).unwrap_or_default();
+            if let Some(name) = s.strip_prefix(prefix)
+                && let Ok(name) = name.parse::<crate::ipns::Name>()
+            {
+                let mut bytes = ns.prefix().to_vec();
+                bytes.extend_from_slice(&name.0.to_bytes());
+                return Self::from_bytes(bytes);
+            }
         }
         if let Some(h) = s.strip_prefix(HEX_KEY_PREFIX) {
             let bytes = hex::decode(h).map_err(|_| KeyError::BadHex(s.to_owned()))?;
@@ -102,6 +122,15 @@ impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_content() {
             return f.write_str(&hex::encode(&self.0));
+        }
+        if let Some((ns, name)) = Namespace::of(&self.0)
+            && let Ok(peer) = libp2p::PeerId::from_bytes(name)
+        {
+            return write!(f, "{}{peer}", String::from_utf8_lossy(ns.prefix()));
+        }
+        // A sha2-256 multihash reads as the CIDv0 that names it.
+        if self.0.len() == 2 + CONTENT_KEY_LEN && self.0.starts_with(&[0x12, 0x20]) {
+            return f.write_str(&bs58::encode(&self.0).into_string());
         }
         match std::str::from_utf8(&self.0) {
             Ok(text)

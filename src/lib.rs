@@ -24,6 +24,7 @@ pub mod error;
 pub mod event;
 pub mod handle;
 pub mod identity;
+pub mod ipns;
 pub mod key;
 pub mod node;
 pub mod options;

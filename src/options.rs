@@ -113,6 +113,16 @@ impl DhtOptions {
         Ok(self)
     }
 
+    /// Amino mode: behave as a conforming IPFS DHT server (see [`ProtocolConfig::amino`]):
+    /// `/ipfs/kad/1.0.0`, k = 20, the standard TTLs and message size, and only `/pk/`, `/ipns/`
+    /// and provider records kept.
+    ///
+    /// [`ProtocolConfig::amino`]: dht_behaviours::ProtocolConfig::amino
+    pub fn amino(mut self) -> Self {
+        self.protocol = self.protocol.amino();
+        self
+    }
+
     /// Use the DHT without serving it: no kad answers, never in routing tables, never a storage
     /// target. For consoles, one-shot commands and light clients.
     pub fn client_mode(mut self, client: bool) -> Self {

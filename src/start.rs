@@ -15,7 +15,7 @@ impl Dht {
         let (event_loop, link) = node::build(options).await?;
         tokio::spawn(event_loop.run());
         Ok(Dht::new(
-            link.peer_id,
+            link.identity,
             link.commands,
             link.events,
             link.alive,

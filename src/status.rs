@@ -20,6 +20,36 @@ pub struct Stored {
     pub remote: usize,
 }
 
+/// The outcome of a provide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provided {
+    /// The key announced.
+    pub key: Key,
+    /// Peers that list this node as a provider of the key when asked (each was sent
+    /// ADD_PROVIDER and then GET_PROVIDERS); this node's own store aside.
+    pub remote: usize,
+}
+
+/// A provider of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provider {
+    /// Its peer id.
+    pub peer: PeerId,
+    /// The addresses it was announced with (possibly none).
+    pub addrs: Vec<Multiaddr>,
+}
+
+/// Where a peer is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundPeer {
+    /// The peer.
+    pub peer: PeerId,
+    /// Its addresses.
+    pub addrs: Vec<Multiaddr>,
+    /// Whether it answered at one of them (else they are what other peers said of it).
+    pub reached: bool,
+}
+
 /// The outcome of a closest-peers lookup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookup {

@@ -31,7 +31,7 @@ use tracing::{debug, info, trace, warn};
 
 use super::bandwidth::Bandwidth;
 use super::pending::Pending;
-use super::persistence::{RecordDb, Writer};
+use super::persistence::{RecordDb, Writer, restore_providers};
 use super::warnings::PeerWarnings;
 use crate::command::{Command, CommandHandler, Reply};
 use crate::core::bootstrap::DialId;
@@ -134,7 +134,7 @@ impl EventLoop {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let mut core = Core::new(parts.identity, core_config, Clock::new(now, unix));
-        let store = core.records_mut().store_mut();
+        let store = restore_providers(parts.db.as_deref(), core.records_mut()).store_mut();
         let total = parts.loaded.len();
         let refused = parts
             .loaded
@@ -224,7 +224,7 @@ impl EventLoop {
         };
         // A clean stop writes every change first: `stop()` returning means the data dir is whole.
         if let Some(writer) = self.writer.as_mut() {
-            let store = self.core.records_mut().store_mut();
+            let store = self.core.records_mut();
             for flushed in writer.finish(store, &self.local).await {
                 self.counters.count_flush(&flushed);
             }

@@ -107,8 +107,8 @@ fn swarm_config(
 
 /// The handle's ends of a node's channels.
 pub(crate) struct Link {
-    /// The node's peer id.
-    pub peer_id: libp2p::PeerId,
+    /// The node's key (its peer id, and the signer of its IPNS records).
+    pub identity: libp2p::identity::Keypair,
     /// Where commands go.
     pub commands: mpsc::Sender<Command>,
     /// The event stream's sender, weakly: the loop owns it, so streams end when the loop does.
@@ -227,12 +227,12 @@ pub(crate) async fn build(options: DhtOptions) -> Result<(EventLoop, Link)> {
         db,
         store: options.store_limits,
         loaded,
-        identity: keypair,
+        identity: keypair.clone(),
         mirror_peers: options.mirror_peers.clone(),
     })
     .with_blocks(&options.blocked);
     let link = Link {
-        peer_id: local,
+        identity: keypair,
         commands: command_tx,
         events: weak_events,
         alive: alive_rx,
@@ -242,13 +242,15 @@ pub(crate) async fn build(options: DhtOptions) -> Result<(EventLoop, Link)> {
 
 /// Opens the record database in `dir` and reads its unexpired records, for the event loop to put
 /// in the core's store before it turns on change tracking (only what changes from then on is
-/// written back).
+/// written back); the database holds the provider records it read for
+/// [`persistence::restore_providers`].
 fn open_records(dir: &std::path::Path, local: libp2p::PeerId) -> Result<(RecordDb, Vec<Record>)> {
     let db = RecordDb::open(dir)?;
     let loaded = db.load(local, Instant::now(), SystemTime::now())?;
     info!(
         records = loaded.records.len(),
         published = loaded.published,
+        providers = loaded.providers,
         expired = loaded.expired,
         corrupt = loaded.corrupt,
         dir = %dir.display(),

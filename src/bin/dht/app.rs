@@ -33,6 +33,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         None => serve(&cli).await,
         Some(OneShot::Put { at, value }) => put(&cli, at.as_deref(), value.as_deref()).await,
         Some(OneShot::Get { key }) => get(&cli, key).await,
+        Some(OneShot::Findprovs { key, count }) => {
+            crate::routing::findprovs(&cli, key, *count).await
+        }
+        Some(OneShot::Findpeer { peer }) => crate::routing::findpeer(&cli, *peer).await,
+        Some(OneShot::Ipns { command }) => crate::routing::ipns(&cli, command).await,
         Some(OneShot::Health { addr }) => health(&cli, addr.clone()).await,
         Some(OneShot::Info { addr, json }) => info(&cli, addr.clone(), *json).await,
         Some(OneShot::Sim {
@@ -135,6 +140,9 @@ fn options(cli: &Cli, listen: Vec<Multiaddr>, bootstrap: Vec<Multiaddr>) -> Resu
         .kad_protocol(&cli.kad_protocol)
         .context("--kad-protocol")?;
     o.bootstrap = bootstrap;
+    if cli.amino {
+        o = o.amino();
+    }
     if cli.fast {
         o = o.timing(Timing::fast());
     }
@@ -411,7 +419,7 @@ async fn client_node(cli: &Cli) -> Result<Dht> {
 }
 
 /// A node that listens nowhere and joins through `-c`, for one operation.
-async fn short_lived(cli: &Cli) -> Result<Dht> {
+pub(crate) async fn short_lived(cli: &Cli) -> Result<Dht> {
     if cli.connect.is_empty() {
         bail!("no node to talk to: give one with -c MULTIADDR");
     }

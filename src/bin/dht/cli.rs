@@ -17,13 +17,15 @@ pub const MAX_LOCAL_NETWORK: usize = 512;
 const KEY_RULE: &str = "\
 KEYS:
   64 hexadecimal characters name a content key (the SHA-256 of a value; `printf %s VALUE | sha256sum`
-  gives the same). `hex:` followed by hex names a key by its bytes. Any other text is a key made of
-  exactly those bytes, so `/v/name` as used by other libp2p tools works.
+  gives the same). A CID (Qm..., bafy..., bafk...) names its multihash, as the IPFS DHT keys content.
+  /ipns/PEER and /pk/PEER name the namespace and the peer id's multihash. `hex:` followed by hex
+  names a key by its bytes. Any other text is a key made of exactly those bytes, so `/v/name` as
+  used by other libp2p tools works.
 
 ENVIRONMENT:
   Every node flag can come from the environment: DHT_LISTEN, DHT_CONNECT (comma-separated),
   DHT_VERBOSE, DHT_KEY_FILE, DHT_REPLICATION_FACTOR, DHT_KAD_PROTOCOL, DHT_RECORD_TTL, DHT_FAST,
-  DHT_CLIENT, DHT_BLOCK, DHT_DATA_DIR, DHT_MIRROR, DHT_MAX_RECORDS; flags win.
+  DHT_CLIENT, DHT_BLOCK, DHT_DATA_DIR, DHT_MIRROR, DHT_MAX_RECORDS, DHT_AMINO; flags win.
 
 ADDRESSES:
   Multiaddrs such as /ip4/127.0.0.1/tcp/3000, /ip6/::1/tcp/3000, /dns4/bootstrap/tcp/3000, with or
@@ -33,7 +35,10 @@ EXAMPLES:
   dht -n 5 -i                                  five local nodes on ports 3000-3004, console on the first
   dht -l /ip4/0.0.0.0/tcp/4000 -c 127.0.0.1:3000   one node joining another
   dht put 'hello world' -c 127.0.0.1:3000      store a value, print `<key> <nodes>`
-  dht get <KEY> -c 127.0.0.1:3000              print the value stored under KEY";
+  dht get <KEY> -c 127.0.0.1:3000              print the value stored under KEY
+  dht findprovs <CID> -c 127.0.0.1:3000        print the providers of a CID, one per line
+  dht findpeer <PEER> -c 127.0.0.1:3000        print a peer's addresses
+  dht ipns resolve <NAME> -c 127.0.0.1:3000    print the path an IPNS name points at";
 
 /// A Kademlia DHT node on libp2p (TCP + noise + yamux).
 #[derive(Debug, Parser)]
@@ -138,6 +143,13 @@ pub struct Cli {
           env = "DHT_MAX_RECORDS", value_parser = parse_positive)]
     pub max_records: usize,
 
+    /// Amino mode: serve as a conforming IPFS DHT server (/ipfs/kad/1.0.0, k = 20, records kept
+    /// 36 h, provider records 48 h and re-announced every 22 h, 4 MiB messages); only /pk/, /ipns/
+    /// and provider records are kept
+    #[arg(long = "amino", env = "DHT_AMINO", global = true,
+          conflicts_with_all = ["kad_protocol", "replication_factor", "record_ttl"])]
+    pub amino: bool,
+
     /// Use the fast timing profile (seconds instead of hours; for tests and experiments)
     #[arg(long = "fast", global = true, env = "DHT_FAST")]
     pub fast: bool,
@@ -162,6 +174,25 @@ pub enum OneShot {
     Get {
         /// The key (see KEYS below)
         key: String,
+    },
+    /// Find providers of KEY (a CID, or any key form): one per line, its peer id and then its
+    /// addresses; exit 1 when none is found
+    Findprovs {
+        /// The key (see KEYS below)
+        key: String,
+        /// Stop once this many are found
+        #[arg(long, default_value_t = DEFAULT_PROVIDERS, value_parser = clap::value_parser!(u64).range(1..=dht::core::queries::MAX_PROVIDERS_FOUND as u64))]
+        count: u64,
+    },
+    /// Find the addresses of a peer: one multiaddr per line; exit 1 when none is known
+    Findpeer {
+        /// The peer id
+        peer: dht::PeerId,
+    },
+    /// IPNS names: resolve one, or publish a path under this node's key (--key-file)
+    Ipns {
+        #[command(subcommand)]
+        command: IpnsCommand,
     },
     /// Ask a node for its account of itself: peer id, addresses, routing table, store size
     Info {
@@ -261,6 +292,31 @@ pub enum OneShot {
         /// The node to check
         #[arg(value_parser = parse_addr, default_value = DEFAULT_HEALTH_ADDR)]
         addr: Multiaddr,
+    },
+}
+
+/// Providers `dht findprovs` stops at unless told (as kubo's `ipfs routing findprovs`).
+pub const DEFAULT_PROVIDERS: u64 = 20;
+
+/// What `dht ipns` does.
+#[derive(Debug, Subcommand)]
+pub enum IpnsCommand {
+    /// Print the path NAME points at (the best valid record the network holds)
+    Resolve {
+        /// The name: a peer id (12D3KooW...) or libp2p-key CID (k51...), optionally after /ipns/
+        name: String,
+    },
+    /// Publish PATH under the name of --key-file's key (created when missing); prints the name and
+    /// the record's sequence number
+    Publish {
+        /// What the name points at, e.g. /ipfs/bafy...
+        path: String,
+        /// How long the record stays valid
+        #[arg(long, value_name = "DURATION", default_value = "48h", value_parser = parse_duration)]
+        lifetime: std::time::Duration,
+        /// How long resolvers may cache it
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+        ttl: std::time::Duration,
     },
 }
 

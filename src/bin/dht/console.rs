@@ -3,7 +3,10 @@
 use std::io::Write;
 use std::time::Duration;
 
+use dht::ipns::{Name, PublishOptions};
 use dht::{Dht, Key, PeerId};
+
+use crate::cli::DEFAULT_PROVIDERS;
 
 /// Help printed by `h`.
 pub const HELP: &str = "\
@@ -16,12 +19,18 @@ commands:
   sa KEY VALUE      store VALUE under KEY; prints <key> <nodes>
   f KEY             fetch the value under KEY
   l                 local store: key, size, preview
+  provide KEY       announce this node as a provider of KEY (a CID, or any key); renewed every 22h
+  findprovs KEY     providers of KEY: peer id and addresses, one per line
+  findpeer PEER     the addresses of PEER
+  ipns publish PATH point this node's IPNS name at PATH (e.g. /ipfs/bafy...); prints the name
+  ipns resolve NAME the path an IPNS name points at
   b MESSAGE         broadcast MESSAGE to every node
   c PEER MESSAGE    send a custom command to PEER; prints its reply (this node echoes)
   bl [PEER]         the block list; with PEER, block it
   ub PEER           unblock PEER
   q                 quit
-keys: 64 hex characters name a content key; `hex:...` a key by its bytes; other text is the key itself";
+keys: 64 hex characters name a content key; a CID its multihash; /ipns/PEER and /pk/PEER the
+namespace and the peer's multihash; `hex:...` a key by its bytes; other text is the key itself";
 
 /// One console command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +53,16 @@ pub enum Line {
     Fetch(Key),
     /// `l`
     Local,
+    /// `provide KEY`
+    Provide(Key),
+    /// `findprovs KEY`
+    FindProviders(Key),
+    /// `findpeer PEER`
+    FindPeer(PeerId),
+    /// `ipns publish PATH`
+    IpnsPublish(String),
+    /// `ipns resolve NAME`
+    IpnsResolve(Name),
     /// `b MESSAGE`
     Broadcast(String),
     /// `c PEER MESSAGE`
@@ -125,6 +144,36 @@ pub fn parse(line: &str) -> Result<Line, String> {
                 }
             }
         }
+        "provide" | "findprovs" => match rest.trim() {
+            "" => Err(format!("usage: {word} KEY")),
+            key if key.contains(' ') => Err(format!("usage: {word} KEY")),
+            key => {
+                let key = Key::parse(key).map_err(|e| e.to_string())?;
+                Ok(if word == "provide" {
+                    Line::Provide(key)
+                } else {
+                    Line::FindProviders(key)
+                })
+            }
+        },
+        "findpeer" => match rest.trim() {
+            "" => Err("usage: findpeer PEER".into()),
+            peer => peer
+                .parse::<PeerId>()
+                .map(Line::FindPeer)
+                .map_err(|_| format!("bad peer id {peer:?}")),
+        },
+        "ipns" => match rest.trim().split_once(' ') {
+            Some(("publish", path)) if !path.trim().is_empty() => {
+                Ok(Line::IpnsPublish(path.trim().to_owned()))
+            }
+            Some(("resolve", name)) => name
+                .trim()
+                .parse::<Name>()
+                .map(Line::IpnsResolve)
+                .map_err(|e| e.to_string()),
+            _ => Err("usage: ipns publish PATH | ipns resolve NAME".into()),
+        },
         other => Err(format!("unknown command '{other}' (h for help)")),
     }
 }
@@ -232,6 +281,49 @@ pub async fn execute(node: &Dht, line: Line, out: &mut impl Write) -> std::io::R
                     writeln!(out, "{} {} {}{more}", r.key, r.size, printable(&r.preview))?;
                 }
                 writeln!(out, "{} records", records.len())?;
+            }
+            Line::Provide(key) => {
+                let provided = node.provide(&key).await?;
+                writeln!(
+                    out,
+                    "provided {} on {} nodes",
+                    provided.key, provided.remote
+                )?;
+            }
+            Line::FindProviders(key) => {
+                let found = node.providers(&key, DEFAULT_PROVIDERS as usize).await?;
+                for p in &found {
+                    let addrs: Vec<String> = p.addrs.iter().map(ToString::to_string).collect();
+                    writeln!(out, "{} {}", p.peer, addrs.join(" "))?;
+                }
+                writeln!(out, "{} providers", found.len())?;
+            }
+            Line::FindPeer(peer) => {
+                let found = node.find_peer(peer).await?;
+                for a in &found.addrs {
+                    writeln!(out, "{a}")?;
+                }
+                let how = if found.reached {
+                    "reached"
+                } else {
+                    "not reached"
+                };
+                writeln!(out, "{} addresses ({how})", found.addrs.len())?;
+            }
+            Line::IpnsPublish(path) => {
+                let published = node
+                    .publish_ipns(path.as_bytes(), PublishOptions::default())
+                    .await?;
+                writeln!(
+                    out,
+                    "published /ipns/{} sequence {} on {} nodes",
+                    published.name, published.sequence, published.stored.nodes
+                )?;
+            }
+            Line::IpnsResolve(name) => {
+                let resolved = node.resolve_ipns(&name).await?;
+                out.write_all(&resolved.value)?;
+                writeln!(out, " (sequence {})", resolved.sequence)?;
             }
             Line::Broadcast(message) => {
                 let n = node.broadcast(message.into_bytes()).await?;

@@ -39,6 +39,7 @@ pub fn spec(
         seed,
         mirror: false,
         mirror_peers: Default::default(),
+        amino: false,
     };
     Ok(SimSpec {
         nodes,

@@ -14,6 +14,38 @@ impl EventLoop {
                 let key = key.as_bytes().to_vec();
                 self.start_op(Caller::Peers(reply), |op| Input::Closest { op, key });
             }
+            Command::Provide { key, reply } => {
+                let Some(reply) = self.admit(reply) else {
+                    return;
+                };
+                let bytes = key.as_bytes().to_vec();
+                let addrs = self.listen_addrs.clone();
+                self.start_op(Caller::Provide(key, reply), |op| Input::Provide {
+                    op,
+                    key: bytes,
+                    addrs,
+                });
+            }
+            Command::Providers { key, count, reply } => {
+                let Some(reply) = self.admit(reply) else {
+                    return;
+                };
+                let key = key.as_bytes().to_vec();
+                self.start_op(Caller::Providers(reply), |op| Input::Providers {
+                    op,
+                    key,
+                    want: count,
+                });
+            }
+            Command::FindPeer { peer, reply } => {
+                let Some(reply) = self.admit(reply) else {
+                    return;
+                };
+                self.start_op(Caller::FindPeer(peer, reply), |op| Input::FindPeer {
+                    op,
+                    peer,
+                });
+            }
             Command::CustomCmd {
                 peer,
                 payload,

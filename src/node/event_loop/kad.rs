@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use dht_behaviours::behaviour::vetted_addrs;
 use dht_behaviours::kad_codec::Request;
-use dht_behaviours::kad_wire::{KadResponse, MessageKind, WirePeer};
+use dht_behaviours::kad_wire::{KadRequest, KadResponse, MessageKind, WirePeer};
 use libp2p::PeerId;
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
@@ -24,6 +24,13 @@ use crate::event::Event;
 use crate::key::Key;
 use crate::status::{self, Stored};
 
+/// `addr` without its `/p2p/<id>` part.
+fn without_p2p(addr: &libp2p::Multiaddr) -> libp2p::Multiaddr {
+    addr.iter()
+        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+        .collect()
+}
+
 /// Who waits for an operation's outcome.
 pub(crate) enum Caller {
     /// A store, and the key it stores under.
@@ -32,6 +39,12 @@ pub(crate) enum Caller {
     Fetch(Key, Reply<Vec<u8>>),
     /// A `lookup` of the k closest peers.
     Peers(Reply<status::Lookup>),
+    /// A provide, and the key announced.
+    Provide(Key, Reply<status::Provided>),
+    /// A search for providers.
+    Providers(Reply<Vec<status::Provider>>),
+    /// A search for a peer's addresses.
+    FindPeer(PeerId, Reply<status::FoundPeer>),
     /// A broadcast: how many hand-offs went out.
     Broadcast(Reply<usize>),
     /// A custom command to a peer: its handler's answer.
@@ -247,8 +260,12 @@ impl EventLoop {
             OpError::NotFound => key.map_or_else(|| timeout(operation), Error::NotFound),
             OpError::Timeout => timeout(operation),
             OpError::NoPeers => Error::NoPeers,
-            OpError::Refused(refusal) => Error::StoreFull(refusal.to_string()),
+            OpError::Refused(r @ (Refusal::Full | Refusal::Quota)) => {
+                Error::StoreFull(r.to_string())
+            }
+            OpError::Refused(refusal) => Error::Refused(refusal.to_string()),
             OpError::BroadcastRefused(reason) => Error::BroadcastRefused(reason),
+            OpError::ProvideRefused(reason) => Error::ProvideRefused(reason),
             // Only commands end so, and they are answered below.
             OpError::CommandRefused(reason) | OpError::CommandFailed(reason) => {
                 Error::Transport(reason)
@@ -281,6 +298,42 @@ impl EventLoop {
                     requests: u32::try_from(report.requests).unwrap_or(u32::MAX),
                     duration: report.took,
                 }));
+            }
+            (Caller::Provide(key, reply), Ok(OpOk::Stored { kept })) => {
+                debug!(%key, remote = kept.len(), took = ?report.took, "provide finished");
+                let remote = kept.len();
+                let _ = reply.send(Ok(status::Provided { key, remote }));
+            }
+            (Caller::Providers(reply), Ok(OpOk::Providers(found))) => {
+                let found = found
+                    .into_iter()
+                    .map(|p| status::Provider {
+                        peer: p.peer,
+                        addrs: p.addrs,
+                    })
+                    .collect();
+                let _ = reply.send(Ok(found));
+            }
+            (Caller::FindPeer(peer, reply), Ok(OpOk::PeerAddrs { addrs, reached })) => {
+                // Bare addresses, as providers' are: the peer id is beside them.
+                let addrs = addrs.iter().map(without_p2p).collect();
+                let _ = reply.send(Ok(status::FoundPeer {
+                    peer,
+                    addrs,
+                    reached,
+                }));
+            }
+            (Caller::Provide(_, reply), Err(e)) => {
+                let _ = reply.send(Err(error(e, None, "provide")));
+            }
+            (Caller::Providers(reply), Err(e)) => {
+                let _ = reply.send(Err(error(e, None, "providers")));
+            }
+            (Caller::FindPeer(peer, reply), Err(OpError::NotFound)) => {
+                let _ = reply.send(Err(Error::PeerNotFound(peer)));
+            }
+            (Caller::FindPeer(_, reply), Err(e)) => {
+                let _ = reply.send(Err(error(e, None, "find_peer")));
             }
             (Caller::Store(key, reply), Err(e)) => {
                 let _ = reply.send(Err(error(e, Some(key), "store")));
@@ -323,6 +376,9 @@ impl EventLoop {
                     Caller::Peers(r) => drop(r.send(Err(e))),
                     Caller::Broadcast(r) => drop(r.send(Err(e))),
                     Caller::Command(_, r) => drop(r.send(Err(e))),
+                    Caller::Provide(_, r) => drop(r.send(Err(e))),
+                    Caller::Providers(r) => drop(r.send(Err(e))),
+                    Caller::FindPeer(_, r) => drop(r.send(Err(e))),
                 }
             }
         }
@@ -347,6 +403,19 @@ impl EventLoop {
             .collect()
     }
 
+    /// Providers named by `from` (announced, or listed in an answer) with their dialable
+    /// addresses only, vetted as closer peers' are, kept bare (no `/p2p/` part: the provider's id
+    /// travels beside them, as other implementations expect).
+    fn admissible_providers(&self, from: &PeerId, providers: Vec<WirePeer>) -> Vec<WirePeer> {
+        self.admissible(from, providers)
+            .into_iter()
+            .map(|mut p| {
+                p.addrs = p.addrs.iter().map(without_p2p).collect();
+                p
+            })
+            .collect()
+    }
+
     /// A kad-protocol event: a peer's request, or the answer or failure of one of ours.
     pub(super) fn on_kad(&mut self, event: request_response::Event<Request, KadResponse>) {
         match event {
@@ -367,11 +436,14 @@ impl EventLoop {
                 connection_id,
                 message:
                     request_response::Message::Request {
-                        request: Ok(request),
+                        request: Ok(mut request),
                         channel,
                         ..
                     },
             } => {
+                if let KadRequest::AddProvider { providers, .. } = &mut request {
+                    *providers = self.admissible_providers(&peer, std::mem::take(providers));
+                }
                 match request.kind() {
                     MessageKind::PutValue => self.counters.stores_served += 1,
                     MessageKind::GetValue => self.counters.fetches_served += 1,
@@ -405,6 +477,8 @@ impl EventLoop {
                 let Some(id) = self.in_flight.requests.remove(&request_id) else {
                     return;
                 };
+                response.providers =
+                    self.admissible_providers(&peer, std::mem::take(&mut response.providers));
                 let offered = response.closer.len();
                 response.closer = self.admissible(&peer, std::mem::take(&mut response.closer));
                 let before = self.core.ignored();

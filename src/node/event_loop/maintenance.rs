@@ -24,7 +24,7 @@ impl EventLoop {
             );
         }
         if let Some(writer) = self.writer.as_mut() {
-            let store = self.core.records_mut().store_mut();
+            let store = self.core.records_mut();
             if let Some(flushed) = writer.tick(store, &self.local, now) {
                 self.counters.count_flush(&flushed);
             }

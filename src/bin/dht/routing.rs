@@ -1,0 +1,91 @@
+//! The routing one-shots, named as kubo's `ipfs routing` names them: `findprovs`, `findpeer`, and
+//! `ipns resolve` / `ipns publish`. Each starts a short-lived node that joins through `-c`, asks,
+//! prints and exits 1 with an `error:` line when nothing was found.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use dht::ipns::{Name, PublishOptions};
+use dht::{Key, PeerId};
+
+use crate::app::short_lived;
+use crate::cli::{Cli, IpnsCommand};
+
+/// `dht findprovs KEY`: one provider per line, its peer id and then its addresses.
+pub async fn findprovs(cli: &Cli, key: &str, count: u64) -> Result<ExitCode> {
+    let key = Key::parse(key)?;
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
+    let node = short_lived(cli).await?;
+    let result = node.providers(&key, count).await;
+    node.stop().await;
+    let providers = result?;
+    if providers.is_empty() {
+        bail!("no providers found for {key}");
+    }
+    let mut out = std::io::stdout().lock();
+    for p in providers {
+        let addrs: Vec<String> = p.addrs.iter().map(ToString::to_string).collect();
+        if addrs.is_empty() {
+            writeln!(out, "{}", p.peer)?;
+        } else {
+            writeln!(out, "{} {}", p.peer, addrs.join(" "))?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dht findpeer PEER`: its addresses, one per line.
+pub async fn findpeer(cli: &Cli, peer: PeerId) -> Result<ExitCode> {
+    let node = short_lived(cli).await?;
+    let result = node.find_peer(peer).await;
+    node.stop().await;
+    let found = result?;
+    if found.addrs.is_empty() {
+        bail!("peer {peer} was reached, but it announces no address");
+    }
+    let mut out = std::io::stdout().lock();
+    for a in &found.addrs {
+        writeln!(out, "{a}")?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dht ipns resolve NAME` and `dht ipns publish PATH`.
+pub async fn ipns(cli: &Cli, command: &IpnsCommand) -> Result<ExitCode> {
+    match command {
+        IpnsCommand::Resolve { name } => {
+            let name: Name = name.parse()?;
+            let node = short_lived(cli).await?;
+            let result = node.resolve_ipns(&name).await;
+            node.stop().await;
+            let resolved = result?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&resolved.value)?;
+            writeln!(out)?;
+            out.flush()?;
+        }
+        IpnsCommand::Publish {
+            path,
+            lifetime,
+            ttl,
+        } => {
+            let node = short_lived(cli).await?;
+            let options = PublishOptions {
+                key: None,
+                lifetime: *lifetime,
+                ttl: *ttl,
+            };
+            let result = node.publish_ipns(path.as_bytes(), options).await;
+            node.stop().await;
+            let published = result?;
+            println!(
+                "/ipns/{} {} {}",
+                published.name, published.sequence, published.stored.nodes
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
