@@ -13,4 +13,5 @@ mod persistence;
 mod records;
 mod robustness;
 mod rogue;
+mod routing;
 mod store_fetch;

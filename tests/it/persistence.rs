@@ -1,15 +1,21 @@
-//! Restarts with a data directory: the same peer id, unexpired records back (with their original
-//! expiry), expired ones never resurrected; and the loss without one, made explicit.
+//! Restarts with a data directory: the same peer id, unexpired records and provider records back
+//! (with their original expiry), expired ones never resurrected; and the loss without one, made
+//! explicit.
 
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use dht::limits::DEFAULT_KAD_PROTOCOL;
 use dht::{Dht, DhtOptions, Error, Key, Multiaddr, PeerId, Timing};
+use dht_behaviours::kad_wire::{KadRequest, KadResponse, WirePeer};
 use futures::future::join_all;
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::StreamProtocol;
+use libp2p::swarm::SwarmEvent;
 use tokio::time::Instant;
 
-use crate::common::{addr_of, eventually, holds, stop_all, wait_routed};
+use crate::common::{addr_of, eventually, holds, stop_all, tcp_swarm, wait_routed};
 
 const K: usize = 3;
 
@@ -269,4 +275,135 @@ async fn a_mirror_holds_every_record_stored_in_its_network() {
             == 0
     );
     stop_all(&nodes).await;
+}
+
+/// A provider record lives this long in the provider test: short enough to see one expire while
+/// its node is down.
+const PROVIDER_TTL: Duration = Duration::from_secs(15);
+
+/// Sends `request` to `node` as the bare peer `key` (not a `dht` node: a swarm that opens one kad
+/// stream), and reads the answer when one is `expected`; without one, waits for the node to
+/// close the stream, which it does once it has handled the request.
+async fn kad_request(
+    node: &Dht,
+    key: libp2p::identity::Keypair,
+    request: KadRequest,
+    expected: bool,
+) -> Option<KadResponse> {
+    let mut swarm = tcp_swarm(key, |_| libp2p_stream::Behaviour::new());
+    let mut control = swarm.behaviour().new_control();
+    swarm.dial(addr_of(node).await).expect("dial");
+    let connected = async {
+        loop {
+            if let SwarmEvent::ConnectionEstablished { peer_id, .. } =
+                swarm.select_next_some().await
+                && peer_id == node.peer_id()
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), connected)
+        .await
+        .expect("connected to the node");
+    let driver = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    let exchange = async {
+        let mut s = control
+            .open_stream(node.peer_id(), StreamProtocol::new(DEFAULT_KAD_PROTOCOL))
+            .await
+            .expect("kad stream");
+        let message = request.encode(std::time::Instant::now());
+        let mut framed = unsigned_varint::encode::usize_buffer();
+        let mut bytes = unsigned_varint::encode::usize(message.len(), &mut framed).to_vec();
+        bytes.extend_from_slice(&message);
+        s.write_all(&bytes).await.expect("write");
+        s.flush().await.expect("flush");
+        let mut answer = Vec::new();
+        // The node closes (or resets) the stream after its answer, or at once without one.
+        let _ = s.read_to_end(&mut answer).await;
+        if !expected {
+            return None;
+        }
+        let (len, rest) = unsigned_varint::decode::usize(&answer).expect("a framed answer");
+        assert_eq!(rest.len(), len, "one whole answer");
+        Some(KadResponse::decode(rest, std::time::Instant::now()).expect("an answer"))
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("the node handled the request");
+    driver.abort();
+    answer
+}
+
+/// Announces the bare peer `key` to `node` as a provider of `content`, at `addr`.
+async fn announce(node: &Dht, key: &libp2p::identity::Keypair, content: &[u8], addr: &Multiaddr) {
+    let request = KadRequest::AddProvider {
+        key: content.to_vec(),
+        providers: vec![WirePeer {
+            peer: key.public().to_peer_id(),
+            addrs: vec![addr.clone()],
+        }],
+    };
+    kad_request(node, key.clone(), request, false).await;
+}
+
+/// The providers of `content` `node` lists.
+async fn providers_listed(node: &Dht, content: &[u8]) -> Vec<WirePeer> {
+    let request = KadRequest::GetProviders {
+        key: content.to_vec(),
+    };
+    let asker = libp2p::identity::Keypair::generate_ed25519();
+    kad_request(node, asker, request, true)
+        .await
+        .expect("an answer")
+        .providers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_records_survive_a_restart_and_expired_ones_do_not() {
+    let dir = scratch("providers");
+    let provider_timing = Timing {
+        provider_ttl: PROVIDER_TTL,
+        provide_interval: Duration::from_secs(3),
+        ..timing()
+    };
+    let options = || options(Some(&dir)).timing(provider_timing.clone());
+    let node = Dht::start(options()).await.expect("start");
+    let (early, late) = (
+        libp2p::identity::Keypair::generate_ed25519(),
+        libp2p::identity::Keypair::generate_ed25519(),
+    );
+    let addr: Multiaddr = "/ip4/192.0.2.7/tcp/4001".parse().expect("addr");
+    // One announcement that will have expired by the restart, and one that will still live.
+    let announced_early = Instant::now();
+    announce(&node, &early, b"expires while down", &addr).await;
+    tokio::time::sleep(PROVIDER_TTL / 2).await;
+    announce(&node, &late, b"outlives the restart", &addr).await;
+    let listed = providers_listed(&node, b"outlives the restart").await;
+    assert_eq!(listed.len(), 1, "listed before the restart");
+    node.stop().await;
+
+    tokio::time::sleep_until(announced_early + PROVIDER_TTL + Duration::from_secs(1)).await;
+    let node = Dht::start(options()).await.expect("restart");
+    let listed = providers_listed(&node, b"outlives the restart").await;
+    assert_eq!(
+        listed,
+        vec![WirePeer {
+            peer: late.public().to_peer_id(),
+            addrs: vec![addr],
+        }],
+        "the live provider record is back, with its address"
+    );
+    assert!(
+        providers_listed(&node, b"expires while down")
+            .await
+            .is_empty(),
+        "an expired provider record was resurrected"
+    );
+    node.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
