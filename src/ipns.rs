@@ -126,7 +126,8 @@ impl Dht {
         let name = Name(key.public().to_peer_id());
         let held = match self.resolve_ipns(&name).await {
             Ok(r) => Some(r.sequence),
-            Err(Error::NotFound(_)) => None,
+            // Nobody holds the name, or nobody can be asked (a lone node, which holds none).
+            Err(Error::NotFound(_) | Error::NoPeers) => None,
             Err(e) => return Err(e),
         };
         let sequence = ipns::next_sequence(held).map_err(ipns_error)?;

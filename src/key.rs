@@ -177,6 +177,27 @@ mod tests {
     }
 
     #[test]
+    fn names_and_multihashes_read_and_print_in_their_ipfs_forms() {
+        let peer: libp2p::PeerId = "12D3KooWCjWYkgdaVcXYuW2849trd4dUNTCyghNv7vmnWFFNKGsd"
+            .parse()
+            .expect("a peer id");
+        let ipns = Key::parse(&format!("/ipns/{peer}")).expect("an ipns key");
+        assert_eq!(&ipns.as_bytes()[..6], b"/ipns/");
+        assert_eq!(&ipns.as_bytes()[6..], peer.to_bytes().as_slice());
+        assert_eq!(ipns.to_string(), format!("/ipns/{peer}"));
+        let pk = Key::parse(&format!("/pk/{peer}")).expect("a pk key");
+        assert_eq!(&pk.as_bytes()[4..], peer.to_bytes().as_slice());
+        assert_eq!(pk.to_string().parse::<Key>(), Ok(pk));
+        // Not a peer id after the prefix: plain text, as before.
+        let text = Key::parse("/ipns/example.com").expect("text");
+        assert_eq!(text.as_bytes(), b"/ipns/example.com");
+        // A sha2-256 multihash prints as its CIDv0, which reads back the same.
+        let cid = "QmY7Yh4UquoXHLPFo2XbhXkhBvFoPwmQUSa92pxnxjQuPU";
+        let mh = Key::parse(cid).expect("a CID");
+        assert_eq!(mh.to_string(), cid);
+    }
+
+    #[test]
     fn bad_hex_is_an_error() {
         assert!(matches!(Key::from_hex("abc"), Err(KeyError::BadHex(_))));
         assert!(matches!(

@@ -196,6 +196,18 @@ impl Records {
         self.store.bytes()
     }
 
+    /// Takes back a record read from the data directory. A signed one is checked again: its end of
+    /// life may have passed while the node was down, and it lives no longer than that.
+    pub fn restore(&mut self, mut record: Record, now: Instant) -> Result<(), Refusal> {
+        if self.amino && Namespace::of(record.key.as_ref()).is_none() {
+            return Err(Refusal::OutsideAmino);
+        }
+        if let Some(eol) = self.validate_namespaced(&record, now)? {
+            record.expires = Some(record.expires.map_or(eol, |e| e.min(eol)));
+        }
+        self.store.put(record).map_err(|_| Refusal::Full)
+    }
+
     /// The store, for the driver's persistence (change tracking) and status.
     pub fn store_mut(&mut self) -> &mut BoundedStore {
         &mut self.store

@@ -39,7 +39,7 @@ use crate::core::broadcaster::HandoffId;
 use crate::core::commands::CommandId;
 use crate::core::mirror_feed::MirrorId;
 use crate::core::reputation::Offence;
-use crate::core::{Clock, Core, CoreConfig, InboundId, Input};
+use crate::core::{Clock, Core, CoreConfig, InboundId, Input, Refusal};
 use kad::{Caller, InFlight};
 
 mod commands;
@@ -134,21 +134,33 @@ impl EventLoop {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let mut core = Core::new(parts.identity, core_config, Clock::new(now, unix));
-        let store = restore_providers(parts.db.as_deref(), core.records_mut()).store_mut();
+        let records = restore_providers(parts.db.as_deref(), core.records_mut());
         let total = parts.loaded.len();
-        let refused = parts
-            .loaded
-            .into_iter()
-            .filter(|r| store.put(r.clone()).is_err())
-            .count();
-        if refused > 0 {
+        let (mut full, mut invalid) = (0, Vec::new());
+        for record in parts.loaded {
+            let key = record.key.clone();
+            match records.restore(record, now) {
+                Ok(()) => {}
+                Err(Refusal::Full) => full += 1,
+                Err(_) => invalid.push(key),
+            }
+        }
+        if full > 0 {
             warn!(
-                refused,
+                full,
                 total, "records in the data directory exceed the store's limits; not loaded"
             );
         }
-        // Only what changes from now on is written back.
-        store.track_changes();
+        if !invalid.is_empty() {
+            info!(
+                invalid = invalid.len(),
+                total,
+                "records in the data directory no longer valid (an IPNS record past its end of life, a key outside --amino); not loaded"
+            );
+        }
+        // Only what changes from now on is written back, and the rows found invalid go.
+        records.store_mut().track_changes();
+        records.store_mut().mark_changed(invalid);
         let mut event_loop = Self {
             swarm,
             config: parts.config,

@@ -407,3 +407,32 @@ async fn provider_records_survive_a_restart_and_expired_ones_do_not() {
     node.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_in_amino_mode_drops_the_free_keys_it_kept_and_keeps_signed_ones() {
+    let dir = scratch("amino-restart");
+    let node = Dht::start(options(Some(&dir))).await.expect("start");
+    let free = Key::parse("/v/free key").expect("key");
+    node.store_at(&free, b"anything".to_vec())
+        .await
+        .expect("a free key is kept without --amino");
+    let published = node
+        .publish_ipns(b"/ipfs/kept", dht::ipns::PublishOptions::default())
+        .await
+        .expect("publish");
+    let name = published.name.key();
+    node.stop().await;
+
+    let amino = Dht::start(options(Some(&dir)).amino().timing(timing()))
+        .await
+        .expect("restart in Amino mode");
+    assert!(!holds(&amino, &free).await, "a free key is not loaded");
+    assert!(holds(&amino, &name).await, "a valid IPNS record is");
+    // The dropped row is gone from the data directory, not merely skipped.
+    amino.stop().await;
+    let again = Dht::start(options(Some(&dir))).await.expect("restart");
+    assert!(!holds(&again, &free).await);
+    assert!(holds(&again, &name).await);
+    again.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -449,6 +449,17 @@ mod tests {
         assert!(Cli::try_parse_from(["dht", "-v", "6"]).is_err());
         assert!(Cli::try_parse_from(["dht", "-n", "0"]).is_err());
         assert!(Cli::try_parse_from(["dht", "-i", "-s"]).is_err());
+        // Amino fixes the protocol, k and the TTLs: asking for others as well is a usage error.
+        assert!(Cli::try_parse_from(["dht", "--amino"]).is_ok_and(|c| c.amino));
+        assert!(Cli::try_parse_from(["dht", "--amino", "--kad-protocol", "/x/kad"]).is_err());
+        assert!(Cli::try_parse_from(["dht", "--amino", "--replication-factor", "5"]).is_err());
+        assert!(Cli::try_parse_from(["dht", "--amino", "--record-ttl", "1h"]).is_err());
+        let cli = Cli::try_parse_from(["dht", "findprovs", "Qm", "--count", "5"]).expect("parse");
+        assert!(matches!(
+            cli.command,
+            Some(OneShot::Findprovs { count: 5, .. })
+        ));
+        assert!(Cli::try_parse_from(["dht", "findprovs", "Qm", "--count", "0"]).is_err());
         let cli = Cli::try_parse_from(["dht", "get", "abc", "-c", "1.2.3.4:5"]).expect("parse");
         assert!(matches!(cli.command, Some(OneShot::Get { .. })));
         assert_eq!(cli.connect.len(), 1);

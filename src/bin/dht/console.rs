@@ -431,6 +431,36 @@ mod tests {
     }
 
     #[test]
+    fn routing_and_ipns_commands() {
+        let cid = "QmY7Yh4UquoXHLPFo2XbhXkhBvFoPwmQUSa92pxnxjQuPU";
+        let key = Key::parse(cid).expect("a CID");
+        assert_eq!(
+            parse(&format!("provide {cid}")),
+            Ok(Line::Provide(key.clone()))
+        );
+        assert_eq!(
+            parse(&format!("findprovs {cid}")),
+            Ok(Line::FindProviders(key))
+        );
+        assert!(parse("provide").is_err());
+        assert!(parse("findprovs a b").is_err());
+        let peer = PeerId::random();
+        assert_eq!(parse(&format!("findpeer {peer}")), Ok(Line::FindPeer(peer)));
+        assert!(parse("findpeer nonsense").is_err());
+        assert_eq!(
+            parse("ipns publish /ipfs/bafy x"),
+            Ok(Line::IpnsPublish("/ipfs/bafy x".into()))
+        );
+        assert_eq!(
+            parse(&format!("ipns resolve /ipns/{peer}")),
+            Ok(Line::IpnsResolve(Name(peer)))
+        );
+        assert!(parse("ipns resolve nonsense").is_err());
+        assert!(parse("ipns publish").is_err());
+        assert!(parse("ipns").is_err());
+    }
+
+    #[test]
     fn rendering_helpers() {
         assert_eq!(printable(b"a\x00b"), "a.b");
         assert_eq!(human_bytes(512), "512 B");
