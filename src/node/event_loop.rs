@@ -20,7 +20,6 @@ use dht_behaviours::store::StoreLimits;
 use dht_behaviours::{DhtBehaviour, DhtBehaviourEvent, ProtocolConfig};
 use futures::StreamExt;
 use libp2p::identity::Keypair;
-use libp2p::kad::store::RecordStore;
 use libp2p::kad::{Record, RecordKey};
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::DialOpts;
