@@ -94,6 +94,9 @@ pub const MAX_CONNECTIONS_PER_IP: u32 = 16;
 pub const DEFAULT_REPLICATION_FACTOR: usize = 20;
 /// Default lookup parallelism alpha.
 pub const DEFAULT_PARALLELISM: usize = 3;
+/// How often, per provide interval, a node looks for the keys it must announce again.
+pub const PROVIDE_CHECKS_PER_INTERVAL: u32 = 16;
+
 /// Amino's replication factor (and bucket size).
 pub const AMINO_REPLICATION_FACTOR: usize = 20;
 /// How long an Amino server keeps a record (go-libp2p-kad-dht's `MaxRecordAge`).
@@ -232,10 +235,13 @@ impl Timing {
                 self.replication_interval, self.record_ttl
             )));
         }
-        if self.provide_interval + self.query_timeout >= self.provider_ttl {
+        // The latest a renewal lands: a check period late, both phases of the provide at their
+        // deadline.
+        let check = self.provide_interval / PROVIDE_CHECKS_PER_INTERVAL;
+        if self.provide_interval + check + 2 * self.query_timeout >= self.provider_ttl {
             return Err(ConfigError::Invalid(format!(
-                "provide interval ({:?}) plus the query timeout must be shorter than the provider \
-                 TTL ({:?})",
+                "provide interval ({:?}) plus a sixteenth of it and two query timeouts must be \
+                 shorter than the provider TTL ({:?})",
                 self.provide_interval, self.provider_ttl
             )));
         }
@@ -358,9 +364,10 @@ mod tests {
         let mut t = Timing::fast();
         t.provide_interval = t.provider_ttl;
         assert!(t.validate().is_err());
-        t.provide_interval = t.provider_ttl - t.query_timeout;
+        // A renewal lands at worst a check period late, with both of its phases at their deadline.
+        t.provide_interval = t.provider_ttl - 2 * t.query_timeout;
         assert!(t.validate().is_err());
-        t.provide_interval = t.provider_ttl - t.query_timeout - Duration::from_secs(1);
+        t.provide_interval = (t.provider_ttl - 2 * t.query_timeout) * 15 / 17;
         assert!(t.validate().is_ok());
         t.provide_interval = Duration::ZERO;
         assert!(t.validate().is_err());

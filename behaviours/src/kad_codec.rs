@@ -17,6 +17,8 @@ use libp2p::request_response::{self, Codec, ProtocolSupport};
 use crate::config::KAD_MAX_PACKET_SIZE;
 use crate::kad_wire::{KadRequest, KadResponse, MessageKind, invalid, put_varint};
 
+/// Bytes reserved for a message before any of it arrived.
+pub const PREALLOCATE_LIMIT: usize = 16 * 1024;
 /// Kad streams open at once on one connection, both ways (rust-libp2p's kad allows 32 inbound).
 pub const MAX_KAD_STREAMS: usize = 64;
 
@@ -34,8 +36,16 @@ where
             if len > max {
                 return Err(invalid("kad message over the size limit"));
             }
-            let mut buf = vec![0u8; len];
-            io.read_exact(&mut buf).await?;
+            // Grown as the bytes arrive: a length prefix alone reserves little (a peer may claim
+            // the whole limit on every stream and send nothing).
+            let mut buf = Vec::with_capacity(len.min(PREALLOCATE_LIMIT));
+            (&mut *io).take(len as u64).read_to_end(&mut buf).await?;
+            if buf.len() < len {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "kad message cut short",
+                ));
+            }
             return Ok(buf);
         }
     }

@@ -316,6 +316,20 @@ impl Lookup {
         self.settle(peer, PeerState::Held);
     }
 
+    /// `peer` answered with the record sought and named `closer` peers, which are taken as
+    /// [`Lookup::on_answer`] takes them (a lookup that wants every version asks on past holders).
+    pub fn on_found_naming(&mut self, peer: &PeerId, closer: Vec<WirePeer>) {
+        let d = self.distance(peer);
+        let asked = self
+            .candidates
+            .get(&d)
+            .is_some_and(|c| c.state == PeerState::InFlight);
+        self.on_answer(peer, closer);
+        if asked && let Some(c) = self.candidates.get_mut(&d) {
+            c.state = PeerState::Held;
+        }
+    }
+
     /// `peer` did not answer (or answered with garbage or a false record); the lookup widens.
     pub fn on_failure(&mut self, peer: &PeerId) {
         if self.settle(peer, PeerState::Failed) {

@@ -31,6 +31,12 @@ pub const PROVIDER_SHARE_DIVISOR: usize = 8;
 /// Keys one remote peer may provide here at once, so that one identity cannot fill the store for
 /// everyone. The node's own records are not counted against it.
 pub const MAX_KEYS_PER_PROVIDER: usize = MAX_PROVIDER_RECORDS / PROVIDER_SHARE_DIVISOR;
+/// Keys all the providers of one host (an IPv4 address, an IPv6 /64) may provide here at once:
+/// a host running many identities gets one identity's share.
+pub const MAX_KEYS_PER_HOST: usize = MAX_KEYS_PER_PROVIDER;
+/// Providers of one host kept for one key: filling a key takes this many hosts over
+/// [`MAX_PROVIDERS_PER_KEY`], not that many identities.
+pub const MAX_PROVIDERS_PER_KEY_PER_HOST: usize = 4;
 /// Bytes of addresses kept with one provider record (its first addresses that fit, at most
 /// [`MAX_ADDRS_PER_PEER`]): room for eight ordinary addresses of 64 bytes, and for at least one of
 /// the longest accepted.
@@ -59,6 +65,7 @@ const _: () = assert!(MAX_PROVIDER_ADDR_BYTES < 1 << 14 && MAX_PEER_ID_LEN < 1 <
 const _: () = assert!(MAX_PROVIDER_ADDR_BYTES >= MAX_ADDR_LEN);
 const _: () = assert!(MAX_KEYS_PER_PROVIDER >= 1 && MAX_KEYS_PER_PROVIDER <= MAX_PROVIDER_RECORDS);
 const _: () = assert!(MAX_PROVIDERS_PER_KEY <= MAX_PROVIDER_RECORDS);
+const _: () = assert!(MAX_PROVIDERS_PER_KEY_PER_HOST * 4 <= MAX_PROVIDERS_PER_KEY);
 
 /// Memory one entry of the expiry index takes beyond its key and value (a B-tree node's share).
 const INDEX_ENTRY_OVERHEAD: usize = 16;
@@ -72,6 +79,10 @@ pub struct ProviderLimits {
     pub per_key: usize,
     /// Keys one remote provider may provide here.
     pub per_provider: usize,
+    /// Keys the providers of one host may provide here.
+    pub per_host: usize,
+    /// Providers of one host kept for one key.
+    pub per_key_per_host: usize,
     /// Provider records kept in all.
     pub total: usize,
 }
@@ -81,6 +92,8 @@ impl Default for ProviderLimits {
         Self {
             per_key: MAX_PROVIDERS_PER_KEY,
             per_provider: MAX_KEYS_PER_PROVIDER,
+            per_host: MAX_KEYS_PER_HOST,
+            per_key_per_host: MAX_PROVIDERS_PER_KEY_PER_HOST,
             total: MAX_PROVIDER_RECORDS,
         }
     }
@@ -108,6 +121,9 @@ pub enum ProviderRefusal {
     /// The provider provides as many keys here as one provider may.
     #[error("the provider holds its share of the provider store already")]
     ProviderFull,
+    /// The providers of the announcing host hold their share, of the key or of the store.
+    #[error("the host's providers hold their share of the provider store already")]
+    HostFull,
     /// The store holds its most records, all live.
     #[error("the provider store is full")]
     StoreFull,
@@ -117,6 +133,8 @@ pub enum ProviderRefusal {
 #[derive(Debug, Clone)]
 struct Slot {
     peer: PeerId,
+    /// The host it announced from, when hosts are counted.
+    host: Option<u64>,
     addrs: Vec<Multiaddr>,
     expires: Instant,
     /// Unique per record: its place in the expiry index.
@@ -132,6 +150,8 @@ pub struct ProviderStore {
     expiry: BTreeMap<(Instant, u64), (RecordKey, PeerId)>,
     /// Keys each provider provides here.
     per_provider: HashMap<PeerId, usize>,
+    /// Records announced from each host.
+    per_host: HashMap<u64, usize>,
     /// This node: its own records are not counted against the per-provider share.
     local: PeerId,
     limits: ProviderLimits,
@@ -182,6 +202,7 @@ impl ProviderStore {
             keys: HashMap::new(),
             expiry: BTreeMap::new(),
             per_provider: HashMap::new(),
+            per_host: HashMap::new(),
             local,
             limits,
             len: 0,
@@ -205,12 +226,16 @@ impl ProviderStore {
     /// unless none are given. A new provider is refused when the key, the provider's share or the
     /// store is full of live records; expired records are dropped to make room first. A live
     /// record of another provider is never replaced.
+    ///
+    /// `host` is where the announcement came from (an IPv4 address or IPv6 /64 as a number),
+    /// when hosts are counted: a host's providers share one provider's budget, and a few slots of
+    /// each key. This node's own records are bounded by what it provides, not by these limits.
     pub fn add(
         &mut self,
         key: RecordKey,
         provider: PeerId,
         addrs: Vec<Multiaddr>,
-        expires: Instant,
+        (expires, host): (Instant, Option<u64>),
         now: Instant,
     ) -> Result<Added, ProviderRefusal> {
         if expires <= now {
@@ -222,8 +247,22 @@ impl ProviderStore {
             return Ok(Added::Refreshed);
         }
         self.drop_expired_of(&key, now);
-        if self.keys.get(&key).map_or(0, Vec::len) >= self.limits.per_key {
+        let own = provider == self.local;
+        let slots = self.keys.get(&key).map_or(&[][..], Vec::as_slice);
+        if !own && slots.len() >= self.limits.per_key {
             return Err(ProviderRefusal::KeyFull);
+        }
+        if let Some(h) = host.filter(|_| !own) {
+            let of_host = slots.iter().filter(|s| s.host == Some(h)).count();
+            if of_host >= self.limits.per_key_per_host {
+                return Err(ProviderRefusal::HostFull);
+            }
+            if self.per_host.get(&h).copied().unwrap_or(0) >= self.limits.per_host {
+                self.remove_expired(now);
+                if self.per_host.get(&h).copied().unwrap_or(0) >= self.limits.per_host {
+                    return Err(ProviderRefusal::HostFull);
+                }
+            }
         }
         if provider != self.local && self.provided(&provider) >= self.limits.per_provider {
             self.remove_expired(now);
@@ -231,7 +270,7 @@ impl ProviderStore {
                 return Err(ProviderRefusal::ProviderFull);
             }
         }
-        if self.len >= self.limits.total {
+        if !own && self.len >= self.limits.total {
             self.remove_expired(now);
             if self.len >= self.limits.total {
                 return Err(ProviderRefusal::StoreFull);
@@ -241,11 +280,15 @@ impl ProviderStore {
         self.next_seq += 1;
         self.expiry.insert((expires, seq), (key.clone(), provider));
         *self.per_provider.entry(provider).or_insert(0) += 1;
+        if let Some(h) = host {
+            *self.per_host.entry(h).or_insert(0) += 1;
+        }
         self.len += 1;
         self.addr_count += addrs.len();
         self.addr_bytes += addr_bytes(&addrs);
         let slot = Slot {
             peer: provider,
+            host,
             addrs,
             expires,
             seq,
@@ -345,6 +388,14 @@ impl ProviderStore {
         }
         self.expiry.remove(&(slot.expires, slot.seq));
         if let Entry::Occupied(mut e) = self.per_provider.entry(*provider) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+        if let Some(h) = slot.host
+            && let Entry::Occupied(mut e) = self.per_host.entry(h)
+        {
             *e.get_mut() -= 1;
             if *e.get() == 0 {
                 e.remove();
@@ -481,6 +532,7 @@ mod tests {
                 per_key,
                 per_provider,
                 total,
+                ..ProviderLimits::default()
             },
         )
     }
@@ -504,16 +556,22 @@ mod tests {
         let held: Vec<PeerId> = (0..3).map(|_| PeerId::random()).collect();
         for (i, p) in held.iter().enumerate() {
             let expires = now + HOUR * (3 - i as u32);
-            assert_eq!(s.add(key(1), *p, vec![], expires, now), Ok(Added::New));
+            assert_eq!(
+                s.add(key(1), *p, vec![], (expires, None), now),
+                Ok(Added::New)
+            );
         }
         let late = PeerId::random();
         assert_eq!(
-            s.add(key(1), late, vec![addr(1)], now + HOUR * 9, now),
+            s.add(key(1), late, vec![addr(1)], (now + HOUR * 9, None), now),
             Err(ProviderRefusal::KeyFull)
         );
         assert_eq!(peers(&s, &key(1), now), held, "oldest first, none replaced");
         // Another key still takes it.
-        assert_eq!(s.add(key(2), late, vec![], now + HOUR, now), Ok(Added::New));
+        assert_eq!(
+            s.add(key(2), late, vec![], (now + HOUR, None), now),
+            Ok(Added::New)
+        );
         assert_eq!(s.len(), 4);
     }
 
@@ -522,34 +580,84 @@ mod tests {
         let mut s = store(10, 2, 3);
         let now = Instant::now();
         let (a, b) = (PeerId::random(), PeerId::random());
-        s.add(key(1), a, vec![], now + HOUR, now).expect("add");
-        s.add(key(2), a, vec![], now + HOUR, now).expect("add");
+        s.add(key(1), a, vec![], (now + HOUR, None), now)
+            .expect("add");
+        s.add(key(2), a, vec![], (now + HOUR, None), now)
+            .expect("add");
         assert_eq!(
-            s.add(key(3), a, vec![], now + HOUR, now),
+            s.add(key(3), a, vec![], (now + HOUR, None), now),
             Err(ProviderRefusal::ProviderFull)
         );
-        s.add(key(3), b, vec![], now + HOUR, now).expect("add");
+        s.add(key(3), b, vec![], (now + HOUR, None), now)
+            .expect("add");
         assert_eq!(
-            s.add(key(4), b, vec![], now + HOUR, now),
+            s.add(key(4), b, vec![], (now + HOUR, None), now),
             Err(ProviderRefusal::StoreFull)
         );
-        // This node's own records are not held to a share, but to the store's bound.
+        // This node's own records are held to no share and no bound of the store (what it
+        // provides is bounded where it provides): peers filling the store cannot push it out.
         let mut own = ProviderStore::new(
             a,
             ProviderLimits {
                 per_key: 10,
                 per_provider: 1,
                 total: 3,
+                ..ProviderLimits::default()
             },
         );
         for i in 0..3 {
-            own.add(key(i), a, vec![], now + HOUR, now).expect("own");
+            own.add(key(i), a, vec![], (now + HOUR, None), now)
+                .expect("own");
         }
         assert_eq!(
-            own.add(key(9), a, vec![], now + HOUR, now),
-            Err(ProviderRefusal::StoreFull)
+            own.add(key(9), a, vec![], (now + HOUR, None), now),
+            Ok(Added::New)
         );
-        assert_eq!((s.len(), own.len()), (3, 3));
+        assert_eq!((s.len(), own.len()), (3, 4));
+    }
+
+    #[test]
+    fn the_providers_of_one_host_share_one_providers_budget_and_a_few_slots_of_a_key() {
+        let now = Instant::now();
+        let mut s = ProviderStore::new(
+            PeerId::random(),
+            ProviderLimits {
+                per_key: 8,
+                per_provider: 100,
+                total: 100,
+                per_host: 5,
+                per_key_per_host: 2,
+            },
+        );
+        let (crowd, other) = (Some(1u64), Some(2u64));
+        let id = |_| PeerId::random();
+        // Fresh identities of one host: two slots of a key, then refused.
+        for _ in 0..2 {
+            s.add(key(1), id(()), vec![], (now + HOUR, crowd), now)
+                .expect("within the host's share of the key");
+        }
+        assert_eq!(
+            s.add(key(1), id(()), vec![], (now + HOUR, crowd), now),
+            Err(ProviderRefusal::HostFull)
+        );
+        // Another host still gets in, and so does a peer whose host is not counted.
+        s.add(key(1), id(()), vec![], (now + HOUR, other), now)
+            .expect("another host");
+        s.add(key(1), id(()), vec![], (now + HOUR, None), now)
+            .expect("a host not counted");
+        // Across keys, the host's identities together get one provider's budget.
+        for k in 2..5 {
+            s.add(key(k), id(()), vec![], (now + HOUR, crowd), now)
+                .expect("within the host's budget");
+        }
+        assert_eq!(
+            s.add(key(9), id(()), vec![], (now + HOUR, crowd), now),
+            Err(ProviderRefusal::HostFull)
+        );
+        // Its records expire: the budget is free again.
+        let later = now + 2 * HOUR;
+        s.add(key(9), id(()), vec![], (later + HOUR, crowd), later)
+            .expect("the host's expired records made room");
     }
 
     #[test]
@@ -557,18 +665,18 @@ mod tests {
         let mut s = store(2, 10, 10);
         let now = Instant::now();
         let (a, b) = (PeerId::random(), PeerId::random());
-        s.add(key(1), a, vec![addr(1)], now + HOUR, now)
+        s.add(key(1), a, vec![addr(1)], (now + HOUR, None), now)
             .expect("add");
-        s.add(key(1), b, vec![addr(2)], now + HOUR, now)
+        s.add(key(1), b, vec![addr(2)], (now + HOUR, None), now)
             .expect("add");
         // The key is full, yet a provider it holds may announce again.
         let later = now + HOUR / 2;
         assert_eq!(
-            s.add(key(1), a, vec![], later + HOUR, later),
+            s.add(key(1), a, vec![], (later + HOUR, None), later),
             Ok(Added::Refreshed)
         );
         assert_eq!(
-            s.add(key(1), b, vec![addr(3)], later + HOUR, later),
+            s.add(key(1), b, vec![addr(3)], (later + HOUR, None), later),
             Ok(Added::Refreshed)
         );
         assert_eq!(s.len(), 2);
@@ -596,32 +704,35 @@ mod tests {
         let mut s = store(2, 2, 4);
         let now = Instant::now();
         let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
-        s.add(key(1), a, vec![], now + HOUR, now).expect("add");
-        s.add(key(1), b, vec![], now + 2 * HOUR, now).expect("add");
-        s.add(key(2), a, vec![], now + 3 * HOUR, now).expect("add");
+        s.add(key(1), a, vec![], (now + HOUR, None), now)
+            .expect("add");
+        s.add(key(1), b, vec![], (now + 2 * HOUR, None), now)
+            .expect("add");
+        s.add(key(2), a, vec![], (now + 3 * HOUR, None), now)
+            .expect("add");
         let later = now + HOUR;
         // Key 1 is full, but a's record there has expired: it goes, c comes in.
         assert_eq!(
-            s.add(key(1), c, vec![], later + HOUR, later),
+            s.add(key(1), c, vec![], (later + HOUR, None), later),
             Ok(Added::New)
         );
         assert_eq!(peers(&s, &key(1), later), vec![b, c]);
         // a's share has room again, and so has the store; then the store is full.
-        s.add(key(3), a, vec![], later + HOUR, later)
+        s.add(key(3), a, vec![], (later + HOUR, None), later)
             .expect("a's share");
         assert_eq!(
-            s.add(key(4), b, vec![], later + HOUR, later),
+            s.add(key(4), b, vec![], (later + HOUR, None), later),
             Err(ProviderRefusal::StoreFull)
         );
         // Once three of them expire, the store makes room for another key.
         let much_later = now + 2 * HOUR;
         assert_eq!(
-            s.add(key(4), b, vec![], much_later + HOUR, much_later),
+            s.add(key(4), b, vec![], (much_later + HOUR, None), much_later),
             Ok(Added::New)
         );
         assert_eq!(s.len(), 2, "a's record of key 2 and b's of key 4");
         assert_eq!(
-            s.add(key(5), c, vec![], now, now),
+            s.add(key(5), c, vec![], (now, None), now),
             Err(ProviderRefusal::Expired)
         );
     }
@@ -632,10 +743,11 @@ mod tests {
         s.track_changes();
         let now = Instant::now();
         let (a, b) = (PeerId::random(), PeerId::random());
-        s.add(key(1), a, vec![addr(1)], now + HOUR, now)
+        s.add(key(1), a, vec![addr(1)], (now + HOUR, None), now)
             .expect("add");
-        s.add(key(1), b, vec![], now + 2 * HOUR, now).expect("add");
-        s.add(key(2), a, vec![addr(2)], now + 2 * HOUR, now)
+        s.add(key(1), b, vec![], (now + 2 * HOUR, None), now)
+            .expect("add");
+        s.add(key(2), a, vec![addr(2)], (now + 2 * HOUR, None), now)
             .expect("add");
         assert_eq!(s.provided_by(&a), vec![key(1), key(2)]);
         let full = s.heap_bytes();
@@ -656,13 +768,13 @@ mod tests {
         let mut s = store(1, 10, 10);
         let now = Instant::now();
         let (a, b) = (PeerId::random(), PeerId::random());
-        s.add(key(1), a, vec![addr(1)], now + HOUR, now)
+        s.add(key(1), a, vec![addr(1)], (now + HOUR, None), now)
             .expect("add");
         // Over and over, up to its last moment.
         for i in 0..10 {
             let at = now + HOUR / 10 * i;
             assert_eq!(
-                s.add(key(1), b, vec![addr(2)], at + 2 * HOUR, at),
+                s.add(key(1), b, vec![addr(2)], (at + 2 * HOUR, None), at),
                 Err(ProviderRefusal::KeyFull)
             );
         }
@@ -697,7 +809,7 @@ mod tests {
         let mut s = store(10, 10, 10);
         let now = Instant::now();
         let a = PeerId::random();
-        s.add(key(1), a, vec![], now + HOUR, now)
+        s.add(key(1), a, vec![], (now + HOUR, None), now)
             .expect("untracked");
         assert!(s.take_changes_within(10).is_empty());
         s.track_changes();

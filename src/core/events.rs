@@ -54,8 +54,6 @@ pub enum Input {
         op: OpId,
         /// The key.
         key: Vec<u8>,
-        /// The addresses this node is reached at, announced with it.
-        addrs: Vec<Multiaddr>,
     },
     /// Find up to `want` providers of `key`.
     Providers {
@@ -178,6 +176,11 @@ pub enum Input {
     },
     /// The host has a new listen address (an interface came up): rejoin now.
     NewAddress,
+    /// The addresses this node is reached at, best first (announced with its provider records).
+    OwnAddresses {
+        /// Confirmed external addresses, then public listen addresses, then the rest.
+        addrs: Vec<Multiaddr>,
+    },
     /// A peer that serves kad was seen (identify, or a connection to a known server).
     PeerSeen {
         /// Who.

@@ -148,6 +148,17 @@ impl Clock {
     }
 }
 
+/// The configuration of the core tests: replication factor `k`, the fast timing profile.
+#[cfg(test)]
+pub(crate) fn test_config(k: usize) -> CoreConfig {
+    let protocol = ProtocolConfig {
+        replication_factor: std::num::NonZeroUsize::new(k).unwrap_or(std::num::NonZeroUsize::MIN),
+        timing: dht_behaviours::Timing::fast(),
+        ..ProtocolConfig::default()
+    };
+    CoreConfig::new(&protocol, StoreLimits::default(), 7)
+}
+
 #[cfg(test)]
 impl Core {
     /// A core of a fresh identity, its wall clock starting at the epoch (tests).
@@ -339,9 +350,8 @@ impl Core {
                 self.store(op, key, value, now, &mut out, &mut events)
             }
             Input::Fetch { op, key } => self.fetch(op, key, now, &mut out, &mut events),
-            Input::Provide { op, key, addrs } => {
-                self.provide(op, key, addrs, now, &mut out, &mut events)
-            }
+            Input::Provide { op, key } => self.provide(op, key, now, &mut out, &mut events),
+            Input::OwnAddresses { addrs } => self.set_own_addrs(addrs),
             Input::Providers { op, key, want } => {
                 self.find_providers(op, key, want, now, &mut out, &mut events)
             }

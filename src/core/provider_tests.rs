@@ -5,38 +5,22 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use dht_behaviours::{ProtocolConfig, Timing};
 use libp2p::PeerId;
 use libp2p::kad::RecordKey;
-use rand::Rng;
 
 use super::*;
-use crate::sim::{NetConfig, Sim};
+use crate::sim::Sim;
 
 const K: usize = 5;
 const NODES: usize = 40;
 
 fn config() -> CoreConfig {
-    let protocol = ProtocolConfig {
-        replication_factor: std::num::NonZeroUsize::new(K).expect("k > 0"),
-        timing: Timing::fast(),
-        ..ProtocolConfig::default()
-    };
-    CoreConfig::new(&protocol, dht_behaviours::store::StoreLimits::default(), 7)
+    test_config(K)
 }
 
 /// `NODES` nodes, each joined through a random earlier one, settled.
 fn network(seed: u64) -> Sim {
-    let mut sim = Sim::new(config(), NetConfig::default(), seed);
-    sim.add_node();
-    for i in 1..NODES {
-        sim.add_node();
-        let via = sim.rng().gen_range(0..i);
-        sim.join(i, via);
-        sim.run_for(Duration::from_millis(50));
-    }
-    sim.run_for(Duration::from_secs(5));
-    sim
+    Sim::settled(config(), NODES, seed)
 }
 
 /// The living nodes whose store lists `provider` for `key`, `provider` itself left out.
@@ -192,5 +176,60 @@ fn a_peer_is_found_by_its_id_and_an_unknown_id_is_not() {
         Some((Ok(OpOk::PeerAddrs { reached, .. }), _)) => assert!(!*reached),
         Some((Err(_), _)) => {}
         other => panic!("find_peer of a dead peer: {other:?}"),
+    }
+}
+
+#[test]
+fn every_provided_key_is_renewed_in_time_however_many_there_are() {
+    let mut sim = network(14);
+    let ttl = config().timing.provider_ttl;
+    // More than the checks of one interval could start, eight at a time.
+    let keys: Vec<Vec<u8>> = (0..1000u32)
+        .map(|i| format!("provided key {i}").into_bytes())
+        .collect();
+    for k in &keys {
+        provide(&mut sim, 6, k);
+    }
+    sim.run_for(ttl * 3);
+    let lapsed = keys
+        .iter()
+        .filter(|k| listing(&sim, k, 6).is_empty())
+        .count();
+    assert_eq!(lapsed, 0, "{lapsed} of {} keys lapsed", keys.len());
+}
+
+#[test]
+fn announcements_carry_the_addresses_the_driver_gives_the_core() {
+    let mut sim = network(15);
+    let addrs: Vec<libp2p::Multiaddr> = vec![
+        "/ip4/203.0.113.7/tcp/4001".parse().expect("addr"),
+        "/ip6/2001:db8::7/tcp/4001".parse().expect("addr"),
+    ];
+    sim.input(
+        9,
+        Input::OwnAddresses {
+            addrs: addrs.clone(),
+        },
+    );
+    let key = b"announced with addresses".to_vec();
+    provide(&mut sim, 9, &key);
+    let now = sim.now_instant();
+    let who = sim.peer(9);
+    let holder = (0..NODES)
+        .find(|&i| listing(&sim, &key, 9).contains(&sim.peer(i)))
+        .expect("a holder");
+    let held = sim.nodes[holder]
+        .core
+        .records()
+        .providers(&RecordKey::new(&key), now)
+        .find(|p| p.provider == who)
+        .expect("listed");
+    assert_eq!(held.addresses, addrs);
+    // And find_peer of this node from itself gives them too.
+    let op = sim.find_peer(9, who);
+    let timeout = sim.query_timeout();
+    match sim.wait(op, timeout) {
+        Some((Ok(OpOk::PeerAddrs { addrs: found, .. }), _)) => assert_eq!(*found, addrs),
+        other => panic!("find_peer of itself: {other:?}"),
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use dht_behaviours::config::MAX_ADDRS_PER_PEER;
+use dht_behaviours::config::{MAX_ADDRS_PER_PEER, PROVIDE_CHECKS_PER_INTERVAL};
 use dht_behaviours::kad_wire::WirePeer;
 use libp2p::kad::RecordKey;
 use libp2p::{Multiaddr, PeerId};
@@ -20,9 +20,8 @@ use super::{Core, reply};
 pub const MAX_PROVIDED_KEYS: usize = 16_384;
 /// Re-announcements running at once; the rest wait for the next maintenance round.
 pub const MAX_REPROVIDE_QUERIES: usize = 8;
-/// How often the provided keys are checked for a re-announcement due, as a fraction of the
-/// provide interval.
-pub const REPROVIDE_CHECKS_PER_INTERVAL: u32 = 16;
+/// How often the provided keys are checked for a re-announcement due, per provide interval.
+pub const REPROVIDE_CHECKS_PER_INTERVAL: u32 = PROVIDE_CHECKS_PER_INTERVAL;
 /// A check that found no peer to announce to is tried again this soon.
 pub const REPROVIDE_RETRY: Duration = Duration::from_secs(10);
 
@@ -36,6 +35,9 @@ pub struct Provided {
     resumed: bool,
     /// When the keys were last checked.
     last_check: Option<Instant>,
+    /// The last check left due keys for want of room: the next comes as soon as a
+    /// re-announcement ends.
+    backlog: bool,
 }
 
 impl Provided {
@@ -55,7 +57,6 @@ impl Core {
         &mut self,
         op: OpId,
         key: Vec<u8>,
-        mut addrs: Vec<Multiaddr>,
         now: Instant,
         out: &mut Vec<Action>,
         events: &mut Vec<QueryEvent>,
@@ -67,10 +68,6 @@ impl Core {
             let why = format!("this node provides {MAX_PROVIDED_KEYS} keys already");
             out.push(reply(op, Err(OpError::ProvideRefused(why))));
             return;
-        }
-        addrs.truncate(MAX_ADDRS_PER_PEER);
-        if !addrs.is_empty() {
-            self.provided.addrs = addrs;
         }
         self.provided.keys.insert(record_key.clone(), now);
         self.provide_here(record_key, now);
@@ -86,7 +83,7 @@ impl Core {
     fn provide_here(&mut self, key: RecordKey, now: Instant) {
         if self.config.serving {
             let addrs = self.provided.addrs.clone();
-            if let Err(e) = self.records.add_provider(key, self.local, addrs, now) {
+            if let Err(e) = self.records.add_provider(key, self.local, addrs, None, now) {
                 tracing::debug!(error = %e, "own provider record not kept here");
             }
         }
@@ -141,29 +138,21 @@ impl Core {
         out: &mut Vec<Action>,
         events: &mut Vec<QueryEvent>,
     ) {
-        if peer == self.local {
-            let addrs = self.provided.addrs.clone();
-            out.push(reply(
-                op,
-                Ok(OpOk::PeerAddrs {
-                    addrs,
-                    reached: true,
-                }),
-            ));
-            return;
-        }
-        // A peer of the table answered this node lately, at these addresses.
-        if let Some(entry) = self.routing.get(&peer)
-            && !entry.addrs.is_empty()
-        {
-            let addrs = entry.addrs.clone();
-            out.push(reply(
-                op,
-                Ok(OpOk::PeerAddrs {
-                    addrs,
-                    reached: true,
-                }),
-            ));
+        // This node, or a peer of the table, which answered this node lately at these addresses.
+        let known = if peer == self.local {
+            Some(self.provided.addrs.clone())
+        } else {
+            self.routing
+                .get(&peer)
+                .map(|e| e.addrs.clone())
+                .filter(|a| !a.is_empty())
+        };
+        if let Some(addrs) = known {
+            let found = OpOk::PeerAddrs {
+                addrs,
+                reached: true,
+            };
+            out.push(reply(op, Ok(found)));
             return;
         }
         if self.routing.is_empty() {
@@ -174,10 +163,20 @@ impl Core {
         self.ops.insert(id, op);
     }
 
+    /// The addresses this node is reached at (the driver's, best first: confirmed external ones,
+    /// then public listen addresses, then the rest); announced with every provider record.
+    pub(super) fn set_own_addrs(&mut self, mut addrs: Vec<Multiaddr>) {
+        addrs.truncate(MAX_ADDRS_PER_PEER);
+        self.provided.addrs = addrs;
+    }
+
     /// When the provided keys are next checked for a re-announcement.
     pub(super) fn next_reprovide(&self) -> Option<Instant> {
         if self.provided.keys.is_empty() && self.provided.resumed {
             return None;
+        }
+        if self.provided.backlog && self.reproviding.len() < MAX_REPROVIDE_QUERIES {
+            return self.provided.last_check;
         }
         let every = self.config.timing.provide_interval / REPROVIDE_CHECKS_PER_INTERVAL;
         // The first check comes a moment after the start, once the node has had a chance to join.
@@ -192,6 +191,7 @@ impl Core {
             return;
         }
         self.provided.last_check = Some(now);
+        self.provided.backlog = false;
         if self.routing.is_empty() {
             let every = self.config.timing.provide_interval / REPROVIDE_CHECKS_PER_INTERVAL;
             let retry = REPROVIDE_RETRY.min(every);
@@ -211,14 +211,17 @@ impl Core {
         }
         let interval = self.config.timing.provide_interval;
         let room = MAX_REPROVIDE_QUERIES.saturating_sub(self.reproviding.len());
-        let due: Vec<RecordKey> = self
+        // The longest unannounced first: they are the nearest to expiring on their holders.
+        let mut due: Vec<(Instant, RecordKey)> = self
             .provided
             .keys
             .iter()
             .filter(|(_, last)| now.saturating_duration_since(**last) >= interval)
-            .map(|(k, _)| k.clone())
-            .take(room)
+            .map(|(k, last)| (*last, k.clone()))
             .collect();
+        due.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.as_ref().cmp(b.1.as_ref())));
+        self.provided.backlog = due.len() > room;
+        let due: Vec<RecordKey> = due.into_iter().take(room).map(|(_, k)| k).collect();
         for key in due {
             self.provided.keys.insert(key.clone(), now);
             self.provide_here(key.clone(), now);

@@ -279,7 +279,7 @@ impl Queries {
                 out.push(QueryEvent::OneoffDone { peer, acked: true });
                 return;
             }
-            Sent::Put(id) => return self.put_answered(id, peer, true, now, out),
+            Sent::Put(id) => return self.put_answered(id, peer, None, now, out),
             Sent::Verify(id) => {
                 return self.verified(id, peer, Some(response), (now, wall), out);
             }
@@ -322,7 +322,12 @@ impl Queries {
             out.push(QueryEvent::Lied { peer, error });
             return self.drive(id, now, out);
         }
-        q.lookup.on_found(&peer);
+        if matches!(q.purpose, Purpose::Resolve { .. }) {
+            // A holder's closer peers are followed too: nearer holders may have a newer version.
+            q.lookup.on_found_naming(&peer, closer);
+        } else {
+            q.lookup.on_found(&peer);
+        }
         if matches!(q.purpose, Purpose::Resolve { .. }) {
             if !self.gather_record(id, peer, record, now, out) {
                 self.drive(id, now, out);
@@ -373,7 +378,7 @@ impl Queries {
         let peer = done.peer;
         match done.sent {
             Sent::Oneoff => out.push(QueryEvent::OneoffDone { peer, acked: false }),
-            Sent::Put(id) => self.put_answered(id, peer, false, now, out),
+            Sent::Put(id) => self.put_answered(id, peer, Some(timed_out), now, out),
             Sent::Verify(id) => {
                 let wall = SystemTime::UNIX_EPOCH;
                 self.verified(id, peer, None, (now, wall), out)
@@ -421,9 +426,18 @@ impl Queries {
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            let found = self.queries.get(&id).is_some_and(|q| q.found.is_some());
-            if found {
+            let Some(q) = self.queries.get(&id) else {
+                continue;
+            };
+            if q.found.is_some() {
                 self.queries.remove(&id);
+            } else if matches!(
+                q.purpose,
+                Purpose::Providers { .. } | Purpose::FindPeer | Purpose::Resolve { .. }
+            ) {
+                // What was gathered by the deadline is the answer (the best record, the
+                // providers, the addresses heard), not a timeout.
+                self.gathered(id, now, out);
             } else {
                 self.done(id, Outcome::TimedOut, now, out);
             }

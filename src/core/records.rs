@@ -337,10 +337,12 @@ impl Records {
         key: RecordKey,
         provider: PeerId,
         addresses: Vec<Multiaddr>,
+        host: Option<u64>,
         now: Instant,
     ) -> Result<Added, ProviderRefusal> {
         let expires = now + self.provider_ttl;
-        self.providers.add(key, provider, addresses, expires, now)
+        self.providers
+            .add(key, provider, addresses, (expires, host), now)
     }
 
     /// Puts back a provider record read from the data directory, with the expiry it had (never
@@ -358,7 +360,8 @@ impl Records {
             addresses,
             ..
         } = record;
-        self.providers.add(key, provider, addresses, expires, now)
+        self.providers
+            .add(key, provider, addresses, (expires, None), now)
     }
 
     /// The providers of `key` living at `now`, in the order they first announced it.
@@ -433,12 +436,12 @@ mod tests {
         let key = RecordKey::new(&b"provided");
         let addr: Multiaddr = "/ip4/192.0.2.1/tcp/4001".parse().expect("addr");
         assert_eq!(
-            r.add_provider(key.clone(), alice, vec![addr.clone()], now),
+            r.add_provider(key.clone(), alice, vec![addr.clone()], None, now),
             Ok(Added::New)
         );
         let later = now + Duration::from_secs(3600);
         assert_eq!(
-            r.add_provider(key.clone(), bob, Vec::new(), later),
+            r.add_provider(key.clone(), bob, Vec::new(), None, later),
             Ok(Added::New)
         );
         let listed: Vec<PeerId> = r.providers(&key, now).map(|p| p.provider).collect();

@@ -5,35 +5,18 @@
 use std::time::{Duration, SystemTime};
 
 use dht_behaviours::validators::ipns;
-use dht_behaviours::{ProtocolConfig, Timing};
 use libp2p::identity::Keypair;
 use libp2p::kad::{Record, RecordKey};
-use rand::Rng;
 
 use super::*;
-use crate::sim::{NetConfig, SIM_EPOCH, Sim};
+use crate::sim::{SIM_EPOCH, Sim};
 
 const K: usize = 5;
 const NODES: usize = 30;
 const SEED_NAME: u8 = 7;
 
 fn network(seed: u64) -> Sim {
-    let protocol = ProtocolConfig {
-        replication_factor: std::num::NonZeroUsize::new(K).expect("k > 0"),
-        timing: Timing::fast(),
-        ..ProtocolConfig::default()
-    };
-    let config = CoreConfig::new(&protocol, dht_behaviours::store::StoreLimits::default(), 7);
-    let mut sim = Sim::new(config, NetConfig::default(), seed);
-    sim.add_node();
-    for i in 1..NODES {
-        sim.add_node();
-        let via = sim.rng().gen_range(0..i);
-        sim.join(i, via);
-        sim.run_for(Duration::from_millis(50));
-    }
-    sim.run_for(Duration::from_secs(5));
-    sim
+    Sim::settled(test_config(K), NODES, seed)
 }
 
 /// The key of a name, the same in every run.
@@ -217,4 +200,19 @@ fn a_forged_record_is_refused_everywhere() {
         sim.wait(op, timeout),
         Some((Err(OpError::NotFound), _))
     ));
+}
+
+#[test]
+fn a_resolve_cut_off_by_its_deadline_returns_the_best_record_it_has() {
+    let mut sim = network(24);
+    let name = name_key(SEED_NAME);
+    let key = ipns::routing_key(&name.public().to_peer_id());
+    store(&mut sim, 6, &key, record(&name, "/ipfs/held", 1)).expect("stored");
+    // Node 6 is cut off from everyone: every request it sends goes unanswered.
+    sim.set_side(6, 1);
+    assert_eq!(
+        resolve(&mut sim, 6, &key),
+        Some(1),
+        "its own copy, at the deadline"
+    );
 }

@@ -92,11 +92,12 @@ fn closer(table: &RoutingTable, key: &[u8], requester: &PeerId, k: usize) -> Vec
 pub fn serve(
     table: &RoutingTable,
     records: &mut Records,
-    peer: PeerId,
+    from: &From,
     request: KadRequest,
     k: usize,
     now: Instant,
 ) -> Served {
+    let peer = from.peer;
     match request {
         KadRequest::FindNode { key } => Served::Answer(KadResponse {
             closer: closer(table, &key, &peer, k),
@@ -146,7 +147,7 @@ pub fn serve(
             for mut p in providers.into_iter().filter(|p| p.peer == peer) {
                 p.addrs.truncate(MAX_ADDRS_PER_PEER);
                 if records
-                    .add_provider(key.clone(), p.peer, p.addrs, now)
+                    .add_provider(key.clone(), p.peer, p.addrs, from.host.map(host_key), now)
                     .is_ok()
                 {
                     kept += 1;
@@ -194,7 +195,7 @@ impl Core {
         // As go-libp2p-kad-dht answers: a bucket's worth of closer peers, whatever the replication
         // factor, so that a small k does not starve the asker's routing table.
         let k = self.config.bucket_size();
-        let served = serve(&self.routing, &mut self.records, peer, request, k, now);
+        let served = serve(&self.routing, &mut self.records, &from, request, k, now);
         let response = match served {
             Served::Answer(r) => Some(r),
             Served::Kept(admitted, r) => {

@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use dht_behaviours::Timing;
 use dht_behaviours::validation::content_key;
-use dht_behaviours::{ProtocolConfig, Timing};
 use libp2p::PeerId;
 use libp2p::kad::RecordKey;
 use rand::Rng;
@@ -19,12 +19,7 @@ const HONEST: usize = 10;
 const SYBILS: usize = 40;
 
 fn config() -> CoreConfig {
-    let protocol = ProtocolConfig {
-        replication_factor: std::num::NonZeroUsize::new(K).expect("k > 0"),
-        timing: Timing::fast(),
-        ..ProtocolConfig::default()
-    };
-    CoreConfig::new(&protocol, dht_behaviours::store::StoreLimits::default(), 7)
+    test_config(K)
 }
 
 /// `HONEST` nodes, then `SYBILS` hollow ones joining through random honest nodes, settled.

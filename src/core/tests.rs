@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use dht_behaviours::kad_wire::KadRequest;
 use dht_behaviours::store::StoreLimits;
 use dht_behaviours::validation::content_key;
-use dht_behaviours::{ProtocolConfig, Timing};
 use libp2p::PeerId;
 use libp2p::kad::{Record, RecordKey};
 
@@ -16,12 +15,7 @@ use crate::sim::scenario::{Scenario, SimSpec, run};
 use crate::sim::{NetConfig, Sim};
 
 fn config(k: usize) -> CoreConfig {
-    let protocol = ProtocolConfig {
-        replication_factor: std::num::NonZeroUsize::new(k).expect("k > 0"),
-        timing: Timing::fast(),
-        ..ProtocolConfig::default()
-    };
-    CoreConfig::new(&protocol, StoreLimits::default(), 7)
+    test_config(k)
 }
 
 fn spec(nodes: usize, values: usize, scenario: Scenario, seed: u64) -> SimSpec {

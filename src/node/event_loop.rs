@@ -210,6 +210,7 @@ impl EventLoop {
     }
 
     pub(crate) async fn run(mut self) {
+        self.announce_addrs();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stop_reply = loop {

@@ -215,6 +215,20 @@ impl Sim {
         i
     }
 
+    /// A network of `nodes` nodes, each joined through a random earlier one, given 5 s to settle.
+    pub fn settled(config: CoreConfig, nodes: usize, seed: u64) -> Self {
+        let mut sim = Self::new(config, NetConfig::default(), seed);
+        sim.add_node();
+        for i in 1..nodes {
+            sim.add_node();
+            let via = sim.rng.gen_range(0..i);
+            sim.join(i, via);
+            sim.run_for(Duration::from_millis(50));
+        }
+        sim.run_for(Duration::from_secs(5));
+        sim
+    }
+
     /// The peer id of node `i`.
     pub fn peer(&self, i: usize) -> PeerId {
         *self.nodes[i].core.local()
@@ -250,8 +264,7 @@ impl Sim {
     /// Node `i` announces itself as a provider of `key` (simulated nodes have no addresses).
     pub fn provide(&mut self, i: usize, key: Vec<u8>) -> OpId {
         let op = self.op();
-        let addrs = Vec::new();
-        self.input(i, Input::Provide { op, key, addrs });
+        self.input(i, Input::Provide { op, key });
         op
     }
 

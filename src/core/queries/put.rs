@@ -124,18 +124,20 @@ impl Queries {
         }
     }
 
-    /// A target took the put (`acked`) or it failed. A signed record refused is checked like
-    /// one taken: the target may hold a better version, which ends the store's spread.
+    /// A target took the put (`failed`: `None`) or it failed (`Some(timed_out)`). A signed
+    /// record refused (not merely unanswered) is checked like one taken: the target may hold a
+    /// better version, which ends the store's spread.
     pub(super) fn put_answered(
         &mut self,
         id: QueryId,
         peer: PeerId,
-        acked: bool,
+        failed: Option<bool>,
         now: Instant,
         out: &mut Vec<QueryEvent>,
     ) {
         let step = match self.queries.get_mut(&id) {
-            _ if acked => PutStep::Acked(peer),
+            _ if failed.is_none() => PutStep::Acked(peer),
+            _ if failed == Some(true) => PutStep::Missed,
             Some(q) if matches!(q.purpose, Purpose::Store { .. }) && is_namespaced(&q.key) => {
                 match q.put.as_mut() {
                     Some(put) if !put.refused.contains(&peer) => {
@@ -178,6 +180,13 @@ impl Queries {
                         && validate_at(&q.key, &s.value, wall).is_ok()
                         && select(&q.key, &s.value, &record.value) == Ordering::Greater =>
                 {
+                    // This node takes the better version too, rather than serve and republish
+                    // the one the network has moved past.
+                    out.push(QueryEvent::Correct {
+                        record: s,
+                        from: peer,
+                        stale: Vec::new(),
+                    });
                     PutStep::Superseded
                 }
                 // Another value: the key's admission rules let a better one replace ours there

@@ -19,11 +19,9 @@ impl EventLoop {
                     return;
                 };
                 let bytes = key.as_bytes().to_vec();
-                let addrs = self.listen_addrs.clone();
                 self.start_op(Caller::Provide(key, reply), |op| Input::Provide {
                     op,
                     key: bytes,
-                    addrs,
                 });
             }
             Command::Providers { key, count, reply } => {

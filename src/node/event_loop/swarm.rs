@@ -117,6 +117,7 @@ impl EventLoop {
                 info!(addr = %with_peer(&address, self.local), "listening");
                 if !self.listen_addrs.contains(&address) {
                     self.listen_addrs.push(address);
+                    self.announce_addrs();
                     // An interface came up: if the node was cut off, that may be its network
                     // back; rejoin and refresh now rather than at the next round or interval.
                     self.drive(Input::NewAddress);
@@ -124,12 +125,17 @@ impl EventLoop {
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.listen_addrs.retain(|a| *a != address);
+                self.announce_addrs();
             }
             SwarmEvent::ListenerClosed {
                 addresses, reason, ..
             } => {
                 warn!(?addresses, ?reason, "listener closed");
                 self.listen_addrs.retain(|a| !addresses.contains(a));
+                self.announce_addrs();
+            }
+            SwarmEvent::ExternalAddrConfirmed { .. } | SwarmEvent::ExternalAddrExpired { .. } => {
+                self.announce_addrs();
             }
             SwarmEvent::ListenerError { error, .. } => warn!("listener error: {error}"),
             other => trace!(?other, "swarm event"),
@@ -163,6 +169,21 @@ impl EventLoop {
     }
 
     /// Whether `peer` is connected over loopback, so on this host: its loopback addresses are its.
+    /// Tells the core where this node is reached, best first: confirmed external addresses, then
+    /// dialable listen addresses off loopback, then loopback ones (at most
+    /// `MAX_ADDRS_PER_PEER` are announced).
+    pub(super) fn announce_addrs(&mut self) {
+        let mut addrs: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
+        let (outside, local): (Vec<&Multiaddr>, Vec<&Multiaddr>) =
+            self.listen_addrs.iter().partition(|a| !is_loopback(a));
+        for a in outside.into_iter().chain(local) {
+            if !addrs.contains(a) {
+                addrs.push(a.clone());
+            }
+        }
+        self.drive(Input::OwnAddresses { addrs });
+    }
+
     pub(super) fn on_same_host(&self, peer: &PeerId) -> bool {
         self.connections
             .get(peer)

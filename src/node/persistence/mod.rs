@@ -22,6 +22,15 @@
 //! - `writer`: the batched writes behind the event loop ([`Writer`]).
 
 mod rows;
+/// The longest a row read back may still live: an expiry further out is no expiry this node
+/// wrote (rows expire within a TTL), and would overflow the clock on some platforms.
+pub const MAX_ROW_LIFETIME: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+
+/// What is left, capped at [`MAX_ROW_LIFETIME`], of a row expiring at `expires_at` (unix ms).
+fn remaining(expires_at: u64, wall_ms: u64) -> Duration {
+    Duration::from_millis(expires_at.saturating_sub(wall_ms)).min(MAX_ROW_LIFETIME)
+}
+
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -240,7 +249,7 @@ impl RecordDb {
                         } else {
                             record.publisher = row.publisher;
                             record.expires = (row.expires_at != 0)
-                                .then(|| now + Duration::from_millis(row.expires_at - wall_ms));
+                                .then(|| now + remaining(row.expires_at, wall_ms));
                         }
                         loaded.records.push(record);
                     }
@@ -263,9 +272,8 @@ impl RecordDb {
                         dead.push(Change::RemoveProvider { id: id.to_vec() });
                     }
                     Some(((key, provider), row)) => {
-                        let left = Duration::from_millis(row.expires_at - wall_ms);
                         let mut record = ProviderRecord::new(key, provider, row.addrs);
-                        record.expires = Some(now + left);
+                        record.expires = Some(now + remaining(row.expires_at, wall_ms));
                         providers.push(record);
                     }
                 }

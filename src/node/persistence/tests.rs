@@ -143,22 +143,28 @@ fn provider_records_survive_a_reopen_with_their_expiry_and_expired_ones_do_not()
     store.track_changes();
     // A peer's record, this node's own, one about to expire and one removed after it was written.
     store
-        .add(key.clone(), peer, vec![addr.clone()], now + hour, now)
+        .add(
+            key.clone(),
+            peer,
+            vec![addr.clone()],
+            (now + hour, None),
+            now,
+        )
         .expect("add");
     store
-        .add(key.clone(), local, Vec::new(), now + 2 * hour, now)
+        .add(key.clone(), local, Vec::new(), (now + 2 * hour, None), now)
         .expect("add");
     store
         .add(
             key.clone(),
             gone,
             Vec::new(),
-            now + Duration::from_secs(3),
+            (now + Duration::from_secs(3), None),
             now,
         )
         .expect("add");
     store
-        .add(removed.clone(), peer, Vec::new(), now + hour, now)
+        .add(removed.clone(), peer, Vec::new(), (now + hour, None), now)
         .expect("add");
     {
         let db = RecordDb::open(&dir).expect("open");
@@ -206,7 +212,7 @@ fn provider_records_survive_a_reopen_with_their_expiry_and_expired_ones_do_not()
     restore_providers(Some(&db), records);
     assert_eq!(records.provider_count(), 2);
     records
-        .add_provider(removed, peer, Vec::new(), later)
+        .add_provider(removed, peer, Vec::new(), None, later)
         .expect("add");
     assert_eq!(records.providers_mut().pending_changes(), 1);
     drop(db);
