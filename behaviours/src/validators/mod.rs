@@ -33,15 +33,20 @@ pub const MAX_PUBLIC_KEY_SIZE: usize = 2 * 1024;
 pub const KEY_TYPE_RSA: u64 = 0;
 /// Ed25519, the default key type of IPNS names and peer ids.
 pub const KEY_TYPE_ED25519: u64 = 1;
-/// Secp256k1 (optional in the IPNS specification; not accepted here).
+/// Secp256k1 (optional in the IPNS specification).
 pub const KEY_TYPE_SECP256K1: u64 = 2;
-/// ECDSA P-256 (optional in the IPNS specification; not accepted here).
+/// ECDSA P-256 (optional in the IPNS specification).
 pub const KEY_TYPE_ECDSA: u64 = 3;
 
-/// The key types this node verifies: the two the IPNS specification asks for (Ed25519 must, RSA
-/// should). Secp256k1 and ECDSA are "private use" there and would pull in two more elliptic-curve
-/// stacks.
-pub const SUPPORTED_KEY_TYPES: [u64; 2] = [KEY_TYPE_RSA, KEY_TYPE_ED25519];
+/// The key types this node verifies: every one libp2p identities have (the IPNS specification
+/// asks for Ed25519 and RSA; Secp256k1 and ECDSA are optional there, and go-libp2p signs with all
+/// four).
+pub const SUPPORTED_KEY_TYPES: [u64; 4] = [
+    KEY_TYPE_RSA,
+    KEY_TYPE_ED25519,
+    KEY_TYPE_SECP256K1,
+    KEY_TYPE_ECDSA,
+];
 
 /// Multihash code of the identity "hash": the digest is the input itself (inlined small keys).
 pub const MULTIHASH_IDENTITY: u64 = 0x00;
@@ -297,17 +302,25 @@ mod tests {
 
     #[test]
     fn public_keys_of_unsupported_or_unknown_types_are_named() {
-        // A secp256k1 key: Type 2, a 33-byte compressed point.
+        // Every libp2p key type decodes; a point that is not on its curve does not.
+        for key in [
+            Keypair::generate_secp256k1(),
+            Keypair::generate_ecdsa(),
+            Keypair::generate_ed25519(),
+        ] {
+            let bytes = key.public().encode_protobuf();
+            assert_eq!(decode_public_key(&bytes), Ok(key.public()));
+        }
         let mut secp = vec![0x08, 0x02, 0x12, 33, 0x02];
-        secp.extend_from_slice(&[7; 32]);
+        secp.extend_from_slice(&[0xff; 32]);
         assert_eq!(
             decode_public_key(&secp),
-            Err(ValidatorError::UnsupportedKeyType(KEY_TYPE_SECP256K1))
+            Err(ValidatorError::InvalidPublicKey)
         );
         let ecdsa = [0x08, 0x03, 0x12, 0x01, 0x00];
         assert_eq!(
             decode_public_key(&ecdsa),
-            Err(ValidatorError::UnsupportedKeyType(KEY_TYPE_ECDSA))
+            Err(ValidatorError::InvalidPublicKey)
         );
         assert_eq!(
             decode_public_key(&[0x08, 0x09, 0x12, 0x00]),

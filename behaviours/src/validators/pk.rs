@@ -116,11 +116,20 @@ mod tests {
     #[test]
     fn unsupported_key_types_and_oversized_values_are_refused() {
         let key = Keypair::generate_ed25519();
-        let secp = [0x08, 0x02, 0x12, 0x01, 0x02];
+        let unknown = [0x08, 0x07, 0x12, 0x01, 0x02];
         assert_eq!(
-            validate(&name_of(&key), &secp),
-            Err(ValidatorError::UnsupportedKeyType(2))
+            validate(&name_of(&key), &unknown),
+            Err(ValidatorError::UnsupportedKeyType(7))
         );
+        // Secp256k1 and ECDSA keys are kept under their own names, as Ed25519 and RSA ones.
+        for other in [Keypair::generate_secp256k1(), Keypair::generate_ecdsa()] {
+            let value = other.public().encode_protobuf();
+            assert!(validate(&name_of(&other), &value).is_ok());
+            assert_eq!(
+                validate(&name_of(&key), &value),
+                Err(ValidatorError::PublicKeyMismatch)
+            );
+        }
         let big = vec![0u8; MAX_PUBLIC_KEY_SIZE + 1];
         assert_eq!(
             validate(&name_of(&key), &big),

@@ -22,13 +22,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use libp2p::identity::{KeyType, Keypair, SigningError};
+use libp2p::identity::{Keypair, SigningError};
 use time::OffsetDateTime;
 
 use super::super::proto::{write_bytes_field, write_uint_field};
-use super::super::{
-    KEY_TYPE_ECDSA, KEY_TYPE_SECP256K1, MAX_PUBLIC_KEY_SIZE, MULTIHASH_IDENTITY, cbor,
-};
+use super::super::{MAX_PUBLIC_KEY_SIZE, MULTIHASH_IDENTITY, cbor};
 use super::{
     Data, Entry, FIELD_SEQUENCE, FIELD_TTL, FIELD_VALIDITY, FIELD_VALIDITY_TYPE, FIELD_VALUE,
     MAX_RECORD_SIZE, SIGNATURE_V2_PREFIX, VALIDITY_TYPE_EOL, number, routing_key,
@@ -67,9 +65,6 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(5 * 60);
 /// Why a record could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// A key of a type the validators do not verify (only Ed25519 and RSA are).
-    #[error("keys of type {0} are not supported")]
-    UnsupportedKeyType(u64),
     /// The key's protobuf public key is larger than validators accept.
     #[error("the public key is {size} bytes where at most {max} are accepted")]
     PublicKeyTooLarge {
@@ -140,11 +135,6 @@ pub fn build_record(
     eol: SystemTime,
     ttl: Duration,
 ) -> Result<Vec<u8>, BuildError> {
-    match key.key_type() {
-        KeyType::Ed25519 | KeyType::RSA => {}
-        KeyType::Secp256k1 => return Err(BuildError::UnsupportedKeyType(KEY_TYPE_SECP256K1)),
-        KeyType::Ecdsa => return Err(BuildError::UnsupportedKeyType(KEY_TYPE_ECDSA)),
-    }
     if value.len() > MAX_VALUE_SIZE {
         return Err(BuildError::ValueTooLarge {
             size: value.len(),

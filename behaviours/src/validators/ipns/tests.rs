@@ -246,10 +246,10 @@ fn a_garbage_or_unsupported_pub_key_is_refused() {
         check(&key, &entry, now),
         Err(ValidatorError::InvalidPublicKey)
     );
-    entry.pub_key = Some(vec![0x08, 0x02, 0x12, 0x01, 0x02]);
+    entry.pub_key = Some(vec![0x08, 0x07, 0x12, 0x01, 0x02]);
     assert_eq!(
         check(&key, &entry, now),
-        Err(ValidatorError::UnsupportedKeyType(2))
+        Err(ValidatorError::UnsupportedKeyType(7))
     );
 }
 

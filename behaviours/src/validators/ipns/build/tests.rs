@@ -104,6 +104,28 @@ fn an_rsa_record_embeds_its_key_and_validates() {
 }
 
 #[test]
+fn secp256k1_and_ecdsa_records_validate_under_their_names_only() {
+    let now = SystemTime::now();
+    let (secp, ecdsa) = (Keypair::generate_secp256k1(), Keypair::generate_ecdsa());
+    for (key, other) in [(&secp, &ecdsa), (&ecdsa, &secp)] {
+        let record = build(key, now, 5);
+        let valid = validate(&name_of(key), &record, now).expect("valid");
+        assert_eq!((valid.value.as_slice(), valid.sequence), (VALUE, 5));
+        assert!(validate(&name_of(other), &record, now).is_err());
+    }
+    // A secp256k1 name inlines its key (an identity multihash); an ECDSA one is too long to, and
+    // the record carries it.
+    let inlined = |key: &Keypair| {
+        Entry::parse(&build(key, now, 1))
+            .expect("parses")
+            .pub_key
+            .is_none()
+    };
+    assert!(inlined(&secp));
+    assert!(!inlined(&ecdsa));
+}
+
+#[test]
 fn routing_key_for_is_the_key_records_are_validated_under() {
     let now = SystemTime::now();
     for key in [Keypair::generate_ed25519(), rsa_keypair(0)] {
