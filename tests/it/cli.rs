@@ -182,6 +182,53 @@ async fn local_network_console_and_one_shots() {
     assert!(out.is_empty());
     assert_eq!(err.trim_end(), format!("error: not found: {absent}"));
 
+    // The routing one-shots (#16): a name published twice with one key file, its sequence
+    // rising, resolved through another node; providers and peers, found and not.
+    let dir = std::env::temp_dir().join(format!("dht-cli-ipns-{}", std::process::id()));
+    let key_file = dir.join("name.key");
+    let key_file = key_file.to_str().expect("utf8 path");
+    let mut name = String::new();
+    for (i, path) in ["/ipfs/first", "/ipfs/second"].iter().enumerate() {
+        let (code, out, err) = run(
+            &["ipns", "publish", path, "--key-file", key_file, "-c", &addr],
+            b"",
+        )
+        .await;
+        assert_eq!(code, 0, "{err}");
+        let out = String::from_utf8_lossy(&out).into_owned();
+        let words: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(words.get(1), Some(&i.to_string().as_str()), "{out}");
+        if i > 0 {
+            assert_eq!(words[0], name, "one key file, one name");
+        }
+        name = words[0].to_owned();
+    }
+    let (code, out, err) = run(&["ipns", "resolve", &name, "-c", &addr], b"").await;
+    assert_eq!(
+        (code, String::from_utf8_lossy(&out).as_ref()),
+        (0, "/ipfs/second\n"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["ipns", "publish", "/ipfs/x", "-c", &addr], b"").await;
+    assert_eq!(code, 1);
+    assert!(err.contains("--key-file"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let cid = "QmY7Yh4UquoXHLPFo2XbhXkhBvFoPwmQUSa92pxnxjQuPU";
+    let (code, _, err) = run(&["findprovs", cid, "-c", &addr], b"").await;
+    assert_eq!(code, 1);
+    assert_eq!(
+        err.trim_end(),
+        format!("error: no providers found for {cid}")
+    );
+    let node0 = addr.rsplit('/').next().expect("peer id");
+    let (code, out, err) = run(&["findpeer", node0, "-c", &addr], b"").await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        String::from_utf8_lossy(&out).lines().any(|l| l == listen),
+        "node 0 at {listen}: {}",
+        String::from_utf8_lossy(&out)
+    );
+
     // Health: the node answers; a closed port does not.
     let (code, out, _) = run(&["health", &addr], b"").await;
     assert_eq!(code, 0, "{}", String::from_utf8_lossy(&out));

@@ -72,9 +72,14 @@ pub async fn ipns(cli: &Cli, command: &IpnsCommand) -> Result<ExitCode> {
             lifetime,
             ttl,
         } => {
+            // The name is the key's: a one-shot node's own key dies with it.
+            let Some(key_file) = &cli.key_file else {
+                bail!("ipns publish needs --key-file PATH: the name's key (created when missing)");
+            };
+            let key = dht::identity::load_or_create(key_file)?;
             let node = short_lived(cli).await?;
             let options = PublishOptions {
-                key: None,
+                key: Some(key),
                 lifetime: *lifetime,
                 ttl: *ttl,
             };
