@@ -15,7 +15,7 @@ use crate::config::{
 };
 use crate::info::{self, InfoBehaviour};
 use crate::ip_limits::IpLimits;
-use crate::kad_codec::{self, Kad};
+use crate::kad::{self, Kad, StreamLimits};
 use crate::mirror::{self, MirrorBehaviour};
 
 /// Everything a `dht` node speaks.
@@ -56,11 +56,10 @@ impl DhtBehaviour {
             blocked: allow_block_list::Behaviour::default(),
             limits: connection_limits::Behaviour::new(limits),
             ip_limits: IpLimits::new(config.ip_limit),
-            kad: kad_codec::new_behaviour(
+            kad: kad::new_behaviour(
                 config.kad_protocol.clone(),
-                t.peer_timeout(),
                 !config.client_mode,
-                config.max_packet_size(),
+                StreamLimits::new(config.max_packet_size(), t.peer_timeout(), t.idle_timeout),
             ),
             command: command::new_behaviour(t.command_timeout),
             broadcast: broadcast::new_behaviour(t.broadcast_timeout),

@@ -1,8 +1,8 @@
 //! The libp2p Kademlia wire messages (`/ipfs/kad/1.0.0`, libp2p's `dht.proto`) in both directions:
 //! the requests our lookups send and the answers they read, and the requests peers send us and
 //! the answers the core gives. Written and read here by hand: the fields a node needs, each bounded
-//! where a peer controls it; unknown fields are skipped, as protobuf requires. Framing and the
-//! request-response codec are in [`crate::kad_codec`].
+//! where a peer controls it; unknown fields are skipped, as protobuf requires. Framing and streams
+//! are [`crate::kad`]'s.
 
 use std::io;
 use std::time::{Duration, Instant};

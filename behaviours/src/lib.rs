@@ -3,8 +3,9 @@
 //!
 //! - [`behaviour`]: the composed behaviour (kad, custom commands, broadcast, identify, ping, limits);
 //! - [`config`]: limits as named constants, the timing profile and its checks;
-//! - [`kad_wire`], [`kad_codec`]: the Kademlia wire messages both ways and their codec (the node's
-//!   core answers peers' requests and sends its own; libp2p-kad is not used);
+//! - [`kad_wire`], [`kad`]: the Kademlia wire messages both ways, and the protocol on streams
+//!   that carry many requests (the node's core answers peers' requests and sends its own;
+//!   libp2p-kad is not used);
 //! - [`store`], [`validation`]: the bounded record store and record checks; [`providers`]: the
 //!   bounded provider-record store;
 //! - [`lookup`]: one iterative lookup, as a pure state machine; [`diversity`]: address groups;
@@ -20,7 +21,7 @@ pub mod diversity;
 pub mod frame;
 pub mod info;
 pub mod ip_limits;
-pub mod kad_codec;
+pub mod kad;
 pub mod kad_wire;
 pub mod lookup;
 pub mod mirror;

@@ -4,10 +4,11 @@
 
 use dht_behaviours::broadcast::{Ack, BroadcastCodec, BroadcastMessage, MAX_BROADCAST_FRAME};
 use dht_behaviours::command::{CommandCodec, CommandReply};
+use dht_behaviours::config::KAD_MAX_PACKET_SIZE;
 use dht_behaviours::config::{BROADCAST_PROTOCOL, COMMAND_PROTOCOL, MAX_COMMAND_REQUEST};
 use dht_behaviours::frame::read_frame;
 use dht_behaviours::info::{INFO_PROTOCOL, InfoCodec};
-use dht_behaviours::kad_codec::KadCodec;
+use dht_behaviours::kad::framing::{read_frame as read_kad_frame, read_message, write_message};
 use dht_behaviours::kad_wire::{KadRequest, KadResponse, WirePeer};
 use dht_behaviours::mirror::{MIRROR_PROTOCOL, MirrorCodec, MirrorRecord};
 use dht_behaviours::validation::validate_record;
@@ -15,7 +16,7 @@ use futures::executor::block_on;
 use futures::io::Cursor;
 use libp2p::kad::{Record, RecordKey};
 use libp2p::request_response::Codec;
-use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use libp2p::{Multiaddr, PeerId};
 use proptest::prelude::*;
 
 /// A frame as our sub-protocols send it, with `body` inside.
@@ -111,9 +112,10 @@ proptest! {
         byte in any::<u8>(),
     ) {
         let now = std::time::Instant::now();
-        let kad = StreamProtocol::new("/ipfs/kad/1.0.0");
         let _ = KadResponse::decode(&bytes, now);
-        let _ = block_on(KadCodec::default().read_response(&kad, &mut Cursor::new(bytes)));
+        if let Ok(Some(frame)) = block_on(read_kad_frame(&mut Cursor::new(bytes), KAD_MAX_PACKET_SIZE)) {
+            let _ = KadResponse::decode(&frame, now);
+        }
         let mut record = Record::new(RecordKey::new(&key), value);
         record.expires = (ttl > 0).then(|| now + std::time::Duration::from_secs(ttl));
         let addr: Multiaddr = "/ip4/10.1.2.3/tcp/4001".parse().expect("addr");
@@ -143,18 +145,21 @@ proptest! {
         byte in any::<u8>(),
     ) {
         let now = std::time::Instant::now();
-        let kad = StreamProtocol::new("/ipfs/kad/1.0.0");
         let _ = KadRequest::decode(&bytes, now);
-        let _ = block_on(KadCodec::default().read_request(&kad, &mut Cursor::new(bytes)));
-        let request = Ok(KadRequest::PutValue { record: Record::new(RecordKey::new(&key), value) });
+        if let Ok(Some(frame)) = block_on(read_kad_frame(&mut Cursor::new(bytes), KAD_MAX_PACKET_SIZE)) {
+            let _ = KadRequest::decode(&frame, now);
+        }
+        let request = KadRequest::PutValue { record: Record::new(RecordKey::new(&key), value) };
         let mut buf = Vec::new();
-        block_on(KadCodec::default().write_request(&kad, &mut Cursor::new(&mut buf), request.clone())).expect("write");
-        let back = block_on(KadCodec::default().read_request(&kad, &mut Cursor::new(buf.clone()))).expect("read");
-        prop_assert_eq!(back, request);
+        block_on(write_message(&mut Cursor::new(&mut buf), &request.encode(now), KAD_MAX_PACKET_SIZE)).expect("write");
+        let frame = block_on(read_message(&mut Cursor::new(buf.clone()), KAD_MAX_PACKET_SIZE)).expect("read");
+        prop_assert_eq!(KadRequest::decode(&frame, now).expect("decodes"), request);
         // One byte changed anywhere: decoded or refused, never a panic.
         let i = flip.index(buf.len());
         buf[i] = byte;
-        let _ = block_on(KadCodec::default().read_request(&kad, &mut Cursor::new(buf)));
+        if let Ok(frame) = block_on(read_message(&mut Cursor::new(buf), KAD_MAX_PACKET_SIZE)) {
+            let _ = KadRequest::decode(&frame, now);
+        }
     }
 
     #[test]

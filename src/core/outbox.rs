@@ -17,6 +17,8 @@ pub type QueryId = u64;
 /// Our kad requests in flight to one peer; more wait their turn. libp2p-kad serves at most 32
 /// streams per connection and drops new ones beyond that.
 pub const MAX_KAD_REQUESTS_PER_PEER: usize = 32;
+// Each request in flight to a peer can have a stream of its own.
+const _: () = assert!(MAX_KAD_REQUESTS_PER_PEER <= dht_behaviours::kad::MAX_OUTBOUND_KAD_STREAMS);
 /// Requests waiting for a slot to one peer; beyond this the newest is dropped as failed.
 pub const MAX_WAITING_PER_PEER: usize = 1024;
 

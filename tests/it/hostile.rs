@@ -3,13 +3,13 @@
 use std::time::Duration;
 
 use dht::{Dht, Key, Multiaddr, PeerId, ProtocolConfig, Timing};
+use dht_behaviours::kad;
 use dht_behaviours::kad_wire::{KadRequest, KadResponse, WirePeer};
 use dht_behaviours::{DhtBehaviour, DhtBehaviourEvent};
 use futures::StreamExt;
 use libp2p::identify;
 use libp2p::identity::Keypair;
 use libp2p::kad::{KBucketKey, Record, RecordKey};
-use libp2p::request_response::{Event as RrEvent, Message};
 use libp2p::swarm::SwarmEvent;
 
 use crate::common::{addr_of, eventually, listen_locally, network, options, stop_all, tcp_swarm};
@@ -53,13 +53,9 @@ async fn liar(
                             addrs: info.listen_addrs,
                         });
                     }
-                    SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(RrEvent::Message {
-                        message:
-                            Message::Request {
-                                request: Ok(request),
-                                channel,
-                                ..
-                            },
+                    SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(kad::Event::Request {
+                        request,
+                        responder,
                         ..
                     })) => {
                         let mut answer = KadResponse::to(request.kind());
@@ -67,7 +63,7 @@ async fn liar(
                         if let KadRequest::GetValue { .. } = request {
                             answer.record = Some(record.clone());
                         }
-                        let _ = swarm.behaviour_mut().kad.send_response(channel, answer);
+                        swarm.behaviour_mut().kad.answer(responder, Some(answer));
                     }
                     _ => {}
                 }
@@ -244,10 +240,9 @@ async fn one_peer_storing_ten_thousand_records_hits_its_quota_and_others_are_ser
     let target_id = target.peer_id();
     let target_addr = addr_of(target).await;
     const FLOOD: usize = 10_000;
-    // Half the kad streams a connection may carry in flight (the other half is left to the
-    // target's own requests), one new request each 0.7 ms (1,430 a second): below the peer's rate
+    // One request on each kad stream a connection may carry, one new request each 0.7 ms (1,430 a second): below the peer's rate
     // (`SERVE_RATE_PER_PEER`, the core's own test), so that the quota is what stops it.
-    const IN_FLIGHT: usize = dht_behaviours::kad_codec::MAX_KAD_STREAMS / 2;
+    const IN_FLIGHT: usize = kad::MAX_OUTBOUND_KAD_STREAMS;
     const _: () = assert!(1_430 < dht::core::server::SERVE_RATE_PER_PEER);
     let flood = async {
         let mut requests = std::collections::HashSet::new();
@@ -262,23 +257,21 @@ async fn one_peer_storing_ten_thousand_records_hits_its_quota_and_others_are_ser
                         RecordKey::new(&format!("/flood/{next}").into_bytes()),
                         vec![b'x'; 64],
                     );
-                    requests.insert(flooder.behaviour_mut().kad.send_request_with_addresses(
+                    requests.insert(flooder.behaviour_mut().kad.send_request(
                         &target_id,
-                        Ok(KadRequest::PutValue { record }),
+                        KadRequest::PutValue { record },
                         vec![target_addr.clone()],
                     ));
                     next += 1;
                 }
                 event = flooder.select_next_some() => match event {
-                    SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(RrEvent::Message {
-                        message: Message::Response { request_id, .. },
-                        ..
+                    SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(kad::Event::Response {
+                        id, ..
                     }))
-                    | SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(RrEvent::OutboundFailure {
-                        request_id,
-                        ..
+                    | SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(kad::Event::Failure {
+                        id, ..
                     })) => {
-                        requests.remove(&request_id);
+                        requests.remove(&id);
                     }
                     _ => {}
                 },

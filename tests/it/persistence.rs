@@ -321,9 +321,10 @@ async fn kad_request(
         let mut bytes = unsigned_varint::encode::usize(message.len(), &mut framed).to_vec();
         bytes.extend_from_slice(&message);
         s.write_all(&bytes).await.expect("write");
-        s.flush().await.expect("flush");
+        // Our side ends after this one request: the node answers it (or not), reads on, finds
+        // the end and closes its side in turn, so the end of the stream means it was handled.
+        s.close().await.expect("close");
         let mut answer = Vec::new();
-        // The node closes (or resets) the stream after its answer, or at once without one.
         let _ = s.read_to_end(&mut answer).await;
         if !expected {
             return None;

@@ -8,20 +8,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use dht::{Multiaddr, PeerId, ProtocolConfig};
-use dht_behaviours::kad_codec::MAX_KAD_STREAMS;
+use dht_behaviours::kad::{self, MAX_OUTBOUND_KAD_STREAMS};
 use dht_behaviours::kad_wire::KadRequest;
 use dht_behaviours::{DhtBehaviour, DhtBehaviourEvent};
 use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::kad::{Record, RecordKey};
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{Event, Message};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{SwarmBuilder, noise, tcp, yamux};
 use serde::Serialize;
 
-/// Requests in flight: half the kad streams a connection carries (the rest is the target's own).
-const IN_FLIGHT: usize = MAX_KAD_STREAMS / 2;
+/// Requests in flight: one on each kad stream a connection may carry.
+const IN_FLIGHT: usize = MAX_OUTBOUND_KAD_STREAMS;
 
 /// The requests a flood sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -116,9 +115,9 @@ pub async fn run(
     let run_id: u64 = rand::random();
     while started.elapsed() < duration || !in_flight.is_empty() {
         while started.elapsed() < duration && in_flight.len() < IN_FLIGHT {
-            let id = swarm.behaviour_mut().kad.send_request_with_addresses(
+            let id = swarm.behaviour_mut().kad.send_request(
                 &target,
-                Ok(request(kind, run_id, report.sent, size)),
+                request(kind, run_id, report.sent, size),
                 vec![addr.clone()],
             );
             in_flight.insert(id);
@@ -130,18 +129,14 @@ pub async fn run(
         // Each request ends once: answered (a PUT_VALUE only with its record echoed: kept), or
         // anything else.
         let (request_id, answered) = match event {
-            SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(Event::Message {
-                message:
-                    Message::Response {
-                        request_id,
-                        response,
-                    },
+            SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(kad::Event::Response {
+                id,
+                response,
                 ..
-            })) => (request_id, !put || response.record.is_some()),
-            SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(Event::OutboundFailure {
-                request_id,
-                ..
-            })) => (request_id, false),
+            })) => (id, !put || response.record.is_some()),
+            SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(kad::Event::Failure { id, .. })) => {
+                (id, false)
+            }
             _ => continue,
         };
         if !in_flight.remove(&request_id) {

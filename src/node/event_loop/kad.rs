@@ -8,14 +8,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use dht_behaviours::behaviour::vetted_addrs;
-use dht_behaviours::kad_codec::Request;
-use dht_behaviours::kad_wire::{KadRequest, KadResponse, MessageKind, WirePeer};
+use dht_behaviours::kad::{self, Failure, OutboundId, Responder};
+use dht_behaviours::kad_wire::{KadRequest, MessageKind, WirePeer};
 use libp2p::PeerId;
-use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use tracing::{debug, info, trace, warn};
 
-use super::{EventLoop, is_malformed};
+use super::EventLoop;
 use crate::command::Reply;
 use crate::core::reputation::{BLOCK_DURATION, Offence};
 use crate::core::{Action, InboundId, Input, OpError, OpId, OpOk, Refusal, Report, RequestId};
@@ -55,9 +54,9 @@ pub(crate) enum Caller {
 #[derive(Default)]
 pub(crate) struct InFlight {
     /// Our requests: the swarm's ids to the core's.
-    requests: HashMap<OutboundRequestId, RequestId>,
+    requests: HashMap<OutboundId, RequestId>,
     /// Peers' requests waiting for the core's answer.
-    inbound: HashMap<InboundId, ResponseChannel<KadResponse>>,
+    inbound: HashMap<InboundId, Responder>,
     next_inbound: InboundId,
     /// Operations of the handles.
     callers: HashMap<OpId, Caller>,
@@ -76,32 +75,19 @@ impl EventLoop {
     fn act(&mut self, action: Action) {
         match action {
             Action::Send(o) => {
-                let rid = self.swarm.behaviour_mut().kad.send_request_with_addresses(
-                    &o.peer,
-                    Ok(o.request),
-                    o.addrs,
-                );
+                let rid = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .send_request(&o.peer, o.request, o.addrs);
                 self.in_flight.requests.insert(rid, o.id);
             }
             Action::Answer { id, response } => {
-                let Some(channel) = self.in_flight.inbound.remove(&id) else {
+                let Some(responder) = self.in_flight.inbound.remove(&id) else {
                     return;
                 };
-                match response {
-                    Some(r) => {
-                        if self
-                            .swarm
-                            .behaviour_mut()
-                            .kad
-                            .send_response(channel, r)
-                            .is_err()
-                        {
-                            debug!("kad answer not sent: the requester is gone");
-                        }
-                    }
-                    // Dropping the channel closes the stream: nothing is acknowledged.
-                    None => drop(channel),
-                }
+                // None ends the stream unanswered: nothing is acknowledged.
+                self.swarm.behaviour_mut().kad.answer(responder, response);
             }
             Action::Reply { op, result, report } => self.op_done(op, result, report),
             Action::SendCommand {
@@ -417,29 +403,17 @@ impl EventLoop {
     }
 
     /// A kad-protocol event: a peer's request, or the answer or failure of one of ours.
-    pub(super) fn on_kad(&mut self, event: request_response::Event<Request, KadResponse>) {
+    pub(super) fn on_kad(&mut self, event: kad::Event) {
         match event {
-            request_response::Event::Message {
-                peer,
-                message:
-                    request_response::Message::Request {
-                        request: Err(malformed),
-                        ..
-                    },
-                ..
-            } => {
-                debug!(%peer, "{malformed}");
+            kad::Event::Malformed { peer, error } => {
+                debug!(%peer, "malformed kad request: {error}");
                 self.offend(peer, Offence::MalformedMessage);
             }
-            request_response::Event::Message {
+            kad::Event::Request {
                 peer,
-                connection_id,
-                message:
-                    request_response::Message::Request {
-                        request: Ok(mut request),
-                        channel,
-                        ..
-                    },
+                connection,
+                responder,
+                mut request,
             } => {
                 if let KadRequest::AddProvider { providers, .. } = &mut request {
                     *providers = self.admissible_providers(&peer, std::mem::take(providers));
@@ -451,28 +425,26 @@ impl EventLoop {
                 }
                 let id = self.in_flight.next_inbound;
                 self.in_flight.next_inbound += 1;
-                self.in_flight.inbound.insert(id, channel);
+                self.in_flight.inbound.insert(id, responder);
                 self.drive(Input::Request {
                     peer,
                     id,
                     request,
                     // Peers enter the routing table from identify, which tells whether they serve.
                     serving: false,
-                    host: self.host_of(&peer, connection_id),
+                    host: self.host_of(&peer, connection),
                 });
-                // The core answers at once (an ADD_PROVIDER takes no answer).
-                if self.in_flight.inbound.remove(&id).is_some() {
+                // The core answers at once; a request it left unanswered ends its stream (an
+                // ADD_PROVIDER's stream reads on: it takes no answer).
+                if let Some(responder) = self.in_flight.inbound.remove(&id) {
                     trace!(%peer, "kad request left unanswered");
+                    self.swarm.behaviour_mut().kad.answer(responder, None);
                 }
             }
-            request_response::Event::Message {
+            kad::Event::Response {
                 peer,
-                message:
-                    request_response::Message::Response {
-                        request_id,
-                        mut response,
-                    },
-                ..
+                id: request_id,
+                mut response,
             } => {
                 let Some(id) = self.in_flight.requests.remove(&request_id) else {
                     return;
@@ -483,38 +455,34 @@ impl EventLoop {
                 response.closer = self.admissible(&peer, std::mem::take(&mut response.closer));
                 let before = self.core.ignored();
                 let dropped = response.dropped + (offered - response.closer.len());
-                self.drive(Input::Response { id, response });
+                self.drive(Input::Response {
+                    id,
+                    response: *response,
+                });
                 let ignored = dropped + (self.core.ignored() - before);
                 self.counters.answer_peers_ignored += ignored as u64;
             }
-            request_response::Event::OutboundFailure {
+            kad::Event::Failure {
                 peer,
-                request_id,
+                id: request_id,
                 error,
-                ..
             } => {
                 let Some(id) = self.in_flight.requests.remove(&request_id) else {
                     return;
                 };
                 trace!(%peer, "kad request failed: {error}");
-                if is_malformed_answer(&error) {
+                if error.is_malformed() {
                     self.offend(peer, Offence::MalformedMessage);
                 }
-                let timed_out = matches!(error, OutboundFailure::Timeout);
+                let timed_out = matches!(error, Failure::Timeout);
                 self.drive(Input::Failure { id, timed_out });
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                debug!(%peer, "inbound kad request failed: {error}");
-                if is_malformed(&error) {
+            kad::Event::InboundFailure { peer, error } => {
+                debug!(%peer, "inbound kad stream failed: {error}");
+                if error.kind() == std::io::ErrorKind::InvalidData {
                     self.offend(peer, Offence::MalformedMessage);
                 }
             }
-            request_response::Event::ResponseSent { .. } => {}
         }
     }
-}
-
-/// Whether an outbound failure means the peer answered bytes we could not decode.
-fn is_malformed_answer(error: &OutboundFailure) -> bool {
-    matches!(error, OutboundFailure::Io(e) if e.kind() == std::io::ErrorKind::InvalidData)
 }

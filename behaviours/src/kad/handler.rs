@@ -1,0 +1,592 @@
+//! One connection's kad streams. Inbound, a stream serves request after request, in order, until
+//! the peer ends it, it idles, or it reaches its request limit; a request without an answer
+//! (ADD_PROVIDER) is taken and the stream read on. Outbound, requests share a small pool of
+//! streams: one request at a time on each, the next request on a stream that has just answered
+//! (so a store's check of a copy follows its PUT on the same stream), a new stream only when
+//! every open one is busy. Requests are not pipelined: a server that closes after one answer
+//! (rust-libp2p's kad and older builds of ours answer once) would drop the ones behind it
+//! unseen, and one slow answer would hold up the rest; go-libp2p-kad-dht does the same.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures::future::{BoxFuture, Ready, ready};
+use futures::stream::FuturesUnordered;
+use futures::{AsyncRead, AsyncWriteExt, FutureExt, StreamExt};
+use libp2p::core::upgrade::{InboundUpgrade, OutboundUpgrade, UpgradeInfo};
+use libp2p::swarm::handler::{
+    ConnectionEvent, ConnectionHandler, ConnectionHandlerEvent, DialUpgradeError,
+    FullyNegotiatedInbound, FullyNegotiatedOutbound, StreamUpgradeError, SubstreamProtocol,
+};
+use libp2p::{Stream, StreamProtocol};
+
+use super::framing::{read_frame, write_message};
+use super::{Failure, OutboundId, StreamLimits};
+use crate::kad_wire::{KadRequest, KadResponse, MessageKind};
+
+/// A request of ours on its way to a stream.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// Its number, unique in the behaviour.
+    pub id: OutboundId,
+    /// The request.
+    pub request: KadRequest,
+    /// When it fails unanswered.
+    pub deadline: Instant,
+    /// Sent once already on a reused stream that the peer had closed: this try takes a new one.
+    pub retried: bool,
+}
+
+impl Outgoing {
+    /// ADD_PROVIDER has no answer, so a stream the peer closed would swallow it unnoticed: it
+    /// always goes on a stream of its own (which then joins the pool).
+    fn needs_fresh_stream(&self) -> bool {
+        self.retried || matches!(self.request, KadRequest::AddProvider { .. })
+    }
+}
+
+/// What the behaviour tells a connection's handler.
+#[derive(Debug)]
+pub enum HandlerIn {
+    /// Send this request.
+    Send(Outgoing),
+    /// The answer to the request read on inbound stream `stream`; `None` refuses it, ending the
+    /// stream unanswered.
+    Answer {
+        /// The stream's number in this handler.
+        stream: u64,
+        /// The answer.
+        response: Option<Box<KadResponse>>,
+    },
+}
+
+/// What a connection's handler tells the behaviour.
+#[derive(Debug)]
+pub enum HandlerOut {
+    /// A peer's request, read on inbound stream `stream`.
+    Request {
+        /// The stream's number in this handler.
+        stream: u64,
+        /// The request.
+        request: KadRequest,
+    },
+    /// A peer's request that could not be decoded; its stream is closed.
+    Malformed(String),
+    /// An inbound stream failed (cut, or over the size limit).
+    InboundFailed(io::Error),
+    /// The answer to one of our requests.
+    Response {
+        /// The request's number.
+        id: OutboundId,
+        /// The answer.
+        response: Box<KadResponse>,
+    },
+    /// One of our requests failed.
+    Failed {
+        /// The request's number.
+        id: OutboundId,
+        /// Why.
+        error: Failure,
+    },
+}
+
+/// The kad protocol on a stream, inbound only when serving.
+#[derive(Debug, Clone)]
+pub struct Upgrade(Option<StreamProtocol>);
+
+impl UpgradeInfo for Upgrade {
+    type Info = StreamProtocol;
+    type InfoIter = std::option::IntoIter<StreamProtocol>;
+
+    fn protocol_info(&self) -> Self::InfoIter {
+        self.0.clone().into_iter()
+    }
+}
+
+impl InboundUpgrade<Stream> for Upgrade {
+    type Output = Stream;
+    type Error = Infallible;
+    type Future = Ready<Result<Stream, Infallible>>;
+
+    fn upgrade_inbound(self, stream: Stream, _: StreamProtocol) -> Self::Future {
+        ready(Ok(stream))
+    }
+}
+
+impl OutboundUpgrade<Stream> for Upgrade {
+    type Output = Stream;
+    type Error = Infallible;
+    type Future = Ready<Result<Stream, Infallible>>;
+
+    fn upgrade_outbound(self, stream: Stream, _: StreamProtocol) -> Self::Future {
+        ready(Ok(stream))
+    }
+}
+
+/// How an inbound stream's turn ended.
+enum Inbound {
+    /// A request's bytes.
+    Request(Vec<u8>),
+    /// The peer ended the stream between requests, it idled, or it reached its limit.
+    Ended,
+    /// It broke.
+    Failed(io::Error),
+}
+
+/// How one of our requests ended on its stream.
+enum Exchange {
+    /// Answered (or, for a request without an answer, written).
+    Answered(Option<Box<KadResponse>>),
+    /// The stream ended or broke before an answer: on a reused stream, the peer had closed it.
+    Closed(io::Error),
+    /// Anything else (a malformed or cut answer).
+    Failed(io::Error),
+    /// No answer by the deadline.
+    TimedOut,
+}
+
+/// A stream's piece of work, finished.
+// Each lives for one poll, between a stream's future and the handler: not worth a box.
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    Inbound {
+        stream: u64,
+        io: Stream,
+        served: u32,
+        outcome: Inbound,
+    },
+    Outbound {
+        out: Outgoing,
+        io: Stream,
+        outcome: Exchange,
+    },
+}
+
+/// One connection's kad streams.
+pub struct Handler {
+    limits: StreamLimits,
+    protocol: StreamProtocol,
+    serve: bool,
+    /// Inbound streams open (reading, waiting for the core's answer, or writing it).
+    inbound: usize,
+    next_stream: u64,
+    /// Inbound streams whose request the behaviour is answering, with their requests served.
+    waiting: HashMap<u64, (Stream, u32)>,
+    /// Our requests waiting for a stream; retries (on a new stream) first.
+    queue: VecDeque<Outgoing>,
+    retries: VecDeque<Outgoing>,
+    /// Outbound streams between requests, oldest first, with the time each became idle.
+    idle: VecDeque<(Stream, Instant)>,
+    /// When the oldest idle stream expires (armed while any is idle).
+    idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Outbound streams open, busy or idle, and streams asked of the connection.
+    outbound: usize,
+    opening: usize,
+    tasks: FuturesUnordered<BoxFuture<'static, Step>>,
+    events: VecDeque<ConnectionHandlerEvent<Upgrade, (), HandlerOut>>,
+}
+
+impl Handler {
+    /// A handler for one connection; it takes peers' requests only when `serve`.
+    pub fn new(protocol: StreamProtocol, serve: bool, limits: StreamLimits) -> Self {
+        Self {
+            limits,
+            protocol,
+            serve,
+            inbound: 0,
+            next_stream: 0,
+            waiting: HashMap::new(),
+            queue: VecDeque::new(),
+            retries: VecDeque::new(),
+            idle: VecDeque::new(),
+            idle_timer: None,
+            outbound: 0,
+            opening: 0,
+            tasks: FuturesUnordered::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    fn notify(&mut self, event: HandlerOut) {
+        self.events
+            .push_back(ConnectionHandlerEvent::NotifyBehaviour(event));
+    }
+
+    /// Writes `answer` (if any) on an inbound stream, then reads the next request.
+    fn serve_next(&mut self, stream: u64, mut io: Stream, served: u32, answer: Option<Vec<u8>>) {
+        let limits = self.limits;
+        self.tasks.push(
+            async move {
+                let outcome = async {
+                    if let Some(bytes) = answer
+                        && let Err(e) = write_message(&mut io, &bytes, limits.max_message).await
+                    {
+                        return Inbound::Failed(e);
+                    }
+                    if served >= limits.max_requests_per_stream {
+                        let _ = io.close().await;
+                        return Inbound::Ended;
+                    }
+                    match tokio::time::timeout(
+                        limits.idle_timeout,
+                        read_frame(&mut io, limits.max_message),
+                    )
+                    .await
+                    {
+                        Ok(Ok(Some(bytes))) => Inbound::Request(bytes),
+                        Ok(Ok(None)) | Err(_) => {
+                            let _ = io.close().await;
+                            Inbound::Ended
+                        }
+                        Ok(Err(e)) => Inbound::Failed(e),
+                    }
+                }
+                .await;
+                Step::Inbound {
+                    stream,
+                    io,
+                    served,
+                    outcome,
+                }
+            }
+            .boxed(),
+        );
+    }
+
+    fn on_inbound(&mut self, stream: u64, io: Stream, served: u32, outcome: Inbound) {
+        let bytes = match outcome {
+            Inbound::Request(bytes) => bytes,
+            Inbound::Ended => {
+                self.inbound -= 1;
+                return;
+            }
+            Inbound::Failed(e) => {
+                self.inbound -= 1;
+                self.notify(HandlerOut::InboundFailed(e));
+                return;
+            }
+        };
+        let request = match KadRequest::decode(&bytes, Instant::now()) {
+            Ok(request) => request,
+            Err(e) => {
+                // Garbage ends the stream (the peer's next bytes cannot be trusted to be a
+                // frame); the connection and the peer's other streams go on.
+                self.inbound -= 1;
+                self.notify(HandlerOut::Malformed(e.to_string()));
+                return;
+            }
+        };
+        let served = served.saturating_add(1);
+        if matches!(request, KadRequest::AddProvider { .. }) {
+            // No answer goes back: read on at once.
+            self.serve_next(stream, io, served, None);
+        } else {
+            self.waiting.insert(stream, (io, served));
+        }
+        self.notify(HandlerOut::Request { stream, request });
+    }
+
+    /// Starts `out` on `io`.
+    fn exchange(&mut self, out: Outgoing, mut io: Stream, reused: bool) {
+        let max = self.limits.max_message;
+        let bytes = out.request.encode(Instant::now());
+        let unanswered = out.request.kind() == MessageKind::AddProvider;
+        let deadline = tokio::time::Instant::from_std(out.deadline);
+        self.tasks.push(
+            async move {
+                let exchange = async {
+                    if let Err(e) = write_message(&mut io, &bytes, max).await {
+                        return if reused {
+                            Exchange::Closed(e)
+                        } else {
+                            Exchange::Failed(e)
+                        };
+                    }
+                    if unanswered {
+                        return Exchange::Answered(None);
+                    }
+                    match read_frame(&mut io, max).await {
+                        Ok(Some(bytes)) => match KadResponse::decode(&bytes, Instant::now()) {
+                            Ok(response) => Exchange::Answered(Some(Box::new(response))),
+                            Err(e) => Exchange::Failed(e),
+                        },
+                        Ok(None) => Exchange::Closed(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the peer closed the stream unanswered",
+                        )),
+                        Err(e) if is_closed(&e) => Exchange::Closed(e),
+                        Err(e) => Exchange::Failed(e),
+                    }
+                };
+                let outcome = match tokio::time::timeout_at(deadline, exchange).await {
+                    Ok(Exchange::Closed(e)) if !reused => Exchange::Failed(e),
+                    Ok(outcome) => outcome,
+                    Err(_) => Exchange::TimedOut,
+                };
+                Step::Outbound { out, io, outcome }
+            }
+            .boxed(),
+        );
+    }
+
+    fn on_outbound(&mut self, out: Outgoing, io: Stream, outcome: Exchange) {
+        let id = out.id;
+        match outcome {
+            Exchange::Answered(response) => {
+                self.make_idle(io);
+                let response =
+                    response.unwrap_or_else(|| Box::new(KadResponse::to(MessageKind::AddProvider)));
+                self.notify(HandlerOut::Response { id, response });
+            }
+            Exchange::Closed(_) if !out.retried => {
+                // The peer had ended a stream we held open (it answers once per stream): not its
+                // failure. Once more, on a stream of its own.
+                self.outbound -= 1;
+                self.retries.push_back(Outgoing {
+                    retried: true,
+                    ..out
+                });
+            }
+            Exchange::Closed(e) | Exchange::Failed(e) => {
+                self.outbound -= 1;
+                self.notify(HandlerOut::Failed {
+                    id,
+                    error: Failure::Io(e),
+                });
+            }
+            Exchange::TimedOut => {
+                // A late answer would arrive where the next request's belongs: the stream goes.
+                self.outbound -= 1;
+                self.notify(HandlerOut::Failed {
+                    id,
+                    error: Failure::Timeout,
+                });
+            }
+        }
+        self.dispatch();
+    }
+
+    fn make_idle(&mut self, io: Stream) {
+        self.idle.push_back((io, Instant::now()));
+    }
+
+    /// Hands waiting requests to idle streams and asks for new streams where none is idle.
+    fn dispatch(&mut self) {
+        let now = Instant::now();
+        while let Some(out) = self.queue.front() {
+            if out.deadline <= now {
+                let out = self.queue.pop_front().expect("front exists");
+                self.notify(HandlerOut::Failed {
+                    id: out.id,
+                    error: Failure::Timeout,
+                });
+                continue;
+            }
+            if out.needs_fresh_stream() {
+                let out = self.queue.pop_front().expect("front exists");
+                self.retries.push_back(out);
+                continue;
+            }
+            // The stream idle the shortest: the others age out when fewer are needed.
+            let Some((io, _)) = self.idle.pop_back() else {
+                break;
+            };
+            let out = self.queue.pop_front().expect("front exists");
+            self.exchange(out, io, true);
+        }
+        let wanted = self.queue.len() + self.retries.len();
+        while wanted > self.opening
+            && self.outbound + self.opening < self.limits.max_outbound_streams
+        {
+            self.opening += 1;
+            self.events
+                .push_back(ConnectionHandlerEvent::OutboundSubstreamRequest {
+                    protocol: SubstreamProtocol::new(Upgrade(Some(self.protocol.clone())), ())
+                        .with_timeout(self.limits.request_timeout),
+                });
+        }
+    }
+
+    /// Drops idle streams the peer ended (or wrote to unasked), and those idle too long.
+    fn watch_idle(&mut self, cx: &mut Context<'_>) {
+        let before = self.idle.len();
+        self.idle.retain_mut(|(io, _)| {
+            let mut byte = [0u8; 1];
+            // Pending: still open and quiet. Anything else: the stream is of no more use.
+            Pin::new(io).poll_read(cx, &mut byte).is_pending()
+        });
+        let now = Instant::now();
+        let idle_timeout = self.limits.idle_timeout;
+        while self
+            .idle
+            .front()
+            .is_some_and(|(_, since)| *since + idle_timeout <= now)
+        {
+            self.idle.pop_front();
+        }
+        self.outbound -= before - self.idle.len();
+        let Some((_, since)) = self.idle.front() else {
+            self.idle_timer = None;
+            return;
+        };
+        // One timer for the oldest idle stream. The oldest only gets younger, so the timer
+        // may fire early (and is set again), never late; it is not reset per request.
+        let at = tokio::time::Instant::from_std(*since + idle_timeout);
+        let timer = self
+            .idle_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if timer.as_mut().poll(cx).is_ready() {
+            timer.as_mut().reset(at);
+            let _ = timer.as_mut().poll(cx);
+        }
+    }
+}
+
+/// Whether a read failed because the stream was reset or closed under it.
+fn is_closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotConnected
+            | io::ErrorKind::WriteZero
+    )
+}
+
+impl ConnectionHandler for Handler {
+    type FromBehaviour = HandlerIn;
+    type ToBehaviour = HandlerOut;
+    type InboundProtocol = Upgrade;
+    type OutboundProtocol = Upgrade;
+    type InboundOpenInfo = ();
+    type OutboundOpenInfo = ();
+
+    fn listen_protocol(&self) -> SubstreamProtocol<Upgrade> {
+        SubstreamProtocol::new(Upgrade(self.serve.then(|| self.protocol.clone())), ())
+    }
+
+    fn on_behaviour_event(&mut self, event: HandlerIn) {
+        match event {
+            HandlerIn::Send(out) => {
+                self.queue.push_back(out);
+                self.dispatch();
+            }
+            HandlerIn::Answer { stream, response } => {
+                let Some((io, served)) = self.waiting.remove(&stream) else {
+                    return;
+                };
+                match response {
+                    Some(r) => {
+                        let bytes = r.encode(Instant::now());
+                        self.serve_next(stream, io, served, Some(bytes));
+                    }
+                    // Refused: the stream ends unanswered; the peer's next request takes another.
+                    None => {
+                        self.inbound -= 1;
+                        drop(io);
+                    }
+                }
+            }
+        }
+    }
+
+    fn connection_keep_alive(&self) -> bool {
+        // Open streams keep the connection alive by themselves; requests waiting for one too.
+        !self.queue.is_empty() || !self.retries.is_empty()
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ConnectionHandlerEvent<Upgrade, (), HandlerOut>> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Poll::Ready(event);
+            }
+            match self.tasks.poll_next_unpin(cx) {
+                Poll::Ready(Some(Step::Inbound {
+                    stream,
+                    io,
+                    served,
+                    outcome,
+                })) => self.on_inbound(stream, io, served, outcome),
+                Poll::Ready(Some(Step::Outbound { out, io, outcome })) => {
+                    self.on_outbound(out, io, outcome)
+                }
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        self.watch_idle(cx);
+        if !self.retries.is_empty() || !self.queue.is_empty() {
+            self.dispatch();
+        }
+        match self.events.pop_front() {
+            Some(event) => Poll::Ready(event),
+            None => Poll::Pending,
+        }
+    }
+
+    fn on_connection_event(&mut self, event: ConnectionEvent<'_, Upgrade, Upgrade, (), ()>) {
+        match event {
+            ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+                protocol: io,
+                ..
+            }) => {
+                if !self.serve || self.inbound >= self.limits.max_inbound_streams {
+                    tracing::debug!("kad stream refused: too many open on this connection");
+                    drop(io);
+                    return;
+                }
+                self.inbound += 1;
+                let stream = self.next_stream;
+                self.next_stream += 1;
+                self.serve_next(stream, io, 0, None);
+            }
+            ConnectionEvent::FullyNegotiatedOutbound(FullyNegotiatedOutbound {
+                protocol: io,
+                ..
+            }) => {
+                self.opening -= 1;
+                self.outbound += 1;
+                match self.retries.pop_front().or_else(|| self.queue.pop_front()) {
+                    Some(out) => self.exchange(out, io, false),
+                    None => self.make_idle(io),
+                }
+                self.dispatch();
+            }
+            ConnectionEvent::DialUpgradeError(DialUpgradeError { error, .. }) => {
+                self.opening -= 1;
+                let error = match error {
+                    StreamUpgradeError::Timeout => Failure::Timeout,
+                    StreamUpgradeError::NegotiationFailed => Failure::Unsupported,
+                    StreamUpgradeError::Io(e) => Failure::Io(e),
+                    StreamUpgradeError::Apply(never) => match never {},
+                };
+                if matches!(error, Failure::Unsupported) {
+                    // The peer does not speak kad: every request waiting here fails alike.
+                    for out in self
+                        .retries
+                        .drain(..)
+                        .chain(self.queue.drain(..))
+                        .collect::<Vec<_>>()
+                    {
+                        self.notify(HandlerOut::Failed {
+                            id: out.id,
+                            error: Failure::Unsupported,
+                        });
+                    }
+                    return;
+                }
+                if let Some(out) = self.retries.pop_front().or_else(|| self.queue.pop_front()) {
+                    self.notify(HandlerOut::Failed { id: out.id, error });
+                }
+            }
+            _ => {}
+        }
+    }
+}

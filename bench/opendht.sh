@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Side by side with OpenDHT on this machine, one workload for both: NODES node processes on
+# 127.0.0.1, then each implementation's own client stores OPS 100-byte values one at a time and a
+# second, fresh client node fetches them, then again with 16 in flight. Prints one table: ops/s,
+# p50, CPU per operation of all node processes together and of the client (utime + stime from
+# /proc/PID/stat, sampled every 10 ms and read at the phase boundaries), and how many nodes hold
+# each value. Leaves no process behind. Not run by CI.
+#   bench/opendht.sh                         (20 nodes each, 1000 operations per phase)
+#   OPS=100 bench/opendht.sh                 (shorter)
+#   DHT_BIN=/path/to/dht bench/opendht.sh    (another build of ours; nothing is built then)
+#
+# Ours: `dht -l /ip4/127.0.0.1/tcp/P -v 1 --replication-factor 20 [-c FIRST]` (as bench/standard.sh),
+# client `dht bench -c ADDR --ops N --concurrency C --size 100 --json` (one client node stores,
+# another fetches; every store is checked by fetching it back from each node that acknowledged).
+# OpenDHT (Debian's dhtnode and python3-opendht, installed here when missing):
+# `dhtnode -U -n NETID -p P [-b 127.0.0.1:FIRST]` (UDP; no identity, so no signing or encryption;
+# -U lifts its per-IP rate limit, which 20 nodes on one address would hit), client bench/drive.py
+# odclient: a DhtRunner joined to the network puts N values, waiting each put's done callback
+# (OpenDHT announces a value to the 8 nodes closest to its key and calls back when they have
+# acknowledged), then a fresh DhtRunner gets each (done at the first right value).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+nodes=${NODES:-20}
+ops=${OPS:-1000}
+PY=/usr/bin/python3 # python3-opendht is built for Debian's interpreter
+
+if ! command -v dhtnode >/dev/null || ! "$PY" -c 'import opendht' 2>/dev/null; then
+  echo "installing dhtnode and python3-opendht" >&2
+  sudo=""
+  ((EUID == 0)) || sudo=sudo
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dhtnode python3-opendht >&2
+fi
+
+source bench/lib.sh
+bin=$(bench_binary)
+work=$(mktemp -d)
+pids=()
+drivers=()
+cleanup() {
+  local p
+  # The drivers stop their own children (and the kernel kills those if a driver dies: PDEATHSIG).
+  for p in "${drivers[@]}" "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    local alive=0
+    for p in "${drivers[@]}" "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    ((alive)) || break
+    sleep 0.2
+  done
+  for p in "${drivers[@]}" "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# UDP ports too: OpenDHT listens on UDP (and on TCP nothing), so free_base's TCP probe is not enough.
+udp_free() {
+  local base=$1 n=$2 i
+  for ((i = 0; i < n; i++)); do
+    grep -qi ":$(printf %04X $((base + i))) " /proc/net/udp /proc/net/udp6 2>/dev/null && return 1
+  done
+  return 0
+}
+free_base_udp() {
+  local n=$1 base
+  for _ in $(seq 20); do
+    base=$(free_base "$n")
+    udp_free "$base" "$n" && { echo "$base"; return; }
+  done
+  echo "no free port range" >&2
+  exit 1
+}
+
+# --- ours -----------------------------------------------------------------------------------------
+base=$(free_base "$nodes")
+for ((i = 0; i < nodes; i++)); do
+  args=(-l "/ip4/127.0.0.1/tcp/$((base + i))" -v 1 --replication-factor 20)
+  ((i > 0)) && args+=(-c "/ip4/127.0.0.1/tcp/$base")
+  setpriv --pdeathsig KILL "$bin" "${args[@]}" >"$work/node$i.out" 2>"$work/node$i.err" &
+  pids+=($!)
+  if ((i == 0)); then
+    deadline=$((SECONDS + 30))
+    until grep -q "listening on" "$work/node0.out" 2>/dev/null; do
+      ((SECONDS < deadline)) || { echo "node 0 did not start within 30 s" >&2; exit 1; }
+      sleep 0.05
+    done
+  fi
+done
+routes() { timeout 10 "$bin" -v 0 info "/ip4/127.0.0.1/tcp/$1" --json 2>/dev/null |
+  python3 -c 'import json,sys; print(len(json.load(sys.stdin)["routing_table"]))' 2>/dev/null || echo 0; }
+deadline=$((SECONDS + 60))
+for ((i = 0; i < nodes; i++)); do
+  until (($(routes $((base + i))) >= nodes - 1)); do
+    ((SECONDS < deadline)) || { echo "node $i did not route every other node within 60 s" >&2; exit 1; }
+    sleep 0.2
+  done
+done
+node_pids=$(IFS=,; echo "${pids[*]}")
+for conc in 1 16; do
+  "$PY" bench/drive.py ours --bin "$bin" --connect "/ip4/127.0.0.1/tcp/$((base + 1))" --ops "$ops" \
+    --concurrency "$conc" --size 100 --node-pids "$node_pids" >>"$work/rows.jsonl" &
+  drivers+=($!)
+  wait "${drivers[-1]}"
+done
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+for p in "${pids[@]}"; do
+  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$p" 2>/dev/null || true
+done
+pids=()
+
+# --- OpenDHT --------------------------------------------------------------------------------------
+# The nodes take base..base+nodes-1, the clients' runners the next four ports.
+obase=$(free_base_udp $((nodes + 4)))
+"$PY" bench/drive.py opendht --nodes "$nodes" --base "$obase" --ops "$ops" --runs 1,16 --size 100 \
+  --workdir "$work" >>"$work/rows.jsonl" &
+drivers+=($!)
+wait "${drivers[-1]}"
+
+"$PY" bench/drive.py table "$work/rows.jsonl" --nodes "$nodes" --ops "$ops" --size 100
