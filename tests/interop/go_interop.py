@@ -5,8 +5,10 @@ Starts three of our nodes (`dht -i --amino`, a console each) and Go DHT nodes dr
 control sockets (p2pd_client.py), all on 127.0.0.1 at ports the kernel picks. First a Go client
 alone with our nodes (providers, /pk/ and /ipns/ records both ways, IPNS sequences), then three Go
 servers join: peer routing both ways, and everything either side stores found by the other.
-Prints one line per check and "N passed, M failed"; exits non-zero on any failure. Every wait polls
-against a deadline; the daemons and nodes are stopped on every exit. Logs of a failed run are kept.
+Prints one line per check (with its duration) and "N passed, M failed"; exits non-zero on any
+failure. Every wait polls against a deadline; the daemons and nodes are stopped on every exit. A
+failed run keeps its logs (GO_INTEROP_DHT_VERBOSE=4 makes our nodes' logs detailed);
+GO_INTEROP_DETAILS=1 prints what each check saw, passed or not.
 """
 
 import json
@@ -33,6 +35,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.records.ipns import IPNSValidator
 
+sys.dont_write_bytecode = True  # no __pycache__ beside the sources for the two local imports
 from interop import cid_v0, cid_v1, ipns_record, raw_get_providers, sha256_multihash
 from p2pd_client import Daemon, DaemonError, peer_bytes, split_p2p
 
@@ -45,22 +48,23 @@ results = []
 started = time.monotonic()
 
 
-def check(name, ok, detail=""):
+def check(name, ok, detail="", took=None):
     results.append(bool(ok))
-    elapsed = time.monotonic() - started
-    line = ("ok: " if ok else "FAILED: ") + name + (f" ({detail})" if detail and not ok else "")
-    print(f"{line}  [{elapsed:.1f} s]", flush=True)
+    shown = detail and (not ok or os.environ.get("GO_INTEROP_DETAILS"))
+    line = ("ok: " if ok else "FAILED: ") + name + (f" ({detail})" if shown else "")
+    print(line + (f"  [{took:.1f} s]" if took is not None else ""), flush=True)
 
 
 def guarded(name, run, *args):
     """Runs one check: run returns (ok, detail); an exception fails that check alone."""
     if time.monotonic() - started > BUDGET:
         return check(name, False, f"not run: the {BUDGET} s budget is spent")
+    t = time.monotonic()
     try:
         ok, detail = run(*args)
     except Exception as e:
         ok, detail = False, f"{type(e).__name__}: {e}"
-    check(name, ok, detail)
+    check(name, ok, detail, time.monotonic() - t)
 
 
 def poll(attempt, within, interval=0.25):
@@ -104,7 +108,8 @@ class Console:
 
     def __init__(self, binary, workdir, name, connect=()):
         self.name = name
-        cmd = [binary, "-v", "0", "-i", "--amino", "-l", "/ip4/127.0.0.1/tcp/0"]
+        verbosity = os.environ.get("GO_INTEROP_DHT_VERBOSE", "0")  # our nodes' -v, for their logs
+        cmd = [binary, "-v", verbosity, "-i", "--amino", "-l", "/ip4/127.0.0.1/tcp/0"]
         for addr in connect:
             cmd += ["-c", addr]
         self.log = open(os.path.join(workdir, f"{name}.log"), "w")
@@ -214,11 +219,14 @@ def providers_held(addrs, mh: bytes):
         host = new_host(key_pair=ed25519_pair())
         held = []
         async with host.run(listen_addrs=[]):
-            with trio.fail_after(STEP):
-                for addr in addrs:
-                    info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
-                    await host.connect(info)
-                    held.append([p.to_base58() for p in await raw_get_providers(host, info.peer_id, mh)])
+            try:
+                with trio.fail_after(STEP):
+                    for addr in addrs:
+                        info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+                        await host.connect(info)
+                        held.append([p.to_base58() for p in await raw_get_providers(host, info.peer_id, mh)])
+            finally:
+                await host.close()
         return held
 
     return trio.run(ask)
@@ -256,10 +264,10 @@ def go_first_provide(net):
     first (Go drops its per-peer stream state with them), and the provide's lookup dials them again.
     One PROVIDE, never repeated; each node is then polled for the record, and findprovs asked once."""
     ours = {n.peer_id for n in net.ours}
-    for _ in range(3):
+    for rounds in range(1, 4):
         for n in net.ours:
             net.go.control.disconnect(n.peer_id)
-        poll(lambda: (not ours & set(net.go.control.list_peers()), ""), 5)
+        gone, _ = poll(lambda: (not ours & set(net.go.control.list_peers()), ""), 2)
         # A lookup cut short by the disconnection drops the peer from Go's routing table: check
         # that the table still holds our nodes (this lookup opens the streams the PROVIDE reuses).
         try:
@@ -283,10 +291,12 @@ def go_first_provide(net):
         return all(net.go.peer_id in p for p in holders), ""
 
     held, _ = poll(all_hold, PROPAGATION)
-    found, detail = providers_of(net.binary, cid_v1(mh, RAW_CODEC), net.ours[1].addr, net.go.peer_id, within=0)
+    found, detail = providers_of(net.binary, cid_v1(mh, RAW_CODEC), net.ours[1].addr, net.go.peer_id,
+                                 within=0)
     count = sum(net.go.peer_id in p for p in holders)
-    return held and found, (f"Go's PROVIDE answered OK in {took:.1f} s; after {PROPAGATION} s {count} of our 3 "
-                            f"nodes list Go as a provider (GET_PROVIDERS to each); {detail}")
+    return held and found, (f"disconnected {rounds}x{'' if gone else ' (it reconnected at once)'}; "
+                            f"Go's PROVIDE answered OK in {took:.1f} s; {count} of our 3 nodes list Go as a "
+                            f"provider (GET_PROVIDERS to each){'' if held else f' after {PROPAGATION} s'}; {detail}")
 
 
 def our_provide(net):
@@ -318,7 +328,8 @@ def pk_ours_to_go(net):
 def ipns_ours_to_go(net):
     path = new_path()
     key_file = os.path.join(net.workdir, "publisher.key")
-    code, out, err = dht(net.binary, "ipns", "publish", path.decode(), "--key-file", key_file, "-c", net.ours[1].addr)
+    code, out, err = dht(net.binary, "ipns", "publish", path.decode(), "--key-file", key_file,
+                         "-c", net.ours[1].addr)
     words = out.decode(errors="replace").split()
     if code != 0 or not words:
         return False, f"dht ipns publish exit {code}: {err}"
@@ -343,12 +354,14 @@ def ipns_higher_wins_go(net):
     path = new_path()
     key_file = os.path.join(net.workdir, "python-ipns.key")
     ed25519_key_file(key_file, net.ipns_key.private_key)
-    code, out, err = dht(net.binary, "ipns", "publish", path.decode(), "--key-file", key_file, "-c", net.ours[1].addr)
+    code, out, err = dht(net.binary, "ipns", "publish", path.decode(), "--key-file", key_file,
+                         "-c", net.ours[1].addr)
     words = out.decode(errors="replace").split()
     if code != 0 or words[:2] != [f"/ipns/{net.ipns_name}", "6"]:
         return False, f"dht ipns publish exit {code}: {words or err} (expected sequence 6)"
     parsed = ipns_parsed(net.ipns_name, net.go.control.get_value(net.ipns_key_bytes, within=STEP))
-    return (parsed.sequence, parsed.value) == (6, path), f"Go GET_VALUE: sequence {parsed.sequence}, {parsed.value!r}"
+    return (parsed.sequence, parsed.value) == (6, path), \
+        f"Go GET_VALUE: sequence {parsed.sequence}, {parsed.value!r}"
 
 
 def ipns_higher_wins_ours(net):
@@ -477,7 +490,8 @@ def mixed_go_finds_pk(net, stored):
         except DaemonError as e:
             got = f"error: {e}"
         if got != value:
-            bad.append(f"{r.node.name}'s via {s.name}: {got if isinstance(got, str) else f'{len(got)} bytes differ'}")
+            what = got if isinstance(got, str) else f"{len(got)} bytes, not the record"
+            bad.append(f"{r.node.name}'s via {s.name}: {what}")
     return not bad, "; ".join(bad)
 
 
@@ -486,7 +500,8 @@ def mixed_go_finds_ipns(net, stored):
     for i, r in enumerate(stored):
         s = net.servers[(i + 1) % 3]
         try:
-            parsed = ipns_parsed(r.node.peer_id, s.control.get_value(b"/ipns/" + peer_bytes(r.node.peer_id), within=STEP))
+            record = s.control.get_value(b"/ipns/" + peer_bytes(r.node.peer_id), within=STEP)
+            parsed = ipns_parsed(r.node.peer_id, record)
             if parsed.value != r.path:
                 bad.append(f"{r.node.name}'s via {s.name}: points at {parsed.value!r}")
         except Exception as e:
@@ -515,7 +530,8 @@ def main(binary, p2pd):
     try:
         a = start(Console(binary, workdir, "ours-a")).start()
         ours = [a] + [start(Console(binary, workdir, f"ours-{x}", [a.addr])).start() for x in "bc"]
-        go = start(Daemon(p2pd, workdir, "go-client", server=False, bootstrap=[n.addr for n in ours])).wait_ready()
+        go = start(Daemon(p2pd, workdir, "go-client", server=False,
+                          bootstrap=[n.addr for n in ours])).wait_ready()
         ipns_key = ed25519_pair()
         ipns_id = ID.from_pubkey(ipns_key.public_key)
         net = SimpleNamespace(binary=binary, workdir=workdir, ours=ours, go=go, ipns_key=ipns_key,
@@ -534,8 +550,8 @@ def main(binary, p2pd):
         guarded("IPNS: our sequence 6 beats the Go client's own 5 in its GET_VALUE", ipns_higher_wins_go, net)
         guarded("IPNS: Go's PUT_VALUE of sequence 7 beats our 6 in dht ipns resolve", ipns_higher_wins_ours, net)
 
-        net.servers = [start(Daemon(p2pd, workdir, f"go-server-{i}", server=True, bootstrap=[n.addr for n in ours]))
-                       for i in (1, 2, 3)]
+        net.servers = [start(Daemon(p2pd, workdir, f"go-server-{i}", server=True,
+                                    bootstrap=[n.addr for n in ours])) for i in (1, 2, 3)]
         for s in net.servers:
             s.wait_ready()
         print(f"Go servers: {', '.join(s.addr for s in net.servers)}", flush=True)
@@ -551,20 +567,30 @@ def main(binary, p2pd):
             go_stored = mixed_go_stores(net)
         except Exception as e:
             go_stored, why = None, f"Go servers could not store: {type(e).__name__}: {e}"
-        for name, run in (("mixed: /pk/ records put by each Go server: dht get returns them", mixed_ours_find_pk),
-                          ("mixed: IPNS records put by each Go server: dht ipns resolve reads them", mixed_ours_find_ipns),
-                          ("mixed: each Go server's PROVIDE: dht findprovs finds it", mixed_ours_find_providers)):
-            guarded(name, run, net, go_stored) if go_stored else check(name, False, why)
+        for name, run in (
+                ("mixed: /pk/ records put by each Go server: dht get returns them", mixed_ours_find_pk),
+                ("mixed: IPNS records put by each Go server: dht ipns resolve reads them", mixed_ours_find_ipns),
+                ("mixed: each Go server's PROVIDE: dht findprovs finds it", mixed_ours_find_providers)):
+            if go_stored:
+                guarded(name, run, net, go_stored)
+            else:
+                check(name, False, why)
         try:
             our_stored = mixed_our_stores(net)
         except Exception as e:
             our_stored, why = None, f"our nodes could not store: {type(e).__name__}: {e}"
-        for name, run in (("mixed: /pk/ records put through each of our nodes: Go's GET_VALUE returns them", mixed_go_finds_pk),
-                          ("mixed: each of our nodes' IPNS name: Go's GET_VALUE returns a valid record", mixed_go_finds_ipns),
-                          ("mixed: each of our nodes' provide: Go's FIND_PROVIDERS finds it", mixed_go_finds_providers)):
-            guarded(name, run, net, our_stored) if our_stored else check(name, False, why)
+        for name, run in (
+                ("mixed: /pk/ records put through each of our nodes: Go's GET_VALUE returns them", mixed_go_finds_pk),
+                ("mixed: each of our nodes' IPNS name: Go's GET_VALUE returns a valid record", mixed_go_finds_ipns),
+                ("mixed: each of our nodes' provide: Go's FIND_PROVIDERS finds it", mixed_go_finds_providers)):
+            if our_stored:
+                guarded(name, run, net, our_stored)
+            else:
+                check(name, False, why)
     except Exception as e:
         check("set-up (our nodes and the Go daemons start)", False, f"{type(e).__name__}: {e}")
+    except (KeyboardInterrupt, SystemExit):
+        check("every check ran (the run was interrupted)", False)
     finally:
         for p in reversed(procs):
             p.stop()

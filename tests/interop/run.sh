@@ -71,7 +71,9 @@ for attempt in 1 2 3 4 5; do
     sleep 0.1
   done
   grep -q ready "$out" && break
-  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; pid=
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  pid=
 done
 [[ -n ${pid:-} ]] || { echo "interop: could not start the dht nodes"; exit 1; }
 mapfile -t addrs < <(grep -oE '/ip4/[^ ]+/p2p/[A-Za-z0-9]+' "$out" | head -n 3)
