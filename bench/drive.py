@@ -6,8 +6,8 @@ needs Debian's python3-opendht, which only the system interpreter has).
                     runs `dht bench --json` under a pseudo-terminal (so it draws its progress bar,
                     which marks the end of the store phase), samples every node's and the client's
                     CPU time from /proc every 10 ms, and prints one JSON line per phase.
-  drive.py opendht  --nodes N --base PORT --ops N --concurrency C [--size S] [--runs C1,C2]
-                    starts N dhtnode processes, runs the client (below) once per concurrency, samples
+  drive.py opendht  --nodes N --base PORT --ops N [--runs C1,C2] [--size S] --workdir DIR
+                    per run (concurrency): starts N dhtnode processes, runs the client (below), samples
                     the same way, counts which nodes hold each value (`ld`), stops the nodes.
   drive.py odclient (internal) the OpenDHT client: a DhtRunner stores N values, a fresh one fetches them.
   drive.py table    FILE.jsonl   prints the side-by-side table.
@@ -25,14 +25,13 @@ import pty
 import re
 import select
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import threading
 import time
 
 TICK = os.sysconf("SC_CLK_TCK")
+CLOCK_OFFSET = time.time() - time.monotonic()  # Unix time to CLOCK_MONOTONIC
 BAR = re.compile(r"(store|fetch)\s*\[[= ]*\]\s*(\d+)/(\d+)")
 
 
@@ -231,14 +230,19 @@ def cmd_ours(a):
         sys.exit(f"dht bench printed no report (exit {rc}); its terminal said:\n{tty[-2000:]}")
     r = json.loads(lines[-1])
     store_end = next((t for t, l, d in events if l == "store" and d == a.ops), None)
-    if store_end is None:
+    if store_end is None and "started_unix" not in r["store"]:
         sys.exit("no end of the store phase seen on the progress bar")
     fetch_end_seen = next((t for t, l, d in events if l == "fetch" and d == a.ops), None)
     s, f = r["store"], r["fetch"]
-    t0, t1, t2 = store_end - s["seconds"], store_end, store_end + f["seconds"]
+    if "started_unix" in s and "started_unix" in f:
+        # Newer builds say when each phase began and ended.
+        t0, t1 = s["started_unix"] - CLOCK_OFFSET, s["ended_unix"] - CLOCK_OFFSET
+        t2 = f["ended_unix"] - CLOCK_OFFSET
+    else:
+        t0, t1, t2 = store_end - s["seconds"], store_end, store_end + f["seconds"]
     copies = {str(k): v for k, v in r["stored_count"].items()}
     note = ""
-    if fetch_end_seen is not None and abs(fetch_end_seen - t2) > 0.05:
+    if fetch_end_seen is not None and abs(fetch_end_seen - t2) > 0.05 and r["fetch"]["ops"] > 1:
         note = f"fetch end seen {1e3 * (fetch_end_seen - t2):+.0f} ms from its timing"
     rows = [
         phase_row("ours", "store", a.concurrency, a.size, sampler, t0, t1, s["ops"], s["errors"],
@@ -332,29 +336,32 @@ class DhtNodes:
 
 
 def cmd_opendht(a):
+    """One fresh network per run: a client's DhtRunners are full nodes, and once the client has
+    exited the nodes still route to them for a while (a request to a dead one waits out its
+    timeout), so a second client on the same network would pay for the first."""
     import random
-    netid = random.randint(1, 2**31)
-    nodes = DhtNodes(a.nodes, a.base, netid, a.workdir)
     rows = []
-    try:
-        # Ready when every node knows at least 8 others (OpenDHT stores on the 8 closest) and no
-        # count has changed for two seconds (20 nodes settle in about 4 s).
-        deadline, history = time.monotonic() + 60, []
-        while True:
-            time.sleep(1.0)
-            known = nodes.known_nodes()
-            history.append(known)
-            if min(g + d for g, d in known) >= min(8, a.nodes - 1) and history[-3:] == [known] * 3:
-                break
-            if time.monotonic() > deadline:
-                sys.exit(f"OpenDHT nodes not ready within 60 s (good, dubious nodes known: {known})")
-        print(f"# OpenDHT nodes ready; good nodes each knows: {sorted(g for g, _ in known)}", file=sys.stderr)
-        for run, conc in enumerate(a.runs):
+    for run, conc in enumerate(a.runs):
+        netid = random.randint(1, 2**31)
+        nodes = DhtNodes(a.nodes, a.base, netid, a.workdir)
+        try:
+            # Ready when every node knows at least 8 others (OpenDHT stores on the 8 closest) and
+            # no count has changed for two seconds (20 nodes settle in about 4 s).
+            deadline, history = time.monotonic() + 60, []
+            while True:
+                time.sleep(1.0)
+                known = nodes.known_nodes()
+                history.append(known)
+                if min(g + d for g, d in known) >= min(8, a.nodes - 1) and history[-3:] == [known] * 3:
+                    break
+                if time.monotonic() > deadline:
+                    sys.exit(f"OpenDHT nodes not ready within 60 s (good, dubious nodes known: {known})")
+            print(f"# OpenDHT nodes ready; good nodes each knows: {sorted(g for g, _ in known)}",
+                  file=sys.stderr)
             keys_path = os.path.join(a.workdir, f"odkeys{run}.txt")
-            client_port = a.base + a.nodes + 2 * run
             cmd = [sys.executable, os.path.abspath(__file__), "odclient", "--bootstrap",
                    f"127.0.0.1:{a.base}", "--net", str(netid), "--ops", str(a.ops), "--concurrency",
-                   str(conc), "--size", str(a.size), "--port", str(client_port), "--keys", keys_path]
+                   str(conc), "--size", str(a.size), "--port", str(a.base + a.nodes), "--keys", keys_path]
             sampler = Sampler({"nodes": nodes.pids, "client": []})
             proc = spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, close_fds=True)
             sampler.add("client", proc.pid)
@@ -387,22 +394,20 @@ def cmd_opendht(a):
             if proc.returncode != 0 or result is None:
                 sys.exit(f"OpenDHT client failed (exit {proc.returncode})")
             keys = [l.strip() for l in open(keys_path) if l.strip()]
-            held = nodes.holders(keys)
             dist = {}
-            for c in held.values():
+            for c in nodes.holders(keys).values():
                 dist[str(c)] = dist.get(str(c), 0) + 1
             for op in ("store", "fetch"):
                 p = result[op]
                 rows.append(phase_row(
                     "opendht", op, conc, a.size, sampler, events[f"{op}_start"], events[f"{op}_end"],
                     p["ops"], p["errors"], p["throughput"], p["p50_ms"], p["p90_ms"], p["p99_ms"],
-                    dist if op == "store" else None,
-                    result.get("note", "") if op == "store" else ""))
+                    dist if op == "store" else None))
             sampler.close()
-        for row in rows:
-            print(json.dumps(row), flush=True)
-    finally:
-        nodes.stop()
+        finally:
+            nodes.stop()
+    for row in rows:
+        print(json.dumps(row), flush=True)
 
 
 def quantiles(lat):
@@ -415,6 +420,14 @@ def quantiles(lat):
         return lat[i - 1] * 1e3
 
     return q(0.5), q(0.9), q(0.99)
+
+
+def die(msg):
+    """Ends the OpenDHT client at once (a normal exit would run OpenDHT's destructors, which can
+    wait forever for a runner thread that waits for the GIL)."""
+    sys.stderr.write(f"{msg}\n")
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def cmd_odclient(a):
@@ -435,14 +448,27 @@ def cmd_odclient(a):
         r = dht.DhtRunner()
         r.run(port=p, config=cfg)
         r.bootstrap(host, port)
-        # Joined: a lookup done (it fills the routing table) and 8 good nodes known.
+        # Joined once a lookup (for a random key) ends having found at least 8 nodes. (Nothing
+        # here may call a DhtRunner method that takes its lock, getRoutingTablesLog for one, while
+        # a callback may be due: the callback waits for the GIL this thread holds, and the call
+        # for the lock the callback's thread holds.)
         deadline = time.monotonic() + 30
-        r.get(dht.InfoHash.getRandom())
-        while r.getRoutingTablesLog(socket.AF_INET).count("[good]") < 8:
+        while True:
+            found = threading.Event()
+            seen = []
+
+            def done(ok, nodes):
+                seen.append(len(nodes) if ok else 0)
+                found.set()
+
+            r.get(dht.InfoHash.getRandom(), get_cb=lambda v: True, done_cb=done)
+            if not found.wait(30):
+                die("OpenDHT client: lookup unanswered for 30 s")
+            if seen[0] >= 8:
+                return r
             if time.monotonic() > deadline:
-                sys.exit("OpenDHT client could not join within 30 s")
-            time.sleep(0.05)
-        return r
+                die(f"OpenDHT client could not join within 30 s (a lookup found {seen[0]} nodes)")
+            time.sleep(0.2)
 
     run_id = os.urandom(8).hex()
     keys = [dht.InfoHash.get(f"{run_id}-{i}") for i in range(a.ops)]
@@ -480,13 +506,13 @@ def cmd_odclient(a):
             with lock:
                 while state["in_flight"] >= a.concurrency:
                     if not lock.wait(60):
-                        sys.exit(f"{label} {i}: no answer within 60 s")
+                        die(f"{label} {i}: no answer within 60 s")
                 state["in_flight"] += 1
             start_op(i, finish)
         with lock:
             while state["finished"] < a.ops:
                 if not lock.wait(60):
-                    sys.exit(f"{label}: no answer within 60 s")
+                    die(f"{label}: no answer within 60 s")
         elapsed = time.perf_counter() - started
         emit(event=f"{label}_end", t=time.monotonic())
         p50, p90, p99 = quantiles(lat)
@@ -494,13 +520,10 @@ def cmd_odclient(a):
                 "throughput": len(lat) / elapsed, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99}
 
     writer = runner(a.port)
-    acked = []
-
     def put(i, finish):
         t0 = time.perf_counter()
 
         def done(ok, nodes):
-            acked.append(len(nodes))
             finish(t0, ok)
 
         writer.put(keys[i], dht.Value(values[i]), done_cb=done)
@@ -526,11 +549,10 @@ def cmd_odclient(a):
         reader.get(keys[i], get_cb=on_value, done_cb=done)
 
     fetch = drive("fetch", get)
-    for r in (reader, writer):
-        r.shutdown()
-        r.join()
-    emit(store=store, fetch=fetch,
-         note=f"put done-callback node lists: median {statistics.median(acked):.0f}" if acked else "")
+    emit(store=store, fetch=fetch)
+    # No shutdown()/join(): join waits for the runner's thread with the GIL held while that thread
+    # waits for the GIL to run the shutdown callback. The process's end closes the sockets.
+    os._exit(0)
 
 
 # --- the table -------------------------------------------------------------------------------------
@@ -568,21 +590,34 @@ def task_switches(pid):
     """Voluntary and involuntary context switches summed over the process's threads (the
     process's own status line counts its main thread only)."""
     vol = inv = 0
+    per_thread = {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return None
     for tid in tids:
         try:
+            name, v, i = "?", 0, 0
             for line in open(f"/proc/{pid}/task/{tid}/status"):
-                if line.startswith("voluntary_ctxt_switches"):
-                    vol += int(line.split()[1])
+                if line.startswith("Name:"):
+                    name = line.split(None, 1)[1].strip()
+                elif line.startswith("voluntary_ctxt_switches"):
+                    v = int(line.split()[1])
                 elif line.startswith("nonvoluntary_ctxt_switches"):
-                    inv += int(line.split()[1])
+                    i = int(line.split()[1])
+            fd = os.open(f"/proc/{pid}/task/{tid}/stat", os.O_RDONLY)
+            ticks = Sampler.ticks(fd)
+            os.close(fd)
+            vol += v
+            inv += i
+            per_thread[tid] = {"name": name, "voluntary": v, "involuntary": i, "cpu_ticks": ticks}
         except OSError:
             pass
-    cpu = Sampler.ticks(os.open(f"/proc/{pid}/stat", os.O_RDONLY))
-    return {"voluntary": vol, "involuntary": inv, "threads": len(tids), "cpu_ticks": cpu}
+    fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+    cpu = Sampler.ticks(fd)
+    os.close(fd)
+    return {"voluntary": vol, "involuntary": inv, "threads": len(tids), "cpu_ticks": cpu,
+            "per_thread": per_thread}
 
 
 def cmd_window(a):

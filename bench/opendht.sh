@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
 # Side by side with OpenDHT on this machine, one workload for both: NODES node processes on
 # 127.0.0.1, then each implementation's own client stores OPS 100-byte values one at a time and a
-# second, fresh client node fetches them, then again with 16 in flight. Prints one table: ops/s,
-# p50, CPU per operation of all node processes together and of the client (utime + stime from
-# /proc/PID/stat, sampled every 10 ms and read at the phase boundaries), and how many nodes hold
-# each value. Leaves no process behind. Not run by CI.
+# second, fresh client node fetches them; then again with 16 in flight (a fresh network per run).
+# Prints one table: ops/s, p50, CPU per operation of all node processes together and of the client
+# (utime + stime from /proc/PID/stat, sampled every 10 ms and read at the phase boundaries), and
+# how many nodes hold each value. Leaves no process behind. Not run by CI.
 #   bench/opendht.sh                         (20 nodes each, 1000 operations per phase)
 #   OPS=100 bench/opendht.sh                 (shorter)
 #   DHT_BIN=/path/to/dht bench/opendht.sh    (another build of ours; nothing is built then)
 #
-# Ours: `dht -l /ip4/127.0.0.1/tcp/P -v 1 --replication-factor 20 [-c FIRST]` (as bench/standard.sh),
-# client `dht bench -c ADDR --ops N --concurrency C --size 100 --json` (one client node stores,
-# another fetches; every store is checked by fetching it back from each node that acknowledged).
+# Ours: `dht -l /ip4/127.0.0.1/tcp/P -v 1 --replication-factor 20 [-c FIRST]` (as
+# bench/standard.sh), client `dht bench -c ADDR --ops N --concurrency C --size 100 --json` (one
+# client node stores, another fetches; every store is checked by fetching it back from each node
+# that acknowledged).
 # OpenDHT (Debian's dhtnode and python3-opendht, installed here when missing):
 # `dhtnode -U -n NETID -p P [-b 127.0.0.1:FIRST]` (UDP; no identity, so no signing or encryption;
-# -U lifts its per-IP rate limit, which 20 nodes on one address would hit), client bench/drive.py
-# odclient: a DhtRunner joined to the network puts N values, waiting each put's done callback
-# (OpenDHT announces a value to the 8 nodes closest to its key and calls back when they have
-# acknowledged), then a fresh DhtRunner gets each (done at the first right value).
+# -U lifts its per-IP rate limit, which 20 nodes on one address would hit; dhtnode 2.4 has no bind
+# address flag, so it listens on 0.0.0.0 and [::], but every node is reached through 127.0.0.1),
+# client bench/drive.py odclient: a DhtRunner joined to the network puts N values, waiting each
+# put's done callback (OpenDHT announces a value to the 8 nodes closest to its key and calls back
+# when they have acknowledged), then a fresh DhtRunner gets each (done at the first right value).
+# Copies are counted with each dhtnode's `ld` (its storage) after the run; the writing DhtRunner
+# also keeps its own copy, not counted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 nodes=${NODES:-20}
@@ -73,47 +77,56 @@ free_base_udp() {
 }
 
 # --- ours -----------------------------------------------------------------------------------------
-base=$(free_base "$nodes")
-for ((i = 0; i < nodes; i++)); do
-  args=(-l "/ip4/127.0.0.1/tcp/$((base + i))" -v 1 --replication-factor 20)
-  ((i > 0)) && args+=(-c "/ip4/127.0.0.1/tcp/$base")
-  setpriv --pdeathsig KILL "$bin" "${args[@]}" >"$work/node$i.out" 2>"$work/node$i.err" &
-  pids+=($!)
-  if ((i == 0)); then
-    deadline=$((SECONDS + 30))
-    until grep -q "listening on" "$work/node0.out" 2>/dev/null; do
-      ((SECONDS < deadline)) || { echo "node 0 did not start within 30 s" >&2; exit 1; }
-      sleep 0.05
+# A fresh network per run, as OpenDHT gets (see drive.py's cmd_opendht for why it needs one).
+start_ours() {
+  base=$(free_base "$nodes")
+  local i args deadline
+  for ((i = 0; i < nodes; i++)); do
+    args=(-l "/ip4/127.0.0.1/tcp/$((base + i))" -v 1 --replication-factor 20)
+    ((i > 0)) && args+=(-c "/ip4/127.0.0.1/tcp/$base")
+    setpriv --pdeathsig KILL "$bin" "${args[@]}" >"$work/node$i.out" 2>"$work/node$i.err" &
+    pids+=($!)
+    if ((i == 0)); then
+      deadline=$((SECONDS + 30))
+      until grep -q "listening on" "$work/node0.out" 2>/dev/null; do
+        ((SECONDS < deadline)) || { echo "node 0 did not start within 30 s" >&2; exit 1; }
+        sleep 0.05
+      done
+    fi
+  done
+  # Ready when every node routes every other (deadline 60 s).
+  deadline=$((SECONDS + 60))
+  for ((i = 0; i < nodes; i++)); do
+    until (($(routes $((base + i))) >= nodes - 1)); do
+      ((SECONDS < deadline)) || { echo "node $i did not route every other node within 60 s" >&2; exit 1; }
+      sleep 0.2
     done
-  fi
-done
+  done
+}
 routes() { timeout 10 "$bin" -v 0 info "/ip4/127.0.0.1/tcp/$1" --json 2>/dev/null |
   python3 -c 'import json,sys; print(len(json.load(sys.stdin)["routing_table"]))' 2>/dev/null || echo 0; }
-deadline=$((SECONDS + 60))
-for ((i = 0; i < nodes; i++)); do
-  until (($(routes $((base + i))) >= nodes - 1)); do
-    ((SECONDS < deadline)) || { echo "node $i did not route every other node within 60 s" >&2; exit 1; }
-    sleep 0.2
+stop_ours() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
   done
-done
-node_pids=$(IFS=,; echo "${pids[*]}")
+  pids=()
+}
 for conc in 1 16; do
-  "$PY" bench/drive.py ours --bin "$bin" --connect "/ip4/127.0.0.1/tcp/$((base + 1))" --ops "$ops" \
-    --concurrency "$conc" --size 100 --node-pids "$node_pids" >>"$work/rows.jsonl" &
+  start_ours
+  setpriv --pdeathsig KILL "$PY" bench/drive.py ours --bin "$bin" --connect "/ip4/127.0.0.1/tcp/$((base + 1))" --ops "$ops" \
+    --concurrency "$conc" --size 100 --node-pids "$(IFS=,; echo "${pids[*]}")" >>"$work/rows.jsonl" &
   drivers+=($!)
   wait "${drivers[-1]}"
+  stop_ours
 done
-for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-for p in "${pids[@]}"; do
-  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$p" 2>/dev/null || true
-done
-pids=()
 
 # --- OpenDHT --------------------------------------------------------------------------------------
-# The nodes take base..base+nodes-1, the clients' runners the next four ports.
-obase=$(free_base_udp $((nodes + 4)))
-"$PY" bench/drive.py opendht --nodes "$nodes" --base "$obase" --ops "$ops" --runs 1,16 --size 100 \
+# The nodes take base..base+nodes-1, the client's two runners the next two ports.
+obase=$(free_base_udp $((nodes + 2)))
+setpriv --pdeathsig KILL "$PY" bench/drive.py opendht --nodes "$nodes" --base "$obase" --ops "$ops" --runs 1,16 --size 100 \
   --workdir "$work" >>"$work/rows.jsonl" &
 drivers+=($!)
 wait "${drivers[-1]}"

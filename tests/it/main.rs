@@ -8,6 +8,7 @@ mod disk;
 mod durability;
 mod garbage;
 mod hostile;
+mod kad_streams;
 mod lifecycle;
 mod persistence;
 mod records;

@@ -27,6 +27,7 @@ pub struct Responder {
     peer: PeerId,
     connection: ConnectionId,
     stream: u64,
+    request: u32,
 }
 
 /// What the kad protocol reports.
@@ -151,6 +152,7 @@ impl Kad {
             handler: NotifyHandler::One(responder.connection),
             event: HandlerIn::Answer {
                 stream: responder.stream,
+                request: responder.request,
                 response: response.map(Box::new),
             },
         });
@@ -264,13 +266,18 @@ impl NetworkBehaviour for Kad {
         event: THandlerOutEvent<Self>,
     ) {
         let event = match event {
-            HandlerOut::Request { stream, request } => Event::Request {
+            HandlerOut::Request {
+                stream,
+                number,
+                request,
+            } => Event::Request {
                 peer,
                 connection,
                 responder: Responder {
                     peer,
                     connection,
                     stream,
+                    request: number,
                 },
                 request,
             },

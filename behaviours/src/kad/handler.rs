@@ -54,11 +54,13 @@ impl Outgoing {
 pub enum HandlerIn {
     /// Send this request.
     Send(Outgoing),
-    /// The answer to the request read on inbound stream `stream`; `None` refuses it, ending the
-    /// stream unanswered.
+    /// The answer to request `request` read on inbound stream `stream`; `None` refuses it,
+    /// ending the stream unanswered.
     Answer {
         /// The stream's number in this handler.
         stream: u64,
+        /// The request's number on the stream (from 1).
+        request: u32,
         /// The answer.
         response: Option<Box<KadResponse>>,
     },
@@ -71,6 +73,8 @@ pub enum HandlerOut {
     Request {
         /// The stream's number in this handler.
         stream: u64,
+        /// The request's number on the stream (from 1).
+        number: u32,
         /// The request.
         request: KadRequest,
     },
@@ -287,7 +291,11 @@ impl Handler {
         } else {
             self.waiting.insert(stream, (io, served));
         }
-        self.notify(HandlerOut::Request { stream, request });
+        self.notify(HandlerOut::Request {
+            stream,
+            number: served,
+            request,
+        });
     }
 
     /// Starts `out` on `io`.
@@ -476,7 +484,16 @@ impl ConnectionHandler for Handler {
                 self.queue.push_back(out);
                 self.dispatch();
             }
-            HandlerIn::Answer { stream, response } => {
+            HandlerIn::Answer {
+                stream,
+                request,
+                response,
+            } => {
+                // Only the request the stream waits on: an answer to one that took none (an
+                // ADD_PROVIDER, read past already) must not end the stream's next request.
+                if self.waiting.get(&stream).is_none_or(|(_, n)| *n != request) {
+                    return;
+                }
                 let Some((io, served)) = self.waiting.remove(&stream) else {
                     return;
                 };

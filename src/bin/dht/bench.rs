@@ -32,6 +32,18 @@ pub struct Phase {
     pub p99_ms: f64,
     /// Slowest.
     pub max_ms: f64,
+    /// When the phase began and ended, in seconds since the Unix epoch: a script sampling the
+    /// nodes' CPU time can charge each phase its share.
+    pub started_unix: f64,
+    /// When the phase ended.
+    pub ended_unix: f64,
+}
+
+/// Now, in seconds since the Unix epoch.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The whole report.
@@ -60,7 +72,13 @@ fn quantile(sorted: &[Duration], q: f64) -> f64 {
     sorted[rank - 1].as_secs_f64() * 1e3
 }
 
-fn phase(ops: usize, errors: usize, elapsed: Duration, mut latencies: Vec<Duration>) -> Phase {
+fn phase(
+    ops: usize,
+    errors: usize,
+    started_unix: f64,
+    elapsed: Duration,
+    mut latencies: Vec<Duration>,
+) -> Phase {
     latencies.sort_unstable();
     let seconds = elapsed.as_secs_f64();
     Phase {
@@ -76,6 +94,8 @@ fn phase(ops: usize, errors: usize, elapsed: Duration, mut latencies: Vec<Durati
         p90_ms: quantile(&latencies, 0.90),
         p99_ms: quantile(&latencies, 0.99),
         max_ms: latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        started_unix,
+        ended_unix: started_unix + seconds,
     }
 }
 
@@ -156,6 +176,7 @@ pub async fn run(
 ) -> Report {
     let run_id: u64 = rand::random();
     let mut bar = Progress::new("store", ops);
+    let started_unix = unix_now();
     let started = Instant::now();
     let mut results = futures::stream::iter(0..ops)
         .map(|i| {
@@ -183,8 +204,9 @@ pub async fn run(
             }
         }
     }
-    let store = phase(ops, errors, started.elapsed(), latencies);
+    let store = phase(ops, errors, started_unix, started.elapsed(), latencies);
 
+    let started_unix = unix_now();
     let started = Instant::now();
     let fetches = futures::stream::iter(0..).take_while(|n| {
         let go_on = match duration {
@@ -219,7 +241,13 @@ pub async fn run(
         }
     }
     let attempted = latencies.len() + errors;
-    let fetch = phase(attempted, errors, started.elapsed(), latencies);
+    let fetch = phase(
+        attempted,
+        errors,
+        started_unix,
+        started.elapsed(),
+        latencies,
+    );
     Report {
         ops,
         concurrency,

@@ -150,6 +150,13 @@ pub struct Cli {
           conflicts_with_all = ["kad_protocol", "replication_factor", "record_ttl"])]
     pub amino: bool,
 
+    /// Threads that run the node: 1 runs everything on one thread (no wake-ups between threads;
+    /// the default for a single node and for one-shot commands), 0 one per core (the default
+    /// with -n and for sim)
+    #[arg(long = "threads", value_name = "N", env = "DHT_THREADS", global = true,
+          value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub threads: Option<u16>,
+
     /// Use the fast timing profile (seconds instead of hours; for tests and experiments)
     #[arg(long = "fast", global = true, env = "DHT_FAST")]
     pub fast: bool,

@@ -423,6 +423,7 @@ impl EventLoop {
                     MessageKind::GetValue => self.counters.fetches_served += 1,
                     _ => {}
                 }
+                let takes_no_answer = request.kind() == MessageKind::AddProvider;
                 let id = self.in_flight.next_inbound;
                 self.in_flight.next_inbound += 1;
                 self.in_flight.inbound.insert(id, responder);
@@ -435,8 +436,10 @@ impl EventLoop {
                     host: self.host_of(&peer, connection),
                 });
                 // The core answers at once; a request it left unanswered ends its stream (an
-                // ADD_PROVIDER's stream reads on: it takes no answer).
-                if let Some(responder) = self.in_flight.inbound.remove(&id) {
+                // ADD_PROVIDER takes no answer: its stream reads on).
+                if let Some(responder) = self.in_flight.inbound.remove(&id)
+                    && !takes_no_answer
+                {
                     trace!(%peer, "kad request left unanswered");
                     self.swarm.behaviour_mut().kad.answer(responder, None);
                 }

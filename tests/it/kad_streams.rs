@@ -1,0 +1,457 @@
+//! Kad streams that carry many requests. A peer's stream is served request after request, in
+//! order, an ADD_PROVIDER taken and read on; a stream past its limits ends and nothing else does.
+//! Our own requests reuse streams, and a server that answers once per stream (rust-libp2p's kad,
+//! older builds of ours) costs a retry on a fresh stream, never a failure or a lost message.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dht::limits::DEFAULT_KAD_PROTOCOL;
+use dht::{Dht, Multiaddr, PeerId, ProtocolConfig, Timing};
+use dht_behaviours::config::KAD_MAX_PACKET_SIZE;
+use dht_behaviours::kad::framing::{read_frame, write_message};
+use dht_behaviours::kad::{self, MAX_INBOUND_KAD_STREAMS};
+use dht_behaviours::kad_wire::{KadRequest, KadResponse, MessageKind, WirePeer};
+use dht_behaviours::{DhtBehaviour, DhtBehaviourEvent};
+use futures::{AsyncWriteExt, StreamExt};
+use libp2p::identity::Keypair;
+use libp2p::kad::{Record, RecordKey};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Stream, StreamProtocol, Swarm};
+
+use crate::common::{addr_of, eventually, listen_locally, options, tcp_swarm};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn kad_protocol() -> StreamProtocol {
+    StreamProtocol::new(DEFAULT_KAD_PROTOCOL)
+}
+
+/// A bare peer connected to `node`, opening kad streams by hand.
+struct RawPeer {
+    id: PeerId,
+    control: libp2p_stream::Control,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawPeer {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+async fn connect(node: &Dht) -> RawPeer {
+    let mut swarm = tcp_swarm(Keypair::generate_ed25519(), |_| {
+        libp2p_stream::Behaviour::new()
+    });
+    let id = *swarm.local_peer_id();
+    let control = swarm.behaviour().new_control();
+    swarm.dial(addr_of(node).await).expect("dial");
+    let connected = async {
+        loop {
+            if let SwarmEvent::ConnectionEstablished { peer_id, .. } =
+                swarm.select_next_some().await
+                && peer_id == node.peer_id()
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, connected)
+        .await
+        .expect("connected to the node");
+    let driver = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    RawPeer {
+        id,
+        control,
+        driver,
+    }
+}
+
+impl RawPeer {
+    async fn open(&self, node: &Dht) -> Stream {
+        let mut control = self.control.clone();
+        tokio::time::timeout(
+            DEADLINE,
+            control.open_stream(node.peer_id(), kad_protocol()),
+        )
+        .await
+        .expect("opened in time")
+        .expect("a kad stream")
+    }
+}
+
+async fn send(s: &mut Stream, request: &KadRequest) {
+    write_message(
+        s,
+        &request.encode(std::time::Instant::now()),
+        KAD_MAX_PACKET_SIZE,
+    )
+    .await
+    .expect("written");
+}
+
+/// The next answer on `s`; `None` when the node ended the stream (closed or reset).
+async fn answer(s: &mut Stream) -> Option<KadResponse> {
+    let frame = tokio::time::timeout(DEADLINE, read_frame(s, KAD_MAX_PACKET_SIZE))
+        .await
+        .expect("the node acted in time");
+    match frame {
+        Ok(Some(bytes)) => Some(
+            KadResponse::decode(&bytes, std::time::Instant::now()).expect("a valid kad answer"),
+        ),
+        Ok(None) | Err(_) => None,
+    }
+}
+
+fn record(key: &str, value: &str) -> Record {
+    Record::new(RecordKey::new(&key), value.as_bytes().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_stream_carries_ten_requests_of_mixed_kinds_answered_in_order() {
+    let node = Dht::start(options(20)).await.expect("start");
+    let peer = connect(&node).await;
+    let mut s = peer.open(&node).await;
+    let content = b"some content".to_vec();
+    let provider = WirePeer {
+        peer: peer.id,
+        addrs: vec!["/ip4/127.0.0.1/tcp/4001".parse().expect("addr")],
+    };
+    let requests = vec![
+        KadRequest::FindNode {
+            key: PeerId::random().to_bytes(),
+        },
+        KadRequest::PutValue {
+            record: record("/v/first", "one"),
+        },
+        KadRequest::GetValue {
+            key: b"/v/first".to_vec(),
+        },
+        // No answer comes for this one: the node must take it and read on.
+        KadRequest::AddProvider {
+            key: content.clone(),
+            providers: vec![provider.clone()],
+        },
+        KadRequest::GetProviders {
+            key: content.clone(),
+        },
+        KadRequest::PutValue {
+            record: record("/v/second", "two"),
+        },
+        KadRequest::GetValue {
+            key: b"/v/second".to_vec(),
+        },
+        KadRequest::GetValue {
+            key: b"/v/never-stored".to_vec(),
+        },
+        KadRequest::FindNode {
+            key: PeerId::random().to_bytes(),
+        },
+        KadRequest::GetValue {
+            key: b"/v/first".to_vec(),
+        },
+    ];
+    // All ten written before any answer is read: the node answers them one after another.
+    for r in &requests {
+        send(&mut s, r).await;
+    }
+    let mut answers = Vec::new();
+    for _ in 0..9 {
+        let a = answer(&mut s).await;
+        assert!(
+            a.is_some(),
+            "answer {} of 9 on the same stream; before it: {:?}",
+            answers.len() + 1,
+            answers
+                .iter()
+                .map(|a: &KadResponse| a.kind)
+                .collect::<Vec<_>>()
+        );
+        answers.extend(a);
+    }
+    let kinds: Vec<MessageKind> = answers.iter().map(|a| a.kind).collect();
+    let expected: Vec<MessageKind> = requests
+        .iter()
+        .map(KadRequest::kind)
+        .filter(|k| *k != MessageKind::AddProvider)
+        .collect();
+    assert_eq!(kinds, expected, "answers in the order of the requests");
+    let value = |a: &KadResponse| a.record.as_ref().map(|r| r.value.clone());
+    assert_eq!(
+        value(&answers[1]),
+        Some(b"one".to_vec()),
+        "PUT acknowledged"
+    );
+    assert_eq!(
+        value(&answers[2]),
+        Some(b"one".to_vec()),
+        "the value just put"
+    );
+    assert!(
+        answers[3].providers.iter().any(|p| p.peer == peer.id),
+        "the ADD_PROVIDER sent mid-stream was taken: {:?}",
+        answers[3].providers
+    );
+    assert_eq!(value(&answers[5]), Some(b"two".to_vec()));
+    assert_eq!(value(&answers[6]), None, "nothing under a key never stored");
+    assert_eq!(value(&answers[8]), Some(b"one".to_vec()));
+    // Our side ends: the node ends its side too, with nothing more to say.
+    s.close().await.expect("close");
+    assert!(answer(&mut s).await.is_none(), "the stream ends cleanly");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_past_its_limits_ends_and_the_connection_serves_on() {
+    let node = Dht::start(options(20)).await.expect("start");
+    let peer = connect(&node).await;
+    let find = KadRequest::FindNode {
+        key: PeerId::random().to_bytes(),
+    };
+
+    // A message over the size limit: its length prefix alone ends the stream.
+    let mut oversize = peer.open(&node).await;
+    let mut prefix = Vec::new();
+    let mut n = KAD_MAX_PACKET_SIZE + 1;
+    while n >= 0x80 {
+        prefix.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    prefix.push(n as u8);
+    oversize.write_all(&prefix).await.expect("write");
+    oversize.flush().await.expect("flush");
+    assert!(answer(&mut oversize).await.is_none(), "oversize: ended");
+
+    // Bytes that are no kad message: the stream ends.
+    let mut garbage = peer.open(&node).await;
+    write_message(&mut garbage, &[0xff; 12], KAD_MAX_PACKET_SIZE)
+        .await
+        .expect("write");
+    assert!(answer(&mut garbage).await.is_none(), "garbage: ended");
+
+    // As many streams as a connection may hold, each answered; one more is refused.
+    let mut open = Vec::new();
+    for _ in 0..MAX_INBOUND_KAD_STREAMS {
+        let mut s = peer.open(&node).await;
+        send(&mut s, &find).await;
+        assert!(answer(&mut s).await.is_some(), "a stream within the limit");
+        open.push(s);
+    }
+    let mut extra = peer.open(&node).await;
+    // The node may have reset it before the request goes out: the write may fail or not.
+    let bytes = find.encode(std::time::Instant::now());
+    let _ = write_message(&mut extra, &bytes, KAD_MAX_PACKET_SIZE).await;
+    assert!(answer(&mut extra).await.is_none(), "one stream too many");
+
+    // The connection and the streams within the limits serve on.
+    for s in open.iter_mut() {
+        send(s, &find).await;
+        assert!(answer(s).await.is_some(), "an open stream still answers");
+    }
+    assert!(
+        node.connected_peers()
+            .await
+            .expect("peers")
+            .iter()
+            .any(|e| e.peer == peer.id),
+        "still connected"
+    );
+    drop(open);
+    // A fresh stream is served once the others are gone (the node may not have seen them end
+    // yet when the first try arrives).
+    eventually(
+        DEADLINE,
+        "a new stream served after the others closed",
+        || async {
+            let mut again = peer.open(&node).await;
+            let _ = write_message(&mut again, &bytes, KAD_MAX_PACKET_SIZE).await;
+            answer(&mut again).await
+        },
+    )
+    .await;
+    node.stop().await;
+}
+
+/// A bare kad server: each stream's requests are recorded (the stream's number and the type);
+/// every request but ADD_PROVIDER is answered with an empty answer of its type. With `once`, it
+/// closes each stream after its first message, as servers that answer once per stream do.
+async fn recording_server(
+    once: bool,
+) -> (PeerId, Multiaddr, Arc<Mutex<Vec<(usize, MessageKind)>>>) {
+    let mut swarm = tcp_swarm(Keypair::generate_ed25519(), |_| {
+        libp2p_stream::Behaviour::new()
+    });
+    let id = *swarm.local_peer_id();
+    let mut incoming = swarm
+        .behaviour()
+        .new_control()
+        .accept(kad_protocol())
+        .expect("registered once");
+    let addr = listen_locally(&mut swarm).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut streams = 0;
+        while let Some((_, mut s)) = incoming.next().await {
+            let n = streams;
+            streams += 1;
+            let log = log.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(bytes)) = read_frame(&mut s, KAD_MAX_PACKET_SIZE).await {
+                    let Ok(request) = KadRequest::decode(&bytes, std::time::Instant::now()) else {
+                        return;
+                    };
+                    log.lock().expect("log").push((n, request.kind()));
+                    if request.kind() != MessageKind::AddProvider {
+                        let reply =
+                            KadResponse::to(request.kind()).encode(std::time::Instant::now());
+                        if write_message(&mut s, &reply, KAD_MAX_PACKET_SIZE)
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    if once {
+                        let _ = s.close().await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    (id, addr, seen)
+}
+
+/// The server's log once it holds `n` requests.
+async fn arrived(
+    seen: &Arc<Mutex<Vec<(usize, MessageKind)>>>,
+    n: usize,
+) -> Vec<(usize, MessageKind)> {
+    eventually(DEADLINE, "every request to reach the server", || async {
+        let log = seen.lock().expect("log").clone();
+        (log.len() >= n).then_some(log)
+    })
+    .await
+}
+
+/// Sends `requests` to `server` one after another from a swarm with our protocols; returns how
+/// many were answered and how many failed.
+async fn ask_in_turn(
+    client: &mut Swarm<DhtBehaviour>,
+    server: PeerId,
+    addr: &Multiaddr,
+    requests: &[KadRequest],
+) -> (usize, usize) {
+    let (mut answered, mut failed) = (0, 0);
+    for r in requests {
+        let id = client
+            .behaviour_mut()
+            .kad
+            .send_request(&server, r.clone(), vec![addr.clone()]);
+        let outcome = async {
+            loop {
+                match client.select_next_some().await {
+                    SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(kad::Event::Response {
+                        id: got,
+                        ..
+                    })) if got == id => return true,
+                    SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(kad::Event::Failure {
+                        id: got,
+                        ..
+                    })) if got == id => return false,
+                    _ => {}
+                }
+            }
+        };
+        if tokio::time::timeout(DEADLINE, outcome)
+            .await
+            .expect("an outcome")
+        {
+            answered += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    (answered, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_requests_reuse_a_stream_and_a_server_that_answers_once_costs_retries_not_failures() {
+    let config = ProtocolConfig {
+        timing: Timing::fast(),
+        ..ProtocolConfig::default()
+    };
+    let mut requests = Vec::new();
+    for i in 0..5 {
+        requests.push(KadRequest::GetValue {
+            key: format!("/v/{i}").into_bytes(),
+        });
+        requests.push(KadRequest::AddProvider {
+            key: format!("content {i}").into_bytes(),
+            providers: Vec::new(),
+        });
+    }
+
+    // A server that keeps streams: ten requests in turn ride one stream.
+    let (id, addr, seen) = recording_server(false).await;
+    let mut client = tcp_swarm(Keypair::generate_ed25519(), |k| {
+        DhtBehaviour::new(k, &config)
+    });
+    let gets: Vec<KadRequest> = (0..10)
+        .map(|i| KadRequest::GetValue {
+            key: format!("/v/{i}").into_bytes(),
+        })
+        .collect();
+    assert_eq!(ask_in_turn(&mut client, id, &addr, &gets).await, (10, 0));
+    let streams = |log: &[(usize, MessageKind)]| {
+        log.iter()
+            .map(|(n, _)| *n)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    let log = seen.lock().expect("log").clone();
+    assert_eq!(log.len(), 10, "every request arrived once: {log:?}");
+    assert_eq!(streams(&log), 1, "one stream for ten requests: {log:?}");
+    // Each ADD_PROVIDER takes a stream of its own (no answer would tell that a reused stream
+    // had been closed under it), which then serves what follows.
+    seen.lock().expect("log").clear();
+    assert_eq!(
+        ask_in_turn(&mut client, id, &addr, &requests).await,
+        (10, 0)
+    );
+    // An ADD_PROVIDER ends, for its sender, once written: the server reads it a moment later.
+    let log = arrived(&seen, requests.len()).await;
+    assert_eq!(
+        streams(&log),
+        1 + 5,
+        "the open stream, and a new one per ADD_PROVIDER only: {log:?}"
+    );
+
+    // A server that closes each stream after one message: every request still arrives once,
+    // ADD_PROVIDERs included, and none fails.
+    let (id, addr, seen) = recording_server(true).await;
+    let mut client = tcp_swarm(Keypair::generate_ed25519(), |k| {
+        DhtBehaviour::new(k, &config)
+    });
+    let (answered, failed) = ask_in_turn(&mut client, id, &addr, &requests).await;
+    assert_eq!(
+        (answered, failed),
+        (10, 0),
+        "no failure against a close-after-one server"
+    );
+    let log = arrived(&seen, requests.len()).await;
+    let kinds: Vec<MessageKind> = log.iter().map(|(_, k)| *k).collect();
+    let sent: Vec<MessageKind> = requests.iter().map(KadRequest::kind).collect();
+    assert_eq!(kinds, sent, "each request arrived, once, in order");
+}
