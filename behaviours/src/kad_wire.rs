@@ -391,6 +391,12 @@ impl KadResponse {
 
     /// Parses an answer; anything malformed is an error, never a panic.
     pub fn decode(bytes: &[u8], now: Instant) -> io::Result<Self> {
+        Self::decode_with(bytes, now, true)
+    }
+
+    /// Parses an answer, its closer peers only when `closer` (a store's check of a copy wants the
+    /// record alone: a server names about 20 peers beside it, most of the work of reading it).
+    pub fn decode_with(bytes: &[u8], now: Instant, closer: bool) -> io::Result<Self> {
         let mut fields = Fields { buf: bytes };
         let mut response = Self::default();
         while let Some((number, field)) = fields.next_field()? {
@@ -399,6 +405,7 @@ impl KadResponse {
                     response.kind = MessageKind::from_wire(v).unwrap_or_default();
                 }
                 (3, Field::Bytes(b)) => response.record = Some(decode_record(b, now)?),
+                (8, Field::Bytes(_)) if !closer => {}
                 (8, Field::Bytes(b)) => {
                     take_peer(b, &mut response.closer, &mut response.dropped)?;
                 }

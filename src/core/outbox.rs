@@ -46,6 +46,8 @@ pub struct Outgoing {
     pub addrs: Vec<Multiaddr>,
     /// The request.
     pub request: KadRequest,
+    /// Whether the answer's closer peers are of use (a check of a copy needs the record alone).
+    pub closer_wanted: bool,
 }
 
 struct Waiting {
@@ -124,6 +126,7 @@ impl Outbox {
             peer,
             addrs,
             request,
+            closer_wanted: !matches!(sent, Sent::Verify(_)),
         }
     }
 

@@ -119,6 +119,18 @@ impl Kad {
         request: KadRequest,
         addrs: Vec<Multiaddr>,
     ) -> OutboundId {
+        self.send_request_with(peer, request, addrs, true)
+    }
+
+    /// Like [`Kad::send_request`]; the answer's closer peers are skipped unread unless
+    /// `closer_wanted`.
+    pub fn send_request_with(
+        &mut self,
+        peer: &PeerId,
+        request: KadRequest,
+        addrs: Vec<Multiaddr>,
+        closer_wanted: bool,
+    ) -> OutboundId {
         let id = OutboundId(self.next_id);
         self.next_id += 1;
         let out = Outgoing {
@@ -126,6 +138,7 @@ impl Kad {
             request,
             deadline: Instant::now() + self.limits.request_timeout,
             retried: false,
+            closer_wanted,
         };
         if let Some(&connection) = self.connections.get(peer).and_then(|c| c.first()) {
             self.send_on(*peer, connection, out);

@@ -39,6 +39,8 @@ pub struct Outgoing {
     pub deadline: Instant,
     /// Sent once already on a reused stream that the peer had closed: this try takes a new one.
     pub retried: bool,
+    /// Whether the answer's closer peers are read (or skipped unread).
+    pub closer_wanted: bool,
 }
 
 impl Outgoing {
@@ -303,6 +305,7 @@ impl Handler {
         let max = self.limits.max_message;
         let bytes = out.request.encode(Instant::now());
         let unanswered = out.request.kind() == MessageKind::AddProvider;
+        let closer = out.closer_wanted;
         let deadline = tokio::time::Instant::from_std(out.deadline);
         self.tasks.push(
             async move {
@@ -318,10 +321,12 @@ impl Handler {
                         return Exchange::Answered(None);
                     }
                     match read_frame(&mut io, max).await {
-                        Ok(Some(bytes)) => match KadResponse::decode(&bytes, Instant::now()) {
-                            Ok(response) => Exchange::Answered(Some(Box::new(response))),
-                            Err(e) => Exchange::Failed(e),
-                        },
+                        Ok(Some(bytes)) => {
+                            match KadResponse::decode_with(&bytes, Instant::now(), closer) {
+                                Ok(response) => Exchange::Answered(Some(Box::new(response))),
+                                Err(e) => Exchange::Failed(e),
+                            }
+                        }
                         Ok(None) => Exchange::Closed(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
                             "the peer closed the stream unanswered",

@@ -75,11 +75,12 @@ impl EventLoop {
     fn act(&mut self, action: Action) {
         match action {
             Action::Send(o) => {
-                let rid = self
-                    .swarm
-                    .behaviour_mut()
-                    .kad
-                    .send_request(&o.peer, o.request, o.addrs);
+                let rid = self.swarm.behaviour_mut().kad.send_request_with(
+                    &o.peer,
+                    o.request,
+                    o.addrs,
+                    o.closer_wanted,
+                );
                 self.in_flight.requests.insert(rid, o.id);
             }
             Action::Answer { id, response } => {
