@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: unit tests, multi-node tests over 127.0.0.1, CLI tests on the real binary, the
-# docker cluster test, a smoke run of the standard benchmark, and the py-libp2p interop test.
+# docker cluster test, a smoke run of the standard benchmark, and the interop tests (py-libp2p and
+# go-libp2p-kad-dht).
 # Every set-up step it needs, it does itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
