@@ -86,25 +86,11 @@ start_ours() {
     ((i > 0)) && args+=(-c "/ip4/127.0.0.1/tcp/$base")
     setpriv --pdeathsig KILL "$bin" "${args[@]}" >"$work/node$i.out" 2>"$work/node$i.err" &
     pids+=($!)
-    if ((i == 0)); then
-      deadline=$((SECONDS + 30))
-      until grep -q "listening on" "$work/node0.out" 2>/dev/null; do
-        ((SECONDS < deadline)) || { echo "node 0 did not start within 30 s" >&2; exit 1; }
-        sleep 0.05
-      done
-    fi
+    ((i == 0)) && wait_listening "$work/node0.out" "${pids[0]}"
   done
-  # Ready when every node routes every other (deadline 60 s).
-  deadline=$((SECONDS + 60))
-  for ((i = 0; i < nodes; i++)); do
-    until (($(routes $((base + i))) >= nodes - 1)); do
-      ((SECONDS < deadline)) || { echo "node $i did not route every other node within 60 s" >&2; exit 1; }
-      sleep 0.2
-    done
-  done
+  # Ready when every node routes every other.
+  wait_routed "$bin" "$base" "$nodes" 60
 }
-routes() { timeout 10 "$bin" -v 0 info "/ip4/127.0.0.1/tcp/$1" --json 2>/dev/null |
-  python3 -c 'import json,sys; print(len(json.load(sys.stdin)["routing_table"]))' 2>/dev/null || echo 0; }
 stop_ours() {
   local p
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

@@ -34,24 +34,10 @@ for ((i = 0; i < nodes; i++)); do
   ((i > 0)) && args+=(-c "/ip4/127.0.0.1/tcp/$base")
   "$bin" "${args[@]}" >"$work/node$i.out" 2>"$work/node$i.err" &
   pids+=($!)
-  if ((i == 0)); then
-    until grep -q "listening on" "$work/node0.out" 2>/dev/null; do
-      kill -0 "${pids[0]}" 2>/dev/null || { echo "node 0 did not start: $(cat "$work/node0.err")" >&2; exit 1; }
-      sleep 0.05
-    done
-  fi
+  ((i == 0)) && wait_listening "$work/node0.out" "${pids[0]}"
 done
-
-# Ready when every node routes every other (deadline 60 s).
-routes() { "$bin" -v 0 info "/ip4/127.0.0.1/tcp/$1" --json 2>/dev/null |
-  python3 -c 'import json,sys; print(len(json.load(sys.stdin)["routing_table"]))' 2>/dev/null || echo 0; }
-deadline=$((SECONDS + 60))
-for ((i = 0; i < nodes; i++)); do
-  until (($(routes $((base + i))) >= nodes - 1)); do
-    ((SECONDS < deadline)) || { echo "node $i did not route every other node within 60 s" >&2; exit 1; }
-    sleep 0.2
-  done
-done
+# Ready when every node routes every other.
+wait_routed "$bin" "$base" "$nodes" 60
 
 # Resident memory (KiB: all, private, proportional) and CPU time (s) of every node, as
 # "rss anon pss cpu" lines. PSS charges each of the 20 processes a twentieth of the binary's

@@ -288,3 +288,33 @@ pub async fn line_with(
         }
     }
 }
+
+/// A bare peer (a swarm that only opens streams, as `key`) connected to `node`, its swarm driven
+/// by a task: the control to open streams with, and the task to abort when done.
+pub async fn stream_peer(
+    node: &Dht,
+    key: Keypair,
+) -> (libp2p_stream::Control, tokio::task::JoinHandle<()>) {
+    let mut swarm = tcp_swarm(key, |_| libp2p_stream::Behaviour::new());
+    let control = swarm.behaviour().new_control();
+    swarm.dial(addr_of(node).await).expect("dial");
+    let connected = async {
+        loop {
+            if let SwarmEvent::ConnectionEstablished { peer_id, .. } =
+                swarm.select_next_some().await
+                && peer_id == node.peer_id()
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), connected)
+        .await
+        .expect("connected to the node");
+    let driver = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    (control, driver)
+}

@@ -19,7 +19,7 @@ use libp2p::kad::{Record, RecordKey};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Stream, StreamProtocol, Swarm};
 
-use crate::common::{addr_of, eventually, listen_locally, options, tcp_swarm};
+use crate::common::{eventually, listen_locally, options, stream_peer, tcp_swarm};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -41,30 +41,9 @@ impl Drop for RawPeer {
 }
 
 async fn connect(node: &Dht) -> RawPeer {
-    let mut swarm = tcp_swarm(Keypair::generate_ed25519(), |_| {
-        libp2p_stream::Behaviour::new()
-    });
-    let id = *swarm.local_peer_id();
-    let control = swarm.behaviour().new_control();
-    swarm.dial(addr_of(node).await).expect("dial");
-    let connected = async {
-        loop {
-            if let SwarmEvent::ConnectionEstablished { peer_id, .. } =
-                swarm.select_next_some().await
-                && peer_id == node.peer_id()
-            {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(DEADLINE, connected)
-        .await
-        .expect("connected to the node");
-    let driver = tokio::spawn(async move {
-        loop {
-            swarm.select_next_some().await;
-        }
-    });
+    let key = Keypair::generate_ed25519();
+    let id = key.public().to_peer_id();
+    let (control, driver) = stream_peer(node, key).await;
     RawPeer {
         id,
         control,

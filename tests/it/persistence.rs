@@ -10,12 +10,11 @@ use dht::limits::DEFAULT_KAD_PROTOCOL;
 use dht::{Dht, DhtOptions, Error, Key, Multiaddr, PeerId, Timing};
 use dht_behaviours::kad_wire::{KadRequest, KadResponse, WirePeer};
 use futures::future::join_all;
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::StreamProtocol;
-use libp2p::swarm::SwarmEvent;
 use tokio::time::Instant;
 
-use crate::common::{addr_of, eventually, holds, stop_all, tcp_swarm, wait_routed};
+use crate::common::{addr_of, eventually, holds, stop_all, stream_peer, wait_routed};
 
 const K: usize = 3;
 
@@ -290,27 +289,7 @@ async fn kad_request(
     request: KadRequest,
     expected: bool,
 ) -> Option<KadResponse> {
-    let mut swarm = tcp_swarm(key, |_| libp2p_stream::Behaviour::new());
-    let mut control = swarm.behaviour().new_control();
-    swarm.dial(addr_of(node).await).expect("dial");
-    let connected = async {
-        loop {
-            if let SwarmEvent::ConnectionEstablished { peer_id, .. } =
-                swarm.select_next_some().await
-                && peer_id == node.peer_id()
-            {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), connected)
-        .await
-        .expect("connected to the node");
-    let driver = tokio::spawn(async move {
-        loop {
-            swarm.select_next_some().await;
-        }
-    });
+    let (mut control, driver) = stream_peer(node, key).await;
     let exchange = async {
         let mut s = control
             .open_stream(node.peer_id(), StreamProtocol::new(DEFAULT_KAD_PROTOCOL))
