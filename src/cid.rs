@@ -13,6 +13,13 @@ pub const CIDV0_LEN: usize = 46;
 /// no hash a DHT key needs, and keys are bounded anyway).
 pub const MAX_DIGEST_LEN: usize = 64;
 
+/// The peer id `s` names: base58 (`12D3KooW...`, `Qm...`) or a CID of it (`k51...`, `bafz...`).
+pub fn peer_id_of(s: &str) -> Option<libp2p::PeerId> {
+    s.parse::<libp2p::PeerId>()
+        .ok()
+        .or_else(|| multihash_of(s).and_then(|mh| libp2p::PeerId::from_bytes(&mh).ok()))
+}
+
 /// The multihash bytes `s` names, if `s` is a CIDv0 or CIDv1.
 pub fn multihash_of(s: &str) -> Option<Vec<u8>> {
     if s.len() == CIDV0_LEN && s.starts_with("Qm") {

@@ -53,11 +53,7 @@ impl FromStr for Name {
     /// without a leading `/ipns/`.
     fn from_str(s: &str) -> std::result::Result<Self, NameError> {
         let bare = s.strip_prefix("/ipns/").unwrap_or(s);
-        if let Ok(peer) = PeerId::from_str(bare) {
-            return Ok(Self(peer));
-        }
-        crate::cid::multihash_of(bare)
-            .and_then(|mh| PeerId::from_bytes(&mh).ok())
+        crate::cid::peer_id_of(bare)
             .map(Self)
             .ok_or_else(|| NameError(s.to_owned()))
     }

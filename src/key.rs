@@ -83,10 +83,10 @@ impl Key {
         for ns in Namespace::ALL {
             let prefix = std::str::from_utf8(ns.prefix()).unwrap_or_default();
             if let Some(name) = s.strip_prefix(prefix)
-                && let Ok(name) = name.parse::<crate::ipns::Name>()
+                && let Some(peer) = crate::cid::peer_id_of(name)
             {
                 let mut bytes = ns.prefix().to_vec();
-                bytes.extend_from_slice(&name.0.to_bytes());
+                bytes.extend_from_slice(&peer.to_bytes());
                 return Self::from_bytes(bytes);
             }
         }

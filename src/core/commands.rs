@@ -24,8 +24,7 @@ pub const MAX_RUNNING_HANDLERS: usize = 256;
 /// transport's verdict (an answer, or its timeout) normally comes first.
 pub const COMMAND_DEADLINE_SLACK: Duration = Duration::from_millis(200);
 
-/// Identifies one of our commands on the wire (the core's number; the driver maps its own to it).
-pub type CommandId = u64;
+pub use super::events::CommandId;
 
 struct Queued {
     op: OpId,

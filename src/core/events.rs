@@ -17,11 +17,13 @@ use libp2p::{Multiaddr, PeerId};
 
 use super::bootstrap::DialId;
 use super::broadcaster::HandoffId;
-use super::commands::CommandId;
 use super::mirror_feed::MirrorId;
 use super::outbox::{Outgoing, RequestId};
 use super::records::Refusal;
 use super::reputation::Offence;
+
+/// Identifies one of our commands on the wire (the core's number; the driver maps its own to it).
+pub type CommandId = u64;
 
 /// Identifies an operation a caller asked for (the driver's or the simulator's number).
 pub type OpId = u64;

@@ -34,10 +34,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Some(OneShot::Put { at, value }) => put(&cli, at.as_deref(), value.as_deref()).await,
         Some(OneShot::Get { key }) => get(&cli, key).await,
         Some(OneShot::Findprovs { key, count }) => {
-            crate::routing::findprovs(&cli, key, *count).await
+            crate::routing::findprovs(key, *count, || short_lived(&cli)).await
         }
-        Some(OneShot::Findpeer { peer }) => crate::routing::findpeer(&cli, *peer).await,
-        Some(OneShot::Ipns { command }) => crate::routing::ipns(&cli, command).await,
+        Some(OneShot::Findpeer { peer }) => {
+            crate::routing::findpeer(*peer, || short_lived(&cli)).await
+        }
+        Some(OneShot::Ipns { command }) => {
+            crate::routing::ipns(&cli, command, || short_lived(&cli)).await
+        }
         Some(OneShot::Health { addr }) => health(&cli, addr.clone()).await,
         Some(OneShot::Info { addr, json }) => info(&cli, addr.clone(), *json).await,
         Some(OneShot::Sim {

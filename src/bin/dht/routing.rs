@@ -7,16 +7,20 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use dht::ipns::{Name, PublishOptions};
-use dht::{Key, PeerId};
+use dht::{Dht, Key, PeerId};
 
-use crate::app::short_lived;
 use crate::cli::{Cli, IpnsCommand};
 
 /// `dht findprovs KEY`: one provider per line, its peer id and then its addresses.
-pub async fn findprovs(cli: &Cli, key: &str, count: u64) -> Result<ExitCode> {
+/// `join` starts the short-lived node, once the arguments are known to be good.
+pub async fn findprovs<J: Future<Output = Result<Dht>>>(
+    key: &str,
+    count: u64,
+    join: impl FnOnce() -> J,
+) -> Result<ExitCode> {
     let key = Key::parse(key)?;
     let count = usize::try_from(count).unwrap_or(usize::MAX);
-    let node = short_lived(cli).await?;
+    let node = join().await?;
     let result = node.providers(&key, count).await;
     node.stop().await;
     let providers = result?;
@@ -37,8 +41,11 @@ pub async fn findprovs(cli: &Cli, key: &str, count: u64) -> Result<ExitCode> {
 }
 
 /// `dht findpeer PEER`: its addresses, one per line.
-pub async fn findpeer(cli: &Cli, peer: PeerId) -> Result<ExitCode> {
-    let node = short_lived(cli).await?;
+pub async fn findpeer<J: Future<Output = Result<Dht>>>(
+    peer: PeerId,
+    join: impl FnOnce() -> J,
+) -> Result<ExitCode> {
+    let node = join().await?;
     let result = node.find_peer(peer).await;
     node.stop().await;
     let found = result?;
@@ -54,11 +61,15 @@ pub async fn findpeer(cli: &Cli, peer: PeerId) -> Result<ExitCode> {
 }
 
 /// `dht ipns resolve NAME` and `dht ipns publish PATH`.
-pub async fn ipns(cli: &Cli, command: &IpnsCommand) -> Result<ExitCode> {
+pub async fn ipns<J: Future<Output = Result<Dht>>>(
+    cli: &Cli,
+    command: &IpnsCommand,
+    join: impl FnOnce() -> J,
+) -> Result<ExitCode> {
     match command {
         IpnsCommand::Resolve { name } => {
             let name: Name = name.parse()?;
-            let node = short_lived(cli).await?;
+            let node = join().await?;
             let result = node.resolve_ipns(&name).await;
             node.stop().await;
             let resolved = result?;
@@ -77,7 +88,7 @@ pub async fn ipns(cli: &Cli, command: &IpnsCommand) -> Result<ExitCode> {
                 bail!("ipns publish needs --key-file PATH: the name's key (created when missing)");
             };
             let key = dht::identity::load_or_create(key_file)?;
-            let node = short_lived(cli).await?;
+            let node = join().await?;
             let options = PublishOptions {
                 key: Some(key),
                 lifetime: *lifetime,
