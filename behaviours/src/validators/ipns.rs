@@ -346,3 +346,5 @@ fn parse_rfc3339(text: &[u8]) -> Option<SystemTime> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vectors_tests;
