@@ -19,7 +19,7 @@ use libp2p::kad::{Record, RecordKey};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Stream, StreamProtocol, Swarm};
 
-use crate::common::{eventually, listen_locally, options, stream_peer, tcp_swarm};
+use crate::common::{addr_of, eventually, listen_locally, options, stream_peer, tcp_swarm};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -324,6 +324,42 @@ async fn arrived(
     .await
 }
 
+/// Sends `requests` to `server` all at once; returns how many were answered and how many failed.
+async fn ask_at_once(
+    client: &mut Swarm<DhtBehaviour>,
+    server: PeerId,
+    addr: &Multiaddr,
+    requests: &[KadRequest],
+) -> (usize, usize) {
+    let mut ids: std::collections::HashSet<_> = requests
+        .iter()
+        .map(|r| {
+            client
+                .behaviour_mut()
+                .kad
+                .send_request(&server, r.clone(), vec![addr.clone()])
+        })
+        .collect();
+    let (mut answered, mut failed) = (0, 0);
+    let outcomes = async {
+        while !ids.is_empty() {
+            match client.select_next_some().await {
+                SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(kad::Event::Response {
+                    id, ..
+                })) if ids.remove(&id) => answered += 1,
+                SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(kad::Event::Failure {
+                    id, ..
+                })) if ids.remove(&id) => failed += 1,
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, outcomes)
+        .await
+        .expect("every outcome");
+    (answered, failed)
+}
+
 /// Sends `requests` to `server` one after another from a swarm with our protocols; returns how
 /// many were answered and how many failed.
 async fn ask_in_turn(
@@ -433,4 +469,84 @@ async fn our_requests_reuse_a_stream_and_a_server_that_answers_once_costs_retrie
     let kinds: Vec<MessageKind> = log.iter().map(|(_, k)| *k).collect();
     let sent: Vec<MessageKind> = requests.iter().map(KadRequest::kind).collect();
     assert_eq!(kinds, sent, "each request arrived, once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_burst_fills_every_stream_a_provide_takes_the_place_of_an_idle_one() {
+    let node = Dht::start(options(20)).await.expect("start");
+    let addr = addr_of(&node).await;
+    let config = ProtocolConfig {
+        timing: Timing::fast(),
+        ..ProtocolConfig::default()
+    };
+    let mut client = tcp_swarm(Keypair::generate_ed25519(), |k| {
+        DhtBehaviour::new(k, &config)
+    });
+    let me = *client.local_peer_id();
+    // As many requests at once as a connection has streams: every stream is open, then idle.
+    let burst: Vec<KadRequest> = (0..kad::MAX_OUTBOUND_KAD_STREAMS)
+        .map(|i| KadRequest::GetValue {
+            key: format!("/v/burst/{i}").into_bytes(),
+        })
+        .collect();
+    let server = node.peer_id();
+    assert_eq!(
+        ask_at_once(&mut client, server, &addr, &burst).await,
+        (burst.len(), 0)
+    );
+    // An ADD_PROVIDER needs a stream of its own: it takes an idle one's place at once rather than
+    // wait past its deadline for one to age out.
+    let content = b"provided after the burst".to_vec();
+    let provide = [
+        KadRequest::AddProvider {
+            key: content.clone(),
+            providers: vec![WirePeer {
+                peer: me,
+                addrs: vec!["/ip4/127.0.0.1/tcp/4001".parse().expect("addr")],
+            }],
+        },
+        KadRequest::GetProviders { key: content },
+    ];
+    assert_eq!(
+        ask_in_turn(&mut client, server, &addr, &provide[..1]).await,
+        (1, 0),
+        "the ADD_PROVIDER went out"
+    );
+    // It went on a stream of its own: the check, on another, may arrive first. Asked again
+    // until the node lists the provider.
+    let mut listed = false;
+    for _ in 0..100 {
+        let check = client.behaviour_mut().kad.send_request(
+            &server,
+            provide[1].clone(),
+            vec![addr.clone()],
+        );
+        let answer = async {
+            loop {
+                match client.select_next_some().await {
+                    SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(kad::Event::Response {
+                        id,
+                        response,
+                        ..
+                    })) if id == check => return Some(response),
+                    SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(kad::Event::Failure {
+                        id,
+                        ..
+                    })) if id == check => return None,
+                    _ => {}
+                }
+            }
+        };
+        let response = tokio::time::timeout(DEADLINE, answer)
+            .await
+            .expect("an outcome")
+            .expect("GET_PROVIDERS answered");
+        if response.providers.iter().any(|p| p.peer == me) {
+            listed = true;
+            break;
+        }
+        tokio::time::sleep(crate::common::POLL).await;
+    }
+    assert!(listed, "the node lists the provider");
+    node.stop().await;
 }

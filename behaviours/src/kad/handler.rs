@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use futures::future::{BoxFuture, Ready, ready};
 use futures::stream::FuturesUnordered;
-use futures::{AsyncRead, AsyncWriteExt, FutureExt, StreamExt};
+use futures::{AsyncRead, AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use libp2p::core::upgrade::{InboundUpgrade, OutboundUpgrade, UpgradeInfo};
 use libp2p::swarm::handler::{
     ConnectionEvent, ConnectionHandler, ConnectionHandlerEvent, DialUpgradeError,
@@ -227,31 +227,7 @@ impl Handler {
         let limits = self.limits;
         self.tasks.push(
             async move {
-                let outcome = async {
-                    if let Some(bytes) = answer
-                        && let Err(e) = write_message(&mut io, &bytes, limits.max_message).await
-                    {
-                        return Inbound::Failed(e);
-                    }
-                    if served >= limits.max_requests_per_stream {
-                        let _ = io.close().await;
-                        return Inbound::Ended;
-                    }
-                    match tokio::time::timeout(
-                        limits.idle_timeout,
-                        read_frame(&mut io, limits.max_message),
-                    )
-                    .await
-                    {
-                        Ok(Ok(Some(bytes))) => Inbound::Request(bytes),
-                        Ok(Ok(None)) | Err(_) => {
-                            let _ = io.close().await;
-                            Inbound::Ended
-                        }
-                        Ok(Err(e)) => Inbound::Failed(e),
-                    }
-                }
-                .await;
+                let outcome = serve(&mut io, served, answer, limits).await;
                 Step::Inbound {
                     stream,
                     io,
@@ -311,7 +287,7 @@ impl Handler {
             async move {
                 let exchange = async {
                     if let Err(e) = write_message(&mut io, &bytes, max).await {
-                        return if reused {
+                        return if reused && is_closed(&e) {
                             Exchange::Closed(e)
                         } else {
                             Exchange::Failed(e)
@@ -390,6 +366,15 @@ impl Handler {
     /// Hands waiting requests to idle streams and asks for new streams where none is idle.
     fn dispatch(&mut self) {
         let now = Instant::now();
+        let (expired, live): (Vec<Outgoing>, Vec<Outgoing>) =
+            self.retries.drain(..).partition(|out| out.deadline <= now);
+        self.retries.extend(live);
+        for out in expired {
+            self.notify(HandlerOut::Failed {
+                id: out.id,
+                error: Failure::Timeout,
+            });
+        }
         while let Some(out) = self.queue.front() {
             if out.deadline <= now {
                 let out = self.queue.pop_front().expect("front exists");
@@ -412,9 +397,15 @@ impl Handler {
             self.exchange(out, io, true);
         }
         let wanted = self.queue.len() + self.retries.len();
-        while wanted > self.opening
-            && self.outbound + self.opening < self.limits.max_outbound_streams
-        {
+        while wanted > self.opening {
+            if self.outbound + self.opening >= self.limits.max_outbound_streams {
+                // Every slot is taken: an idle stream (the oldest) gives its place to a request
+                // that needs a new one, rather than let it wait for the stream to age out.
+                if self.idle.pop_front().is_none() {
+                    break;
+                }
+                self.outbound -= 1;
+            }
             self.opening += 1;
             self.events
                 .push_back(ConnectionHandlerEvent::OutboundSubstreamRequest {
@@ -433,7 +424,9 @@ impl Handler {
             Pin::new(io).poll_read(cx, &mut byte).is_pending()
         });
         let now = Instant::now();
-        let idle_timeout = self.limits.idle_timeout;
+        // Half the idle timeout: a server closes a stream idle for the whole of it (ours do, and
+        // Go's after a minute), and a request must not meet that close on its way.
+        let idle_timeout = self.limits.idle_timeout / 2;
         while self
             .idle
             .front()
@@ -454,8 +447,63 @@ impl Handler {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
         if timer.as_mut().poll(cx).is_ready() {
             timer.as_mut().reset(at);
-            let _ = timer.as_mut().poll(cx);
+            if timer.as_mut().poll(cx).is_ready() {
+                // Due already: the next poll expires it.
+                cx.waker().wake_by_ref();
+            }
         }
+    }
+}
+
+/// One turn of an inbound stream: the last request's answer written (a peer that does not read it
+/// within the request timeout loses the stream), then the next request read. The wait for its
+/// first byte may last the idle timeout; once it has begun, the whole message must arrive within
+/// the request timeout, so a peer cannot hold a stream by trickling a message.
+async fn serve(
+    io: &mut Stream,
+    served: u32,
+    answer: Option<Vec<u8>>,
+    limits: StreamLimits,
+) -> Inbound {
+    let timed_out =
+        |what: &str| Inbound::Failed(io::Error::new(io::ErrorKind::TimedOut, what.to_owned()));
+    if let Some(bytes) = answer {
+        match tokio::time::timeout(
+            limits.request_timeout,
+            write_message(io, &bytes, limits.max_message),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Inbound::Failed(e),
+            Err(_) => return timed_out("the peer did not take its kad answer in time"),
+        }
+    }
+    if served >= limits.max_requests_per_stream {
+        let _ = tokio::time::timeout(limits.request_timeout, io.close()).await;
+        return Inbound::Ended;
+    }
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(limits.idle_timeout, io.read(&mut first)).await {
+        Ok(Ok(1)) => {}
+        Ok(Err(e)) => return Inbound::Failed(e),
+        // The peer ended the stream, or it idled: our side ends too.
+        Ok(Ok(_)) | Err(_) => {
+            let _ = tokio::time::timeout(limits.request_timeout, io.close()).await;
+            return Inbound::Ended;
+        }
+    }
+    let mut message = futures::io::Cursor::new(first).chain(&mut *io);
+    match tokio::time::timeout(
+        limits.request_timeout,
+        read_frame(&mut message, limits.max_message),
+    )
+    .await
+    {
+        Ok(Ok(Some(bytes))) => Inbound::Request(bytes),
+        Ok(Ok(None)) => Inbound::Ended,
+        Ok(Err(e)) => Inbound::Failed(e),
+        Err(_) => timed_out("a kad message arrived too slowly"),
     }
 }
 

@@ -24,10 +24,14 @@ pub use behaviour::{Event, Kad, Responder};
 use crate::config::MAX_CONNECTIONS_PER_PEER;
 
 /// Peers' kad streams open at once on one connection; one more is refused (reset) at once.
-/// go-libp2p-kad-dht opens one per peer; rust-libp2p's kad serves up to 32.
-pub const MAX_INBOUND_KAD_STREAMS: usize = 32;
+/// go-libp2p-kad-dht opens one per peer; rust-libp2p's kad serves up to 32. Twice our own
+/// outbound pool: a peer of ours replacing idle streams (the new one may arrive before the old
+/// one's end is seen) never meets the limit.
+pub const MAX_INBOUND_KAD_STREAMS: usize = 64;
 /// Our kad streams open at once on one connection (requests beyond wait for one to be free).
 pub const MAX_OUTBOUND_KAD_STREAMS: usize = 32;
+// A full outbound pool and as many replacements fit within a peer's inbound limit.
+const _: () = assert!(MAX_INBOUND_KAD_STREAMS >= 2 * MAX_OUTBOUND_KAD_STREAMS);
 /// Peers' kad streams open at once from one peer, on all its connections.
 pub const MAX_INBOUND_KAD_STREAMS_PER_PEER: usize =
     MAX_INBOUND_KAD_STREAMS * MAX_CONNECTIONS_PER_PEER as usize;
@@ -47,8 +51,8 @@ pub struct StreamLimits {
     pub max_message: usize,
     /// How long one of our requests may take, from being sent to its answer.
     pub request_timeout: Duration,
-    /// How long a stream may stay open between requests (inbound: waiting for the peer's next
-    /// one; outbound: waiting for ours).
+    /// How long an inbound stream may wait for the peer's next request; our own idle streams
+    /// close at half of it, so a request of ours never meets a server's close.
     pub idle_timeout: Duration,
     /// Peers' streams open at once on the connection.
     pub max_inbound_streams: usize,
