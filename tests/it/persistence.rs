@@ -57,16 +57,30 @@ async fn start(dir: &Path, boot: Option<Multiaddr>) -> Dht {
 
 /// Every key fetchable from every node, within `within`.
 async fn all_fetchable(nodes: &[Dht], keys: &[Key], within: Duration, what: &str) {
-    eventually(within, what, || async {
-        for n in nodes {
-            let results = join_all(keys.iter().map(|k| n.fetch(k))).await;
-            if results.iter().any(Result::is_err) {
-                return None;
+    let last = std::sync::Mutex::new(Vec::new());
+    let fetched = tokio::time::timeout(
+        within,
+        eventually(within * 2, what, || async {
+            for n in nodes {
+                let results = join_all(keys.iter().map(|k| n.fetch(k))).await;
+                let errors: Vec<String> = results
+                    .iter()
+                    .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+                    .collect();
+                if !errors.is_empty() {
+                    *last.lock().expect("errors") = errors;
+                    return None;
+                }
             }
-        }
-        Some(())
-    })
+            Some(())
+        }),
+    )
     .await;
+    assert!(
+        fetched.is_ok(),
+        "timed out after {within:?} waiting for {what}; the last round's errors: {:?}",
+        last.lock().expect("errors")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
