@@ -424,9 +424,9 @@ impl Handler {
             Pin::new(io).poll_read(cx, &mut byte).is_pending()
         });
         let now = Instant::now();
-        // Half the idle timeout: a server closes a stream idle for the whole of it (ours do, and
-        // Go's after a minute), and a request must not meet that close on its way.
-        let idle_timeout = self.limits.idle_timeout / 2;
+        // A request that meets a server's close of a stream idle as long (ours, and Go's after a
+        // minute) is sent again on a fresh stream.
+        let idle_timeout = self.limits.idle_timeout;
         while self
             .idle
             .front()

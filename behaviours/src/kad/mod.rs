@@ -51,8 +51,8 @@ pub struct StreamLimits {
     pub max_message: usize,
     /// How long one of our requests may take, from being sent to its answer.
     pub request_timeout: Duration,
-    /// How long an inbound stream may wait for the peer's next request; our own idle streams
-    /// close at half of it, so a request of ours never meets a server's close.
+    /// How long a stream may stay open between requests (inbound: waiting for the peer's next
+    /// one; outbound: waiting for ours).
     pub idle_timeout: Duration,
     /// Peers' streams open at once on the connection.
     pub max_inbound_streams: usize,
