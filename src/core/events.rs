@@ -289,11 +289,23 @@ pub enum Input {
     Failure {
         /// Which.
         id: RequestId,
-        /// It went unanswered (rather than being refused or reset).
-        timed_out: bool,
+        /// How.
+        kind: FailureKind,
     },
     /// Time passed (at or after [`Core::next_wakeup`]).
     Tick,
+}
+
+/// How one of our requests failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No answer in time: the peer may be gone.
+    TimedOut,
+    /// The peer ended the request's stream unanswered: it refused the request (its rate limit,
+    /// a full store) and is alive.
+    Refused,
+    /// The stream or the connection broke, the peer could not be dialed, or it answered garbage.
+    Broken,
 }
 
 /// What an operation came to.
@@ -475,6 +487,10 @@ pub enum Action {
         /// The addresses it had.
         addrs: Vec<Multiaddr>,
     },
+    /// The routing table emptied: feed back every connected peer that serves kad as
+    /// [`Input::PeerSeen`], so a node cut off from its table but not from the network re-learns
+    /// its peers at once.
+    Relearn,
     /// Dial `addr` (a bootstrap node, or a peer to rejoin through); the outcome comes back as
     /// [`Input::Connected`] or [`Input::DialFailed`].
     Dial {

@@ -38,6 +38,7 @@ pub mod reputation;
 pub mod routing;
 pub mod server;
 pub mod silence;
+pub mod throttle;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -55,7 +56,7 @@ use rand::rngs::StdRng;
 
 use bootstrap::{Bootstrapper, DialId};
 use broadcaster::{Broadcaster, HandoffId};
-pub use events::{Action, CoreStats, InboundId, Input, OpError, OpId, OpOk, Report};
+pub use events::{Action, CoreStats, FailureKind, InboundId, Input, OpError, OpId, OpOk, Report};
 use mirrors::Mirrors;
 pub use outbox::{Outgoing, QueryId, RequestId};
 use peers::Standing;
@@ -222,6 +223,8 @@ pub struct Core {
     host_limits: rate::RateLimits<u64>,
     next_handoff: HandoffId,
     commands: commands::Commands,
+    /// Peers that refused our lookups, backed off from ([`throttle`]).
+    throttled: throttle::Throttled,
 }
 
 impl Core {
@@ -285,6 +288,7 @@ impl Core {
             ),
             next_handoff: 0,
             commands: commands::Commands::default(),
+            throttled: throttle::Throttled::default(),
             config,
         }
     }
@@ -345,6 +349,7 @@ impl Core {
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         let mut events = Vec::new();
+        let had_peers = !self.routing.is_empty();
         match input {
             Input::Store { op, key, value } => {
                 self.store(op, key, value, now, &mut out, &mut events)
@@ -459,24 +464,27 @@ impl Core {
                     (now, self.records.wall(now)),
                     &mut events,
                 ) {
+                    self.throttled.answered(&peer);
                     self.seen(peer, Vec::new(), now, &mut events);
                 }
             }
-            Input::Failure { id, timed_out } => {
-                if let Some(peer) = self.queries.on_failure(id, timed_out, now, &mut events) {
-                    self.failed(&peer, &mut out);
-                }
+            Input::Failure { id, kind } => {
+                self.request_failed(id, kind, now, &mut out, &mut events)
             }
             Input::Tick => {
                 for peer in self.queries.tick(now, &mut events) {
                     self.failed(&peer, &mut out);
                 }
+                self.throttled.sweep(now);
                 self.standing_tick(now, &mut out);
                 self.maintain(now, &mut events);
                 self.bootstrap_tick(now, &mut out);
                 self.feed_mirrors(now, &mut out);
                 self.expire_commands(now, &mut out);
             }
+        }
+        if had_peers && self.routing.is_empty() {
+            self.emptied(now, &mut out);
         }
         self.flush(events, now, &mut out);
         for (key, from) in std::mem::take(&mut self.kept) {
@@ -568,12 +576,19 @@ impl Core {
             Purpose::Refresh => self.config.bucket_size(),
             _ => self.config.k,
         };
-        let seeds = self
+        let mut seeds: Vec<(PeerId, Vec<Multiaddr>)> = self
             .routing
             .closest(&target, CANDIDATES_PER_K * want)
             .into_iter()
             .map(|e| (*e.peer(), e.addrs.clone()))
             .collect();
+        // Peers throttling us are left out while others remain (they come back through answers).
+        if seeds
+            .iter()
+            .any(|(p, _)| !self.throttled.is_backed_off(p, now))
+        {
+            seeds.retain(|(p, _)| !self.throttled.is_backed_off(p, now));
+        }
         self.queries.start(key, purpose, seeds, now, events)
     }
 
@@ -649,6 +664,10 @@ mod provider_tests;
 #[cfg(test)]
 mod resolve_tests;
 #[cfg(test)]
+mod share_tests;
+#[cfg(test)]
 mod sybil_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod throttle_tests;

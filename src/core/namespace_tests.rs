@@ -225,3 +225,63 @@ fn an_amino_node_keeps_only_namespaced_and_provider_records_and_says_why_it_refu
         }
     )));
 }
+
+#[test]
+fn a_replayed_signed_record_is_not_checked_again_and_checks_are_budgeted_per_peer() {
+    use super::records::VERIFY_BURST_PER_PEER;
+    use dht_behaviours::validators::ipns::{build_record, routing_key_for};
+    use std::time::{Duration, UNIX_EPOCH};
+    let now = Instant::now();
+    let mut core = core(now);
+    let eol = UNIX_EPOCH + Duration::from_secs(3600);
+    let ttl = Duration::from_secs(300);
+    let owner = Keypair::generate_ed25519();
+    let key = routing_key_for(&owner);
+    let value = build_record(&owner, b"/ipfs/bafy", 1, eol, ttl).expect("built");
+    assert!(put(
+        &mut core,
+        PeerId::random(),
+        1,
+        key.clone(),
+        value.clone()
+    ));
+    assert_eq!(core.records().verifications(), 1);
+    // Four identities replay it unchanged: each replay is acknowledged (the copy is held) and
+    // none costs a signature check (failed before: every replay was verified again).
+    let replayers: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
+    for i in 0..400u64 {
+        let from = replayers[(i % 4) as usize];
+        assert!(put(&mut core, from, 10 + i, key.clone(), value.clone()));
+    }
+    assert_eq!(core.records().verifications(), 1);
+    // A copy that differs is checked (and this one, its signature broken, refused).
+    let mut forged = value.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    assert!(!put(&mut core, replayers[0], 999, key, forged));
+    assert_eq!(core.records().verifications(), 2);
+    // One peer sending new signed records gets its burst of checks, then is refused (and not
+    // blocked: it is busy, not lying) until its budget refills.
+    let flooder = PeerId::random();
+    let names = VERIFY_BURST_PER_PEER as usize + 20;
+    let mut kept = 0;
+    for i in 0..names {
+        let owner = Keypair::generate_ed25519();
+        let value = build_record(&owner, b"/ipfs/bafy", 1, eol, ttl).expect("built");
+        if put(
+            &mut core,
+            flooder,
+            2000 + i as u64,
+            routing_key_for(&owner),
+            value,
+        ) {
+            kept += 1;
+        }
+    }
+    assert_eq!(kept, VERIFY_BURST_PER_PEER as usize);
+    assert_eq!(
+        core.records().verifications(),
+        2 + u64::from(VERIFY_BURST_PER_PEER)
+    );
+    assert!(!core.is_blocked(&flooder));
+}

@@ -26,6 +26,7 @@ use libp2p::kad::Record;
 use libp2p::{Multiaddr, PeerId};
 use put::PutPhase;
 
+use super::events::FailureKind;
 use super::outbox::{InFlight, Outbox, QueryId, RequestId, Sent};
 pub use super::query::{Outcome, Purpose, QueryConfig, QueryEvent};
 
@@ -358,20 +359,19 @@ impl Queries {
         }
     }
 
-    /// Request `rid` failed (`timed_out`: it went unanswered). Returns the peer when the failure
-    /// tells of its health (a timeout, a failed lookup request), so the caller can mark it.
+    /// Request `rid` failed as `kind` says. Returns its peer and whether it was a lookup's
+    /// request, for the caller to judge the peer by.
     pub fn on_failure(
         &mut self,
         rid: RequestId,
-        timed_out: bool,
+        kind: FailureKind,
         now: Instant,
         out: &mut Vec<QueryEvent>,
-    ) -> Option<PeerId> {
+    ) -> Option<(PeerId, bool)> {
         let done = self.resolve(rid, now, out)?;
-        // A refused PUT_VALUE (a full store, a quota used up) says nothing of the peer's health.
-        let unhealthy = timed_out || matches!(done.sent, Sent::Lookup(_));
-        self.failed(done, timed_out, now, out);
-        unhealthy.then_some(done.peer)
+        let lookup = matches!(done.sent, Sent::Lookup(_));
+        self.failed(done, kind == FailureKind::TimedOut, now, out);
+        Some((done.peer, lookup))
     }
 
     fn failed(&mut self, done: InFlight, timed_out: bool, now: Instant, out: &mut Vec<QueryEvent>) {

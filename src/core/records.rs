@@ -11,13 +11,16 @@
 //!    held one as it is (and is acknowledged: the node does hold the record).
 //! 5. A free (non-content) key's value is replaced only by the peer that stored it first, or by
 //!    this node's own store; anyone else is refused, so no peer can overwrite what others wrote.
+//!    Its life is renewed only by that peer or the publisher its copies name: an unchanged
+//!    replay by anyone else is acknowledged and extends nothing.
 //!    A key under a validated namespace (`/pk/`, `/ipns/`) must pass its validator (rule 1), and
 //!    its signed record is replaced only by a better one, whoever sends it (an IPNS record by a
 //!    higher sequence, then a later end of life: [`select`]); a worse one is refused. An IPNS
 //!    copy never lives past its record's end of life.
-//! 6. A new key counts against the sending peer's quota, in records and bytes
+//! 6. A new key counts against the sending peer's share and its host's, in records and bytes,
+//!    and peers together never take the sixteenth kept for this node's own records
 //!    ([`super::quota`]); a re-store of a held key adds nothing. A mirror node, which keeps
-//!    everything it is handed, has no quota.
+//!    everything its named feeders hand it, has no quota.
 //! 7. A full store refuses; it never evicts a living record to make room.
 //!
 //! Provider records (ADD_PROVIDER) are kept apart, in a [`ProviderStore`]: each lives one
@@ -39,10 +42,22 @@ use libp2p::kad::store::RecordStore;
 use libp2p::kad::{ProviderRecord, Record, RecordKey};
 
 use super::Clock;
-use super::quota::Quota;
+use super::quota::{Over, Quota};
+use super::rate::{RateLimits, peer_key};
 
 /// A cached copy lives this many times shorter than a stored one.
 pub const CACHE_TTL_DIVISOR: u32 = 8;
+/// Signed records (`/pk/`, `/ipns/`) one peer may have checked per second, sustained: a check
+/// of an RSA-4096 signature costs about 0.1 ms, so a peer gets at most 2 % of a core.
+pub const VERIFY_RATE_PER_PEER: u32 = 200;
+/// Signed records one peer may have checked in a burst (a republish of many names at once).
+pub const VERIFY_BURST_PER_PEER: u32 = 400;
+/// Signed records one host may have checked per second, whatever identities it runs.
+pub const VERIFY_RATE_PER_HOST: u32 = 4 * VERIFY_RATE_PER_PEER;
+/// Signed records one host may have checked in a burst.
+pub const VERIFY_BURST_PER_HOST: u32 = 4 * VERIFY_BURST_PER_PEER;
+/// Peers and hosts whose verifications are budgeted at once.
+pub const MAX_VERIFY_BUDGETS: usize = super::server::MAX_RATED_PEERS;
 
 /// Where a copy comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,8 +93,11 @@ pub enum Refusal {
     /// A free key held for another peer; only that peer may replace its value.
     #[error("the key holds another peer's value")]
     Conflict,
-    /// The sender holds its share of the store already.
-    #[error("the peer's quota is used up")]
+    /// The sender, or its host, has had as many signed records checked as it may for now.
+    #[error("too many signed records to check from this sender; try again shortly")]
+    Busy,
+    /// The sender, or its host, holds its share of the store already.
+    #[error("the sender's share of the store (its own or its host's) is used up")]
     Quota,
     /// The store is full.
     #[error("the store is full")]
@@ -111,6 +129,10 @@ pub struct Records {
     amino: bool,
     /// The wall clock, for the validity of signed records.
     clock: Clock,
+    /// Signed records whose signature was checked (a replay of one held is not).
+    verifications: u64,
+    /// Each peer's and each host's budget of signature checks.
+    verify_budget: (RateLimits<u64>, RateLimits<u64>),
 }
 
 impl Records {
@@ -130,6 +152,19 @@ impl Records {
             mirror: false,
             amino: false,
             clock,
+            verifications: 0,
+            verify_budget: (
+                RateLimits::new(
+                    VERIFY_RATE_PER_PEER,
+                    VERIFY_BURST_PER_PEER,
+                    MAX_VERIFY_BUDGETS,
+                ),
+                RateLimits::new(
+                    VERIFY_RATE_PER_HOST,
+                    VERIFY_BURST_PER_HOST,
+                    MAX_VERIFY_BUDGETS,
+                ),
+            ),
         }
     }
 
@@ -138,14 +173,30 @@ impl Records {
         UNIX_EPOCH + Duration::from_millis(self.clock.unix_ms_at(now))
     }
 
+    /// Signature checks made so far (replays of a held record make none).
+    pub fn verifications(&self) -> u64 {
+        self.verifications
+    }
+
+    /// Whether a living copy of `record`, byte for byte, is held: it passed every check when it
+    /// came first, so a replay is judged without hashing or verifying it again.
+    fn holds_identical(&self, record: &Record, now: Instant) -> bool {
+        self.store
+            .get_any(&record.key)
+            .is_some_and(|held| held.expires.is_none_or(|e| e > now) && held.value == record.value)
+    }
+
     /// Checks a namespaced record against its validator; for an IPNS record, the moment its end
     /// of life comes on the monotonic clock.
     fn validate_namespaced(
-        &self,
+        &mut self,
         record: &Record,
         now: Instant,
     ) -> Result<Option<Instant>, RecordError> {
         let wall = self.wall(now);
+        if Namespace::of(record.key.as_ref()).is_some() {
+            self.verifications += 1;
+        }
         match Namespace::of(record.key.as_ref()) {
             Some((Namespace::Ipns, name)) => {
                 let valid = ipns::validate(name, &record.value, wall)?;
@@ -156,6 +207,44 @@ impl Records {
                 .map(|_| None)
                 .map_err(Into::into),
             None => Ok(None),
+        }
+    }
+
+    /// Takes one signature check from `peer`'s budget and its host's.
+    fn charge_verification(
+        &mut self,
+        peer: &PeerId,
+        host: Option<u64>,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        let (peers, hosts) = &mut self.verify_budget;
+        if !peers.take(&peer_key(peer), now) {
+            return Err(Refusal::Busy);
+        }
+        if let Some(h) = host
+            && !hosts.take(&h, now)
+        {
+            return Err(Refusal::Busy);
+        }
+        Ok(())
+    }
+
+    /// The end of life of a copy identical to a held record, read without a signature check.
+    fn end_of_life_of_held(
+        &self,
+        record: &Record,
+        now: Instant,
+    ) -> Result<Option<Instant>, Refusal> {
+        if !matches!(
+            Namespace::of(record.key.as_ref()),
+            Some((Namespace::Ipns, _))
+        ) {
+            return Ok(None);
+        }
+        let wall = self.wall(now);
+        match ipns::end_of_life_unchecked(&record.value) {
+            Some(eol) if eol > wall => Ok(Some(now + eol.duration_since(wall).unwrap_or_default())),
+            _ => Err(Refusal::Expired),
         }
     }
 
@@ -227,8 +316,20 @@ impl Records {
         record: Record,
         now: Instant,
     ) -> Result<Admitted, Refusal> {
+        self.admit_from(source, None, record, now)
+    }
+
+    /// [`Records::admit`] for a copy from a peer on `host` (its [`super::server::host_key`];
+    /// `None`: unknown, or loopback in a local network), whose shares bound it too.
+    pub fn admit_from(
+        &mut self,
+        source: Source,
+        host: Option<u64>,
+        record: Record,
+        now: Instant,
+    ) -> Result<Admitted, Refusal> {
         let key = record.key.clone();
-        let admitted = self.decide(source, record, now);
+        let admitted = self.decide(source, host, record, now);
         if admitted.is_ok() && matches!(source, Source::Peer(_)) {
             self.received.insert(key, now);
         }
@@ -238,14 +339,24 @@ impl Records {
     fn decide(
         &mut self,
         source: Source,
+        host: Option<u64>,
         mut record: Record,
         now: Instant,
     ) -> Result<Admitted, Refusal> {
-        validate_record(record.key.as_ref(), &record.value)?;
         if self.amino && Namespace::of(record.key.as_ref()).is_none() {
             return Err(Refusal::OutsideAmino);
         }
-        let end_of_life = self.validate_namespaced(&record, now)?;
+        let end_of_life = if self.holds_identical(&record, now) {
+            self.end_of_life_of_held(&record, now)?
+        } else {
+            validate_record(record.key.as_ref(), &record.value)?;
+            if let Source::Peer(peer) = source
+                && is_namespaced(record.key.as_ref())
+            {
+                self.charge_verification(&peer, host, now)?;
+            }
+            self.validate_namespaced(&record, now)?
+        };
         match source {
             Source::Own => {
                 record.publisher = Some(self.local);
@@ -294,6 +405,18 @@ impl Records {
                         return Err(Refusal::Conflict);
                     }
                 } else if same && source != Source::Own {
+                    // A free key's life is the publisher's to renew: its first writer here, or
+                    // the publisher its copies name. A replay by anyone else is acknowledged
+                    // (the copy is held) and changes nothing, so a departed publisher's value
+                    // ends with its last renewal.
+                    if !is_content_key(key)
+                        && !is_namespaced(key)
+                        && let Source::Peer(p) = source
+                        && self.quota.origin(&record.key) != Some(&p)
+                        && held.publisher != Some(p)
+                    {
+                        return Ok(Admitted::Held);
+                    }
                     // Never shorten: keep whichever copy lives longer.
                     let longer = match (held.expires, record.expires) {
                         (None, _) => false,
@@ -311,16 +434,19 @@ impl Records {
         if let Source::Peer(peer) = source
             && new
             && !self.mirror
-            && !self.quota.admits(&peer, &record.key, bytes)
         {
-            return Err(Refusal::Quota);
+            match self.quota.admits(&peer, host, &record.key, bytes) {
+                Ok(()) => {}
+                Err(Over::Peer | Over::Host) => return Err(Refusal::Quota),
+                Err(Over::Room) => return Err(Refusal::Full),
+            }
         }
         let key = record.key.clone();
         self.store.put(record).map_err(|_| Refusal::Full)?;
         if let Source::Peer(peer) = source
             && !self.mirror
         {
-            self.quota.stored(peer, key, bytes);
+            self.quota.stored(peer, host, key, bytes);
         }
         Ok(if new {
             Admitted::New
@@ -403,146 +529,5 @@ impl Records {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use dht_behaviours::validation::content_key;
-
-    fn content(value: &[u8]) -> Record {
-        Record::new(RecordKey::new(&content_key(value)), value.to_vec())
-    }
-
-    fn records() -> (Records, Instant) {
-        let local = PeerId::random();
-        let timing = Timing {
-            record_ttl: Duration::from_secs(3600),
-            provider_ttl: Duration::from_secs(7200),
-            // A one-second expiry margin.
-            query_timeout: Duration::ZERO,
-            ..Timing::fast()
-        };
-        let limits = StoreLimits {
-            max_records: 64,
-            max_bytes: 64 * 1024,
-        };
-        let now = Instant::now();
-        let clock = Clock::new(now, Duration::ZERO);
-        (Records::new(local, limits, &timing, clock), now)
-    }
-
-    #[test]
-    fn provider_records_live_one_provider_ttl_and_are_swept() {
-        let (mut r, now) = records();
-        let (alice, bob) = (PeerId::random(), PeerId::random());
-        let key = RecordKey::new(&b"provided");
-        let addr: Multiaddr = "/ip4/192.0.2.1/tcp/4001".parse().expect("addr");
-        assert_eq!(
-            r.add_provider(key.clone(), alice, vec![addr.clone()], None, now),
-            Ok(Added::New)
-        );
-        let later = now + Duration::from_secs(3600);
-        assert_eq!(
-            r.add_provider(key.clone(), bob, Vec::new(), None, later),
-            Ok(Added::New)
-        );
-        let listed: Vec<PeerId> = r.providers(&key, now).map(|p| p.provider).collect();
-        assert_eq!(listed, vec![alice, bob]);
-        assert_eq!(r.provided_by(&alice), vec![key.clone()]);
-        assert_eq!(r.provider_count(), 2);
-        // Alice's record lives one provider TTL (two hours here), not one record TTL.
-        let alice_ends = now + Duration::from_secs(7200);
-        let just_before = alice_ends - Duration::from_secs(1);
-        assert_eq!(r.providers(&key, just_before).count(), 2);
-        assert_eq!(r.sweep(alice_ends), 1);
-        let left: Vec<PeerId> = r.providers(&key, alice_ends).map(|p| p.provider).collect();
-        assert_eq!(left, vec![bob]);
-        assert!(r.provided_by(&alice).is_empty());
-        // A record read back from disk never lives longer than one provider TTL from now.
-        let mut old = ProviderRecord::new(key.clone(), alice, vec![addr]);
-        old.expires = Some(alice_ends + Duration::from_secs(99_999));
-        assert_eq!(r.restore_provider(old, alice_ends), Ok(Added::New));
-        let back = r.providers(&key, alice_ends).find(|p| p.provider == alice);
-        let expires = back.and_then(|p| p.expires);
-        assert_eq!(expires, Some(alice_ends + Duration::from_secs(7200)));
-    }
-
-    #[test]
-    fn a_peer_never_shortens_a_held_record() {
-        let (mut r, now) = records();
-        let peer = Source::Peer(PeerId::random());
-        let mut rec = content(b"v");
-        rec.expires = Some(now + Duration::from_secs(3000));
-        assert_eq!(r.admit(peer, rec.clone(), now), Ok(Admitted::New));
-        let mut short = rec.clone();
-        short.expires = Some(now + Duration::from_secs(2));
-        assert_eq!(r.admit(peer, short, now), Ok(Admitted::Held));
-        let later = now + Duration::from_secs(60);
-        assert!(r.get(&rec.key, later).is_some(), "still held a minute on");
-        // A longer life (a republish) is taken, capped at one TTL.
-        let mut long = rec.clone();
-        long.expires = Some(now + Duration::from_secs(99_999));
-        assert_eq!(r.admit(peer, long, now), Ok(Admitted::Updated));
-        let held = r.get(&rec.key, now).and_then(|x| x.expires);
-        assert_eq!(held, Some(now + Duration::from_secs(3600)));
-    }
-
-    #[test]
-    fn own_copies_stay_and_free_keys_belong_to_their_first_writer() {
-        let (mut r, now) = records();
-        let (alice, mallory) = (PeerId::random(), PeerId::random());
-        let key = RecordKey::new(&b"name");
-        let first = Record::new(key.clone(), b"alice's".to_vec());
-        assert_eq!(r.admit(Source::Peer(alice), first, now), Ok(Admitted::New));
-        let forged = Record::new(key.clone(), b"mallory's".to_vec());
-        assert_eq!(
-            r.admit(Source::Peer(mallory), forged, now),
-            Err(Refusal::Conflict)
-        );
-        let update = Record::new(key.clone(), b"alice's v2".to_vec());
-        assert_eq!(
-            r.admit(Source::Peer(alice), update, now),
-            Ok(Admitted::Updated)
-        );
-        let own = content(b"mine");
-        assert_eq!(r.admit(Source::Own, own.clone(), now), Ok(Admitted::New));
-        let mut copy = own.clone();
-        copy.expires = Some(now + Duration::from_secs(5));
-        assert_eq!(r.admit(Source::Peer(alice), copy, now), Ok(Admitted::Held));
-        assert_eq!(r.get(&own.key, now).and_then(|x| x.expires), None);
-    }
-
-    #[test]
-    fn invalid_expired_over_quota_and_full_are_refused() {
-        let (mut r, now) = records();
-        let peer = PeerId::random();
-        let wrong = Record::new(RecordKey::new(&content_key(b"a")), b"b".to_vec());
-        assert!(matches!(
-            r.admit(Source::Peer(peer), wrong, now),
-            Err(Refusal::Invalid(_))
-        ));
-        let mut old = content(b"old");
-        old.expires = Some(now);
-        assert_eq!(r.admit(Source::Peer(peer), old, now), Err(Refusal::Expired));
-        // 64 records in all, 8 per peer.
-        let mut admitted = 0;
-        for i in 0..20u32 {
-            if r.admit(Source::Peer(peer), content(&i.to_be_bytes()), now)
-                .is_ok()
-            {
-                admitted += 1;
-            }
-        }
-        assert_eq!(admitted, 64 / 8);
-        for i in 100..200u32 {
-            let _ = r.admit(
-                Source::Peer(PeerId::random()),
-                content(&i.to_be_bytes()),
-                now,
-            );
-        }
-        assert_eq!(r.len(), 64);
-        assert_eq!(
-            r.admit(Source::Own, content(b"one more"), now),
-            Err(Refusal::Full)
-        );
-    }
-}
+#[path = "records_tests.rs"]
+mod tests;

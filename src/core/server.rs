@@ -114,7 +114,7 @@ pub fn serve(
         }
         KadRequest::PutValue { record } => {
             let echo = record.clone();
-            match records.admit(Source::Peer(peer), record, now) {
+            match records.admit_from(Source::Peer(peer), from.host.map(host_key), record, now) {
                 Ok(admitted) => Served::Kept(
                     admitted,
                     KadResponse {

@@ -87,6 +87,9 @@ pub(crate) struct EventLoop {
     /// The core's dials in progress.
     core_dials: HashMap<ConnectionId, (DialId, Multiaddr)>,
     connections: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
+    /// Connected peers that identify said serve kad, with their vetted addresses: what the core
+    /// re-learns from should its table empty ([`Action::Relearn`]).
+    kad_servers: HashMap<PeerId, Vec<Multiaddr>>,
     listen_addrs: Vec<Multiaddr>,
     counters: Counters,
     started: Instant,
@@ -181,6 +184,7 @@ impl EventLoop {
             broadcast_requests: HashMap::new(),
             core_dials: HashMap::new(),
             connections: HashMap::new(),
+            kad_servers: HashMap::new(),
             listen_addrs: parts.listen_addrs,
             counters: Counters::default(),
             started: now,

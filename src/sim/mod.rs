@@ -10,6 +10,7 @@ pub mod scenario;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
@@ -22,7 +23,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::core::broadcaster::HandoffId;
-use crate::core::{Action, Clock, Core, CoreConfig, Input, OpError, OpId, OpOk, Report, RequestId};
+use crate::core::{
+    Action, Clock, Core, CoreConfig, FailureKind, Input, OpError, OpId, OpOk, Report, RequestId,
+};
 
 /// The simulated wall clock at the start of a run (2026-01-01): what the cores' broadcast times
 /// count from.
@@ -51,10 +54,14 @@ enum Message {
         rid: RequestId,
         request: KadRequest,
     },
-    /// `None`: the request was refused (a reset stream), or the node is dead.
+    /// `None`: the request was refused (its stream ended unanswered).
     Response {
         rid: RequestId,
         response: Option<KadResponse>,
+    },
+    /// The node is dead: its host resets the connection.
+    Reset {
+        rid: RequestId,
     },
     /// The transport gave up on a request whose request or answer was lost.
     TimedOut {
@@ -94,7 +101,17 @@ pub struct SimNode {
     /// receives are answered by [`hollow_answer`]: every PUT acknowledged and none kept, every
     /// lookup answered with no peers.
     pub hollow: bool,
+    /// The address its requests come from, fed to the cores it asks as production's driver
+    /// does, so per-host budgets and shares run in the simulator too. Each node has its own
+    /// unless a test puts several on one ([`Sim::share_host`]).
+    pub host: IpAddr,
     wake: Option<Instant>,
+}
+
+/// A distinct public-looking address for simulated node `i` (10.0.0.0/8 holds 16 million).
+fn host_of(i: usize) -> IpAddr {
+    let [_, a, b, c] = (i as u32 + 1).to_be_bytes();
+    IpAddr::V4(Ipv4Addr::new(10, a, b, c))
 }
 
 /// What a hollow node answers: the echo of a PUT (an acknowledgement, the record thrown away),
@@ -210,9 +227,15 @@ impl Sim {
             alive: true,
             side: 0,
             hollow: false,
+            host: host_of(i),
             wake: None,
         });
         i
+    }
+
+    /// Puts node `i` on node `j`'s host (several identities of one machine).
+    pub fn share_host(&mut self, i: usize, j: usize) {
+        self.nodes[i].host = self.nodes[j].host;
     }
 
     /// A network of `nodes` nodes, each joined through a random earlier one, given 5 s to settle.
@@ -356,6 +379,7 @@ impl Sim {
             let (requester, timeout) = match &message {
                 Message::Request { rid, .. } => (from, Message::TimedOut { rid: *rid }),
                 Message::Response { rid, .. } => (to, Message::TimedOut { rid: *rid }),
+                Message::Reset { rid } => (to, Message::TimedOut { rid: *rid }),
                 Message::Broadcast { hid, .. } => (
                     from,
                     Message::BroadcastAnswer {
@@ -449,6 +473,8 @@ impl Sim {
                 // Never asked for: simulated nodes join by id (`Input::Join`), and are given no
                 // bootstrap addresses.
                 Action::Dial { .. } => {}
+                // The simulator models no connections apart from the table's.
+                Action::Relearn => {}
                 // Simulated nodes have no connections to lose.
                 Action::CheckPeer { .. } => {}
             }
@@ -505,14 +531,7 @@ impl Sim {
                 Message::Request { rid, request } => {
                     if !self.nodes[to].alive {
                         // A dead node's host resets the connection.
-                        self.send(
-                            to,
-                            from,
-                            Message::Response {
-                                rid,
-                                response: None,
-                            },
-                        );
+                        self.send(to, from, Message::Reset { rid });
                         return;
                     }
                     if self.nodes[to].hollow {
@@ -538,7 +557,7 @@ impl Sim {
                         id,
                         request,
                         serving: true,
-                        host: None,
+                        host: Some(self.nodes[from].host),
                     };
                     self.input(to, input);
                 }
@@ -561,10 +580,14 @@ impl Sim {
                     };
                     self.input(to, input);
                 }
+                Message::Reset { rid } => {
+                    let kind = FailureKind::Broken;
+                    self.input(to, Input::Failure { id: rid, kind });
+                }
                 Message::TimedOut { rid } => {
                     let input = Input::Failure {
                         id: rid,
-                        timed_out: true,
+                        kind: FailureKind::TimedOut,
                     };
                     self.input(to, input);
                 }
@@ -573,7 +596,7 @@ impl Sim {
                         Some(response) => Input::Response { id: rid, response },
                         None => Input::Failure {
                             id: rid,
-                            timed_out: false,
+                            kind: FailureKind::Refused,
                         },
                     };
                     self.input(to, input);

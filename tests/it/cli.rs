@@ -174,6 +174,36 @@ async fn local_network_console_and_one_shots() {
     assert_eq!(code, 0);
     let (code, out, _) = run(&["get", "/v/x", "-c", &addr], b"").await;
     assert_eq!((code, out.as_slice()), (0, b"piped".as_slice()));
+    // A publisher's one-shot puts under one --key-file are its own: it updates its free key
+    // (failed before: each one-shot was a fresh identity, refused as another peer's writer),
+    // and another identity cannot.
+    let pub_dir = std::env::temp_dir().join(format!("dht-cli-pub-{}", std::process::id()));
+    let pub_key = pub_dir.join("publisher.key");
+    let pub_key = pub_key.to_str().expect("utf8 path");
+    for value in ["first", "second"] {
+        let args = [
+            "put",
+            "--at",
+            "/v/mine",
+            value,
+            "--key-file",
+            pub_key,
+            "-c",
+            &addr,
+        ];
+        let (code, _, err) = run(&args, b"").await;
+        assert_eq!(code, 0, "{value}: {err}");
+    }
+    let (code, out, _) = run(&["get", "/v/mine", "-c", &addr], b"").await;
+    assert_eq!((code, out.as_slice()), (0, b"second".as_slice()));
+    let (code, _, err) = run(&["put", "--at", "/v/mine", "stolen", "-c", &addr], b"").await;
+    assert_ne!(
+        code, 0,
+        "another identity overwrote the publisher's key: {err}"
+    );
+    let (code, out, _) = run(&["get", "/v/mine", "-c", &addr], b"").await;
+    assert_eq!((code, out.as_slice()), (0, b"second".as_slice()));
+    let _ = std::fs::remove_dir_all(&pub_dir);
 
     // Absent keys exit 1 with one clear line.
     let absent = sha256_hex(b"absent");

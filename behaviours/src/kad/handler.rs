@@ -149,6 +149,9 @@ enum Exchange {
     Answered(Option<Box<KadResponse>>),
     /// The stream ended or broke before an answer: on a reused stream, the peer had closed it.
     Closed(io::Error),
+    /// A fresh stream ended cleanly with no answer: the peer refused the request (a rate limit,
+    /// a full store) and is alive.
+    Refused,
     /// Anything else (a malformed or cut answer).
     Failed(io::Error),
     /// No answer by the deadline.
@@ -303,10 +306,13 @@ impl Handler {
                                 Err(e) => Exchange::Failed(e),
                             }
                         }
-                        Ok(None) => Exchange::Closed(io::Error::new(
+                        Ok(None) if reused => Exchange::Closed(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
                             "the peer closed the stream unanswered",
                         )),
+                        Ok(None) => Exchange::Refused,
+                        // A fresh stream reset after our request: refused, as a clean end.
+                        Err(e) if is_closed(&e) && !reused => Exchange::Refused,
                         Err(e) if is_closed(&e) => Exchange::Closed(e),
                         Err(e) => Exchange::Failed(e),
                     }
@@ -338,6 +344,13 @@ impl Handler {
                 self.retries.push_back(Outgoing {
                     retried: true,
                     ..out
+                });
+            }
+            Exchange::Refused => {
+                self.outbound -= 1;
+                self.notify(HandlerOut::Failed {
+                    id,
+                    error: Failure::Refused,
                 });
             }
             Exchange::Closed(e) | Exchange::Failed(e) => {

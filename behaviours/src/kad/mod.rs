@@ -88,6 +88,10 @@ pub enum Failure {
     /// The peer does not speak our kad protocol.
     #[error("the peer does not speak the kad protocol")]
     Unsupported,
+    /// The peer ended the request's stream without an answer: it refused the request (its rate
+    /// limit, a full store) and is alive.
+    #[error("the peer refused the request")]
+    Refused,
     /// The connection closed before the answer.
     #[error("the connection closed")]
     ConnectionClosed,

@@ -417,9 +417,14 @@ impl Shutdown {
     }
 }
 
-/// A client node that listens nowhere, for one operation.
+/// A client node that listens nowhere, for one operation. With --key-file it runs under that
+/// identity, so a publisher's one-shot puts are its own: it may update and renew its free keys.
 async fn client_node(cli: &Cli) -> Result<Dht> {
-    Ok(Dht::start(options(cli, Vec::new(), Vec::new())?.client_mode(true)).await?)
+    let mut opts = options(cli, Vec::new(), Vec::new())?.client_mode(true);
+    if let Some(path) = &cli.key_file {
+        opts = opts.keypair(identity::load_or_create(path)?);
+    }
+    Ok(Dht::start(opts).await?)
 }
 
 /// A node that listens nowhere and joins through `-c`, for one operation.

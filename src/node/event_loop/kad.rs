@@ -10,14 +10,16 @@ use std::time::{Duration, Instant};
 use dht_behaviours::behaviour::vetted_addrs;
 use dht_behaviours::kad::{self, Failure, OutboundId, Responder};
 use dht_behaviours::kad_wire::{KadRequest, MessageKind, WirePeer};
-use libp2p::PeerId;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::{Multiaddr, PeerId};
 use tracing::{debug, info, trace, warn};
 
 use super::EventLoop;
 use crate::command::Reply;
 use crate::core::reputation::{BLOCK_DURATION, Offence};
-use crate::core::{Action, InboundId, Input, OpError, OpId, OpOk, Refusal, Report, RequestId};
+use crate::core::{
+    Action, FailureKind, InboundId, Input, OpError, OpId, OpOk, Refusal, Report, RequestId,
+};
 use crate::error::Error;
 use crate::event::Event;
 use crate::key::Key;
@@ -219,6 +221,20 @@ impl EventLoop {
                 }
             }
             Action::Joined { peer } => info!(%peer, "joined the network"),
+            Action::Relearn => {
+                let servers: Vec<(PeerId, Vec<Multiaddr>)> = self
+                    .kad_servers
+                    .iter()
+                    .map(|(p, a)| (*p, a.clone()))
+                    .collect();
+                info!(
+                    connected = servers.len(),
+                    "the routing table emptied; re-learning the kad servers still connected"
+                );
+                for (peer, addrs) in servers {
+                    self.drive(Input::PeerSeen { peer, addrs });
+                }
+            }
             Action::Unblock { peer } => {
                 info!(%peer, "unblocked");
                 self.swarm.behaviour_mut().blocked.unblock_peer(peer);
@@ -478,8 +494,12 @@ impl EventLoop {
                 if error.is_malformed() {
                     self.offend(peer, Offence::MalformedMessage);
                 }
-                let timed_out = matches!(error, Failure::Timeout);
-                self.drive(Input::Failure { id, timed_out });
+                let kind = match error {
+                    Failure::Timeout => FailureKind::TimedOut,
+                    Failure::Refused => FailureKind::Refused,
+                    _ => FailureKind::Broken,
+                };
+                self.drive(Input::Failure { id, kind });
             }
             kad::Event::InboundFailure { peer, error } => {
                 debug!(%peer, "inbound kad stream failed: {error}");

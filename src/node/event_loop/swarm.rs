@@ -65,6 +65,7 @@ impl EventLoop {
                 }
                 if num_established == 0 {
                     self.connections.remove(&peer_id);
+                    self.kad_servers.remove(&peer_id);
                     self.emit(Event::PeerDisconnected(peer_id));
                     // Broken, not closed by choice (idle, or a goodbye): is it still there?
                     if cause.is_some() {
@@ -152,7 +153,11 @@ impl EventLoop {
             let serves_kad = info.protocols.contains(&self.config.kad_protocol);
             debug!(peer = %peer_id, agent = %info.agent_version, serves_kad, "identified");
             if serves_kad && peer_id != self.local {
-                let addrs = vetted_addrs(peer_id, &info.listen_addrs, same_host).collect();
+                let addrs: Vec<Multiaddr> =
+                    vetted_addrs(peer_id, &info.listen_addrs, same_host).collect();
+                if self.connections.contains_key(&peer_id) {
+                    self.kad_servers.insert(peer_id, addrs.clone());
+                }
                 self.drive(Input::PeerSeen {
                     peer: peer_id,
                     addrs,
