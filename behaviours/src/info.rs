@@ -43,6 +43,10 @@ pub struct NodeInfo {
     pub stored_bytes: usize,
     /// Seconds since start.
     pub uptime_secs: u64,
+    /// Still joining: it has peers to join through and none in its routing table yet, so a
+    /// store through it would reach only itself. (Absent from older nodes: read as false.)
+    #[serde(default)]
+    pub joining: bool,
 }
 
 /// Empty request; JSON answer.

@@ -528,3 +528,47 @@ async fn a_peer_killed_without_goodbye_leaves_the_routing_tables_within_seconds(
     println!("evicted {:?} after the kill", killed.elapsed());
     stop_all(&nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_means_joined_and_a_store_right_after_keeps_its_copies() {
+    // Issue #27, point 6: a node started before its bootstrap node answered `health` at once
+    // while it still knew no one, and a store through it kept one copy, on it alone.
+    let base = crate::common::reserve_ports(2);
+    let (first, second) = (
+        format!("/ip4/127.0.0.1/tcp/{base}"),
+        format!("/ip4/127.0.0.1/tcp/{}", base + 1),
+    );
+    let mut joiner = Proc::spawn(&["-l", &second, "-c", &first]);
+    joiner
+        .line_with("listening on", Duration::from_secs(30))
+        .await;
+    // Its bootstrap node is down: it answers, but it has not joined, so it is not healthy.
+    let (code, _, err) = run(&["health", &second], b"").await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("joining"), "{err}");
+    let mut boot = Proc::spawn(&["-l", &first]);
+    boot.line_with("listening on", Duration::from_secs(30))
+        .await;
+    // Healthy once it has joined (its next bootstrap round, a second or two on)...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, out, err) = run(&["health", &second], b"").await;
+        if code == 0 {
+            assert!(String::from_utf8_lossy(&out).starts_with("ok "), "{err}");
+            break;
+        }
+        assert!(err.contains("joining"), "{err}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never joined: {err}"
+        );
+        tokio::time::sleep(crate::common::POLL).await;
+    }
+    // ...and a store through it at once reaches both nodes.
+    let (code, out, err) = run(&["put", "fresh network", "-c", &second], b"").await;
+    assert_eq!(code, 0, "{err}");
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(out.split_whitespace().nth(1), Some("2"), "{out}");
+    assert_eq!(joiner.terminate().await, 0);
+    assert_eq!(boot.terminate().await, 0);
+}

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use dht::PeerId;
 use dht::identity;
 use dht::{Dht, DhtOptions, Event, Key, Multiaddr, Timing};
 use libp2p::multiaddr::Protocol;
@@ -434,9 +435,11 @@ pub(crate) async fn short_lived(cli: &Cli) -> Result<Dht> {
     }
     let node = client_node(cli).await?;
     let mut errors = Vec::new();
+    let mut reached = Vec::new();
     for addr in &cli.connect {
-        if let Err(e) = node.connect(addr.clone()).await {
-            errors.push(e.to_string());
+        match node.connect(addr.clone()).await {
+            Ok(peer) => reached.push(peer),
+            Err(e) => errors.push(e.to_string()),
         }
     }
     if errors.len() == cli.connect.len() {
@@ -444,6 +447,15 @@ pub(crate) async fn short_lived(cli: &Cli) -> Result<Dht> {
         bail!("cannot reach any node: {}", errors.join("; "));
     }
     let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    // A node still joining knows no one: what goes through it would reach it alone. Wait for
+    // one of those given to have joined (a lone node, with no one to join, has).
+    while !any_joined(&node, &reached).await {
+        if tokio::time::Instant::now() >= deadline {
+            warn!("the nodes given with -c are still joining; going on with what they know");
+            break;
+        }
+        tokio::time::sleep(READY_POLL).await;
+    }
     while node.routing_table().await?.is_empty() {
         if tokio::time::Instant::now() >= deadline {
             node.stop().await;
@@ -496,13 +508,45 @@ async fn get(cli: &Cli, key: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Whether one of `peers` has joined its network (or has none to join). A peer that does not
+/// describe itself (another implementation) is taken as joined.
+async fn any_joined(node: &Dht, peers: &[PeerId]) -> bool {
+    for peer in peers {
+        match node.remote_info(*peer).await {
+            Ok(info) if info.joining => {}
+            _ => return true,
+        }
+    }
+    false
+}
+
+/// Healthy means ready: the node answers and has joined its network (a node with peers to
+/// join through and an empty routing table would keep a store to itself).
 async fn health(cli: &Cli, addr: Multiaddr) -> Result<ExitCode> {
     let node = client_node(cli).await?;
-    let result = node.connect(addr.clone()).await;
+    let result = async {
+        let peer = node.connect(addr.clone()).await?;
+        let info = node.remote_info(peer).await.ok();
+        Ok::<_, dht::Error>((peer, info))
+    }
+    .await;
     node.stop().await;
-    let peer = result.with_context(|| format!("no node answers at {addr}"))?;
-    println!("ok {peer}");
-    Ok(ExitCode::SUCCESS)
+    let (peer, info) = result.with_context(|| format!("no node answers at {addr}"))?;
+    match info {
+        Some(info) if info.joining => {
+            eprintln!("joining: {peer} answers but has not joined its network yet");
+            Ok(ExitCode::FAILURE)
+        }
+        Some(info) => {
+            let n = info.routing_table.len();
+            println!("ok {peer} ({n} peers in its routing table)");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            println!("ok {peer}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 async fn info(cli: &Cli, addr: Multiaddr, json: bool) -> Result<ExitCode> {

@@ -195,6 +195,7 @@ impl EventLoop {
             stored_keys: status.stored_keys,
             stored_bytes: status.stored_bytes,
             uptime_secs: status.uptime.as_secs(),
+            joining: self.core.next_round_in(Instant::now()).is_some(),
         }
     }
 }
