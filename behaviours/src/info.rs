@@ -129,6 +129,7 @@ mod tests {
             stored_keys: 2,
             stored_bytes: 3,
             uptime_secs: 4,
+            joining: true,
         };
         let mut buf = Vec::new();
         block_on(InfoCodec.write_response(
