@@ -52,6 +52,10 @@ pub struct DhtOptions {
     /// The mirror nodes this node feeds every record it holds (the operator's choice: a peer
     /// that announces the mirror protocol without being listed here gets nothing).
     pub mirror_peers: Vec<PeerId>,
+    /// A mirror's feeders: the only peers whose mirror pushes it takes (outside the shares, up
+    /// to its store's bounds). Anyone else's push is refused; they store through kad, within
+    /// their shares, like at any node.
+    pub mirror_feeders: Vec<PeerId>,
     /// Where the node keeps its identity key and its records across restarts; in memory only
     /// (everything lost at stop) when `None`.
     pub data_dir: Option<PathBuf>,
@@ -71,6 +75,7 @@ impl Default for DhtOptions {
             transport: TransportKind::Tcp,
             blocked: Vec::new(),
             mirror_peers: Vec::new(),
+            mirror_feeders: Vec::new(),
             data_dir: None,
         }
     }
@@ -166,6 +171,15 @@ impl DhtOptions {
     pub fn mirror_peer(mut self, peer: PeerId) -> Self {
         if !self.mirror_peers.contains(&peer) {
             self.mirror_peers.push(peer);
+        }
+        self
+    }
+
+    /// As a mirror, takes the mirror pushes of `peer` (repeatable): only named feeders are
+    /// mirrored.
+    pub fn mirror_feeder(mut self, peer: PeerId) -> Self {
+        if !self.mirror_feeders.contains(&peer) {
+            self.mirror_feeders.push(peer);
         }
         self
     }

@@ -99,6 +99,8 @@ pub struct Counters {
     pub broadcasts_refused: u64,
     /// Peers that announced the mirror protocol without being one of this node's mirrors.
     pub mirrors_ignored: u64,
+    /// Mirror pushes refused: from a peer this mirror's operator did not name a feeder.
+    pub mirror_pushes_refused: u64,
     /// Records sent to mirror nodes.
     pub records_mirrored: u64,
     /// Record changes written to the data directory's database.

@@ -257,10 +257,13 @@ pub enum Input {
         /// Who.
         peer: PeerId,
     },
-    /// A record handed over by the mirror protocol (this node is a mirror).
+    /// A record handed over by the mirror protocol (this node is a mirror); answered with
+    /// [`Action::AnswerMirror`].
     Mirror {
         /// From whom.
         peer: PeerId,
+        /// The driver's number for the answer.
+        id: InboundId,
         /// The record, with the life the sender's copy has left.
         record: Record,
     },
@@ -455,6 +458,14 @@ pub enum Action {
         /// Its bytes.
         payload: Arc<Vec<u8>>,
     },
+    /// Acknowledge a mirror push (`kept`), or drop it unacknowledged: a mirror admits before it
+    /// acknowledges, and takes pushes only from its named feeders.
+    AnswerMirror {
+        /// Which push.
+        id: InboundId,
+        /// Whether the record is held now.
+        kept: bool,
+    },
     /// Hand a record to a mirror; its outcome comes back as [`Input::MirrorAcked`] or
     /// [`Input::MirrorFailed`].
     Mirror {
@@ -573,6 +584,9 @@ pub struct CoreStats {
     pub broadcasts_refused: u64,
     /// Peers that announced the mirror protocol but are not among the operator's mirrors.
     pub mirrors_ignored: u64,
+    /// Mirror pushes refused: from a peer this mirror's operator did not name a feeder, or to a
+    /// node that is no mirror.
+    pub mirror_pushes_refused: u64,
     /// Inbound requests refused for their peer being over its rate.
     pub throttled: u64,
 }

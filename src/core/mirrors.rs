@@ -10,8 +10,9 @@ use libp2p::kad::{Record, RecordKey};
 use libp2p::{Multiaddr, PeerId};
 
 use super::Core;
-use super::events::Action;
+use super::events::{Action, InboundId};
 use super::mirror_feed::{MIRROR_PACE, MirrorFeed, MirrorId};
+use super::records::{Admitted, Source};
 
 /// The mirrors this node feeds and how to reach them.
 #[derive(Debug)]
@@ -88,6 +89,36 @@ impl Core {
             self.mirrors.addrs.insert(peer, addrs);
         }
         new
+    }
+
+    /// A mirror push from `peer` (this node is a mirror): kept outside the shares when its
+    /// operator named `peer` a feeder, and acknowledged only once admitted; anyone else's push
+    /// is refused unacknowledged (a stranger stores through kad, within its shares).
+    pub(super) fn mirrored(
+        &mut self,
+        peer: PeerId,
+        id: InboundId,
+        record: Record,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.config.mirror || !self.config.mirror_feeders.contains(&peer) {
+            self.stats.mirror_pushes_refused += 1;
+            out.push(Action::AnswerMirror { id, kept: false });
+            return;
+        }
+        let kept = match self.records.admit(Source::Feeder(peer), record, now) {
+            Ok(Admitted::New | Admitted::Updated) => {
+                self.stats.puts_kept += 1;
+                true
+            }
+            Ok(Admitted::Held) => true,
+            Err(refusal) => {
+                self.refused(peer, refusal, now, out);
+                false
+            }
+        };
+        out.push(Action::AnswerMirror { id, kept });
     }
 
     /// A mirror cannot be reached any more: nothing more goes to it.
@@ -367,5 +398,69 @@ mod tests {
         // Blocked by the operator: dropped.
         core.handle(Input::Block { peer: chosen }, now);
         assert_eq!(core.mirror_pending(), 0);
+    }
+
+    #[test]
+    fn a_mirror_takes_pushes_from_its_named_feeders_only_and_shares_apply_to_kad_puts() {
+        // Failed before: a mirror took anyone's pushes and anyone's PUTs outside every share.
+        let now = Instant::now();
+        let protocol = ProtocolConfig {
+            timing: Timing::fast(),
+            mirror: true,
+            ..ProtocolConfig::default()
+        };
+        let limits = StoreLimits {
+            max_records: 64,
+            max_bytes: 1 << 20,
+        };
+        let (feeder, stranger) = (PeerId::random(), PeerId::random());
+        let mut config = CoreConfig::new(&protocol, limits, 9);
+        config.mirror_feeders = [feeder].into_iter().collect();
+        let mut core = Core::fresh(config, now);
+        let push = |core: &mut Core, peer, id, record| {
+            let actions = core.handle(Input::Mirror { peer, id, record }, now);
+            actions.iter().find_map(|a| match a {
+                Action::AnswerMirror { kept, .. } => Some(*kept),
+                _ => None,
+            })
+        };
+        assert_eq!(push(&mut core, stranger, 1, record(1)), Some(false));
+        assert!(core.records().get(&record(1).key, now).is_none());
+        assert_eq!(core.stats().mirror_pushes_refused, 1);
+        // The feeder is kept past a peer's share (an eighth: 8 records), acknowledged each time.
+        for i in 0..40 {
+            assert_eq!(
+                push(&mut core, feeder, 10 + u64::from(i), record(100 + i)),
+                Some(true)
+            );
+        }
+        assert_eq!(core.records().len(), 40);
+        // A stranger's kad PUTs meet the shares like at any node.
+        let mut acked = 0;
+        for i in 0..20u32 {
+            let request = Input::Request {
+                peer: stranger,
+                id: 100 + u64::from(i),
+                request: KadRequest::PutValue {
+                    record: record(200 + i),
+                },
+                serving: false,
+                host: None,
+            };
+            acked += core
+                .handle(request, now)
+                .iter()
+                .filter(|a| {
+                    matches!(
+                        a,
+                        Action::Answer {
+                            response: Some(_),
+                            ..
+                        }
+                    )
+                })
+                .count();
+        }
+        assert_eq!(acked, 64 / 8);
     }
 }

@@ -87,8 +87,11 @@ pub struct CoreConfig {
     pub store: StoreLimits,
     /// Seed of the core's randomness (refresh keys).
     pub seed: u64,
-    /// A mirror node keeps every record it is handed (no per-peer quota).
+    /// A mirror node keeps every record its feeders hand it (no per-peer quota for them).
     pub mirror: bool,
+    /// The peers a mirror takes mirror pushes from, as its operator named them
+    /// (`--mirror-feeder`): anyone else's push is refused unacknowledged.
+    pub mirror_feeders: HashSet<PeerId>,
     /// The mirrors this node feeds, as the operator chose them (`--mirror-peer`): a peer that
     /// only says it is a mirror gets nothing.
     pub mirror_peers: HashSet<PeerId>,
@@ -113,6 +116,7 @@ impl CoreConfig {
             store,
             seed,
             mirror: protocol.mirror,
+            mirror_feeders: HashSet::new(),
             mirror_peers: HashSet::new(),
             amino: protocol.amino,
         }
@@ -249,9 +253,7 @@ impl Core {
             identity,
             clock,
             routing: RoutingTable::new(local, config.bucket_size()),
-            records: Records::new(local, config.store, t, clock)
-                .for_mirror(config.mirror)
-                .for_amino(config.amino),
+            records: Records::new(local, config.store, t, clock).for_amino(config.amino),
             queries,
             ops: HashMap::new(),
             demand: HashSet::new(),
@@ -396,13 +398,7 @@ impl Core {
             }
             Input::NewAddress => self.new_address(now, &mut out, &mut events),
             Input::PeerSeen { peer, addrs } => self.seen(peer, addrs, now, &mut events),
-            Input::Mirror { peer, record } => {
-                match self.records.admit(Source::Peer(peer), record, now) {
-                    Ok(Admitted::New | Admitted::Updated) => self.stats.puts_kept += 1,
-                    Ok(Admitted::Held) => {}
-                    Err(refusal) => self.refused(peer, refusal, now, &mut out),
-                }
-            }
+            Input::Mirror { peer, id, record } => self.mirrored(peer, id, record, now, &mut out),
             Input::Undialable { peer, wrong_peer } => {
                 if wrong_peer {
                     self.routing.remove(&peer);

@@ -66,6 +66,9 @@ pub enum Source {
     Own,
     /// A PUT_VALUE from a peer.
     Peer(PeerId),
+    /// A mirror push from one of this mirror's named feeders: kept like a peer's copy, outside
+    /// the shares (the operator chose to keep everything it sends, up to the store's bounds).
+    Feeder(PeerId),
     /// A value this node fetched and keeps as a cache.
     Cache,
 }
@@ -123,8 +126,6 @@ pub struct Records {
     /// When a peer last stored each key here (the replication round skips those a peer has just
     /// re-stored).
     received: HashMap<RecordKey, Instant>,
-    /// A mirror keeps what it is handed within its store's limits, with no per-peer quota.
-    mirror: bool,
     /// Amino mode: only `/pk/` and `/ipns/` records are kept.
     amino: bool,
     /// The wall clock, for the validity of signed records.
@@ -149,7 +150,6 @@ impl Records {
             providers: ProviderStore::new(local, ProviderLimits::default()),
             provider_ttl: timing.provider_ttl,
             received: HashMap::new(),
-            mirror: false,
             amino: false,
             clock,
             verifications: 0,
@@ -254,12 +254,6 @@ impl Records {
         self
     }
 
-    /// The same store for a mirror node: no per-peer quota.
-    pub fn for_mirror(mut self, mirror: bool) -> Self {
-        self.mirror = mirror;
-        self
-    }
-
     /// The record under `key`, if it lives at `now`.
     pub fn get(&self, key: &RecordKey, now: Instant) -> Option<&Record> {
         self.store.get_at(key, now)
@@ -330,7 +324,7 @@ impl Records {
     ) -> Result<Admitted, Refusal> {
         let key = record.key.clone();
         let admitted = self.decide(source, host, record, now);
-        if admitted.is_ok() && matches!(source, Source::Peer(_)) {
+        if admitted.is_ok() && matches!(source, Source::Peer(_) | Source::Feeder(_)) {
             self.received.insert(key, now);
         }
         admitted
@@ -362,7 +356,7 @@ impl Records {
                 record.publisher = Some(self.local);
                 record.expires = None;
             }
-            Source::Peer(_) => {
+            Source::Peer(_) | Source::Feeder(_) => {
                 let cap = now + self.ttl;
                 record.expires = Some(record.expires.map_or(cap, |e| e.min(cap)));
             }
@@ -398,7 +392,9 @@ impl Records {
                 } else if !same && !is_content_key(key) {
                     let owner = match source {
                         Source::Own => true,
-                        Source::Peer(p) => self.quota.origin(&record.key) == Some(&p),
+                        Source::Peer(p) | Source::Feeder(p) => {
+                            self.quota.origin(&record.key) == Some(&p)
+                        }
                         Source::Cache => false,
                     };
                     if !owner {
@@ -433,7 +429,6 @@ impl Records {
         let new = self.store.get_any(&record.key).is_none();
         if let Source::Peer(peer) = source
             && new
-            && !self.mirror
         {
             match self.quota.admits(&peer, host, &record.key, bytes) {
                 Ok(()) => {}
@@ -443,9 +438,7 @@ impl Records {
         }
         let key = record.key.clone();
         self.store.put(record).map_err(|_| Refusal::Full)?;
-        if let Source::Peer(peer) = source
-            && !self.mirror
-        {
+        if let Source::Peer(peer) = source {
             self.quota.stored(peer, host, key, bytes);
         }
         Ok(if new {

@@ -82,6 +82,9 @@ pub(crate) struct EventLoop {
     /// Peers' broadcast hand-offs waiting for the core's answer.
     broadcast_inbound: HashMap<InboundId, ResponseChannel<Ack>>,
     next_broadcast_in: InboundId,
+    /// Mirror pushes waiting for the core's admission (acknowledged only once kept).
+    mirror_inbound: HashMap<InboundId, ResponseChannel<()>>,
+    next_mirror_in: InboundId,
     /// Our broadcast hand-offs in flight: the swarm's ids to the core's.
     broadcast_requests: HashMap<OutboundRequestId, HandoffId>,
     /// The core's dials in progress.
@@ -122,6 +125,8 @@ pub(crate) struct Parts {
     pub identity: Keypair,
     /// The mirrors the operator chose.
     pub mirror_peers: Vec<PeerId>,
+    /// The feeders a mirror takes pushes from, as the operator named them.
+    pub mirror_feeders: Vec<PeerId>,
 }
 
 impl EventLoop {
@@ -132,6 +137,7 @@ impl EventLoop {
         let (handler_done_tx, handler_done_rx) = mpsc::channel(MAX_RUNNING_HANDLERS);
         let mut core_config = CoreConfig::new(&parts.config, parts.store, rand::random());
         core_config.mirror_peers = parts.mirror_peers.into_iter().collect();
+        core_config.mirror_feeders = parts.mirror_feeders.into_iter().collect();
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -181,6 +187,8 @@ impl EventLoop {
             info_ops: Pending::new(),
             broadcast_inbound: HashMap::new(),
             next_broadcast_in: 0,
+            mirror_inbound: HashMap::new(),
+            next_mirror_in: 0,
             broadcast_requests: HashMap::new(),
             core_dials: HashMap::new(),
             connections: HashMap::new(),

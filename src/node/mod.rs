@@ -229,6 +229,7 @@ pub(crate) async fn build(options: DhtOptions) -> Result<(EventLoop, Link)> {
         loaded,
         identity: keypair.clone(),
         mirror_peers: options.mirror_peers.clone(),
+        mirror_feeders: options.mirror_feeders.clone(),
     })
     .with_blocks(&options.blocked);
     let link = Link {

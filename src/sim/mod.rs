@@ -457,6 +457,8 @@ impl Sim {
                 Action::Deliver { origin, payload } => self.delivered.push((i, origin, payload)),
                 // The core itself refuses a blocked peer's requests and keeps it out of its
                 // table and lookups: the transport's refusal adds nothing to simulate.
+                // Simulated nodes are no mirrors.
+                Action::AnswerMirror { .. } => {}
                 Action::Lied { .. }
                 | Action::Refused { .. }
                 | Action::Mirror { .. }

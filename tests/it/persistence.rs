@@ -210,10 +210,23 @@ async fn without_a_data_dir_a_restart_loses_the_identity_and_the_records() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mirror_holds_every_record_stored_in_its_network() {
-    // The operator chooses the mirror: its identity is known before the network starts.
+    // The operator chooses the mirror and its feeders: their identities are known before the
+    // network starts.
     let mirror_key = libp2p::identity::Keypair::generate_ed25519();
     let mirror_id = mirror_key.public().to_peer_id();
-    let mut nodes = crate::common::network_with(8, || options(None).mirror_peer(mirror_id)).await;
+    let feeder_keys: Vec<_> = (0..8)
+        .map(|_| libp2p::identity::Keypair::generate_ed25519())
+        .collect();
+    let next_key = std::sync::Mutex::new(feeder_keys.clone().into_iter());
+    let mut nodes = crate::common::network_with(8, || {
+        let key = next_key
+            .lock()
+            .expect("keys")
+            .next()
+            .expect("a key per node");
+        options(None).mirror_peer(mirror_id).keypair(key)
+    })
+    .await;
     let mut keys = Vec::new();
     // Records stored before the mirror exists reach it when nodes see it...
     for i in 0..30 {
@@ -226,14 +239,14 @@ async fn a_mirror_holds_every_record_stored_in_its_network() {
         );
     }
     let boot = addr_of(&nodes[0]).await;
-    let mirror = Dht::start(
-        options(None)
-            .keypair(mirror_key)
-            .mirror(true)
-            .bootstrap(boot),
-    )
-    .await
-    .expect("start mirror");
+    let mut mirror_options = options(None)
+        .keypair(mirror_key)
+        .mirror(true)
+        .bootstrap(boot);
+    for key in &feeder_keys {
+        mirror_options = mirror_options.mirror_feeder(key.public().to_peer_id());
+    }
+    let mirror = Dht::start(mirror_options).await.expect("start mirror");
     nodes.push(mirror.clone());
     wait_routed(&nodes, 8).await;
     // ...and records stored after it, as they are stored.
@@ -287,6 +300,28 @@ async fn a_mirror_holds_every_record_stored_in_its_network() {
             .records_refused
             == 0
     );
+    // A node its operator did not name a feeder pushes its records in vain: none is taken
+    // (failed before: a mirror took anyone's pushes, outside every share).
+    let via_mirror = addr_of(&mirror).await;
+    let stranger = Dht::start(options(None).mirror_peer(mirror_id).bootstrap(via_mirror))
+        .await
+        .expect("start stranger");
+    for i in 0..5 {
+        stranger
+            .store(format!("from a stranger {i}").into_bytes())
+            .await
+            .expect("store");
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the mirror to refuse the stranger's pushes",
+        || async {
+            let c = mirror.status().await.ok()?.counters;
+            (c.mirror_pushes_refused >= 5).then_some(())
+        },
+    )
+    .await;
+    nodes.push(stranger);
     stop_all(&nodes).await;
 }
 

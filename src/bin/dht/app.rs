@@ -216,6 +216,11 @@ async fn serve(cli: &Cli) -> Result<ExitCode> {
     } else {
         Box::new(std::io::stdout())
     };
+    // With -n and --mirror, the feeders' identities are made first, so that the mirror (node 0)
+    // can name them.
+    let keys: Vec<Option<libp2p::identity::Keypair>> = (0..n)
+        .map(|i| (cli.mirror && i > 0).then(libp2p::identity::Keypair::generate_ed25519))
+        .collect();
     for i in 0..n {
         let listen = if cli.client {
             Vec::new()
@@ -232,6 +237,17 @@ async fn serve(cli: &Cli) -> Result<ExitCode> {
         opts.blocked = cli.block.clone();
         for peer in &cli.mirror_peer {
             opts = opts.mirror_peer(*peer);
+        }
+        if i == 0 {
+            for peer in &cli.mirror_feeder {
+                opts = opts.mirror_feeder(*peer);
+            }
+            for key in keys.iter().flatten() {
+                opts = opts.mirror_feeder(key.public().to_peer_id());
+            }
+        }
+        if let Some(key) = &keys[i] {
+            opts = opts.keypair(key.clone());
         }
         // With -n and --mirror the first node is the mirror, and every other one feeds it.
         if cli.mirror

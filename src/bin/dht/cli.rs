@@ -123,10 +123,21 @@ pub struct Cli {
     )]
     pub data_dir: Option<PathBuf>,
 
-    /// Mirror node: keep a copy of every record it is sent by the nodes that chose it with
-    /// --mirror-peer. With -n the first node is the mirror, and the others feed it
+    /// Mirror node: keep a copy of every record its feeders (--mirror-feeder) send it; anyone
+    /// else's push is refused. With -n the first node is the mirror, and the others feed it
     #[arg(long = "mirror", env = "DHT_MIRROR", conflicts_with = "client")]
     pub mirror: bool,
+
+    /// As a mirror, take the pushes of this peer (repeatable): the nodes that name this one
+    /// with --mirror-peer
+    #[arg(
+        long = "mirror-feeder",
+        value_name = "PEER",
+        env = "DHT_MIRROR_FEEDER",
+        value_delimiter = ',',
+        requires = "mirror"
+    )]
+    pub mirror_feeder: Vec<dht::PeerId>,
 
     /// Feed this mirror node every record held here (repeatable). A peer that only announces
     /// the mirror protocol gets nothing

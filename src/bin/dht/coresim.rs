@@ -39,6 +39,7 @@ pub fn spec(
         seed,
         mirror: false,
         mirror_peers: Default::default(),
+        mirror_feeders: Default::default(),
         amino: false,
     };
     Ok(SimSpec {

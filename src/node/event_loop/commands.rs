@@ -209,6 +209,7 @@ impl EventLoop {
         counters.requests_throttled = stats.throttled;
         counters.broadcasts_refused = stats.broadcasts_refused;
         counters.mirrors_ignored = stats.mirrors_ignored;
+        counters.mirror_pushes_refused = stats.mirror_pushes_refused;
         NodeStatus {
             peer_id: local,
             listen_addrs: self

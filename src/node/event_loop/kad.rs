@@ -134,6 +134,22 @@ impl EventLoop {
                     .send_request_with_addresses(&peer, message, addrs);
                 self.broadcast_requests.insert(rid, id);
             }
+            Action::AnswerMirror { id, kept } => {
+                let Some(channel) = self.mirror_inbound.remove(&id) else {
+                    return;
+                };
+                // Refused: the channel drops unanswered, and the sender sees no acknowledgement.
+                if kept
+                    && self
+                        .swarm
+                        .behaviour_mut()
+                        .mirror
+                        .send_response(channel, ())
+                        .is_err()
+                {
+                    debug!("mirror acknowledgement not sent: the sender is gone");
+                }
+            }
             Action::AnswerBroadcast { id, ack } => {
                 let Some(channel) = self.broadcast_inbound.remove(&id) else {
                     return;

@@ -1,5 +1,6 @@
 //! The mirror protocol on the swarm: records a mirror is handed go to the core (its one admission
-//! policy, with no per-peer quota); the outcomes of the hand-offs the core sends go back to it.
+//! policy; its named feeders outside the shares, anyone else refused) and are acknowledged only
+//! once kept; the outcomes of the hand-offs the core sends go back to it.
 
 use super::*;
 
@@ -17,16 +18,17 @@ impl EventLoop {
                     },
                 ..
             } => {
-                let behaviour = self.swarm.behaviour_mut();
-                if behaviour.mirror.send_response(channel, ()).is_err() {
-                    debug!(%peer, "mirror acknowledgement not sent: the sender is gone");
-                }
                 self.counters.stores_served += 1;
                 let mut record = Record::new(RecordKey::from(request.key), request.value);
                 // Never longer than the sender's copy nor than the TTL.
                 let life = request.expires_in.min(self.config.timing.record_ttl);
                 record.expires = Some(Instant::now() + life);
-                self.drive(Input::Mirror { peer, record });
+                let id = self.next_mirror_in;
+                self.next_mirror_in += 1;
+                self.mirror_inbound.insert(id, channel);
+                self.drive(Input::Mirror { peer, id, record });
+                // The core answers at once; a push it left unanswered is not acknowledged.
+                self.mirror_inbound.remove(&id);
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 if is_malformed(&error) {
