@@ -101,6 +101,8 @@ pub struct Counters {
     pub mirrors_ignored: u64,
     /// Mirror pushes refused: from a peer this mirror's operator did not name a feeder.
     pub mirror_pushes_refused: u64,
+    /// Signatures of signed records (`/pk/`, `/ipns/`) checked: a replay of a held record costs none.
+    pub signatures_checked: u64,
     /// Records sent to mirror nodes.
     pub records_mirrored: u64,
     /// Record changes written to the data directory's database.

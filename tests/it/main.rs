@@ -10,6 +10,7 @@ mod garbage;
 mod hostile;
 mod kad_streams;
 mod lifecycle;
+mod one_host;
 mod persistence;
 mod records;
 mod robustness;

@@ -210,6 +210,7 @@ impl EventLoop {
         counters.broadcasts_refused = stats.broadcasts_refused;
         counters.mirrors_ignored = stats.mirrors_ignored;
         counters.mirror_pushes_refused = stats.mirror_pushes_refused;
+        counters.signatures_checked = self.core.records().verifications();
         NodeStatus {
             peer_id: local,
             listen_addrs: self

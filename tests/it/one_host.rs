@@ -1,0 +1,141 @@
+//! Several identities from one address, over real sockets (issue #27). The victim counts
+//! 127.0.0.1 as a host like any other (`include_loopback`), so the test host's one address
+//! plays the attacker's machine.
+
+use std::time::{Duration, SystemTime};
+
+use dht::{Dht, ProtocolConfig, Timing};
+use dht_behaviours::ip_limits::IpLimit;
+use dht_behaviours::kad;
+use dht_behaviours::kad_wire::KadRequest;
+use dht_behaviours::store::StoreLimits;
+use dht_behaviours::{DhtBehaviour, DhtBehaviourEvent};
+use futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::kad::{Record, RecordKey};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId};
+
+use crate::common::{addr_of, options, tcp_swarm};
+
+/// Requests one attacker keeps in flight.
+const IN_FLIGHT: usize = 16;
+
+/// A node that counts loopback as a host, with a small store.
+async fn victim(max_records: usize) -> Dht {
+    let mut opts = options(20).store_limits(StoreLimits {
+        max_records,
+        max_bytes: 64 << 20,
+    });
+    opts.protocol.ip_limit = IpLimit {
+        max_per_ip: 64,
+        include_loopback: true,
+    };
+    Dht::start(opts).await.expect("start victim")
+}
+
+/// A bare swarm of our protocols under a fresh identity, driven by the test.
+fn attacker() -> libp2p::Swarm<DhtBehaviour> {
+    let config = ProtocolConfig {
+        timing: Timing::fast(),
+        ..ProtocolConfig::default()
+    };
+    tcp_swarm(Keypair::generate_ed25519(), |k| {
+        DhtBehaviour::new(k, &config)
+    })
+}
+
+/// PUTs every record of `records` to `target` from `swarm`; how many were acknowledged.
+async fn put_all(
+    swarm: &mut libp2p::Swarm<DhtBehaviour>,
+    target: PeerId,
+    addr: &Multiaddr,
+    records: Vec<Record>,
+) -> usize {
+    let mut pending = records.into_iter();
+    let mut in_flight = std::collections::HashSet::new();
+    let mut acked = 0;
+    loop {
+        while in_flight.len() < IN_FLIGHT {
+            let Some(record) = pending.next() else { break };
+            in_flight.insert(swarm.behaviour_mut().kad.send_request(
+                &target,
+                KadRequest::PutValue { record },
+                vec![addr.clone()],
+            ));
+        }
+        if in_flight.is_empty() {
+            return acked;
+        }
+        match swarm.select_next_some().await {
+            SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(kad::Event::Response {
+                id,
+                response,
+                ..
+            })) => {
+                in_flight.remove(&id);
+                acked += usize::from(response.record.is_some());
+            }
+            SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(kad::Event::Failure { id, .. })) => {
+                in_flight.remove(&id);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_identities_from_one_address_cannot_fill_a_node() {
+    // Failed before host shares: each identity kept within its own eighth, and together they
+    // filled the store; the victim's own store then failed as "full".
+    const RECORDS: usize = 512;
+    let node = victim(RECORDS).await;
+    let (id, addr) = (node.peer_id(), addr_of(&node).await);
+    let mut acked = 0;
+    for a in 0..16 {
+        let mut swarm = attacker();
+        let records = (0..RECORDS / 8)
+            .map(|i| Record::new(RecordKey::new(&format!("/flood/{a}/{i}")), vec![b'x'; 100]))
+            .collect();
+        acked += put_all(&mut swarm, id, &addr, records).await;
+    }
+    let share = RECORDS / dht::core::quota::HOST_SHARE_DIVISOR;
+    let held = node.key_count().await.expect("keys");
+    assert_eq!(held, acked, "every acknowledgement is a copy held");
+    assert_eq!(held, share, "one host, one share of the store");
+    // The node's own store is taken.
+    node.store_at(
+        &dht::Key::parse("/mine").expect("key"),
+        b"my value".to_vec(),
+    )
+    .await
+    .expect("the node stores its own value");
+    assert_eq!(node.key_count().await.expect("keys"), share + 1);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_record_replayed_by_four_identities_is_checked_once() {
+    use dht_behaviours::validators::ipns::{build_record, routing_key_for};
+    // Failed before: every replay of a held IPNS record had its signature checked again.
+    let node = victim(1024).await;
+    let (id, addr) = (node.peer_id(), addr_of(&node).await);
+    let owner = Keypair::generate_ed25519();
+    let eol = SystemTime::now() + Duration::from_secs(3600);
+    let value =
+        build_record(&owner, b"/ipfs/bafy", 1, eol, Duration::from_secs(300)).expect("record");
+    let record = Record::new(RecordKey::new(&routing_key_for(&owner)), value);
+    let mut acked = 0;
+    for _ in 0..4 {
+        let mut swarm = attacker();
+        acked += put_all(&mut swarm, id, &addr, vec![record.clone(); 200]).await;
+    }
+    assert_eq!(acked, 800, "the copy is held: every replay is acknowledged");
+    let status = node.status().await.expect("status");
+    assert_eq!(
+        status.counters.signatures_checked, 1,
+        "{:?}",
+        status.counters
+    );
+    node.stop().await;
+}
