@@ -37,6 +37,12 @@ pub const MAX_KEYS_PER_HOST: usize = MAX_KEYS_PER_PROVIDER;
 /// Providers of one host kept for one key: filling a key takes this many hosts over
 /// [`MAX_PROVIDERS_PER_KEY`], not that many identities.
 pub const MAX_PROVIDERS_PER_KEY_PER_HOST: usize = 4;
+/// Providers of one address group (an IPv4 /16, an IPv6 /48) kept for one key: a handful of
+/// hosts in one network cannot take a key's slots, whatever hosts they are.
+pub const MAX_PROVIDERS_PER_KEY_PER_GROUP: usize = 8;
+/// A key's last slots kept for providers of an address group it has none of yet: filling a key
+/// takes this many more groups, and an honest provider in a network of its own finds room.
+pub const DIVERSE_RESERVE_PER_KEY: usize = 16;
 /// Bytes of addresses kept with one provider record (its first addresses that fit, at most
 /// [`MAX_ADDRS_PER_PEER`]): room for eight ordinary addresses of 64 bytes, and for at least one of
 /// the longest accepted.
@@ -66,6 +72,16 @@ const _: () = assert!(MAX_PROVIDER_ADDR_BYTES >= MAX_ADDR_LEN);
 const _: () = assert!(MAX_KEYS_PER_PROVIDER >= 1 && MAX_KEYS_PER_PROVIDER <= MAX_PROVIDER_RECORDS);
 const _: () = assert!(MAX_PROVIDERS_PER_KEY <= MAX_PROVIDER_RECORDS);
 const _: () = assert!(MAX_PROVIDERS_PER_KEY_PER_HOST * 4 <= MAX_PROVIDERS_PER_KEY);
+const _: () = assert!(MAX_PROVIDERS_PER_KEY_PER_HOST <= MAX_PROVIDERS_PER_KEY_PER_GROUP);
+const _: () =
+    assert!(MAX_PROVIDERS_PER_KEY_PER_GROUP * 4 <= MAX_PROVIDERS_PER_KEY - DIVERSE_RESERVE_PER_KEY);
+
+/// The address group of a host key (as `server::host_key` makes them: an IPv4 address in the
+/// low 32 bits, tagged `4 << 32`, or an IPv6 /64 prefix): its IPv4 /16, or its IPv6 /48. Both
+/// are the key without its low 16 bits.
+pub fn group_of(host: u64) -> u64 {
+    host & !0xffff
+}
 
 /// Memory one entry of the expiry index takes beyond its key and value (a B-tree node's share).
 const INDEX_ENTRY_OVERHEAD: usize = 16;
@@ -83,6 +99,10 @@ pub struct ProviderLimits {
     pub per_host: usize,
     /// Providers of one host kept for one key.
     pub per_key_per_host: usize,
+    /// Providers of one address group kept for one key.
+    pub per_key_per_group: usize,
+    /// A key's last slots, kept for providers of a group it has none of.
+    pub diverse_reserve: usize,
     /// Provider records kept in all.
     pub total: usize,
 }
@@ -94,6 +114,8 @@ impl Default for ProviderLimits {
             per_provider: MAX_KEYS_PER_PROVIDER,
             per_host: MAX_KEYS_PER_HOST,
             per_key_per_host: MAX_PROVIDERS_PER_KEY_PER_HOST,
+            per_key_per_group: MAX_PROVIDERS_PER_KEY_PER_GROUP,
+            diverse_reserve: DIVERSE_RESERVE_PER_KEY,
             total: MAX_PROVIDER_RECORDS,
         }
     }
@@ -257,6 +279,21 @@ impl ProviderStore {
             if of_host >= self.limits.per_key_per_host {
                 return Err(ProviderRefusal::HostFull);
             }
+            let group = group_of(h);
+            let of_group = slots
+                .iter()
+                .filter(|s| s.host.map(group_of) == Some(group))
+                .count();
+            if of_group >= self.limits.per_key_per_group {
+                return Err(ProviderRefusal::HostFull);
+            }
+            let open = self
+                .limits
+                .per_key
+                .saturating_sub(self.limits.diverse_reserve);
+            if of_group > 0 && slots.len() >= open {
+                return Err(ProviderRefusal::KeyFull);
+            }
             if self.per_host.get(&h).copied().unwrap_or(0) >= self.limits.per_host {
                 self.remove_expired(now);
                 if self.per_host.get(&h).copied().unwrap_or(0) >= self.limits.per_host {
@@ -354,14 +391,38 @@ impl ProviderStore {
     /// The live providers of `key` at `now`, in the order they first announced it (oldest first;
     /// a refresh keeps a provider's place; records put back after a restart come in the order
     /// they were read).
+    ///
+    /// Diverse first: the first provider of each address group in the order the groups first
+    /// announced, then each group's second, and so on (a provider of unknown host is a group of
+    /// its own), so that an asker taking the first few meets as many networks as there are,
+    /// not one crowd that announced early.
     pub fn providers(&self, key: &RecordKey, now: Instant) -> Vec<ProviderRecord> {
-        self.keys.get(key).map_or_else(Vec::new, |slots| {
-            slots
-                .iter()
-                .filter(|s| s.expires > now)
-                .map(|s| record(key, s))
-                .collect()
-        })
+        let Some(slots) = self.keys.get(key) else {
+            return Vec::new();
+        };
+        let live: Vec<&Slot> = slots.iter().filter(|s| s.expires > now).collect();
+        let mut rank: Vec<(usize, usize, usize)> = Vec::with_capacity(live.len());
+        let mut groups: Vec<(u64, usize)> = Vec::new();
+        for (i, slot) in live.iter().enumerate() {
+            let nth = match slot.host.map(group_of) {
+                Some(g) => match groups.iter_mut().find(|(x, _)| *x == g) {
+                    Some((_, n)) => {
+                        *n += 1;
+                        *n - 1
+                    }
+                    None => {
+                        groups.push((g, 1));
+                        0
+                    }
+                },
+                None => 0,
+            };
+            rank.push((nth, i, i));
+        }
+        rank.sort_unstable();
+        rank.into_iter()
+            .map(|(_, _, i)| record(key, live[i]))
+            .collect()
     }
 
     /// `provider`'s record of `key`, whatever its expiry.

@@ -108,10 +108,11 @@ pub struct SimNode {
     wake: Option<Instant>,
 }
 
-/// A distinct public-looking address for simulated node `i` (10.0.0.0/8 holds 16 million).
+/// A distinct address for simulated node `i`, spread over the address space as real nodes are
+/// (an odd multiplier is a bijection on 32 bits, so no two nodes share one), so networks (/16s)
+/// hold few nodes each.
 fn host_of(i: usize) -> IpAddr {
-    let [_, a, b, c] = (i as u32 + 1).to_be_bytes();
-    IpAddr::V4(Ipv4Addr::new(10, a, b, c))
+    IpAddr::V4(Ipv4Addr::from((i as u32).wrapping_mul(0x9e37_79b1)))
 }
 
 /// What a hollow node answers: the echo of a PUT (an acknowledgement, the record thrown away),

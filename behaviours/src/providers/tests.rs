@@ -109,6 +109,8 @@ fn the_providers_of_one_host_share_one_providers_budget_and_a_few_slots_of_a_key
             total: 100,
             per_host: 5,
             per_key_per_host: 2,
+            per_key_per_group: 8,
+            diverse_reserve: 0,
         },
     );
     let (crowd, other) = (Some(1u64), Some(2u64));
@@ -302,4 +304,77 @@ fn remove_and_changes() {
     s.mark_changed(taken);
     assert_eq!(s.pending_changes(), 1);
     assert_eq!(s.iter().count(), 0);
+}
+
+/// A host key for an IPv4 address, as the server makes them.
+fn v4(a: u8, b: u8, c: u8, d: u8) -> Option<u64> {
+    Some((4 << 32) | u64::from(u32::from_be_bytes([a, b, c, d])))
+}
+
+#[test]
+fn five_hosts_cannot_hide_an_honest_provider_from_the_first_twenty() {
+    // Failed before: 5 hosts x 4 identities announced first took the first 20 places of the
+    // answer, and `findprovs` (20 by default) returned only them.
+    let mut s = ProviderStore::new(PeerId::random(), ProviderLimits::default());
+    let now = Instant::now();
+    let expires = now + HOUR;
+    let k = key(7);
+    let mut attackers = Vec::new();
+    for (h, group) in [(1u8, 51u8), (2, 51), (3, 51), (4, 52), (5, 53)] {
+        for _ in 0..MAX_PROVIDERS_PER_KEY_PER_HOST {
+            let p = PeerId::random();
+            if s.add(k.clone(), p, vec![], (expires, v4(198, group, 0, h)), now)
+                .is_ok()
+            {
+                attackers.push(p);
+            }
+        }
+    }
+    // One /16 holds at most its share of the key's slots, whatever hosts it has.
+    assert_eq!(attackers.len(), MAX_PROVIDERS_PER_KEY_PER_GROUP + 8);
+    let honest = PeerId::random();
+    assert_eq!(
+        s.add(k.clone(), honest, vec![], (expires, v4(192, 0, 2, 9)), now),
+        Ok(Added::New)
+    );
+    let listed = peers(&s, &k, now);
+    let place = listed.iter().position(|p| *p == honest).expect("listed");
+    // Each network's first provider comes before any network's second: the honest one is
+    // fourth, after the first of each of the attackers' three /16s.
+    assert_eq!(place, 3, "{listed:?}");
+    assert!(place < 20);
+}
+
+#[test]
+fn a_keys_last_slots_are_kept_for_networks_it_has_none_of() {
+    let mut s = ProviderStore::new(PeerId::random(), ProviderLimits::default());
+    let now = Instant::now();
+    let expires = now + HOUR;
+    let k = key(8);
+    // Twelve /16s of one host each take four slots each: 48, the key's open slots.
+    let mut n = 0;
+    for group in 0..12u8 {
+        for _ in 0..MAX_PROVIDERS_PER_KEY_PER_HOST {
+            let at = v4(100, group, 0, 1);
+            if s.add(k.clone(), PeerId::random(), vec![], (expires, at), now)
+                .is_ok()
+            {
+                n += 1;
+            }
+        }
+    }
+    let open = MAX_PROVIDERS_PER_KEY - DIVERSE_RESERVE_PER_KEY;
+    assert_eq!(n, open);
+    // Another host of a network already there is refused (its group is under its cap, the key
+    // is not full); one of a new network gets in.
+    let crowd = v4(100, 0, 0, 99);
+    assert_eq!(
+        s.add(k.clone(), PeerId::random(), vec![], (expires, crowd), now),
+        Err(ProviderRefusal::KeyFull)
+    );
+    let honest = v4(203, 0, 113, 5);
+    assert_eq!(
+        s.add(k.clone(), PeerId::random(), vec![], (expires, honest), now),
+        Ok(Added::New)
+    );
 }
