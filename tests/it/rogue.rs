@@ -3,6 +3,8 @@
 //! thousand made-up peers. And a host that opens more connections than its share.
 
 use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dht::limits::DEFAULT_KAD_PROTOCOL;
@@ -358,4 +360,57 @@ async fn one_ip_cannot_take_more_than_its_share_of_connections() {
     late.stop().await;
     stop_all(&clients).await;
     target.stop().await;
+}
+
+/// Reads one kad request and ends the stream unanswered, as a node over its rate limit does.
+async fn refuse(s: libp2p::Stream) {
+    let mut s = s;
+    let mut b = [0u8];
+    let _ = s.read_exact(&mut b).await;
+    let _ = s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_refuses_our_requests_is_backed_off_from_not_evicted() {
+    // Issue #27, point 7: requests refused under a server's rate limit counted as the server
+    // failing; two in a row evicted it, and a busy reader lost its whole table.
+    let nodes = network(4, 3).await;
+    let refused = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&refused);
+    // It speaks kad only: no ping to fail, so nothing but its refusals can count against it.
+    let (busy, busy_addr) = rogue(&[DEFAULT_KAD_PROTOCOL], move |s| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        refuse(s)
+    })
+    .await;
+    for n in &nodes {
+        assert_eq!(n.connect(busy_addr.clone()).await.expect("connect"), busy);
+    }
+    let mut stored = Vec::new();
+    for i in 0..8 {
+        let value = format!("past the busy one {i}").into_bytes();
+        stored.push((
+            nodes[i % 4].store(value.clone()).await.expect("store").key,
+            value,
+        ));
+    }
+    for round in 0..5 {
+        for (i, (key, value)) in stored.iter().enumerate() {
+            let got = nodes[(i + round) % 4].fetch(key).await.expect("fetch");
+            assert_eq!(&got, value);
+        }
+    }
+    let refused = refused.load(Ordering::Relaxed);
+    assert!(refused >= 8, "the busy peer was asked {refused} times only");
+    let mut evicted = 0;
+    for n in &nodes {
+        let table = n.routing_table().await.expect("table");
+        assert!(
+            table.iter().any(|e| e.peer == busy),
+            "a peer that refuses is alive: it stays in the table"
+        );
+        evicted += n.status().await.expect("status").counters.peers_evicted;
+    }
+    assert_eq!(evicted, 0, "no one was evicted");
+    stop_all(&nodes).await;
 }
