@@ -52,6 +52,9 @@ pub enum PeerState {
     /// Asked, and no answer came in time: unlike a failure, this says nothing of what the peer
     /// holds, so a fetch that ends without the record and past such a peer did not find it absent.
     Unanswered,
+    /// Asked, and it refused (its rate limit): to be asked again once its back-off ends. Still
+    /// a candidate, but it holds no parallel slot meanwhile, so the next peer is asked at once.
+    Deferred,
 }
 
 impl PeerState {
@@ -334,6 +337,27 @@ impl Lookup {
     pub fn on_failure(&mut self, peer: &PeerId) {
         if self.settle(peer, PeerState::Failed) {
             self.wide = true;
+        }
+    }
+
+    /// `peer` refused the request (it is throttling us): it will be asked again
+    /// ([`Lookup::on_retry`]); meanwhile its slot goes to the next candidate.
+    pub fn on_refused(&mut self, peer: &PeerId) {
+        self.settle(peer, PeerState::Deferred);
+    }
+
+    /// `peer`, refused before, is asked again now; whether it still waits for that (the lookup
+    /// may have moved past it).
+    pub fn on_retry(&mut self, peer: &PeerId) -> bool {
+        let d = self.distance(peer);
+        match self.candidates.get_mut(&d) {
+            Some(c) if c.state == PeerState::Deferred => {
+                c.state = PeerState::InFlight;
+                self.in_flight += 1;
+                self.requests += 1;
+                true
+            }
+            _ => false,
         }
     }
 

@@ -183,6 +183,11 @@ impl Outbox {
     }
 
     /// The earliest moment a request in flight becomes overdue.
+    /// Request `id`, while in flight and not given up on.
+    pub fn get(&self, id: RequestId) -> Option<&InFlight> {
+        self.in_flight.get(&id).filter(|r| !r.abandoned)
+    }
+
     pub fn next_overdue(&self, timeout: Duration) -> Option<Instant> {
         self.in_flight
             .values()

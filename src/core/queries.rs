@@ -58,6 +58,10 @@ pub struct Queries {
     next: QueryId,
     outbox: Outbox,
     ignored: usize,
+    /// Lookup requests refused by a peer throttling us, to be sent again when its back-off
+    /// ends: (when, query, peer). The lookup keeps the peer in flight meanwhile, so it waits
+    /// (or goes on with others) rather than count the refusal as the peer's "no".
+    deferred: Vec<(Instant, QueryId, PeerId)>,
 }
 
 impl Queries {
@@ -70,6 +74,7 @@ impl Queries {
             next: 0,
             outbox: Outbox::default(),
             ignored: 0,
+            deferred: Vec::new(),
         }
     }
 
@@ -144,17 +149,7 @@ impl Queries {
         if q.put.is_some() {
             return;
         }
-        let key = q.key.clone();
-        let request = match q.purpose {
-            Purpose::Store { .. }
-            | Purpose::Provide { .. }
-            | Purpose::FindPeer
-            | Purpose::Peers
-            | Purpose::Refresh
-            | Purpose::RefreshBucket => KadRequest::FindNode { key },
-            Purpose::Fetch { .. } | Purpose::Resolve { .. } => KadRequest::GetValue { key },
-            Purpose::Providers { .. } => KadRequest::GetProviders { key },
-        };
+        let request = lookup_request(q);
         let mut sends = Vec::new();
         while let Some(next) = q.lookup.next_request() {
             sends.push(next);
@@ -359,6 +354,66 @@ impl Queries {
         }
     }
 
+    /// The peer of request `rid` if it is a lookup's, in flight.
+    pub fn lookup_peer(&self, rid: RequestId) -> Option<PeerId> {
+        self.outbox
+            .get(rid)
+            .filter(|r| matches!(r.sent, Sent::Lookup(_)))
+            .map(|r| r.peer)
+    }
+
+    /// Lookup request `rid` was refused by a peer throttling us: it goes again at `retry_at`
+    /// (the peer's back-off), its place in the lookup kept, unless its query ends first.
+    pub fn defer(
+        &mut self,
+        rid: RequestId,
+        retry_at: Instant,
+        now: Instant,
+        out: &mut Vec<QueryEvent>,
+    ) {
+        let Some(done) = self.resolve(rid, now, out) else {
+            return;
+        };
+        let Sent::Lookup(id) = done.sent else {
+            return;
+        };
+        let Some(q) = self.queries.get_mut(&id) else {
+            return;
+        };
+        if retry_at < q.deadline {
+            q.lookup.on_refused(&done.peer);
+            self.deferred.push((retry_at, id, done.peer));
+        } else {
+            q.lookup.on_timeout(&done.peer);
+        }
+        self.drive(id, now, out);
+    }
+
+    /// Sends the deferred lookup requests that are due.
+    fn retry_deferred(&mut self, now: Instant, out: &mut Vec<QueryEvent>) {
+        if self.deferred.iter().all(|(at, _, _)| *at > now) {
+            return;
+        }
+        let (due, later): (Vec<_>, Vec<_>) =
+            self.deferred.drain(..).partition(|(at, _, _)| *at <= now);
+        self.deferred = later;
+        for (_, id, peer) in due {
+            let Some(q) = self.queries.get_mut(&id) else {
+                continue;
+            };
+            if !q.lookup.on_retry(&peer) {
+                continue;
+            }
+            let request = lookup_request(q);
+            if let Some(o) = self
+                .outbox
+                .send(peer, Vec::new(), request, Sent::Lookup(id), now)
+            {
+                out.push(QueryEvent::Send(o));
+            }
+        }
+    }
+
     /// Request `rid` failed as `kind` says. Returns its peer and whether it was a lookup's
     /// request, for the caller to judge the peer by.
     pub fn on_failure(
@@ -399,6 +454,7 @@ impl Queries {
     /// Time passed: overdue requests count as failed (returned, for the routing table), slow
     /// fetches widen, queries past their deadline end.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<QueryEvent>) -> Vec<PeerId> {
+        self.retry_deferred(now, out);
         let mut failed = Vec::new();
         for late in self.outbox.overdue(now, self.config.peer_timeout) {
             failed.push(late.peer);
@@ -455,7 +511,11 @@ impl Queries {
             .filter(|q| !q.widened)
             .map(|q| q.started + FETCH_WIDEN_AFTER)
             .min();
-        [overdue, deadline, widen].into_iter().flatten().min()
+        let deferred = self.deferred.iter().map(|(at, _, _)| *at).min();
+        [overdue, deadline, widen, deferred]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Heap bytes held by queries and the outbox (for memory reports; a lookup's candidates are
@@ -475,4 +535,19 @@ fn hops(q: &Query) -> u32 {
         .find(|c| matches!(c.state, PeerState::Succeeded | PeerState::Held))
         .and_then(|c| q.depth.get(&c.peer).copied())
         .unwrap_or(0)
+}
+
+/// The request a lookup of `q` sends each peer.
+fn lookup_request(q: &Query) -> KadRequest {
+    let key = q.key.clone();
+    match q.purpose {
+        Purpose::Store { .. }
+        | Purpose::Provide { .. }
+        | Purpose::FindPeer
+        | Purpose::Peers
+        | Purpose::Refresh
+        | Purpose::RefreshBucket => KadRequest::FindNode { key },
+        Purpose::Fetch { .. } | Purpose::Resolve { .. } => KadRequest::GetValue { key },
+        Purpose::Providers { .. } => KadRequest::GetProviders { key },
+    }
 }

@@ -1,7 +1,9 @@
 //! Peers that refuse our lookups under their rate limits. A refusal says the peer is alive and
-//! busy, not gone: it stays in the routing table and is backed off from (left out of new
-//! lookups' first candidates for a while, doubling with each refusal in a row), while a timeout
-//! or a broken stream still counts toward eviction ([`super::routing::MAX_FAILURES`]).
+//! busy, not gone: it stays in the routing table and is backed off from for a while, doubling
+//! with each refusal in a row: new lookups leave it out of their first candidates, and the
+//! refused request is asked again when the back-off ends, its place in its lookup kept (so a
+//! busy network slows a reader down instead of answering "not found"). A timeout or a broken
+//! stream still counts toward eviction ([`super::routing::MAX_FAILURES`]).
 //!
 //! The other half of "throttled is not failed": a node whose table has emptied while it still
 //! has connections asks its driver for the kad servers it is connected to
@@ -35,7 +37,7 @@ pub struct Throttled {
 impl Throttled {
     /// `peer` refused a request at `now`: back off from it, twice as long as last time if its
     /// previous back-off had not yet been forgotten.
-    pub fn refused(&mut self, peer: PeerId, now: Instant) {
+    pub fn refused(&mut self, peer: PeerId, now: Instant) -> Instant {
         let backoff = match self.peers.get(&peer) {
             Some((_, last)) => (*last * 2).min(THROTTLE_BACKOFF_MAX),
             None => THROTTLE_BACKOFF_MIN,
@@ -47,6 +49,7 @@ impl Throttled {
             }
         }
         self.peers.insert(peer, (now + backoff, backoff));
+        now + backoff
     }
 
     /// `peer` answered: it is not throttling us (any more).
@@ -86,13 +89,20 @@ impl Core {
         out: &mut Vec<Action>,
         events: &mut Vec<QueryEvent>,
     ) {
+        // A refused lookup request is the peer's rate limit speaking: back off from it and ask
+        // it again when the back-off ends, its place in the lookup kept.
+        if kind == FailureKind::Refused
+            && let Some(peer) = self.queries.lookup_peer(id)
+        {
+            let retry_at = self.throttled.refused(peer, now);
+            self.queries.defer(id, retry_at, now, events);
+            return;
+        }
         let Some((peer, lookup)) = self.queries.on_failure(id, kind, now, events) else {
             return;
         };
         match kind {
-            // A refused lookup is the peer's rate limit speaking; a refused PUT_VALUE (a full
-            // store, a quota used up) says nothing of the peer either.
-            FailureKind::Refused if lookup => self.throttled.refused(peer, now),
+            // A refused PUT_VALUE (a full store, a quota used up) says nothing of the peer.
             FailureKind::Refused => {}
             FailureKind::TimedOut => self.failed(&peer, out),
             FailureKind::Broken if lookup => self.failed(&peer, out),

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use dht_behaviours::kad_wire::{KadRequest, KadResponse, MessageKind};
 use libp2p::PeerId;
+use libp2p::kad::KBucketKey;
 
 use super::throttle::THROTTLE_BACKOFF_MIN;
 use super::*;
@@ -105,7 +106,12 @@ fn a_peer_that_refuses_our_lookups_stays_and_is_backed_off_from() {
     // once the back-off has passed it is asked again.
     let later = now + 100 * THROTTLE_BACKOFF_MIN;
     let (mut core, peers) = core_with_peers(4, later);
-    let busy = peers[0];
+    // The closest to the key, which a fetch asks first.
+    let target = KBucketKey::new(b"key".to_vec());
+    let busy = *peers
+        .iter()
+        .min_by_key(|p| KBucketKey::from(**p).distance(&target))
+        .expect("peers");
     let (asked, _) = fetch(&mut core, 100, b"key", &[busy], later);
     assert!(asked.contains(&busy));
     let (asked, _) = fetch(&mut core, 101, b"key", &[], later);
@@ -153,4 +159,57 @@ fn a_table_emptied_by_timeouts_asks_to_relearn_its_connected_peers() {
         );
     }
     assert_eq!(core.routing().len(), 2);
+}
+
+#[test]
+fn a_refused_lookup_request_is_asked_again_after_the_back_off_and_the_fetch_succeeds() {
+    // Failed before: the refusal counted as the peer's "no", and with every peer busy a fetch
+    // of a value they all held ended "not found".
+    use dht_behaviours::validation::content_key;
+    use libp2p::kad::{Record, RecordKey};
+    let now = Instant::now();
+    let (mut core, peers) = core_with_peers(1, now);
+    let value = b"held by the busy peer".to_vec();
+    let key = content_key(&value);
+    let actions = core.handle(
+        Input::Fetch {
+            op: 1,
+            key: key.to_vec(),
+        },
+        now,
+    );
+    let sent = gets(&actions);
+    assert_eq!(sent.len(), 1);
+    let (id, peer) = sent[0];
+    assert_eq!(peer, peers[0]);
+    let kind = FailureKind::Refused;
+    let after = core.handle(Input::Failure { id, kind }, now);
+    assert!(
+        gets(&after).is_empty(),
+        "not asked again at once: {after:?}"
+    );
+    assert!(
+        !after.iter().any(|a| matches!(a, Action::Reply { .. })),
+        "{after:?}"
+    );
+    assert!(core.next_wakeup() <= now + THROTTLE_BACKOFF_MIN);
+    let retry = core.handle(Input::Tick, now + THROTTLE_BACKOFF_MIN);
+    let again = gets(&retry);
+    assert_eq!(again.len(), 1, "{retry:?}");
+    assert_eq!(again[0].1, peer);
+    let response = KadResponse {
+        record: Some(Record::new(RecordKey::new(&key), value.clone())),
+        ..KadResponse::to(MessageKind::GetValue)
+    };
+    let done = core.handle(
+        Input::Response {
+            id: again[0].0,
+            response,
+        },
+        now + THROTTLE_BACKOFF_MIN,
+    );
+    let found = done
+        .iter()
+        .any(|a| matches!(a, Action::Reply { result: Ok(OpOk::Value(v)), .. } if *v == value));
+    assert!(found, "{done:?}");
 }
