@@ -29,6 +29,7 @@ use put::PutPhase;
 use super::events::FailureKind;
 use super::outbox::{InFlight, Outbox, QueryId, RequestId, Sent};
 pub use super::query::{Outcome, Purpose, QueryConfig, QueryEvent};
+use super::throttle::THROTTLE_BACKOFF_MIN;
 
 /// A fetch asks the closest peer alone first; unanswered this long, it asks alpha at once.
 pub const FETCH_WIDEN_AFTER: Duration = Duration::from_millis(100);
@@ -362,8 +363,9 @@ impl Queries {
             .map(|r| r.peer)
     }
 
-    /// Lookup request `rid` was refused by a peer throttling us: it goes again at `retry_at`
-    /// (the peer's back-off), its place in the lookup kept, unless its query ends first.
+    /// Lookup request `rid` was refused by a peer throttling us. A search for a value or
+    /// providers asks it once more when its back-off ends (`retry_at`, at most the shortest
+    /// back-off on), its place in the lookup kept; any other lookup goes on without it.
     pub fn defer(
         &mut self,
         rid: RequestId,
@@ -380,11 +382,18 @@ impl Queries {
         let Some(q) = self.queries.get_mut(&id) else {
             return;
         };
-        if retry_at < q.deadline {
-            q.lookup.on_refused(&done.peer);
-            self.deferred.push((retry_at, id, done.peer));
-        } else {
+        // Only a search for a value or providers waits for a busy peer (it may be the one that
+        // holds it; a busy network slows such a reader down rather than answer "not found"), and
+        // for one retry, at most the shortest back-off on; a lookup for peers goes on without it.
+        let searching = matches!(
+            q.purpose,
+            Purpose::Fetch { .. } | Purpose::Resolve { .. } | Purpose::Providers { .. }
+        );
+        let retry_at = retry_at.min(now + THROTTLE_BACKOFF_MIN);
+        if !searching || retry_at >= q.deadline {
             q.lookup.on_timeout(&done.peer);
+        } else if q.lookup.on_refused(&done.peer) {
+            self.deferred.push((retry_at, id, done.peer));
         }
         self.drive(id, now, out);
     }
