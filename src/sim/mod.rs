@@ -103,7 +103,7 @@ pub struct SimNode {
     pub hollow: bool,
     /// The address its requests come from, fed to the cores it asks as production's driver
     /// does, so per-host budgets and shares run in the simulator too. Each node has its own
-    /// unless a test puts several on one ([`Sim::share_host`]).
+    /// (a test may put several on one by setting it).
     pub host: IpAddr,
     wake: Option<Instant>,
 }
@@ -234,10 +234,6 @@ impl Sim {
         i
     }
 
-    /// Puts node `i` on node `j`'s host (several identities of one machine).
-    pub fn share_host(&mut self, i: usize, j: usize) {
-        self.nodes[i].host = self.nodes[j].host;
-    }
 
     /// A network of `nodes` nodes, each joined through a random earlier one, given 5 s to settle.
     pub fn settled(config: CoreConfig, nodes: usize, seed: u64) -> Self {
