@@ -234,7 +234,6 @@ impl Sim {
         i
     }
 
-
     /// A network of `nodes` nodes, each joined through a random earlier one, given 5 s to settle.
     pub fn settled(config: CoreConfig, nodes: usize, seed: u64) -> Self {
         let mut sim = Self::new(config, NetConfig::default(), seed);

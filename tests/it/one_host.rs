@@ -139,3 +139,44 @@ async fn a_signed_record_replayed_by_four_identities_is_checked_once() {
     );
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_by_another_peer_does_not_renew_a_free_keys_life() {
+    // Failed before: any peer's unchanged replay with a fresh TTL renewed the value's life, so
+    // a departed publisher's value lived as long as someone replayed it.
+    let node = victim(1024).await;
+    let (id, addr) = (node.peer_id(), addr_of(&node).await);
+    let key = dht::Key::parse("/v/published").expect("key");
+    let mut publisher = attacker();
+    let mut record = Record::new(RecordKey::new(&key.as_bytes()), b"the value".to_vec());
+    record.publisher = Some(*publisher.local_peer_id());
+    let life = |secs| Some(std::time::Instant::now() + Duration::from_secs(secs));
+    let left = || async {
+        let held = node.local_records().await.expect("records");
+        let r = held.iter().find(|r| r.key == key).expect("held");
+        r.expires_in.expect("a copy from a peer expires")
+    };
+    record.expires = life(20);
+    assert_eq!(
+        put_all(&mut publisher, id, &addr, vec![record.clone()]).await,
+        1
+    );
+    assert!(left().await <= Duration::from_secs(20));
+    // Another identity replays it with a fresh, long life: acknowledged (the copy is held), and
+    // nothing renewed.
+    let mut replayer = attacker();
+    let mut replay = record.clone();
+    replay.expires = life(100);
+    assert_eq!(
+        put_all(&mut replayer, id, &addr, vec![replay.clone()]).await,
+        1
+    );
+    assert!(
+        left().await <= Duration::from_secs(20),
+        "a replay renewed the value"
+    );
+    // Its publisher's republish does.
+    assert_eq!(put_all(&mut publisher, id, &addr, vec![replay]).await, 1);
+    assert!(left().await > Duration::from_secs(60));
+    node.stop().await;
+}
