@@ -129,10 +129,12 @@ impl Quota {
     /// Whether `peer` on `host` (`None`: unknown, or loopback in a local network) may store
     /// `key` (`bytes` of key plus value) here: always for a key already held (a re-store adds
     /// no record), otherwise while the peer, its host and all peers together are within bounds.
+    /// A fellow holder's copy (`duty`) may also take the room kept for the node's own records:
+    /// replication and hand-off are the node's duty, which a flood must not crowd out.
     pub(crate) fn admits(
         &self,
         peer: &PeerId,
-        host: Option<u64>,
+        (host, duty): (Option<u64>, bool),
         key: &RecordKey,
         bytes: usize,
     ) -> Result<(), Over> {
@@ -143,7 +145,7 @@ impl Quota {
         if !used.fits(bytes, self.peer_bound) {
             return Err(Over::Peer);
         }
-        if !self.total.fits(bytes, self.room) {
+        if !duty && !self.total.fits(bytes, self.room) {
             return Err(Over::Room);
         }
         let Some(host) = host else {
@@ -153,7 +155,7 @@ impl Quota {
         if !held.fits(bytes, self.host_bound) {
             return Err(Over::Host);
         }
-        if self.filling() && self.hosts.len() > 1 {
+        if !duty && self.filling() && self.hosts.len() > 1 {
             let mine = held.weight(self.room);
             let most_of_others = self
                 .hosts
@@ -244,17 +246,25 @@ mod tests {
         let peer = PeerId::random();
         for i in 0..MAX_RECORDS_PER_PEER {
             let key = RecordKey::new(&i.to_be_bytes());
-            assert!(q.admits(&peer, None, &key, 16).is_ok());
+            assert!(q.admits(&peer, (None, false), &key, 16).is_ok());
             q.stored(peer, None, key, 16);
         }
         let extra = RecordKey::new(&b"one more");
-        assert!(q.admits(&peer, None, &extra, 16).is_err());
+        assert!(q.admits(&peer, (None, false), &extra, 16).is_err());
         // Overwriting its own key is fine; another peer has its own quota.
         assert!(
-            q.admits(&peer, None, &RecordKey::new(&0usize.to_be_bytes()), 16)
+            q.admits(
+                &peer,
+                (None, false),
+                &RecordKey::new(&0usize.to_be_bytes()),
+                16
+            )
+            .is_ok()
+        );
+        assert!(
+            q.admits(&PeerId::random(), (None, false), &extra, 16)
                 .is_ok()
         );
-        assert!(q.admits(&PeerId::random(), None, &extra, 16).is_ok());
         // Another holder re-storing the peer's keys (replication) frees none of its quota.
         let holder = PeerId::random();
         for i in 0..16usize {
@@ -262,10 +272,10 @@ mod tests {
         }
         assert_eq!(q.used(&peer), MAX_RECORDS_PER_PEER);
         assert_eq!(q.used(&holder), 0);
-        assert!(q.admits(&peer, None, &extra, 16).is_err());
+        assert!(q.admits(&peer, (None, false), &extra, 16).is_err());
         q.sweep(|k| k.as_ref() != 0usize.to_be_bytes());
         assert_eq!(q.used(&peer), MAX_RECORDS_PER_PEER - 1);
-        assert!(q.admits(&peer, None, &extra, 16).is_ok());
+        assert!(q.admits(&peer, (None, false), &extra, 16).is_ok());
     }
 
     #[test]
@@ -276,7 +286,7 @@ mod tests {
         let mut kept = 0;
         for i in 0..MAX_RECORDS_PER_PEER {
             let key = RecordKey::new(&i.to_be_bytes());
-            if q.admits(&peer, None, &key, big).is_err() {
+            if q.admits(&peer, (None, false), &key, big).is_err() {
                 break;
             }
             q.stored(peer, None, key, big);
@@ -297,7 +307,7 @@ mod tests {
             let peer = PeerId::from_bytes(&PeerId::random().to_bytes()).expect("id");
             for j in 0..(STORE_MAX_RECORDS / 16) {
                 let key = RecordKey::new(&format!("{i}/{j}"));
-                if q.admits(&peer, host, &key, 100).is_ok() {
+                if q.admits(&peer, (host, false), &key, 100).is_ok() {
                     q.stored(peer, host, key, 100);
                     kept += 1;
                 }
@@ -311,7 +321,7 @@ mod tests {
         // Another host is served as before.
         let other = PeerId::random();
         assert!(
-            q.admits(&other, Some(8), &RecordKey::new(&b"x"), 100)
+            q.admits(&other, (Some(8), false), &RecordKey::new(&b"x"), 100)
                 .is_ok()
         );
     }
@@ -331,7 +341,7 @@ mod tests {
                 for _ in 0..each {
                     n += 1;
                     let key = RecordKey::new(&n.to_be_bytes());
-                    if q.admits(&peer, Some(host), &key, 10).is_ok() {
+                    if q.admits(&peer, (Some(host), false), &key, 10).is_ok() {
                         q.stored(peer, Some(host), key, 10);
                         kept += 1;
                     }

@@ -73,6 +73,18 @@ pub enum Source {
     Cache,
 }
 
+/// What the node knows of a peer that sends a copy, beyond its id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sender {
+    /// Its host ([`super::server::host_key`]; `None`: unknown, or loopback in a local network),
+    /// whose shares bound it too.
+    pub host: Option<u64>,
+    /// A fellow holder: it and this node are both among the k closest to the key this node
+    /// knows, so its copy (a re-store, a hand-off) is this node's duty and may take the room
+    /// kept for the node's own records.
+    pub holder: bool,
+}
+
 /// What admission did with a copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admitted {
@@ -310,20 +322,19 @@ impl Records {
         record: Record,
         now: Instant,
     ) -> Result<Admitted, Refusal> {
-        self.admit_from(source, None, record, now)
+        self.admit_from(source, Sender::default(), record, now)
     }
 
-    /// [`Records::admit`] for a copy from a peer on `host` (its [`super::server::host_key`];
-    /// `None`: unknown, or loopback in a local network), whose shares bound it too.
+    /// [`Records::admit`] for a copy from a peer the node knows more of (`sender`).
     pub fn admit_from(
         &mut self,
         source: Source,
-        host: Option<u64>,
+        sender: Sender,
         record: Record,
         now: Instant,
     ) -> Result<Admitted, Refusal> {
         let key = record.key.clone();
-        let admitted = self.decide(source, host, record, now);
+        let admitted = self.decide(source, sender, record, now);
         if admitted.is_ok() && matches!(source, Source::Peer(_) | Source::Feeder(_)) {
             self.received.insert(key, now);
         }
@@ -333,7 +344,7 @@ impl Records {
     fn decide(
         &mut self,
         source: Source,
-        host: Option<u64>,
+        sender: Sender,
         mut record: Record,
         now: Instant,
     ) -> Result<Admitted, Refusal> {
@@ -347,7 +358,7 @@ impl Records {
             if let Source::Peer(peer) = source
                 && is_namespaced(record.key.as_ref())
             {
-                self.charge_verification(&peer, host, now)?;
+                self.charge_verification(&peer, sender.host, now)?;
             }
             self.validate_namespaced(&record, now)?
         };
@@ -430,7 +441,8 @@ impl Records {
         if let Source::Peer(peer) = source
             && new
         {
-            match self.quota.admits(&peer, host, &record.key, bytes) {
+            let within = (sender.host, sender.holder);
+            match self.quota.admits(&peer, within, &record.key, bytes) {
                 Ok(()) => {}
                 Err(Over::Peer | Over::Host) => return Err(Refusal::Quota),
                 Err(Over::Room) => return Err(Refusal::Full),
@@ -439,7 +451,7 @@ impl Records {
         let key = record.key.clone();
         self.store.put(record).map_err(|_| Refusal::Full)?;
         if let Source::Peer(peer) = source {
-            self.quota.stored(peer, host, key, bytes);
+            self.quota.stored(peer, sender.host, key, bytes);
         }
         Ok(if new {
             Admitted::New

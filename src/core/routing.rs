@@ -270,6 +270,19 @@ impl RoutingTable {
         out
     }
 
+    /// Whether `peer` and this node are both among the `n` closest to `target` that this node
+    /// knows (itself counted): a fellow holder of a key with replication factor `n`.
+    pub fn both_among_closest<T>(&self, target: &KBucketKey<T>, peer: &PeerId, n: usize) -> bool {
+        let t = point(target);
+        let own = distance(t, self.local);
+        let closest = self.closest(target, n);
+        let closer = closest
+            .iter()
+            .filter(|e| distance(t, e.point) < own)
+            .count();
+        closer < n && closest.iter().take(n - 1).any(|e| e.peer == *peer)
+    }
+
     /// Every entry, farthest bucket first.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.buckets.iter().flatten()

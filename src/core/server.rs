@@ -15,7 +15,7 @@ use libp2p::kad::{KBucketKey, RecordKey};
 use super::Core;
 use super::events::{Action, InboundId};
 use super::queries::QueryEvent;
-use super::records::{Admitted, Records, Refusal, Source};
+use super::records::{Admitted, Records, Refusal, Sender, Source};
 use super::routing::RoutingTable;
 
 /// Inbound kad requests one peer may make per second, sustained. A busy honest client (the
@@ -89,12 +89,14 @@ fn closer(table: &RoutingTable, key: &[u8], requester: &PeerId, k: usize) -> Vec
 }
 
 /// Serves `request` from `peer` at `now`.
+/// `k` is the number of closer peers an answer names; `replication` the replication factor,
+/// which tells a fellow holder's PUT (see [`Sender::holder`]).
 pub fn serve(
     table: &RoutingTable,
     records: &mut Records,
     from: &From,
     request: KadRequest,
-    k: usize,
+    (k, replication): (usize, usize),
     now: Instant,
 ) -> Served {
     let peer = from.peer;
@@ -114,7 +116,15 @@ pub fn serve(
         }
         KadRequest::PutValue { record } => {
             let echo = record.clone();
-            match records.admit_from(Source::Peer(peer), from.host.map(host_key), record, now) {
+            let sender = Sender {
+                host: from.host.map(host_key),
+                holder: table.both_among_closest(
+                    &KBucketKey::new(record.key.to_vec()),
+                    &peer,
+                    replication,
+                ),
+            };
+            match records.admit_from(Source::Peer(peer), sender, record, now) {
                 Ok(admitted) => Served::Kept(
                     admitted,
                     KadResponse {
@@ -195,7 +205,8 @@ impl Core {
         // As go-libp2p-kad-dht answers: a bucket's worth of closer peers, whatever the replication
         // factor, so that a small k does not starve the asker's routing table.
         let k = self.config.bucket_size();
-        let served = serve(&self.routing, &mut self.records, &from, request, k, now);
+        let sizes = (k, self.config.k);
+        let served = serve(&self.routing, &mut self.records, &from, request, sizes, now);
         let response = match served {
             Served::Answer(r) => Some(r),
             Served::Kept(admitted, r) => {

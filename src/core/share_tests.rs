@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use dht_behaviours::kad_wire::KadRequest;
 use dht_behaviours::store::StoreLimits;
-use libp2p::PeerId;
 use libp2p::kad::{Record, RecordKey};
+use libp2p::{Multiaddr, PeerId};
 
 use super::quota::HOST_SHARE_DIVISOR;
 use super::*;
@@ -79,4 +79,47 @@ fn sixteen_identities_of_one_host_take_a_hosts_share_and_the_node_still_stores_i
             .get(&RecordKey::new(&b"/mine"), now)
             .is_some()
     );
+}
+
+#[test]
+fn a_fellow_holders_copy_takes_the_room_a_flood_left_the_node() {
+    // Peers fill their room (all but the node's own sixteenth); a stranger's next record is
+    // refused, a fellow holder's (replication, hand-off: the node's duty) is kept.
+    let now = Instant::now();
+    let mut cfg = test_config(5);
+    cfg.store = StoreLimits {
+        max_records: 64,
+        max_bytes: 1 << 30,
+    };
+    let mut core = Core::fresh(cfg, now);
+    let holder = PeerId::random();
+    let addr: Multiaddr = "/ip4/203.0.113.1/tcp/4001".parse().expect("addr");
+    core.handle(
+        Input::PeerSeen {
+            peer: holder,
+            addrs: vec![addr],
+        },
+        now,
+    );
+    let mut id = 0;
+    for h in 0..15u8 {
+        let host = IpAddr::V4(Ipv4Addr::new(198, 51, h, 1));
+        let stranger = PeerId::random();
+        for _ in 0..4 {
+            id += 1;
+            assert!(put(&mut core, stranger, host, id, now));
+        }
+    }
+    assert_eq!(core.records().len(), 60);
+    let late = IpAddr::V4(Ipv4Addr::new(198, 51, 99, 1));
+    assert!(
+        !put(&mut core, PeerId::random(), late, 1000, now),
+        "the peers' room is full"
+    );
+    let holders_host = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1));
+    assert!(
+        put(&mut core, holder, holders_host, 1001, now),
+        "a holder's copy is kept"
+    );
+    assert_eq!(core.records().len(), 61);
 }
