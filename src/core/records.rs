@@ -522,6 +522,9 @@ impl Records {
 
     /// Removes every record and provider record expired at `now`; returns how many went.
     pub fn sweep(&mut self, now: Instant) -> usize {
+        // Idle verification budgets are as good as none.
+        self.verify_budget.0.prune(now);
+        self.verify_budget.1.prune(now);
         let providers_gone = self.providers.remove_expired(now);
         let gone = self.store.remove_expired(now);
         if gone > 0 {
