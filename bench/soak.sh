@@ -23,7 +23,7 @@ for ((i = 0; i < nodes; i++)); do
   pids+=($!)
   sleep 0.2
 done
-"$bin" -v 1 bench -c "/ip4/127.0.0.1/tcp/$((base + 1))" --ops "$ops" --concurrency 8 --duration "$duration" --json >"$work/result.json" &
+"$bin" -v 2 bench -c "/ip4/127.0.0.1/tcp/$((base + 1))" --ops "$ops" --concurrency 8 --duration "$duration" --json >"$work/result.json" 2>"$work/bench.log" &
 bench=$!
 echo "minute  private MiB per node: median max"
 minute=0
@@ -33,9 +33,15 @@ while kill -0 "$bench" 2>/dev/null; do
   minute=$((minute + 1))
   for _ in $(seq 60); do kill -0 "$bench" 2>/dev/null || break; sleep 1; done
 done
-wait "$bench"
+status=0
+wait "$bench" || status=$?
+if ((status != 0)); then
+  echo "the bench exited $status; its last warnings:"
+  tail -n 20 "$work/bench.log"
+fi
 python3 - "$work/result.json" <<'PY'
 import json, sys
 f = json.load(open(sys.argv[1]))["fetch"]
 print(f"fetches: {f['ops']} ({f['errors']} errors), {f['throughput']:.0f}/s, p50 {f['p50_ms']:.2f} ms, p99 {f['p99_ms']:.2f} ms")
 PY
+exit "$status"

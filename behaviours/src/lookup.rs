@@ -104,8 +104,6 @@ pub struct Lookup {
     wide: bool,
     requests: usize,
     ignored: usize,
-    /// Candidates that refused once already (one more chance each, then given up on).
-    refused: Vec<KBucketDistance>,
 }
 
 impl Lookup {
@@ -129,7 +127,6 @@ impl Lookup {
             wide: !params.narrow,
             requests: 0,
             ignored: 0,
-            refused: Vec::new(),
         };
         for (peer, addrs) in seeds {
             lookup.add(peer, addrs);
@@ -343,21 +340,12 @@ impl Lookup {
         }
     }
 
-    /// `peer` refused the request (it is throttling us). The first time, it is to be asked again
-    /// ([`Lookup::on_retry`]) and its slot goes to the next candidate meanwhile; the lookup waits
-    /// for it as for any peer asked. A second refusal gives up on it as unanswered, so a peer that
-    /// refuses everything holds a lookup up for one back-off at most. Whether to ask again.
+    /// `peer` refused the request (it is throttling us): it is to be asked again
+    /// ([`Lookup::on_retry`]), and its slot goes to the next candidate meanwhile. The lookup
+    /// waits for its answer as for any peer asked: a search is not over while a closer peer that
+    /// may hold the value has not answered. Whether it was in flight.
     pub fn on_refused(&mut self, peer: &PeerId) -> bool {
-        let d = self.distance(peer);
-        if self.refused.contains(&d) {
-            self.on_timeout(peer);
-            return false;
-        }
-        if self.settle(peer, PeerState::Deferred) {
-            self.refused.push(d);
-            return true;
-        }
-        false
+        self.settle(peer, PeerState::Deferred)
     }
 
     /// `peer`, refused before, is asked again now; whether it still waits for that (the lookup

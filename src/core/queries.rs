@@ -364,7 +364,7 @@ impl Queries {
     }
 
     /// Lookup request `rid` was refused by a peer throttling us. A search for a value or
-    /// providers asks it once more when its back-off ends (`retry_at`, at most the shortest
+    /// providers asks it again when its back-off ends (`retry_at`, at most the shortest
     /// back-off on), its place in the lookup kept; any other lookup goes on without it.
     pub fn defer(
         &mut self,
@@ -383,8 +383,9 @@ impl Queries {
             return;
         };
         // Only a search for a value or providers waits for a busy peer (it may be the one that
-        // holds it; a busy network slows such a reader down rather than answer "not found"), and
-        // for one retry, at most the shortest back-off on; a lookup for peers goes on without it.
+        // holds it; a busy network slows such a reader down rather than answer "not found"),
+        // asking again at most the shortest back-off on, until its deadline; a lookup for peers
+        // goes on without it.
         let searching = matches!(
             q.purpose,
             Purpose::Fetch { .. } | Purpose::Resolve { .. } | Purpose::Providers { .. }

@@ -1,8 +1,8 @@
 //! Peers that refuse our lookups under their rate limits. A refusal says the peer is alive and
 //! busy, not gone: it stays in the routing table and is backed off from for a while, doubling
 //! with each refusal in a row: new lookups leave it out of their first candidates, and a
-//! search for a value or providers asks it once more after the shortest back-off, its place in
-//! the lookup kept meanwhile while the next peer is asked (so a busy network slows a reader down
+//! search for a value or providers asks it again after the shortest back-off (until its
+//! deadline), its place in the lookup kept meanwhile while the next peer is asked (so a busy network slows a reader down
 //! instead of answering "not found"); a lookup for peers goes on without it. A timeout or a
 //! broken stream still counts toward eviction ([`super::routing::MAX_FAILURES`]).
 //!
