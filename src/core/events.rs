@@ -18,7 +18,7 @@ use libp2p::{Multiaddr, PeerId};
 use super::bootstrap::DialId;
 use super::broadcaster::HandoffId;
 use super::mirror_feed::MirrorId;
-use super::outbox::{Outgoing, RequestId};
+use super::outbox::{FailureKind, Outgoing, RequestId};
 use super::records::Refusal;
 use super::reputation::Offence;
 
@@ -297,18 +297,6 @@ pub enum Input {
     },
     /// Time passed (at or after [`Core::next_wakeup`]).
     Tick,
-}
-
-/// How one of our requests failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// No answer in time: the peer may be gone.
-    TimedOut,
-    /// The peer ended the request's stream unanswered: it refused the request (its rate limit,
-    /// a full store) and is alive.
-    Refused,
-    /// The stream or the connection broke, the peer could not be dialed, or it answered garbage.
-    Broken,
 }
 
 /// What an operation came to.

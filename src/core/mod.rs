@@ -56,9 +56,9 @@ use rand::rngs::StdRng;
 
 use bootstrap::{Bootstrapper, DialId};
 use broadcaster::{Broadcaster, HandoffId};
-pub use events::{Action, CoreStats, FailureKind, InboundId, Input, OpError, OpId, OpOk, Report};
+pub use events::{Action, CoreStats, InboundId, Input, OpError, OpId, OpOk, Report};
 use mirrors::Mirrors;
-pub use outbox::{Outgoing, QueryId, RequestId};
+pub use outbox::{FailureKind, Outgoing, QueryId, RequestId};
 use peers::Standing;
 pub use peers::offence_for;
 use queries::{Outcome, Purpose, Queries, QueryConfig, QueryEvent};

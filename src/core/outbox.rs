@@ -56,6 +56,18 @@ struct Waiting {
     sent: Sent,
 }
 
+/// How one of our requests failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No answer in time: the peer may be gone.
+    TimedOut,
+    /// The peer ended the request's stream unanswered: it refused the request (its rate limit,
+    /// a full store) and is alive.
+    Refused,
+    /// The stream or the connection broke, the peer could not be dialed, or it answered garbage.
+    Broken,
+}
+
 /// A request in flight.
 #[derive(Debug, Clone, Copy)]
 pub struct InFlight {

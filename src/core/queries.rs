@@ -26,10 +26,8 @@ use libp2p::kad::Record;
 use libp2p::{Multiaddr, PeerId};
 use put::PutPhase;
 
-use super::events::FailureKind;
-use super::outbox::{InFlight, Outbox, QueryId, RequestId, Sent};
+use super::outbox::{FailureKind, InFlight, Outbox, QueryId, RequestId, Sent};
 pub use super::query::{Outcome, Purpose, QueryConfig, QueryEvent};
-use super::throttle::THROTTLE_BACKOFF_MIN;
 
 /// A fetch asks the closest peer alone first; unanswered this long, it asks alpha at once.
 pub const FETCH_WIDEN_AFTER: Duration = Duration::from_millis(100);
@@ -364,8 +362,8 @@ impl Queries {
     }
 
     /// Lookup request `rid` was refused by a peer throttling us. A search for a value or
-    /// providers asks it again when its back-off ends (`retry_at`, at most the shortest
-    /// back-off on), its place in the lookup kept; any other lookup goes on without it.
+    /// providers asks it again at `retry_at`, its place in the lookup kept; any other lookup
+    /// goes on without it.
     pub fn defer(
         &mut self,
         rid: RequestId,
@@ -390,7 +388,6 @@ impl Queries {
             q.purpose,
             Purpose::Fetch { .. } | Purpose::Resolve { .. } | Purpose::Providers { .. }
         );
-        let retry_at = retry_at.min(now + THROTTLE_BACKOFF_MIN);
         if !searching || retry_at >= q.deadline {
             q.lookup.on_timeout(&done.peer);
         } else if q.lookup.on_refused(&done.peer) {

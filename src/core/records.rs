@@ -56,8 +56,9 @@ pub const VERIFY_BURST_PER_PEER: u32 = 400;
 pub const VERIFY_RATE_PER_HOST: u32 = 4 * VERIFY_RATE_PER_PEER;
 /// Signed records one host may have checked in a burst.
 pub const VERIFY_BURST_PER_HOST: u32 = 4 * VERIFY_BURST_PER_PEER;
-/// Peers and hosts whose verifications are budgeted at once.
-pub const MAX_VERIFY_BUDGETS: usize = super::server::MAX_RATED_PEERS;
+/// Peers and hosts whose verifications are budgeted at once: as many as the connections a node
+/// keeps.
+pub const MAX_VERIFY_BUDGETS: usize = dht_behaviours::config::MAX_ESTABLISHED as usize;
 
 /// Where a copy comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 
 use super::Core;
-use super::events::{Action, FailureKind};
+use super::events::Action;
+use super::outbox::FailureKind;
 use super::outbox::RequestId;
 use super::queries::QueryEvent;
 
@@ -95,7 +96,12 @@ impl Core {
         if kind == FailureKind::Refused
             && let Some(peer) = self.queries.lookup_peer(id)
         {
-            let retry_at = self.throttled.refused(peer, now);
+            // A search asks again at most the shortest back-off on: its reader waits, and a
+            // peer's long back-off is for new lookups' first choices.
+            let retry_at = self
+                .throttled
+                .refused(peer, now)
+                .min(now + THROTTLE_BACKOFF_MIN);
             self.queries.defer(id, retry_at, now, events);
             return;
         }
