@@ -658,6 +658,8 @@ mod namespace_tests;
 #[cfg(test)]
 mod provider_tests;
 #[cfg(test)]
+mod put_tests;
+#[cfg(test)]
 mod resolve_tests;
 #[cfg(test)]
 mod share_tests;

@@ -48,12 +48,23 @@ pub struct Outgoing {
     pub request: KadRequest,
     /// Whether the answer's closer peers are of use (a check of a copy needs the record alone).
     pub closer_wanted: bool,
+    /// A request of its own that rides right behind this one on the same stream, read by the
+    /// peer after this one is answered: a store's check of the copy this PUT gives.
+    pub then: Option<Box<Outgoing>>,
 }
 
 struct Waiting {
     addrs: Vec<Multiaddr>,
     request: KadRequest,
     sent: Sent,
+    then: Option<(KadRequest, Sent)>,
+}
+
+impl Waiting {
+    /// Slots to the peer it takes.
+    fn slots(&self) -> usize {
+        1 + usize::from(self.then.is_some())
+    }
 }
 
 /// How one of our requests failed.
@@ -100,22 +111,56 @@ impl Outbox {
         sent: Sent,
         now: Instant,
     ) -> Option<Outgoing> {
+        let w = Waiting {
+            addrs,
+            request,
+            sent,
+            then: None,
+        };
+        self.send_waiting(peer, w, now)
+    }
+
+    /// Sends `first` with `then` right behind it on one stream, now if two slots are free, else
+    /// queues both together: the peer must read `then` after `first`, never on another stream
+    /// ahead of it. Returns the pair to send, if any.
+    pub fn send_pair(
+        &mut self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        (request, sent): (KadRequest, Sent),
+        then: (KadRequest, Sent),
+        now: Instant,
+    ) -> Option<Outgoing> {
+        let w = Waiting {
+            addrs,
+            request,
+            sent,
+            then: Some(then),
+        };
+        self.send_waiting(peer, w, now)
+    }
+
+    fn send_waiting(&mut self, peer: PeerId, w: Waiting, now: Instant) -> Option<Outgoing> {
         let busy = self.per_peer.get(&peer).copied().unwrap_or(0);
-        if busy >= MAX_KAD_REQUESTS_PER_PEER {
+        if busy + w.slots() > MAX_KAD_REQUESTS_PER_PEER {
             let queue = self.waiting.entry(peer).or_default();
             if queue.len() < MAX_WAITING_PER_PEER {
-                queue.push_back(Waiting {
-                    addrs,
-                    request,
-                    sent,
-                });
+                queue.push_back(w);
             }
             return None;
         }
-        Some(self.start(peer, addrs, request, sent, now))
+        Some(self.start(peer, w, now))
     }
 
-    fn start(
+    fn start(&mut self, peer: PeerId, w: Waiting, now: Instant) -> Outgoing {
+        let mut first = self.start_one(peer, w.addrs, w.request, w.sent, now);
+        first.then = w
+            .then
+            .map(|(request, sent)| Box::new(self.start_one(peer, Vec::new(), request, sent, now)));
+        first
+    }
+
+    fn start_one(
         &mut self,
         peer: PeerId,
         addrs: Vec<Multiaddr>,
@@ -139,6 +184,7 @@ impl Outbox {
             addrs,
             request,
             closer_wanted: !matches!(sent, Sent::Verify(_)),
+            then: None,
         }
     }
 
@@ -158,13 +204,23 @@ impl Outbox {
             }
         }
         let mut next = None;
+        let busy = self.per_peer.get(&done.peer).copied().unwrap_or(0);
         if let Some(queue) = self.waiting.get_mut(&done.peer) {
-            let found = std::iter::from_fn(|| queue.pop_front()).find(|w| alive(w.sent));
+            // The first whose query still runs, once it fits (a pair waits for two free slots;
+            // a request in flight to the peer frees the next).
+            while queue.front().is_some_and(|w| !alive(w.sent)) {
+                queue.pop_front();
+            }
+            let found = queue
+                .front()
+                .is_some_and(|w| busy + w.slots() <= MAX_KAD_REQUESTS_PER_PEER)
+                .then(|| queue.pop_front())
+                .flatten();
             if queue.is_empty() {
                 self.waiting.remove(&done.peer);
             }
             if let Some(w) = found {
-                next = Some(self.start(done.peer, w.addrs, w.request, w.sent, now));
+                next = Some(self.start(done.peer, w, now));
             }
         }
         if self.in_flight.is_empty() {

@@ -12,7 +12,7 @@ use super::throttle::THROTTLE_BACKOFF_MIN;
 use super::*;
 
 /// A core of k = 3 that knows `n` peers.
-fn core_with_peers(n: usize, now: Instant) -> (Core, Vec<PeerId>) {
+pub(super) fn core_with_peers(n: usize, now: Instant) -> (Core, Vec<PeerId>) {
     let mut core = Core::fresh(test_config(3), now);
     let peers: Vec<PeerId> = (0..n).map(|_| PeerId::random()).collect();
     for (i, peer) in peers.iter().enumerate() {

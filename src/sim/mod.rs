@@ -53,6 +53,8 @@ enum Message {
     Request {
         rid: RequestId,
         request: KadRequest,
+        /// A request behind it on the same stream: read after it, lost with it.
+        then: Option<Box<(RequestId, KadRequest)>>,
     },
     /// `None`: the request was refused (its stream ended unanswered).
     Response {
@@ -60,22 +62,15 @@ enum Message {
         response: Option<KadResponse>,
     },
     /// The node is dead: its host resets the connection.
-    Reset {
-        rid: RequestId,
-    },
+    Reset { rid: RequestId },
     /// The transport gave up on a request whose request or answer was lost.
-    TimedOut {
-        rid: RequestId,
-    },
+    TimedOut { rid: RequestId },
     Broadcast {
         hid: HandoffId,
         message: BroadcastMessage,
     },
     /// `ok: false`: refused, lost, or the node is dead.
-    BroadcastAnswer {
-        hid: HandoffId,
-        ok: bool,
-    },
+    BroadcastAnswer { hid: HandoffId, ok: bool },
 }
 
 enum Event {
@@ -373,7 +368,15 @@ impl Sim {
             // libp2p's request-response does: a lost message must not hold a slot forever (the
             // timeout itself is scheduled, never lost).
             let (requester, timeout) = match &message {
-                Message::Request { rid, .. } => (from, Message::TimedOut { rid: *rid }),
+                Message::Request { rid, then, .. } => {
+                    if let Some(then) = then {
+                        let at = self.now + self.config.timing.query_timeout;
+                        let message = Box::new(Message::TimedOut { rid: then.0 });
+                        let (from, to) = (from, from);
+                        self.schedule(at, Event::Deliver { from, to, message });
+                    }
+                    (from, Message::TimedOut { rid: *rid })
+                }
                 Message::Response { rid, .. } => (to, Message::TimedOut { rid: *rid }),
                 Message::Reset { rid } => (to, Message::TimedOut { rid: *rid }),
                 Message::Broadcast { hid, .. } => (
@@ -423,6 +426,7 @@ impl Sim {
                     let message = Message::Request {
                         rid: o.id,
                         request: o.request,
+                        then: o.then.map(|t| Box::new((t.id, t.request))),
                     };
                     self.send(i, to, message);
                 }
@@ -513,6 +517,41 @@ impl Sim {
         self.run_until(until);
     }
 
+    /// Request `rid` from node `from` reaches node `to`.
+    fn request_arrived(&mut self, from: usize, to: usize, rid: RequestId, request: KadRequest) {
+        if !self.nodes[to].alive {
+            // A dead node's host resets the connection.
+            self.send(to, from, Message::Reset { rid });
+            return;
+        }
+        if self.nodes[to].hollow {
+            let response = Some(hollow_answer(request));
+            self.send(to, from, Message::Response { rid, response });
+            return;
+        }
+        // ADD_PROVIDER has no answer: the sender's stream ends once the request is
+        // written, as the real codec's does; the receiver's silence is not a failure.
+        let silent = matches!(request, KadRequest::AddProvider { .. });
+        if silent {
+            let response = Some(KadResponse::to(MessageKind::AddProvider));
+            self.send(to, from, Message::Response { rid, response });
+        }
+        self.next_inbound += 1;
+        let id = self.next_inbound;
+        if !silent {
+            self.inbound.insert(id, (from, rid));
+        }
+        let peer = self.peer(from);
+        let input = Input::Request {
+            peer,
+            id,
+            request,
+            serving: true,
+            host: Some(self.nodes[from].host),
+        };
+        self.input(to, input);
+    }
+
     fn dispatch(&mut self, event: Event) {
         match event {
             Event::Wake { node } => {
@@ -526,38 +565,13 @@ impl Sim {
                 }
             }
             Event::Deliver { from, to, message } => match *message {
-                Message::Request { rid, request } => {
-                    if !self.nodes[to].alive {
-                        // A dead node's host resets the connection.
-                        self.send(to, from, Message::Reset { rid });
-                        return;
+                Message::Request { rid, request, then } => {
+                    self.request_arrived(from, to, rid, request);
+                    // The request behind it on the same stream, read once the first is answered.
+                    if let Some(then) = then {
+                        let (rid, request) = *then;
+                        self.request_arrived(from, to, rid, request);
                     }
-                    if self.nodes[to].hollow {
-                        let response = Some(hollow_answer(request));
-                        self.send(to, from, Message::Response { rid, response });
-                        return;
-                    }
-                    // ADD_PROVIDER has no answer: the sender's stream ends once the request is
-                    // written, as the real codec's does; the receiver's silence is not a failure.
-                    let silent = matches!(request, KadRequest::AddProvider { .. });
-                    if silent {
-                        let response = Some(KadResponse::to(MessageKind::AddProvider));
-                        self.send(to, from, Message::Response { rid, response });
-                    }
-                    self.next_inbound += 1;
-                    let id = self.next_inbound;
-                    if !silent {
-                        self.inbound.insert(id, (from, rid));
-                    }
-                    let peer = self.peer(from);
-                    let input = Input::Request {
-                        peer,
-                        id,
-                        request,
-                        serving: true,
-                        host: Some(self.nodes[from].host),
-                    };
-                    self.input(to, input);
                 }
                 Message::Broadcast { hid, message } => {
                     if !self.nodes[to].alive {

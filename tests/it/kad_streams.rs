@@ -550,3 +550,94 @@ async fn after_a_burst_fills_every_stream_a_provide_takes_the_place_of_an_idle_o
     assert!(listed, "the node lists the provider");
     node.stop().await;
 }
+
+/// Sends each pair of `pairs` to `server` (the second right behind the first on one stream) and
+/// waits for both outcomes, one pair after another. Returns how many were answered and how many
+/// failed, and whether every first came out before its second.
+async fn ask_pairs(
+    client: &mut Swarm<DhtBehaviour>,
+    server: PeerId,
+    addr: &Multiaddr,
+    pairs: &[(KadRequest, KadRequest)],
+) -> (usize, usize, bool) {
+    let (mut answered, mut failed, mut in_order) = (0, 0, true);
+    for (first, then) in pairs {
+        let (a, b) = client.behaviour_mut().kad.send_pair(
+            &server,
+            (first.clone(), true),
+            then.clone(),
+            vec![addr.clone()],
+        );
+        let mut order = Vec::new();
+        let outcomes = async {
+            while order.len() < 2 {
+                let (id, ok) = match client.select_next_some().await {
+                    SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(kad::Event::Response {
+                        id,
+                        ..
+                    })) => (id, true),
+                    SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(kad::Event::Failure {
+                        id,
+                        ..
+                    })) => (id, false),
+                    _ => continue,
+                };
+                if id == a || id == b {
+                    order.push(id);
+                    if ok {
+                        answered += 1;
+                    } else {
+                        failed += 1;
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(DEADLINE, outcomes)
+            .await
+            .expect("both outcomes");
+        in_order &= order == [a, b];
+    }
+    (answered, failed, in_order)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_rides_behind_its_put_and_a_server_that_answers_once_gets_it_on_a_new_stream() {
+    let config = ProtocolConfig {
+        timing: Timing::fast(),
+        ..ProtocolConfig::default()
+    };
+    let pairs: Vec<(KadRequest, KadRequest)> = (0..5)
+        .map(|i| {
+            let key = format!("/v/pair/{i}").into_bytes();
+            (
+                KadRequest::PutValue {
+                    record: Record::new(RecordKey::new(&key), b"value".to_vec()),
+                },
+                KadRequest::GetValue { key },
+            )
+        })
+        .collect();
+    let sent: Vec<MessageKind> = pairs
+        .iter()
+        .flat_map(|(a, b)| [a.kind(), b.kind()])
+        .collect();
+    for once in [false, true] {
+        let (id, addr, seen) = recording_server(once).await;
+        let mut client = tcp_swarm(Keypair::generate_ed25519(), |k| {
+            DhtBehaviour::new(k, &config)
+        });
+        let (answered, failed, in_order) = ask_pairs(&mut client, id, &addr, &pairs).await;
+        assert_eq!((answered, failed), (10, 0), "once: {once}");
+        assert!(in_order, "each PUT's outcome before its check's (once: {once})");
+        let log = arrived(&seen, sent.len()).await;
+        let kinds: Vec<MessageKind> = log.iter().map(|(_, k)| *k).collect();
+        assert_eq!(kinds, sent, "each request once, each check after its PUT");
+        let streams: std::collections::BTreeSet<usize> = log.iter().map(|(n, _)| *n).collect();
+        if once {
+            // Each check was never read where it was written, and went again on its own.
+            assert_eq!(streams.len(), sent.len(), "{log:?}");
+        } else {
+            assert_eq!(streams.len(), 1, "ten requests, one stream: {log:?}");
+        }
+    }
+}

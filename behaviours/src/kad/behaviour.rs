@@ -131,30 +131,59 @@ impl Kad {
         addrs: Vec<Multiaddr>,
         closer_wanted: bool,
     ) -> OutboundId {
+        let out = self.outgoing(request, closer_wanted);
+        let id = out.id;
+        self.send(*peer, out, addrs);
+        id
+    }
+
+    /// Sends `first` and, right behind it on the same stream, `then` (a check of what `first`
+    /// gives, read by the peer after it has taken `first`). Each is answered or fails on its
+    /// own, `first`'s event first; `then` is sent again on a stream of its own when the peer
+    /// never read it (it answers once per stream). `then`'s closer peers are skipped unread.
+    pub fn send_pair(
+        &mut self,
+        peer: &PeerId,
+        first: (KadRequest, bool),
+        then: KadRequest,
+        addrs: Vec<Multiaddr>,
+    ) -> (OutboundId, OutboundId) {
+        let mut out = self.outgoing(first.0, first.1);
+        let follower = self.outgoing(then, false);
+        let ids = (out.id, follower.id);
+        out.then = Some(Box::new(follower));
+        self.send(*peer, out, addrs);
+        ids
+    }
+
+    fn outgoing(&mut self, request: KadRequest, closer_wanted: bool) -> Outgoing {
         let id = OutboundId(self.next_id);
         self.next_id += 1;
-        let out = Outgoing {
+        Outgoing {
             id,
             request,
             deadline: Instant::now() + self.limits.request_timeout,
             retried: false,
             closer_wanted,
-        };
-        if let Some(&connection) = self.connections.get(peer).and_then(|c| c.first()) {
-            self.send_on(*peer, connection, out);
+            then: None,
+        }
+    }
+
+    fn send(&mut self, peer: PeerId, out: Outgoing, addrs: Vec<Multiaddr>) {
+        if let Some(&connection) = self.connections.get(&peer).and_then(|c| c.first()) {
+            self.send_on(peer, connection, out);
         } else {
-            let waiting = self.dialing.entry(*peer).or_default();
+            let waiting = self.dialing.entry(peer).or_default();
             waiting.push(out);
             if waiting.len() == 1 {
                 self.events.push_back(ToSwarm::Dial {
-                    opts: DialOpts::peer_id(*peer)
+                    opts: DialOpts::peer_id(peer)
                         .addresses(addrs)
                         .condition(PeerCondition::Disconnected)
                         .build(),
                 });
             }
         }
-        id
     }
 
     /// Answers the request `responder` came with; `None` refuses it (the stream ends unanswered:
@@ -173,11 +202,19 @@ impl Kad {
 
     /// Requests sent and not yet answered or failed, waiting dials included.
     pub fn in_flight(&self) -> usize {
-        self.sent.len() + self.dialing.values().map(Vec::len).sum::<usize>()
+        let dialing: usize = self
+            .dialing
+            .values()
+            .flatten()
+            .map(|o| o.ids().count())
+            .sum();
+        self.sent.len() + dialing
     }
 
     fn send_on(&mut self, peer: PeerId, connection: ConnectionId, out: Outgoing) {
-        self.sent.insert(out.id, (peer, connection));
+        for id in out.ids() {
+            self.sent.insert(id, (peer, connection));
+        }
         self.events.push_back(ToSwarm::NotifyHandler {
             peer_id: peer,
             handler: NotifyHandler::One(connection),
@@ -265,7 +302,9 @@ impl NetworkBehaviour for Kad {
                     return;
                 }
                 for out in self.dialing.remove(&peer).unwrap_or_default() {
-                    self.fail(peer, out.id, Failure::Dial);
+                    for id in out.ids() {
+                        self.fail(peer, id, Failure::Dial);
+                    }
                 }
             }
             _ => {}

@@ -67,16 +67,29 @@ pub async fn write_message<T>(io: &mut T, bytes: &[u8], max: usize) -> io::Resul
 where
     T: AsyncWrite + Unpin + Send,
 {
-    if bytes.len() > max {
+    write_messages(io, &[bytes], max).await
+}
+
+/// Writes messages one after another and flushes them once, refusing any of more than `max`
+/// bytes before writing anything.
+pub async fn write_messages<T>(io: &mut T, messages: &[&[u8]], max: usize) -> io::Result<()>
+where
+    T: AsyncWrite + Unpin + Send,
+{
+    if messages.iter().any(|m| m.len() > max) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "kad message over the size limit",
         ));
     }
-    // One write for prefix and body: one frame of the muxer, one record of the secure channel.
-    let mut framed = Vec::with_capacity(bytes.len() + 5);
-    put_varint(&mut framed, bytes.len() as u64);
-    framed.extend_from_slice(bytes);
+    // One write for every prefix and body: one frame of the muxer, one record of the secure
+    // channel, one wake-up of the reader.
+    let total = messages.iter().map(|m| m.len() + 5).sum();
+    let mut framed = Vec::with_capacity(total);
+    for m in messages {
+        put_varint(&mut framed, m.len() as u64);
+        framed.extend_from_slice(m);
+    }
     io.write_all(&framed).await?;
     io.flush().await
 }

@@ -1,11 +1,13 @@
 //! One connection's kad streams. Inbound, a stream serves request after request, in order, until
 //! the peer ends it, it idles, or it reaches its request limit; a request without an answer
 //! (ADD_PROVIDER) is taken and the stream read on. Outbound, requests share a small pool of
-//! streams: one request at a time on each, the next request on a stream that has just answered
-//! (so a store's check of a copy follows its PUT on the same stream), a new stream only when
-//! every open one is busy. Requests are not pipelined: a server that closes after one answer
-//! (rust-libp2p's kad and older builds of ours answer once) would drop the ones behind it
-//! unseen, and one slow answer would hold up the rest; go-libp2p-kad-dht does the same.
+//! streams: one request at a time on each, the next request on a stream that has just answered,
+//! a new stream only when every open one is busy. Independent requests are not pipelined: a
+//! server that closes after one answer (rust-libp2p's kad and older builds of ours answer once)
+//! would drop the ones behind it unseen, and one slow answer would hold up the rest;
+//! go-libp2p-kad-dht does the same. The one exception is a request's follower (a store's check
+//! of a copy, written with its PUT: see `exchange`), which depends on the request ahead anyway
+//! and is sent again on its own stream when the peer never read it.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -24,32 +26,12 @@ use libp2p::swarm::handler::{
 };
 use libp2p::{Stream, StreamProtocol};
 
+use super::exchange::{Exchange, exchange};
 use super::framing::{read_frame, write_message};
 use super::{Failure, OutboundId, StreamLimits};
 use crate::kad_wire::{KadRequest, KadResponse, MessageKind};
 
-/// A request of ours on its way to a stream.
-#[derive(Debug)]
-pub struct Outgoing {
-    /// Its number, unique in the behaviour.
-    pub id: OutboundId,
-    /// The request.
-    pub request: KadRequest,
-    /// When it fails unanswered.
-    pub deadline: Instant,
-    /// Sent once already on a reused stream that the peer had closed: this try takes a new one.
-    pub retried: bool,
-    /// Whether the answer's closer peers are read (or skipped unread).
-    pub closer_wanted: bool,
-}
-
-impl Outgoing {
-    /// ADD_PROVIDER has no answer, so a stream the peer closed would swallow it unnoticed: it
-    /// always goes on a stream of its own (which then joins the pool).
-    fn needs_fresh_stream(&self) -> bool {
-        self.retried || matches!(self.request, KadRequest::AddProvider { .. })
-    }
-}
+pub use super::exchange::Outgoing;
 
 /// What the behaviour tells a connection's handler.
 #[derive(Debug)]
@@ -143,21 +125,6 @@ enum Inbound {
     Failed(io::Error),
 }
 
-/// How one of our requests ended on its stream.
-enum Exchange {
-    /// Answered (or, for a request without an answer, written).
-    Answered(Option<Box<KadResponse>>),
-    /// The stream ended or broke before an answer: on a reused stream, the peer had closed it.
-    Closed(io::Error),
-    /// A fresh stream ended cleanly with no answer: the peer refused the request (a rate limit,
-    /// a full store) and is alive.
-    Refused,
-    /// Anything else (a malformed or cut answer).
-    Failed(io::Error),
-    /// No answer by the deadline.
-    TimedOut,
-}
-
 /// A stream's piece of work, finished.
 // Each lives for one poll, between a stream's future and the handler: not worth a box.
 #[allow(clippy::large_enum_variant)]
@@ -172,6 +139,8 @@ enum Step {
         out: Outgoing,
         io: Stream,
         outcome: Exchange,
+        /// The follower's, when `out` had one.
+        then: Option<Exchange>,
     },
 }
 
@@ -279,97 +248,110 @@ impl Handler {
         });
     }
 
-    /// Starts `out` on `io`.
+    /// Starts `out` (and its follower) on `io`.
     fn exchange(&mut self, out: Outgoing, mut io: Stream, reused: bool) {
         let max = self.limits.max_message;
-        let bytes = out.request.encode(Instant::now());
-        let unanswered = out.request.kind() == MessageKind::AddProvider;
-        let closer = out.closer_wanted;
-        let deadline = tokio::time::Instant::from_std(out.deadline);
         self.tasks.push(
             async move {
-                let exchange = async {
-                    if let Err(e) = write_message(&mut io, &bytes, max).await {
-                        return if reused && is_closed(&e) {
-                            Exchange::Closed(e)
-                        } else {
-                            Exchange::Failed(e)
-                        };
-                    }
-                    if unanswered {
-                        return Exchange::Answered(None);
-                    }
-                    match read_frame(&mut io, max).await {
-                        Ok(Some(bytes)) => {
-                            match KadResponse::decode_with(&bytes, Instant::now(), closer) {
-                                Ok(response) => Exchange::Answered(Some(Box::new(response))),
-                                Err(e) => Exchange::Failed(e),
-                            }
-                        }
-                        Ok(None) if reused => Exchange::Closed(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "the peer closed the stream unanswered",
-                        )),
-                        Ok(None) => Exchange::Refused,
-                        // A fresh stream reset after our request: refused, as a clean end.
-                        Err(e) if is_closed(&e) && !reused => Exchange::Refused,
-                        Err(e) if is_closed(&e) => Exchange::Closed(e),
-                        Err(e) => Exchange::Failed(e),
-                    }
-                };
-                let outcome = match tokio::time::timeout_at(deadline, exchange).await {
-                    Ok(Exchange::Closed(e)) if !reused => Exchange::Failed(e),
-                    Ok(outcome) => outcome,
-                    Err(_) => Exchange::TimedOut,
-                };
-                Step::Outbound { out, io, outcome }
+                let (outcome, then) = exchange(&mut io, &out, reused, max).await;
+                Step::Outbound {
+                    out,
+                    io,
+                    outcome,
+                    then,
+                }
             }
             .boxed(),
         );
     }
 
-    fn on_outbound(&mut self, out: Outgoing, io: Stream, outcome: Exchange) {
+    fn on_outbound(
+        &mut self,
+        mut out: Outgoing,
+        io: Stream,
+        outcome: Exchange,
+        then: Option<Exchange>,
+    ) {
+        let follower = out.then.take();
+        if outcome.is_answered() && then.as_ref().is_none_or(Exchange::is_answered) {
+            self.make_idle(io);
+        } else {
+            // Ended, broken, timed out (a late answer would arrive where the next request's
+            // belongs), or refused: the stream goes.
+            self.outbound -= 1;
+            drop(io);
+        }
         let id = out.id;
         match outcome {
             Exchange::Answered(response) => {
-                self.make_idle(io);
                 let response =
                     response.unwrap_or_else(|| Box::new(KadResponse::to(MessageKind::AddProvider)));
                 self.notify(HandlerOut::Response { id, response });
             }
             Exchange::Closed(_) if !out.retried => {
                 // The peer had ended a stream we held open (it answers once per stream): not its
-                // failure. Once more, on a stream of its own.
-                self.outbound -= 1;
+                // failure. Once more, on a stream of its own, the follower still behind it.
                 self.retries.push_back(Outgoing {
                     retried: true,
+                    then: follower,
                     ..out
                 });
+                self.dispatch();
+                return;
             }
-            Exchange::Refused => {
-                self.outbound -= 1;
-                self.notify(HandlerOut::Failed {
-                    id,
-                    error: Failure::Refused,
-                });
-            }
+            Exchange::Refused | Exchange::Unsent => self.notify(HandlerOut::Failed {
+                id,
+                error: Failure::Refused,
+            }),
             Exchange::Closed(e) | Exchange::Failed(e) => {
-                self.outbound -= 1;
                 self.notify(HandlerOut::Failed {
                     id,
                     error: Failure::Io(e),
                 });
             }
-            Exchange::TimedOut => {
-                // A late answer would arrive where the next request's belongs: the stream goes.
-                self.outbound -= 1;
-                self.notify(HandlerOut::Failed {
-                    id,
-                    error: Failure::Timeout,
-                });
-            }
+            Exchange::TimedOut => self.notify(HandlerOut::Failed {
+                id,
+                error: Failure::Timeout,
+            }),
+        }
+        if let (Some(follower), Some(outcome)) = (follower, then) {
+            self.on_follower(*follower, outcome);
         }
         self.dispatch();
+    }
+
+    /// The request behind another on a stream came out as `outcome`.
+    fn on_follower(&mut self, out: Outgoing, outcome: Exchange) {
+        let id = out.id;
+        let error = match outcome {
+            Exchange::Answered(response) => {
+                let response =
+                    response.unwrap_or_else(|| Box::new(KadResponse::to(MessageKind::AddProvider)));
+                self.notify(HandlerOut::Response { id, response });
+                return;
+            }
+            // Never read: the request ahead was refused, or the peer answers once per stream.
+            // Once, on a stream of its own (the request ahead is settled, so order holds).
+            Exchange::Unsent | Exchange::Closed(_) if !out.retried => {
+                self.retries.push_back(Outgoing {
+                    retried: true,
+                    ..out
+                });
+                return;
+            }
+            Exchange::Unsent | Exchange::Refused => Failure::Refused,
+            Exchange::Closed(e) | Exchange::Failed(e) => Failure::Io(e),
+            Exchange::TimedOut => Failure::Timeout,
+        };
+        self.notify(HandlerOut::Failed { id, error });
+    }
+
+    /// Fails `out` and its follower.
+    fn fail(&mut self, out: &Outgoing, error: Failure) {
+        for id in out.ids() {
+            let error = error.duplicate();
+            self.notify(HandlerOut::Failed { id, error });
+        }
     }
 
     fn make_idle(&mut self, io: Stream) {
@@ -383,18 +365,12 @@ impl Handler {
             self.retries.drain(..).partition(|out| out.deadline <= now);
         self.retries.extend(live);
         for out in expired {
-            self.notify(HandlerOut::Failed {
-                id: out.id,
-                error: Failure::Timeout,
-            });
+            self.fail(&out, Failure::Timeout);
         }
         while let Some(out) = self.queue.front() {
             if out.deadline <= now {
                 let out = self.queue.pop_front().expect("front exists");
-                self.notify(HandlerOut::Failed {
-                    id: out.id,
-                    error: Failure::Timeout,
-                });
+                self.fail(&out, Failure::Timeout);
                 continue;
             }
             if out.needs_fresh_stream() {
@@ -520,18 +496,6 @@ async fn serve(
     }
 }
 
-/// Whether a read failed because the stream was reset or closed under it.
-fn is_closed(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionReset
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::NotConnected
-            | io::ErrorKind::WriteZero
-    )
-}
-
 impl ConnectionHandler for Handler {
     type FromBehaviour = HandlerIn;
     type ToBehaviour = HandlerOut;
@@ -598,9 +562,12 @@ impl ConnectionHandler for Handler {
                     served,
                     outcome,
                 })) => self.on_inbound(stream, io, served, outcome),
-                Poll::Ready(Some(Step::Outbound { out, io, outcome })) => {
-                    self.on_outbound(out, io, outcome)
-                }
+                Poll::Ready(Some(Step::Outbound {
+                    out,
+                    io,
+                    outcome,
+                    then,
+                })) => self.on_outbound(out, io, outcome, then),
                 Poll::Ready(None) | Poll::Pending => break,
             }
         }
@@ -658,15 +625,12 @@ impl ConnectionHandler for Handler {
                         .chain(self.queue.drain(..))
                         .collect::<Vec<_>>()
                     {
-                        self.notify(HandlerOut::Failed {
-                            id: out.id,
-                            error: Failure::Unsupported,
-                        });
+                        self.fail(&out, Failure::Unsupported);
                     }
                     return;
                 }
                 if let Some(out) = self.retries.pop_front().or_else(|| self.queue.pop_front()) {
-                    self.notify(HandlerOut::Failed { id: out.id, error });
+                    self.fail(&out, error);
                 }
             }
             _ => {}

@@ -4,6 +4,7 @@
 //! ADD_PROVIDER, which has no answer, is lost on a stream the other side closed after one message.
 //!
 //! - [`framing`]: varint-length-prefixed messages, one after another on a stream;
+//! - `exchange`: one turn of an outbound stream, a request and the one riding behind it;
 //! - [`handler`]: one connection's streams: inbound ones served request after request, outbound
 //!   ones pooled and reused;
 //! - [`behaviour`]: the `NetworkBehaviour`: requests to peers, answers back, each exactly once.
@@ -11,6 +12,7 @@
 //! The messages themselves are [`crate::kad_wire`]'s.
 
 pub mod behaviour;
+mod exchange;
 pub mod framing;
 pub mod handler;
 
@@ -101,6 +103,18 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// The same failure again (an I/O error by its kind and message), for a request's follower.
+    pub fn duplicate(&self) -> Self {
+        match self {
+            Self::Timeout => Self::Timeout,
+            Self::Dial => Self::Dial,
+            Self::Unsupported => Self::Unsupported,
+            Self::Refused => Self::Refused,
+            Self::ConnectionClosed => Self::ConnectionClosed,
+            Self::Io(e) => Self::Io(io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+
     /// Whether the peer answered bytes that are no kad answer.
     pub fn is_malformed(&self) -> bool {
         matches!(self, Self::Io(e) if e.kind() == io::ErrorKind::InvalidData)

@@ -1,12 +1,17 @@
 //! The second phase of a store or a provide: once the lookup found the k closest live peers, each
-//! gets the record (PUT_VALUE) or the announcement (ADD_PROVIDER), and each that takes it is asked
-//! back for it (GET_VALUE, GET_PROVIDERS). Only a peer that serves it counts: an acknowledgement
-//! costs a liar nothing (and ADD_PROVIDER has none at all). A target that misses is replaced by the
-//! next closest live candidate, so the phase goes on until k peers keep it or the candidates run
-//! out.
+//! gets the record (PUT_VALUE) or the announcement (ADD_PROVIDER) and, right behind it on the same
+//! stream, the request that asks it back (GET_VALUE, GET_PROVIDERS), which the peer reads once it
+//! has taken the first. Only a peer that serves it counts: an acknowledgement costs a liar
+//! nothing (and ADD_PROVIDER has none at all). A target that misses is replaced by the next
+//! closest live candidate, so the phase goes on until k peers keep it or the candidates run out.
+//!
+//! The check rides with its PUT rather than after its acknowledgement: one round trip and one
+//! wake-up of the target instead of two, and it proves as much, since the peer reads it only
+//! after answering the PUT (a Sybil that acknowledges and drops still serves nothing). The two
+//! answers are taken in whichever order they come.
 
 use std::cmp::Ordering;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Instant, SystemTime};
 
 use dht_behaviours::kad_wire::{KadRequest, KadResponse};
@@ -19,24 +24,50 @@ use libp2p::{Multiaddr, PeerId};
 use super::{Outcome, Purpose, Queries, QueryEvent, QueryId, Sent};
 
 pub(super) struct PutPhase {
-    /// Puts and verifying gets in flight.
+    /// Targets not yet settled.
     pending: usize,
     /// Targets seen serving the record (or naming us as a provider).
     kept: Vec<PeerId>,
-    /// Addresses of the targets, for the request that checks each.
-    addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Each unsettled target's answers so far.
+    targets: HashMap<PeerId, Target>,
     /// Further live candidates, closest first: one replaces each target that fails.
     spare: VecDeque<Candidate>,
-    /// Targets that refused a signed record: each is asked what it holds instead.
-    refused: HashSet<PeerId>,
     /// A target served a valid record better than ours.
     superseded: bool,
 }
 
+/// One target's two answers, as they come.
+#[derive(Default)]
+struct Target {
+    put: Option<PutAnswer>,
+    check: Option<Seen>,
+}
+
+/// How a target answered the put.
+#[derive(Clone, Copy)]
+enum PutAnswer {
+    Taken,
+    /// Refused (not merely unanswered): a signed record's target may hold a better version.
+    Refused,
+    TimedOut,
+}
+
+/// What the check found at a target.
+enum Seen {
+    /// Our record (or this node among the providers).
+    Ours,
+    /// A valid version of a signed record better than ours.
+    Better(Record),
+    /// Another value, or the providers without us: ours is not kept, and nothing proves a lie.
+    Other,
+    /// Nothing under the key.
+    Nothing,
+    /// The check failed.
+    Failed,
+}
+
 /// How one target of a put phase came out.
 enum PutStep {
-    /// It took the put: ask for it back.
-    Acked(PeerId),
     /// It served it back: a copy.
     Kept(PeerId),
     /// It answered without it, or the put or the check failed: try the next candidate.
@@ -72,7 +103,7 @@ impl Queries {
         let Some(q) = self.queries.get_mut(&id) else {
             return;
         };
-        let Some((put, _)) = requests(&q.purpose, &q.key) else {
+        let Some((put, check)) = requests(&q.purpose, &q.key) else {
             return;
         };
         let k = q.lookup.k();
@@ -90,9 +121,8 @@ impl Queries {
         q.put = Some(PutPhase {
             pending: chosen.len(),
             kept: Vec::new(),
-            addrs: chosen.iter().map(|c| (c.peer, c.addrs.clone())).collect(),
+            targets: chosen.iter().map(|c| (c.peer, Target::default())).collect(),
             spare,
-            refused: HashSet::new(),
             superseded: false,
         });
         if chosen.is_empty() {
@@ -100,10 +130,9 @@ impl Queries {
             return;
         }
         for c in chosen {
-            if let Some(o) = self
-                .outbox
-                .send(c.peer, c.addrs, put.clone(), Sent::Put(id), now)
-            {
+            let pair = (put.clone(), Sent::Put(id));
+            let check = (check.clone(), Sent::Verify(id));
+            if let Some(o) = self.outbox.send_pair(c.peer, c.addrs, pair, check, now) {
                 out.push(QueryEvent::Send(o));
             }
         }
@@ -124,9 +153,7 @@ impl Queries {
         }
     }
 
-    /// A target took the put (`failed`: `None`) or it failed (`Some(timed_out)`). A signed
-    /// record refused (not merely unanswered) is checked like one taken: the target may hold a
-    /// better version, which ends the store's spread.
+    /// A target took the put (`failed`: `None`) or it failed (`Some(timed_out)`).
     pub(super) fn put_answered(
         &mut self,
         id: QueryId,
@@ -135,28 +162,21 @@ impl Queries {
         now: Instant,
         out: &mut Vec<QueryEvent>,
     ) {
-        let step = match self.queries.get_mut(&id) {
-            _ if failed.is_none() => PutStep::Acked(peer),
-            _ if failed == Some(true) => PutStep::Missed,
-            Some(q) if matches!(q.purpose, Purpose::Store { .. }) && is_namespaced(&q.key) => {
-                match q.put.as_mut() {
-                    Some(put) if !put.refused.contains(&peer) => {
-                        put.refused.insert(peer);
-                        PutStep::Acked(peer)
-                    }
-                    _ => PutStep::Missed,
-                }
-            }
-            _ => PutStep::Missed,
+        let answer = match failed {
+            None => PutAnswer::Taken,
+            Some(true) => PutAnswer::TimedOut,
+            Some(false) => PutAnswer::Refused,
         };
-        self.put_done(id, step, now, out);
+        let Some(target) = self.target(id, peer) else {
+            return;
+        };
+        target.put.get_or_insert(answer);
+        self.settle(id, peer, now, out);
     }
 
-    /// A target that took the put answered the request that checks it. A record counts when it
-    /// is served back, the same value under the same key; an announcement when the answer names
-    /// this node among the providers. A record acknowledged and then not served is a lie
-    /// ([`QueryEvent::Unkept`]); a provider missing is not (a full store refuses ADD_PROVIDER
-    /// without a word).
+    /// A target answered the request that checks its copy (`None`: the check failed). A record
+    /// is seen when it is served back, the same value under the same key; an announcement when
+    /// the answer names this node among the providers.
     pub(super) fn verified(
         &mut self,
         id: QueryId,
@@ -168,51 +188,95 @@ impl Queries {
         let Some(q) = self.queries.get(&id) else {
             return;
         };
-        let refused = q.put.as_ref().is_some_and(|p| p.refused.contains(&peer));
-        let step = match (&q.purpose, response) {
-            (_, None) => PutStep::Missed,
+        let seen = match (&q.purpose, response) {
+            (_, None) => Seen::Failed,
             (Purpose::Store { record }, Some(r)) => match r.record {
-                Some(s) if s.key == record.key && s.value == record.value => PutStep::Kept(peer),
-                // A better version of a signed record, valid: ours has lost there.
+                Some(s) if s.key == record.key && s.value == record.value => Seen::Ours,
                 Some(s)
                     if s.key == record.key
                         && is_namespaced(&q.key)
                         && validate_at(&q.key, &s.value, wall).is_ok()
                         && select(&q.key, &s.value, &record.value) == Ordering::Greater =>
                 {
-                    // This node takes the better version too, rather than serve and republish
-                    // the one the network has moved past.
-                    out.push(QueryEvent::Correct {
-                        record: s,
-                        from: peer,
-                        stale: Vec::new(),
-                    });
-                    PutStep::Superseded
+                    Seen::Better(s)
                 }
                 // Another value: the key's admission rules let a better one replace ours there
                 // (or the peer lies); either way ours is not kept, but nothing proves a lie.
-                Some(_) => PutStep::Missed,
-                // Refused and holding nothing: a full store, a quota used up.
-                None if refused => PutStep::Missed,
-                None => {
-                    out.push(QueryEvent::Unkept { peer });
-                    PutStep::Missed
-                }
+                Some(_) => Seen::Other,
+                None => Seen::Nothing,
             },
+            // A provider missing is no lie: a full store refuses ADD_PROVIDER without a word.
             (Purpose::Provide { provider }, Some(r)) => {
                 if r.providers.iter().any(|p| p.peer == provider.peer) {
-                    PutStep::Kept(peer)
+                    Seen::Ours
                 } else {
-                    PutStep::Missed
+                    Seen::Other
                 }
             }
             _ => return,
         };
+        let Some(target) = self.target(id, peer) else {
+            return;
+        };
+        target.check.get_or_insert(seen);
+        self.settle(id, peer, now, out);
+    }
+
+    /// Target `peer` of query `id`'s put phase, while unsettled.
+    fn target(&mut self, id: QueryId, peer: PeerId) -> Option<&mut Target> {
+        self.queries
+            .get_mut(&id)?
+            .put
+            .as_mut()?
+            .targets
+            .get_mut(&peer)
+    }
+
+    /// Once both of a target's answers are in, it settles. A record acknowledged and then not
+    /// served is a lie ([`QueryEvent::Unkept`]); a valid better version served ends the spread
+    /// of ours, and this node takes it too.
+    fn settle(&mut self, id: QueryId, peer: PeerId, now: Instant, out: &mut Vec<QueryEvent>) {
+        let Some(put) = self.queries.get_mut(&id).and_then(|q| q.put.as_mut()) else {
+            return;
+        };
+        let both = put
+            .targets
+            .get(&peer)
+            .is_some_and(|t| t.put.is_some() && t.check.is_some());
+        if !both {
+            return;
+        }
+        let Some(Target {
+            put: Some(answer),
+            check: Some(seen),
+        }) = put.targets.remove(&peer)
+        else {
+            return;
+        };
+        let step = match (answer, seen) {
+            (_, Seen::Failed) | (PutAnswer::TimedOut, _) => PutStep::Missed,
+            (_, Seen::Ours) => PutStep::Kept(peer),
+            (_, Seen::Better(record)) => {
+                // This node takes the better version too, rather than serve and republish the
+                // one the network has moved past.
+                out.push(QueryEvent::Correct {
+                    record,
+                    from: peer,
+                    stale: Vec::new(),
+                });
+                PutStep::Superseded
+            }
+            (_, Seen::Other) | (PutAnswer::Refused, Seen::Nothing) => PutStep::Missed,
+            (PutAnswer::Taken, Seen::Nothing) => {
+                out.push(QueryEvent::Unkept { peer });
+                PutStep::Missed
+            }
+        };
         self.put_done(id, step, now, out);
     }
 
-    /// One target of a put phase moved on: a taken put is checked, a copy seen served counts, a
-    /// miss is replaced by the next live candidate; the phase ends once nothing is pending.
+    /// One target of a put phase settled: a copy seen served counts, a miss is replaced by the
+    /// next live candidate; the phase ends once no target is pending.
     fn put_done(&mut self, id: QueryId, step: PutStep, now: Instant, out: &mut Vec<QueryEvent>) {
         let Some(q) = self.queries.get_mut(&id) else {
             return;
@@ -223,11 +287,7 @@ impl Queries {
         let Some(put) = q.put.as_mut() else {
             return;
         };
-        let (peer, addrs, request, sent) = match step {
-            PutStep::Acked(peer) => {
-                let addrs = put.addrs.get(&peer).cloned().unwrap_or_default();
-                (peer, addrs, check, Sent::Verify(id))
-            }
+        let next = match step {
             PutStep::Kept(peer) => {
                 put.pending = put.pending.saturating_sub(1);
                 put.kept.push(peer);
@@ -244,12 +304,17 @@ impl Queries {
                     put.pending = put.pending.saturating_sub(1);
                     return self.put_finished(id, now, out);
                 };
-                put.addrs.insert(next.peer, next.addrs.clone());
-                (next.peer, next.addrs, put_request, Sent::Put(id))
+                put.targets.insert(next.peer, Target::default());
+                next
             }
         };
-        // One request in flight replaces the one that resolved: `pending` is unchanged.
-        if let Some(o) = self.outbox.send(peer, addrs, request, sent, now) {
+        // A new target replaces the one that missed: `pending` is unchanged.
+        let pair = (put_request, Sent::Put(id));
+        let check = (check, Sent::Verify(id));
+        if let Some(o) = self
+            .outbox
+            .send_pair(next.peer, next.addrs, pair, check, now)
+        {
             out.push(QueryEvent::Send(o));
         }
     }

@@ -77,13 +77,20 @@ impl EventLoop {
     fn act(&mut self, action: Action) {
         match action {
             Action::Send(o) => {
-                let rid = self.swarm.behaviour_mut().kad.send_request_with(
-                    &o.peer,
-                    o.request,
-                    o.addrs,
-                    o.closer_wanted,
-                );
-                self.in_flight.requests.insert(rid, o.id);
+                let kad = &mut self.swarm.behaviour_mut().kad;
+                match o.then {
+                    Some(then) => {
+                        let first = (o.request, o.closer_wanted);
+                        let (rid, then_rid) = kad.send_pair(&o.peer, first, then.request, o.addrs);
+                        self.in_flight.requests.insert(rid, o.id);
+                        self.in_flight.requests.insert(then_rid, then.id);
+                    }
+                    None => {
+                        let rid =
+                            kad.send_request_with(&o.peer, o.request, o.addrs, o.closer_wanted);
+                        self.in_flight.requests.insert(rid, o.id);
+                    }
+                }
             }
             Action::Answer { id, response } => {
                 let Some(responder) = self.in_flight.inbound.remove(&id) else {
