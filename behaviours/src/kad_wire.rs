@@ -272,15 +272,40 @@ fn decode_peer(bytes: &[u8]) -> io::Result<Option<WirePeer>> {
     Ok(peer.map(|peer| WirePeer { peer, addrs }))
 }
 
+/// Bytes a peer usually takes in an answer (an identity of 38 bytes and two addresses), to size
+/// the buffer once.
+const ENCODED_PEER_GUESS: usize = 64;
+
 fn put_peers(out: &mut Vec<u8>, field: u64, peers: &[WirePeer]) {
+    // Written in place, lengths first: an answer names up to 20 peers and is built for every
+    // request served, so no buffer per peer or per address.
     for p in peers {
-        let mut peer = Vec::new();
-        put_bytes(&mut peer, 1, &p.peer.to_bytes());
+        let id: &libp2p::multihash::Multihash<64> = p.peer.as_ref();
+        let id_len = id.encoded_len();
+        let len = field_len(id_len)
+            + p.addrs
+                .iter()
+                .map(|a| field_len(a.as_ref().len()))
+                .sum::<usize>();
+        put_varint(out, (field << 3) | 2);
+        put_varint(out, len as u64);
+        put_varint(out, (1 << 3) | 2);
+        put_varint(out, id_len as u64);
+        // Writing to a Vec cannot fail.
+        let _ = id.write(&mut *out);
         for a in &p.addrs {
-            put_bytes(&mut peer, 2, &a.to_vec());
+            put_bytes(out, 2, a.as_ref());
         }
-        put_bytes(out, field, &peer);
     }
+}
+
+/// The bytes of a length-delimited field numbered below 16 holding `n` bytes.
+fn field_len(n: usize) -> usize {
+    1 + varint_len(n as u64) + n
+}
+
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Adds the peer in `bytes` to `into` if it is well formed and there is room; counts it in
@@ -422,7 +447,9 @@ impl KadResponse {
     /// The protobuf form of an answer, as a kad server sends it: the request's type, the key with
     /// the record, the closer peers and the providers.
     pub fn encode(&self, now: Instant) -> Vec<u8> {
-        let mut out = Vec::new();
+        let peers = self.closer.len() + self.providers.len();
+        let record = self.record.as_ref().map_or(0, |r| r.value.len() + 128);
+        let mut out = Vec::with_capacity(16 + record + peers * ENCODED_PEER_GUESS);
         put_uint(&mut out, 1, self.kind.to_wire());
         if let Some(record) = &self.record {
             put_bytes(&mut out, 2, record.key.as_ref());
@@ -466,6 +493,26 @@ mod tests {
             (record.key, record.value, record.publisher)
         );
         assert_eq!(got.expires, Some(now + Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn peers_written_in_place_read_back_whatever_their_length() {
+        let now = Instant::now();
+        // From no address to enough that a peer's length prefix takes two bytes (8 addresses of
+        // 13 bytes and an identity: past 127).
+        let closer: Vec<WirePeer> = (0..=MAX_ADDRS_PER_PEER).map(peer).collect();
+        let answer = KadResponse {
+            closer: closer.clone(),
+            providers: vec![peer(1)],
+            ..Default::default()
+        };
+        let back = KadResponse::decode(&answer.encode(now), now).expect("decode");
+        assert_eq!((back.closer, back.providers), (closer, answer.providers));
+        for n in [0u64, 1, 127, 128, 16_383, 16_384, u64::MAX] {
+            let mut buf = Vec::new();
+            put_varint(&mut buf, n);
+            assert_eq!(varint_len(n), buf.len(), "{n}");
+        }
     }
 
     #[test]

@@ -628,7 +628,10 @@ async fn a_check_rides_behind_its_put_and_a_server_that_answers_once_gets_it_on_
         });
         let (answered, failed, in_order) = ask_pairs(&mut client, id, &addr, &pairs).await;
         assert_eq!((answered, failed), (10, 0), "once: {once}");
-        assert!(in_order, "each PUT's outcome before its check's (once: {once})");
+        assert!(
+            in_order,
+            "each PUT's outcome before its check's (once: {once})"
+        );
         let log = arrived(&seen, sent.len()).await;
         let kinds: Vec<MessageKind> = log.iter().map(|(_, k)| *k).collect();
         assert_eq!(kinds, sent, "each request once, each check after its PUT");
