@@ -389,6 +389,17 @@ impl Lookup {
             .count()
     }
 
+    /// Goes on until the `resilience` closest live peers have answered (at most the candidates
+    /// kept, [`CANDIDATES_PER_K`] times k), at full width: a fetch whose k closest all lacked the
+    /// value asks past them, where copies may sit while the closest set changes under churn.
+    /// Returns whether there is anyone left to ask.
+    pub fn deepen(&mut self, resilience: usize) -> bool {
+        let most = CANDIDATES_PER_K * self.params.k;
+        self.params.resilience = self.params.resilience.max(resilience.min(most));
+        self.wide = true;
+        !self.is_finished()
+    }
+
     /// Allows `alpha` requests in flight (a narrow start whose first answer is slow).
     pub fn widen(&mut self) {
         self.wide = true;

@@ -654,6 +654,8 @@ fn reply(op: OpId, result: Result<OpOk, OpError>) -> Action {
 }
 
 #[cfg(test)]
+mod fetch_tests;
+#[cfg(test)]
 mod namespace_tests;
 #[cfg(test)]
 mod provider_tests;

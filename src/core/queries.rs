@@ -31,6 +31,12 @@ pub use super::query::{Outcome, Purpose, QueryConfig, QueryEvent};
 
 /// A fetch asks the closest peer alone first; unanswered this long, it asks alpha at once.
 pub const FETCH_WIDEN_AFTER: Duration = Duration::from_millis(100);
+/// A fetch whose k closest peers all answered without the value asks on until this many times k
+/// of the closest have answered: under churn the closest set changes faster than copies follow
+/// it (newcomers closer than the holders that no holder has met yet), and the holders sit just
+/// past it. Costs a miss twice the requests; a fetch that finds the value never gets here.
+pub const FETCH_DEPTH_IN_K: usize = 2;
+const _: () = assert!(FETCH_DEPTH_IN_K <= CANDIDATES_PER_K);
 
 struct Query {
     key: Vec<u8>,
@@ -45,6 +51,8 @@ struct Query {
     found: Option<Record>,
     /// Widened to alpha requests (a fetch's narrow start is over).
     widened: bool,
+    /// Gone past the k closest ([`FETCH_DEPTH_IN_K`]).
+    deepened: bool,
     /// What a gathering lookup (providers, a peer, the best record) collected.
     gathered: Gathered,
 }
@@ -134,6 +142,7 @@ impl Queries {
             depth,
             found: None,
             widened: !narrow,
+            deepened: false,
         };
         self.queries.insert(id, query);
         self.drive(id, now, out);
@@ -201,6 +210,13 @@ impl Queries {
                     self.queries.remove(&id);
                     out.push(QueryEvent::CacheAt { record, peer });
                     return;
+                }
+                if !q.deepened {
+                    q.deepened = true;
+                    q.widened = true;
+                    if q.lookup.deepen(FETCH_DEPTH_IN_K * k) {
+                        return self.drive(id, now, out);
+                    }
                 }
                 let unanswered = q.lookup.unanswered_closer();
                 self.done(id, Outcome::NotFound { unanswered }, now, out);
