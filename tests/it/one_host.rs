@@ -180,3 +180,128 @@ async fn a_replay_by_another_peer_does_not_renew_a_free_keys_life() {
     assert!(left().await > Duration::from_secs(60));
     node.stop().await;
 }
+
+/// An attacker at `ip` (a loopback address of its own: 127/8 is all the test host's). The
+/// victim dials it there, so the victim's connection, which carries the attacker's requests,
+/// has `ip` as its remote address (a dial from the attacker would leave from 127.0.0.1).
+async fn attacker_at(node: &Dht, ip: &str) -> libp2p::Swarm<DhtBehaviour> {
+    let mut swarm = attacker();
+    swarm
+        .listen_on(format!("/ip4/{ip}/tcp/0").parse().expect("addr"))
+        .expect("listen");
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            break address;
+        }
+    };
+    let me = *swarm.local_peer_id();
+    let dial = node.connect(addr.with(libp2p::multiaddr::Protocol::P2p(me)));
+    tokio::pin!(dial);
+    let (mut dialed, mut established) = (false, false);
+    let both = async {
+        while !(dialed && established) {
+            tokio::select! {
+                r = &mut dial, if !dialed => {
+                    r.expect("the victim dials the attacker");
+                    dialed = true;
+                }
+                e = swarm.select_next_some() => {
+                    established |= matches!(e, SwarmEvent::ConnectionEstablished { .. });
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), both)
+        .await
+        .expect("connected");
+    swarm
+}
+
+/// Announces `swarm`'s peer as a provider of `key` to `target` and asks for the key's
+/// providers right behind the announcement, on the same stream: the answer comes once the
+/// announcement was taken (or refused).
+async fn announce(
+    swarm: &mut libp2p::Swarm<DhtBehaviour>,
+    target: PeerId,
+    addr: &Multiaddr,
+    key: &[u8],
+) -> Vec<PeerId> {
+    let me = *swarm.local_peer_id();
+    let provide = KadRequest::AddProvider {
+        key: key.to_vec(),
+        providers: vec![dht_behaviours::kad_wire::WirePeer {
+            peer: me,
+            addrs: vec!["/ip4/192.0.2.1/tcp/4001".parse().expect("addr")],
+        }],
+    };
+    let ask = KadRequest::GetProviders { key: key.to_vec() };
+    let (_, check) =
+        swarm
+            .behaviour_mut()
+            .kad
+            .send_pair(&target, (provide, false), ask, vec![addr.clone()]);
+    let answer = async {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(kad::Event::Response {
+                    id,
+                    response,
+                    ..
+                })) if id == check => return response.providers.iter().map(|p| p.peer).collect(),
+                SwarmEvent::Behaviour(DhtBehaviourEvent::Kad(kad::Event::Failure {
+                    id,
+                    error,
+                    ..
+                })) if id == check => panic!("GET_PROVIDERS failed: {error}"),
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .expect("an answer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_from_six_networks_cannot_hide_one_from_a_seventh() {
+    use dht_behaviours::providers::{
+        MAX_PROVIDERS_PER_KEY_PER_GROUP, MAX_PROVIDERS_PER_KEY_PER_HOST,
+    };
+    // Failed before address groups: 12 hosts of 4 identities each were all kept ahead of the
+    // honest provider, which came 49th in the answer a `findprovs` reads the first 20 of.
+    let node = victim(1024).await;
+    let (id, addr) = (node.peer_id(), addr_of(&node).await);
+    let key = b"content everyone wants".to_vec();
+    let mut attackers = std::collections::HashSet::new();
+    let mut listed = Vec::new();
+    for net in 0..6 {
+        // Three hosts of each /16, each as many identities as a host may provide a key with.
+        for host in 1..=3 {
+            for _ in 0..MAX_PROVIDERS_PER_KEY_PER_HOST {
+                let ip = format!("127.{}.0.{host}", 10 + net);
+                let mut swarm = attacker_at(&node, &ip).await;
+                attackers.insert(*swarm.local_peer_id());
+                listed = announce(&mut swarm, id, &addr, &key).await;
+            }
+        }
+    }
+    let kept = listed.iter().filter(|p| attackers.contains(p)).count();
+    // More than one host's worth were kept (each /16 was seen as hosts of its own), and no
+    // more than a group's share of each /16.
+    assert_eq!(
+        kept,
+        6 * MAX_PROVIDERS_PER_KEY_PER_GROUP,
+        "attackers kept: {kept} of {}",
+        attackers.len()
+    );
+    let mut honest = attacker_at(&node, "127.99.0.1").await;
+    let me = *honest.local_peer_id();
+    let listed = announce(&mut honest, id, &addr, &key).await;
+    let first = &listed[..listed.len().min(20)];
+    assert!(
+        first.contains(&me),
+        "the honest provider is among the first 20 of {} listed",
+        listed.len()
+    );
+    node.stop().await;
+}
