@@ -138,7 +138,9 @@ struct Value {
 }
 
 struct Fetches {
-    ops: Vec<(OpId, usize)>,
+    /// Each fetch: its op, the value, and whether a live node held the value when it began (a
+    /// miss of a value no one holds is an expiry or a loss, not a lookup's failure).
+    ops: Vec<(OpId, usize, bool)>,
 }
 
 /// Resident memory of this process in bytes (Linux; 0 elsewhere).
@@ -324,12 +326,13 @@ fn fetch_all(sim: &mut Sim, values: &[Value], fetches: &mut Fetches) {
     let start = fetches.ops.len();
     for (v, value) in values.iter().enumerate() {
         let from = random_alive(sim, Some(value.publisher));
+        let held = sim.holders(&value.key) > 0;
         let op = sim.fetch(from, value.key.clone());
-        fetches.ops.push((op, v));
+        fetches.ops.push((op, v, held));
         sim.run_for(Duration::from_millis(10));
     }
     let limit = sim.query_timeout() * 2;
-    for &(op, _) in &fetches.ops[start..] {
+    for &(op, _, _) in &fetches.ops[start..] {
         sim.wait(op, limit);
     }
 }
@@ -397,8 +400,9 @@ fn churn(
                 .collect();
             for v in picks {
                 let from = random_alive(sim, None);
+                let held = sim.holders(&values[v].key) > 0;
                 let op = sim.fetch(from, values[v].key.clone());
-                fetches.ops.push((op, v));
+                fetches.ops.push((op, v, held));
             }
             samples += 1;
         }
@@ -420,7 +424,7 @@ fn report(
     let mut failures = std::collections::BTreeMap::new();
     let mut hops = Vec::new();
     let mut requests = Vec::new();
-    for &(op, v) in &fetches.ops {
+    for &(op, v, held) in &fetches.ops {
         let why = match sim.results.get(&op) {
             Some((Ok(OpOk::Value(got)), report)) if *got == values[v].value => {
                 ok += 1;
@@ -438,7 +442,10 @@ fn report(
         } else {
             "publisher gone"
         };
-        *failures.entry(format!("{why} ({publisher})")).or_default() += 1;
+        let copies = if held { "copies left" } else { "no copy left" };
+        *failures
+            .entry(format!("{why} ({publisher}, {copies})"))
+            .or_default() += 1;
     }
     let mut lost_alive = 0;
     let mut lost_dead = 0;
