@@ -8,7 +8,8 @@
 //!   libp2p-kad is not used);
 //! - [`store`], [`validation`]: the bounded record store and record checks; [`providers`]: the
 //!   bounded provider-record store;
-//! - [`lookup`]: one iterative lookup, as a pure state machine; [`diversity`]: address groups;
+//! - [`lookup`]: one iterative lookup, as a pure state machine; [`point`]: key-space points and
+//!   XOR distances; [`diversity`]: address groups;
 //! - [`command`], [`broadcast`], [`info`], [`mirror`]: our own sub-protocols, over [`frame`]d
 //!   streams.
 //! - [`validators`]: namespaced record validators (`/pk/`, `/ipns/`) as pure functions.
@@ -25,6 +26,7 @@ pub mod kad;
 pub mod kad_wire;
 pub mod lookup;
 pub mod mirror;
+pub mod point;
 pub mod providers;
 pub mod store;
 pub mod validation;

@@ -20,12 +20,12 @@
 
 use std::collections::BTreeMap;
 
-use libp2p::kad::{KBucketDistance, KBucketKey};
 use libp2p::{Multiaddr, PeerId};
 
 use crate::config::MAX_ADDRS_PER_PEER;
 use crate::diversity::{Group, group_of};
 use crate::kad_wire::WirePeer;
+use crate::point::{self, Point};
 
 /// go-libp2p's "beta": a lookup ends once this many of the closest live peers have answered.
 pub const LOOKUP_RESILIENCE: usize = 3;
@@ -97,9 +97,9 @@ pub struct Candidate {
 /// An iterative lookup for the peers closest to a key.
 #[derive(Debug)]
 pub struct Lookup {
-    target: KBucketKey<Vec<u8>>,
+    target: Point,
     params: LookupParams,
-    candidates: BTreeMap<KBucketDistance, Candidate>,
+    candidates: BTreeMap<Point, Candidate>,
     in_flight: usize,
     wide: bool,
     requests: usize,
@@ -120,7 +120,7 @@ impl Lookup {
             narrow: params.narrow,
         };
         let mut lookup = Self {
-            target: KBucketKey::new(key.to_vec()),
+            target: point::of_key(key),
             params,
             candidates: BTreeMap::new(),
             in_flight: 0,
@@ -135,8 +135,8 @@ impl Lookup {
         lookup
     }
 
-    fn distance(&self, peer: &PeerId) -> KBucketDistance {
-        self.target.distance(&KBucketKey::from(*peer))
+    fn distance(&self, peer: &PeerId) -> Point {
+        point::distance(self.target, point::of_peer(peer))
     }
 
     fn add(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) -> bool {
@@ -146,7 +146,7 @@ impl Lookup {
 
     /// Adds `peer` at distance `d` (computed once by the caller: hashing ids is a lookup's main
     /// cost).
-    fn add_at(&mut self, d: KBucketDistance, peer: PeerId, mut addrs: Vec<Multiaddr>) -> bool {
+    fn add_at(&mut self, d: Point, peer: PeerId, mut addrs: Vec<Multiaddr>) -> bool {
         if let Some(c) = self.candidates.get_mut(&d) {
             for a in addrs {
                 if c.addrs.len() < MAX_ADDRS_PER_PEER && !c.addrs.contains(&a) {
@@ -178,7 +178,7 @@ impl Lookup {
     /// Whether a candidate of group `g` at distance `d` may join: yes while the group has fewer
     /// than [`MAX_GROUP_PER_LOOKUP`] live candidates, or by displacing the group's farthest one not
     /// yet asked when that one is farther than `d`.
-    fn make_room_in(&mut self, g: Group, d: KBucketDistance) -> bool {
+    fn make_room_in(&mut self, g: Group, d: Point) -> bool {
         let mut live = 0;
         let mut farthest_waiting = None;
         for (cd, c) in &self.candidates {
@@ -276,7 +276,7 @@ impl Lookup {
             return 0;
         }
         self.wide = true;
-        let mut closer: Vec<(KBucketDistance, WirePeer)> = closer
+        let mut closer: Vec<(Point, WirePeer)> = closer
             .into_iter()
             .filter(|p| p.peer != *peer)
             .map(|p| (self.distance(&p.peer), p))
@@ -442,6 +442,7 @@ impl Lookup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use libp2p::kad::KBucketKey;
 
     fn params(k: usize, resilience: usize, narrow: bool) -> LookupParams {
         LookupParams {

@@ -3,8 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use dht_behaviours::point;
 use dht_behaviours::store::is_own;
-use libp2p::kad::{KBucketKey, Record};
+use libp2p::kad::Record;
 use libp2p::{Multiaddr, PeerId};
 use rand::Rng;
 
@@ -170,12 +171,12 @@ impl Core {
     /// through it), rather than looking up a key that landed elsewhere: that lookup would refresh
     /// a far, full bucket again (at 1,000 simulated nodes, most of a refresh's traffic).
     pub(super) fn refresh_buckets(&mut self, now: Instant, events: &mut Vec<QueryEvent>) {
-        let local = KBucketKey::from(self.local);
+        let local = point::of_peer(&self.local);
         let sparse: Vec<u32> = sparse_buckets(&self.routing, self.config.bucket_size());
         for bucket in sparse {
             let found = (0..REFRESH_KEY_TRIES).find_map(|_| {
                 let key: [u8; 32] = self.rng.r#gen();
-                let landed = local.distance(&KBucketKey::new(key.to_vec())).ilog2();
+                let landed = point::ilog2(point::distance(local, point::of_key(&key)));
                 (landed == Some(bucket)).then_some(key)
             });
             if let Some(key) = found {
@@ -215,8 +216,8 @@ impl Core {
             }
         }
         self.handed.insert(peer, now);
-        let here = KBucketKey::from(self.local);
-        let newcomer = KBucketKey::from(peer);
+        let here = point::of_peer(&self.local);
+        let newcomer = point::of_peer(&peer);
         let ttl = self.config.timing.record_ttl;
         let k = self.config.k;
         let routing = &self.routing;
@@ -226,9 +227,9 @@ impl Core {
             .records
             .live(now)
             .filter(|r| {
-                let target = KBucketKey::new(r.key.to_vec());
-                target.distance(&newcomer) < target.distance(&here)
-                    && routing.among_closest(&target, &peer, k)
+                let target = point::of_key(r.key.as_ref());
+                point::distance(target, newcomer) < point::distance(target, here)
+                    && routing.among_closest_to(target, &peer, k)
             })
             .map(|r| outgoing_copy(r.clone(), now, ttl))
             .collect();

@@ -13,15 +13,13 @@
 use libp2p::kad::KBucketKey;
 use libp2p::{Multiaddr, PeerId};
 
+pub use dht_behaviours::point::{Point, distance};
+use dht_behaviours::point::{ilog2, of_peer};
+
 use super::diversity::{Group, GroupCounts, MAX_GROUP_PER_BUCKET, MAX_GROUP_PER_TABLE, group_of};
 
 /// Requests in a row a peer may fail before it leaves the table.
 pub const MAX_FAILURES: u8 = 2;
-
-/// A point of the key space: the SHA-256 of a key or peer id as two integers, so that XOR
-/// distances compare as integers (libp2p's `Distance` goes through a 256-bit big-endian decode on
-/// every comparison, which dominated the simulator's profile).
-pub type Point = (u128, u128);
 
 /// The point of a hashed kad key.
 pub fn point<T>(key: &KBucketKey<T>) -> Point {
@@ -33,28 +31,12 @@ pub fn point<T>(key: &KBucketKey<T>) -> Point {
     (u128::from_be_bytes(hi), u128::from_be_bytes(lo))
 }
 
-/// The XOR distance of two points.
-pub fn distance(a: Point, b: Point) -> Point {
-    (a.0 ^ b.0, a.1 ^ b.1)
-}
-
 /// `d` with bit `b` flipped (bit 255 is the highest).
 fn with_bit(d: Point, b: u32) -> Point {
     if b >= 128 {
         (d.0 ^ (1u128 << (b - 128)), d.1)
     } else {
         (d.0, d.1 ^ (1u128 << b))
-    }
-}
-
-/// `ilog2` of a distance (`None` for zero).
-fn ilog2(d: Point) -> Option<u32> {
-    if d.0 != 0 {
-        Some(255 - d.0.leading_zeros())
-    } else if d.1 != 0 {
-        Some(127 - d.1.leading_zeros())
-    } else {
-        None
     }
 }
 
@@ -113,7 +95,7 @@ impl RoutingTable {
     /// An empty table for `local`, with `k` peers per bucket.
     pub fn new(local: PeerId, k: usize) -> Self {
         Self {
-            local: point(&KBucketKey::from(local)),
+            local: of_peer(&local),
             k: k.max(1),
             buckets: Vec::new(),
             len: 0,
@@ -138,13 +120,13 @@ impl RoutingTable {
     }
 
     fn index_of(&self, peer: &PeerId) -> Option<usize> {
-        self.index(point(&KBucketKey::from(*peer)))
+        self.index(of_peer(peer))
     }
 
     /// Adds `peer` (or updates its addresses), by the policy in the module's doc. An answer or a
     /// request from the peer also clears its failures.
     pub fn insert(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) -> Inserted {
-        let p = point(&KBucketKey::from(peer));
+        let p = of_peer(&peer);
         let Some(i) = self.index(p) else {
             return Inserted::Local;
         };
@@ -240,7 +222,11 @@ impl RoutingTable {
     /// `d(p, t) = d(local, t) xor d(local, p)`, which agrees with `d(local, t) xor 2^b` on every
     /// bit from `b` up; so the buckets' ranges are disjoint, ordered by that value.
     pub fn closest<T>(&self, target: &KBucketKey<T>, n: usize) -> Vec<&Entry> {
-        let t = point(target);
+        self.closest_to(point(target), n)
+    }
+
+    /// [`RoutingTable::closest`] for a point already hashed.
+    pub fn closest_to(&self, t: Point, n: usize) -> Vec<&Entry> {
         let from_local = distance(t, self.local);
         let mut order: Vec<(Point, usize)> = self
             .buckets
@@ -310,9 +296,8 @@ impl RoutingTable {
 
     /// Whether `peer` would be among the `n` closest to `target` that this table knows, this node
     /// counted: the test of a hand-off (should a newcomer hold a record we hold?).
-    pub fn among_closest<T>(&self, target: &KBucketKey<T>, peer: &PeerId, n: usize) -> bool {
-        let t = point(target);
-        let d = distance(t, point(&KBucketKey::from(*peer)));
+    pub fn among_closest_to(&self, t: Point, peer: &PeerId, n: usize) -> bool {
+        let d = distance(t, of_peer(peer));
         let closer = self
             .entries()
             .filter(|e| e.peer != *peer && distance(t, e.point) < d)

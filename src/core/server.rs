@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use dht_behaviours::config::{MAX_ADDRS_PER_PEER, MAX_ESTABLISHED};
 use dht_behaviours::kad_wire::{KadRequest, KadResponse, MessageKind, WirePeer};
+use dht_behaviours::point;
 use libp2p::PeerId;
 use libp2p::kad::{KBucketKey, RecordKey};
 
@@ -75,9 +76,8 @@ pub enum Served {
 
 /// The `k` peers of `table` closest to `key`, the requester left out.
 fn closer(table: &RoutingTable, key: &[u8], requester: &PeerId, k: usize) -> Vec<WirePeer> {
-    let target = KBucketKey::new(key.to_vec());
     table
-        .closest(&target, k + 1)
+        .closest_to(point::of_key(key), k + 1)
         .into_iter()
         .filter(|e| e.peer() != requester)
         .take(k)
