@@ -201,22 +201,32 @@ impl Lookup {
         }
     }
 
-    /// Forgets the farthest candidates not asked yet beyond the cap. Asked ones stay: their answers
-    /// are still expected, and a failed peer named again by another answer is not asked again (at
-    /// most one failure per request, so they stay bounded too).
+    /// Forgets the farthest live candidates beyond the cap: first those not asked yet, and those
+    /// that answered without the record when none is left to drop (beyond the cap they cannot be
+    /// among the closest that decide the lookup). Peers in flight or deferred stay (their answers
+    /// are still expected), and so do holders. Peers that failed or went unanswered are not
+    /// counted and stay, so that one named again is not asked again; at most one per request,
+    /// they are bounded by the requests made. Counting them against the cap (as this did) let a
+    /// routing table full of departed peers fill a lookup with failures, after which every
+    /// closer peer an answer named was dropped at once: under churn, fetches of values held by
+    /// all of the 20 closest nodes ended "not found" after 60 requests.
     fn prune(&mut self) {
         let cap = CANDIDATES_PER_K * self.params.k;
-        while self.candidates.len() > cap {
-            let Some(d) = self
-                .candidates
-                .iter()
-                .rev()
-                .find(|(_, c)| c.state == PeerState::Waiting)
-                .map(|(d, _)| *d)
+        let mut live = self.live().count();
+        while live > cap {
+            let farthest = |state: PeerState| {
+                self.candidates
+                    .iter()
+                    .rev()
+                    .find(|(_, c)| c.state == state)
+                    .map(|(d, _)| *d)
+            };
+            let Some(d) = farthest(PeerState::Waiting).or_else(|| farthest(PeerState::Succeeded))
             else {
                 break;
             };
             self.candidates.remove(&d);
+            live -= 1;
         }
     }
 
@@ -643,6 +653,32 @@ mod tests {
         lookup.on_failure(&stranger);
         assert_eq!(lookup.closest(3).len(), 1);
         assert_eq!(lookup.in_flight(), 0);
+    }
+
+    /// Seeds that are all departed (a stale routing table under churn) fail, and the closer
+    /// peers that a live one names are still asked. Failed on the old code, which counted the
+    /// failures against the candidates' cap and so dropped every peer named after them.
+    #[test]
+    fn departed_seeds_do_not_crowd_out_the_peers_named_after_them() {
+        let k = 4;
+        let network: Vec<PeerId> = (0..400).map(|_| PeerId::random()).collect();
+        let truth = sorted_by_distance(b"k", &network);
+        // Departed peers closest to the key after the true k, as many as the cap leaves room
+        // for beside one live peer far out that knows everyone.
+        let departed: Vec<PeerId> = truth[k..k + CANDIDATES_PER_K * k - 1].to_vec();
+        let live_seed = *truth.last().expect("peers");
+        let seeds = departed.iter().chain([&live_seed]).map(|p| (*p, vec![]));
+        let mut lookup = Lookup::new(b"k", seeds, params(k, k, false));
+        run(&mut lookup, &network, &departed);
+        assert!(lookup.is_finished());
+        let found: Vec<PeerId> = lookup.closest(k).into_iter().map(|c| c.peer).collect();
+        assert_eq!(found, truth[..k], "the true k closest, asked and answered");
+        assert!(
+            lookup
+                .closest(k)
+                .iter()
+                .all(|c| c.state == PeerState::Succeeded)
+        );
     }
 
     #[test]
