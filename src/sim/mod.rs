@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use dht_behaviours::broadcast::{Ack, BroadcastMessage};
 use dht_behaviours::kad_wire::{KadRequest, KadResponse, MessageKind};
+use dht_behaviours::point::{self, Point};
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use rand::rngs::StdRng;
@@ -124,6 +125,17 @@ fn hollow_answer(request: KadRequest) -> KadResponse {
         KadRequest::AddProvider { .. } => KadResponse::to(MessageKind::AddProvider),
         KadRequest::Ping => KadResponse::to(MessageKind::Ping),
     }
+}
+
+/// Where a value's live copies sit ([`Sim::placement`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Placement {
+    /// Living nodes holding a live copy.
+    pub copies: usize,
+    /// The rank of the nearest holder among the living nodes by distance to the key.
+    pub nearest: Option<usize>,
+    /// Holders among the k closest living nodes.
+    pub among_k: usize,
 }
 
 /// The simulator.
@@ -630,6 +642,49 @@ impl Sim {
             self.run_until(at);
         }
         self.results.get(&op)
+    }
+
+    /// Where the live copies of `key` sit now among the living nodes ordered by distance to the
+    /// key: how many there are, the rank of the nearest (0 is the closest node of all) and how
+    /// many of the k closest hold one. A fetch that misses a value held within the k closest
+    /// is a lookup's failure; one held only farther out is replication's.
+    pub fn placement(&self, key: &[u8]) -> Placement {
+        let k = self.config.k;
+        let now = self.instant();
+        let record_key = libp2p::kad::RecordKey::new(&key);
+        let target = point::of_key(key);
+        let mut live: Vec<(Point, bool)> = self
+            .nodes
+            .iter()
+            .filter(|n| n.alive)
+            .map(|n| {
+                let d = point::distance(target, point::of_peer(n.core.local()));
+                (d, n.core.records().get(&record_key, now).is_some())
+            })
+            .collect();
+        live.sort_unstable_by_key(|(d, _)| *d);
+        Placement {
+            copies: live.iter().filter(|(_, held)| *held).count(),
+            nearest: live.iter().position(|(_, held)| *held),
+            among_k: live.iter().take(k).filter(|(_, held)| *held).count(),
+        }
+    }
+
+    /// The latest expiry among the living nodes' live copies of `key`, as simulated time (`None`
+    /// when none holds one). Once its publisher is gone no one can renew a free-key value, so
+    /// this is when it ends.
+    pub fn latest_expiry(&self, key: &[u8]) -> Option<Duration> {
+        let now = self.instant();
+        let key = libp2p::kad::RecordKey::new(&key);
+        self.nodes
+            .iter()
+            .filter(|n| n.alive)
+            .filter_map(|n| n.core.records().get(&key, now))
+            .map(|r| {
+                r.expires
+                    .map_or(Duration::MAX, |e| e.saturating_duration_since(self.base))
+            })
+            .max()
     }
 
     /// The living nodes that hold a live copy of `key` now.

@@ -12,15 +12,17 @@
 //!   sides, the split heals, and two replication intervals later every value is fetched from a
 //!   random node.
 //!
-//! A value whose publisher is alive must never be lost; those whose publisher left are counted
-//! apart ([`SimReport::values_lost_publisher_dead`]).
+//! A value whose publisher is alive must never be lost. One whose publisher left ends when the
+//! last renewal's copies expire (no one else can renew a free key): a fetch begun after that is
+//! counted apart ([`SimReport::fetches_past_end`]), not as a miss, and so is the value
+//! ([`SimReport::values_expired`]); one gone before it is lost.
 
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde::Serialize;
 
-use super::{NetConfig, Sim};
+use super::{NetConfig, Placement, Sim};
 use crate::core::{CoreConfig, OpId, OpOk};
 use dht_behaviours::validation::content_key;
 
@@ -98,26 +100,33 @@ pub struct SimReport {
     pub wall_s: f64,
     /// Simulated hours.
     pub simulated_hours: f64,
-    /// Fetches made (each a lookup), and the share that returned the right value.
+    /// Fetches made (each a lookup) of values due then ([`Value::due`]).
     pub lookups: usize,
-    /// Share of fetches that returned the value.
+    /// Share of those fetches that returned the value.
     pub lookup_success: f64,
+    /// Fetches begun after their value's end (its publisher gone and the copies it renewed last
+    /// expired, or expiring before the fetch's deadline): not counted above.
+    pub fetches_past_end: usize,
     /// Median rounds until the node holding the value answered.
     pub hops_median: u32,
     /// Fetches that failed, by what they returned.
     pub fetch_failures: std::collections::BTreeMap<String, usize>,
+    /// For each failed fetch of a value that live nodes held when it began, where the copies sat.
+    pub misses_with_copies: Vec<Placement>,
     /// Median requests per fetch.
     pub requests_per_lookup_median: usize,
     /// Stores made.
     pub stores: usize,
     /// Median acknowledgements per store (each a copy kept by the peer that sent it).
     pub store_acks_median: usize,
-    /// Values no living node holds at the end.
+    /// Values no living node holds at the end, though due ([`Value::due`]): lost.
     pub values_lost: usize,
     /// Of those, values whose publisher is alive (must be 0).
     pub values_lost_publisher_alive: usize,
     /// Of those, values whose publisher left.
     pub values_lost_publisher_dead: usize,
+    /// Values gone at the end after their end: the publisher left and its last renewal expired.
+    pub values_expired: usize,
     /// Growth of the process's resident memory per node once joined and stored, less the bytes of
     /// the records held.
     pub memory_per_node_bytes: usize,
@@ -135,12 +144,35 @@ struct Value {
     key: Vec<u8>,
     value: Vec<u8>,
     publisher: usize,
+    /// Once the publisher is gone: when the last copy it renewed expires (simulated time).
+    ends: Option<Duration>,
+}
+
+impl Value {
+    /// Whether the value should still be found by a fetch that begins at `at` and may run for
+    /// `limit`: its publisher renews it, or its last renewal outlives the fetch.
+    fn due(&self, at: Duration, limit: Duration) -> bool {
+        self.ends.is_none_or(|end| end > at + limit)
+    }
+}
+
+/// Kills node `i`; values it published end with the copies it renewed last.
+fn kill(sim: &mut Sim, values: &mut [Value], i: usize) {
+    sim.kill(i);
+    let now = sim.elapsed();
+    for v in values
+        .iter_mut()
+        .filter(|v| v.publisher == i && v.ends.is_none())
+    {
+        v.ends = Some(sim.latest_expiry(&v.key).unwrap_or(now));
+    }
 }
 
 struct Fetches {
-    /// Each fetch: its op, the value, and whether a live node held the value when it began (a
-    /// miss of a value no one holds is an expiry or a loss, not a lookup's failure).
-    ops: Vec<(OpId, usize, bool)>,
+    /// Each fetch: its op, the value, where its copies sat when it began (a miss of a value no
+    /// one holds is an expiry or a loss, not a lookup's failure), and whether it was due then
+    /// ([`Value::due`]).
+    ops: Vec<(OpId, usize, Placement, bool)>,
 }
 
 /// Resident memory of this process in bytes (Linux; 0 elsewhere).
@@ -179,7 +211,7 @@ pub fn run(spec: &SimSpec) -> SimReport {
             _ => None,
         })
         .collect();
-    let values: Vec<Value> = values.into_iter().map(|(_, v)| v).collect();
+    let mut values: Vec<Value> = values.into_iter().map(|(_, v)| v).collect();
     let stored_at = sim.elapsed();
     let messages_before = sim.messages;
     let mut replicas = vec![sample(&sim, &values, 0.0)];
@@ -192,7 +224,7 @@ pub fn run(spec: &SimSpec) -> SimReport {
             let mut order: Vec<usize> = (0..n).collect();
             shuffle(&mut sim, &mut order);
             for &i in order.iter().take(n * 3 / 10) {
-                sim.kill(i);
+                kill(&mut sim, &mut values, i);
             }
             fetch_all(&mut sim, &values, &mut fetches);
             sim.run_for(interval + spec.core.timing.query_timeout * 2);
@@ -203,7 +235,7 @@ pub fn run(spec: &SimSpec) -> SimReport {
             churn(
                 &mut sim,
                 spec,
-                &values,
+                &mut values,
                 stored_at,
                 &mut replicas,
                 &mut fetches,
@@ -309,6 +341,7 @@ fn store_values(sim: &mut Sim, count: usize) -> Vec<(OpId, Value)> {
                 key,
                 value,
                 publisher,
+                ends: None,
             },
         ));
         sim.run_for(Duration::from_millis(10));
@@ -324,15 +357,16 @@ fn store_values(sim: &mut Sim, count: usize) -> Vec<(OpId, Value)> {
 /// Fetches every value from a random living node other than its publisher, and waits for them.
 fn fetch_all(sim: &mut Sim, values: &[Value], fetches: &mut Fetches) {
     let start = fetches.ops.len();
+    let limit = sim.query_timeout() * 2;
     for (v, value) in values.iter().enumerate() {
         let from = random_alive(sim, Some(value.publisher));
-        let held = sim.holders(&value.key) > 0;
+        let held = sim.placement(&value.key);
+        let due = value.due(sim.elapsed(), limit);
         let op = sim.fetch(from, value.key.clone());
-        fetches.ops.push((op, v, held));
+        fetches.ops.push((op, v, held, due));
         sim.run_for(Duration::from_millis(10));
     }
-    let limit = sim.query_timeout() * 2;
-    for &(op, _, _) in &fetches.ops[start..] {
+    for &(op, _, _, _) in &fetches.ops[start..] {
         sim.wait(op, limit);
     }
 }
@@ -361,7 +395,7 @@ fn sample(sim: &Sim, values: &[Value], hour: f64) -> ReplicaSample {
 fn churn(
     sim: &mut Sim,
     spec: &SimSpec,
-    values: &[Value],
+    values: &mut [Value],
     stored_at: Duration,
     replicas: &mut Vec<ReplicaSample>,
     fetches: &mut Fetches,
@@ -378,7 +412,7 @@ fn churn(
         while owed >= 1.0 {
             owed -= 1.0;
             let gone = random_alive(sim, None);
-            sim.kill(gone);
+            kill(sim, values, gone);
             let via = random_alive(sim, None);
             let i = sim.add_node();
             sim.join(i, via);
@@ -394,15 +428,22 @@ fn churn(
                 messages = sim.messages,
                 "churn"
             );
-            // A few fetches every hour, so lookups run through the churned network too.
+            // A few fetches every hour, so lookups run through the churned network too. They end
+            // before the churn goes on: a node that left with its fetch under way is not a miss.
+            let start = fetches.ops.len();
             let picks: Vec<usize> = (0..values.len().min(20))
                 .map(|_| sim.rng().gen_range(0..values.len()))
                 .collect();
             for v in picks {
                 let from = random_alive(sim, None);
-                let held = sim.holders(&values[v].key) > 0;
+                let held = sim.placement(&values[v].key);
+                let due = values[v].due(sim.elapsed(), sim.query_timeout() * 2);
                 let op = sim.fetch(from, values[v].key.clone());
-                fetches.ops.push((op, v, held));
+                fetches.ops.push((op, v, held, due));
+            }
+            let limit = sim.query_timeout() * 2;
+            for &(op, _, _, _) in &fetches.ops[start..] {
+                sim.wait(op, limit);
             }
             samples += 1;
         }
@@ -422,9 +463,15 @@ fn report(
 ) -> SimReport {
     let mut ok = 0;
     let mut failures = std::collections::BTreeMap::new();
+    let mut misses_with_copies = Vec::new();
     let mut hops = Vec::new();
     let mut requests = Vec::new();
-    for &(op, v, held) in &fetches.ops {
+    let mut past_end = 0;
+    for &(op, v, placed, due) in &fetches.ops {
+        if !due {
+            past_end += 1;
+            continue;
+        }
         let why = match sim.results.get(&op) {
             Some((Ok(OpOk::Value(got)), report)) if *got == values[v].value => {
                 ok += 1;
@@ -442,16 +489,26 @@ fn report(
         } else {
             "publisher gone"
         };
-        let copies = if held { "copies left" } else { "no copy left" };
+        let copies = if placed.copies > 0 {
+            "copies left"
+        } else {
+            "no copy left"
+        };
         *failures
             .entry(format!("{why} ({publisher}, {copies})"))
             .or_default() += 1;
+        if placed.copies > 0 {
+            misses_with_copies.push(placed);
+        }
     }
     let mut lost_alive = 0;
     let mut lost_dead = 0;
+    let mut expired = 0;
     for v in values {
         if sim.holders(&v.key) == 0 {
-            if sim.nodes[v.publisher].alive {
+            if !v.due(sim.elapsed(), Duration::ZERO) {
+                expired += 1;
+            } else if sim.nodes[v.publisher].alive {
                 lost_alive += 1;
             } else {
                 lost_dead += 1;
@@ -467,9 +524,11 @@ fn report(
         seed: spec.seed,
         wall_s: wall.elapsed().as_secs_f64(),
         simulated_hours: hours(sim.elapsed()),
-        lookups: fetches.ops.len(),
-        lookup_success: ok as f64 / fetches.ops.len().max(1) as f64,
+        lookups: fetches.ops.len() - past_end,
+        lookup_success: ok as f64 / (fetches.ops.len() - past_end).max(1) as f64,
+        fetches_past_end: past_end,
         fetch_failures: failures,
+        misses_with_copies,
         hops_median: median(hops),
         requests_per_lookup_median: median(requests),
         stores: acks.len(),
@@ -477,6 +536,7 @@ fn report(
         values_lost: lost_alive + lost_dead,
         values_lost_publisher_alive: lost_alive,
         values_lost_publisher_dead: lost_dead,
+        values_expired: expired,
         memory_per_node_bytes,
         core_heap_per_node_bytes,
         routing_median,

@@ -66,9 +66,10 @@ pub fn print(r: &SimReport, out: &mut impl Write) -> std::io::Result<()> {
     )?;
     writeln!(
         out,
-        "fetches: {} - {:.2}% found; hops median {}; requests median {}",
+        "fetches: {} - {:.2}% found ({} more past their value's end); hops median {}; requests median {}",
         r.lookups,
         100.0 * r.lookup_success,
+        r.fetches_past_end,
         r.hops_median,
         r.requests_per_lookup_median
     )?;
@@ -79,8 +80,11 @@ pub fn print(r: &SimReport, out: &mut impl Write) -> std::io::Result<()> {
     )?;
     writeln!(
         out,
-        "values lost: {} (publisher alive {}, publisher gone {})",
-        r.values_lost, r.values_lost_publisher_alive, r.values_lost_publisher_dead
+        "values lost: {} (publisher alive {}, publisher gone {}); expired after their publisher left: {}",
+        r.values_lost,
+        r.values_lost_publisher_alive,
+        r.values_lost_publisher_dead,
+        r.values_expired
     )?;
     writeln!(
         out,
