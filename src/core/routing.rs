@@ -31,13 +31,25 @@ pub fn point<T>(key: &KBucketKey<T>) -> Point {
     (u128::from_be_bytes(hi), u128::from_be_bytes(lo))
 }
 
-/// `d` with bit `b` flipped (bit 255 is the highest).
-fn with_bit(d: Point, b: u32) -> Point {
-    if b >= 128 {
-        (d.0 ^ (1u128 << (b - 128)), d.1)
-    } else {
-        (d.0, d.1 ^ (1u128 << b))
-    }
+/// The indices of `buckets` buckets in the order of their distance range from a target at
+/// `from_local` (the target's distance from this node), nearest range first. Bucket `i` holds
+/// distances from us with highest bit `b = 255 - i`; its peers sit at `from_local xor 2^b` in
+/// every bit from `b` up (see [`RoutingTable::closest`]). Flipping a set bit of `from_local`
+/// lowers the value, the more the higher the bit; flipping a clear one raises it, the less the
+/// lower the bit. So: buckets whose bit of `from_local` is set, highest bit first, then those
+/// whose bit is clear, lowest bit first. No sort and no allocation.
+fn bucket_order(from_local: Point, buckets: usize) -> impl Iterator<Item = usize> {
+    let bit = move |i: usize| {
+        let b = 255 - i as u32;
+        if b >= 128 {
+            from_local.0 >> (b - 128) & 1 == 1
+        } else {
+            from_local.1 >> b & 1 == 1
+        }
+    };
+    let set = (0..buckets).filter(move |&i| bit(i));
+    let clear = (0..buckets).rev().filter(move |&i| !bit(i));
+    set.chain(clear)
 }
 
 /// One peer of the table.
@@ -56,6 +68,12 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Whether this is `peer`, at point `p`: points compare as two integers, so other entries
+    /// are told apart without comparing ids (this runs for every message a node receives).
+    fn is(&self, p: Point, peer: &PeerId) -> bool {
+        self.point == p && self.peer == *peer
+    }
+
     /// The peer's id.
     pub fn peer(&self) -> &PeerId {
         &self.peer
@@ -119,8 +137,10 @@ impl RoutingTable {
         Some(255 - log as usize)
     }
 
-    fn index_of(&self, peer: &PeerId) -> Option<usize> {
-        self.index(of_peer(peer))
+    /// The bucket `peer` belongs in, and its point.
+    fn index_of(&self, peer: &PeerId) -> Option<(usize, Point)> {
+        let p = of_peer(peer);
+        Some((self.index(p)?, p))
     }
 
     /// Adds `peer` (or updates its addresses), by the policy in the module's doc. An answer or a
@@ -135,7 +155,7 @@ impl RoutingTable {
         }
         let k = self.k;
         let bucket = &mut self.buckets[i];
-        if let Some(e) = bucket.iter_mut().find(|e| e.peer == peer) {
+        if let Some(e) = bucket.iter_mut().find(|e| e.is(p, &peer)) {
             e.failures = 0;
             if !addrs.is_empty() {
                 e.addrs = addrs;
@@ -182,16 +202,16 @@ impl RoutingTable {
 
     /// The entry of `peer`.
     pub fn get(&self, peer: &PeerId) -> Option<&Entry> {
-        let i = self.index_of(peer)?;
-        self.buckets.get(i)?.iter().find(|e| e.peer() == peer)
+        let (i, p) = self.index_of(peer)?;
+        self.buckets.get(i)?.iter().find(|e| e.is(p, peer))
     }
 
     /// A request to `peer` failed: it goes stale, and leaves after [`MAX_FAILURES`]. Returns its
     /// entry if it left.
     pub fn failed(&mut self, peer: &PeerId) -> Option<Entry> {
-        let i = self.index_of(peer)?;
+        let (i, p) = self.index_of(peer)?;
         let bucket = self.buckets.get_mut(i)?;
-        let pos = bucket.iter().position(|e| e.peer() == peer)?;
+        let pos = bucket.iter().position(|e| e.is(p, peer))?;
         bucket[pos].failures = bucket[pos].failures.saturating_add(1);
         if bucket[pos].failures < MAX_FAILURES {
             return None;
@@ -204,9 +224,9 @@ impl RoutingTable {
 
     /// Removes `peer` (blocked, unreachable, or gone for good). Returns its entry if it was there.
     pub fn remove(&mut self, peer: &PeerId) -> Option<Entry> {
-        let i = self.index_of(peer)?;
+        let (i, p) = self.index_of(peer)?;
         let bucket = self.buckets.get_mut(i)?;
-        let pos = bucket.iter().position(|e| e.peer() == peer)?;
+        let pos = bucket.iter().position(|e| e.is(p, peer))?;
         self.len -= 1;
         let entry = bucket.remove(pos);
         self.groups.remove(entry.group);
@@ -228,30 +248,21 @@ impl RoutingTable {
     /// [`RoutingTable::closest`] for a point already hashed.
     pub fn closest_to(&self, t: Point, n: usize) -> Vec<&Entry> {
         let from_local = distance(t, self.local);
-        let mut order: Vec<(Point, usize)> = self
-            .buckets
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| !b.is_empty())
-            .map(|(i, _)| (with_bit(from_local, 255 - i as u32), i))
-            .collect();
-        order.sort_unstable_by_key(|(key, _)| *key);
         let mut out: Vec<&Entry> = Vec::with_capacity(n.min(self.len));
-        for (_, i) in order {
+        let mut bucket: Vec<(Point, &Entry)> = Vec::with_capacity(self.k);
+        for i in bucket_order(from_local, self.buckets.len()) {
             if out.len() >= n {
                 break;
             }
-            let mut bucket: Vec<(Point, &Entry)> = self.buckets[i]
-                .iter()
-                .map(|e| (distance(t, e.point), e))
-                .collect();
+            bucket.clear();
+            bucket.extend(self.buckets[i].iter().map(|e| (distance(t, e.point), e)));
             let room = n - out.len();
             if bucket.len() > room {
                 bucket.select_nth_unstable_by_key(room, |(d, _)| *d);
                 bucket.truncate(room);
             }
             bucket.sort_unstable_by_key(|(d, _)| *d);
-            out.extend(bucket.into_iter().map(|(_, e)| e));
+            out.extend(bucket.iter().map(|(_, e)| *e));
         }
         out
     }
