@@ -13,7 +13,9 @@
 //!   random node.
 //!
 //! A value whose publisher is alive must never be lost. One whose publisher left ends when the
-//! last renewal's copies expire (no one else can renew a free key): a fetch begun after that is
+//! last renewal's copies expire (only the publisher renews a value: holders' re-stores and
+//! hand-offs carry their copy's expiry, and a free key's replay by another peer extends nothing):
+//! a fetch begun after that is
 //! counted apart ([`SimReport::fetches_past_end`]), not as a miss, and so is the value
 //! ([`SimReport::values_expired`]); one gone before it is lost.
 
