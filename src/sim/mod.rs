@@ -671,8 +671,9 @@ impl Sim {
     }
 
     /// The latest expiry among the living nodes' live copies of `key`, as simulated time (`None`
-    /// when none holds one). Once its publisher is gone no one can renew a free-key value, so
-    /// this is when it ends.
+    /// when none holds one; a publisher's own copy, which has none, counts as never). Once its
+    /// publisher is gone no one renews a value (copies travel with their expiry), so this is
+    /// when it ends.
     pub fn latest_expiry(&self, key: &[u8]) -> Option<Duration> {
         let now = self.instant();
         let key = libp2p::kad::RecordKey::new(&key);
