@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 
 use libp2p::{Multiaddr, PeerId};
+use rustc_hash::FxHashMap;
 
 use crate::config::MAX_ADDRS_PER_PEER;
 use crate::diversity::{Group, group_of};
@@ -100,6 +101,11 @@ pub struct Lookup {
     target: Point,
     params: LookupParams,
     candidates: BTreeMap<Point, Candidate>,
+    /// Each candidate's distance by id. Answers name the same peers again and again (the k
+    /// closest to a key all name each other), and hashing an id into the key space (SHA-256) was
+    /// most of a lookup's own cost. A fast hash is safe here: the map holds at most the
+    /// candidates, a few hundred ids.
+    distances: FxHashMap<PeerId, Point>,
     in_flight: usize,
     wide: bool,
     requests: usize,
@@ -123,6 +129,7 @@ impl Lookup {
             target: point::of_key(key),
             params,
             candidates: BTreeMap::new(),
+            distances: FxHashMap::default(),
             in_flight: 0,
             wide: !params.narrow,
             requests: 0,
@@ -136,7 +143,17 @@ impl Lookup {
     }
 
     fn distance(&self, peer: &PeerId) -> Point {
-        point::distance(self.target, point::of_peer(peer))
+        match self.distances.get(peer) {
+            Some(d) => *d,
+            None => point::distance(self.target, point::of_peer(peer)),
+        }
+    }
+
+    /// Forgets the candidate at distance `d`.
+    fn forget(&mut self, d: &Point) {
+        if let Some(c) = self.candidates.remove(d) {
+            self.distances.remove(&c.peer);
+        }
     }
 
     fn add(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) -> bool {
@@ -163,6 +180,7 @@ impl Lookup {
             self.ignored += 1;
             return false;
         }
+        self.distances.insert(peer, d);
         self.candidates.insert(
             d,
             Candidate {
@@ -194,7 +212,7 @@ impl Lookup {
         }
         match farthest_waiting {
             Some(far) if far > d => {
-                self.candidates.remove(&far);
+                self.forget(&far);
                 true
             }
             _ => false,
@@ -225,7 +243,7 @@ impl Lookup {
             else {
                 break;
             };
-            self.candidates.remove(&d);
+            self.forget(&d);
             live -= 1;
         }
     }
