@@ -74,6 +74,39 @@ enum Message {
     BroadcastAnswer { hid: HandoffId, ok: bool },
 }
 
+/// An event due at `at`; events due at the same time run in the order they were scheduled.
+struct Scheduled {
+    at: Duration,
+    seq: u64,
+    event: Event,
+}
+
+impl Scheduled {
+    fn key(&self) -> (Duration, u64) {
+        (self.at, self.seq)
+    }
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Scheduled {}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
 enum Event {
     Deliver {
         from: usize,
@@ -147,8 +180,8 @@ pub struct Sim {
     net: NetConfig,
     base: Instant,
     now: Duration,
-    queue: BinaryHeap<Reverse<(Duration, u64, usize)>>,
-    events: HashMap<u64, Event>,
+    /// Events by time, then by the order they were scheduled in.
+    queue: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
     rng: StdRng,
     next_op: OpId,
@@ -177,7 +210,6 @@ impl Sim {
             base: Instant::now(),
             now: Duration::ZERO,
             queue: BinaryHeap::new(),
-            events: HashMap::new(),
             seq: 0,
             rng: StdRng::seed_from_u64(seed),
             next_op: 0,
@@ -357,8 +389,8 @@ impl Sim {
 
     fn schedule(&mut self, at: Duration, event: Event) {
         self.seq += 1;
-        self.events.insert(self.seq, event);
-        self.queue.push(Reverse((at, self.seq, 0)));
+        let seq = self.seq;
+        self.queue.push(Reverse(Scheduled { at, seq, event }));
     }
 
     fn delay(&mut self) -> Duration {
@@ -509,15 +541,11 @@ impl Sim {
 
     /// Runs every event up to `until` (virtual time since the start).
     pub fn run_until(&mut self, until: Duration) {
-        while let Some(Reverse((at, seq, _))) = self.queue.peek().copied() {
-            if at > until {
+        while self.queue.peek().is_some_and(|Reverse(e)| e.at <= until) {
+            let Some(Reverse(Scheduled { at, event, .. })) = self.queue.pop() else {
                 break;
-            }
-            self.queue.pop();
-            self.now = at;
-            let Some(event) = self.events.remove(&seq) else {
-                continue;
             };
+            self.now = at;
             self.dispatch(event);
         }
         self.now = self.now.max(until);
@@ -633,7 +661,7 @@ impl Sim {
     pub fn wait(&mut self, op: OpId, limit: Duration) -> Option<&(Result<OpOk, OpError>, Report)> {
         let until = self.now + limit;
         while !self.results.contains_key(&op) && self.now < until {
-            let Some(Reverse((at, _, _))) = self.queue.peek().copied() else {
+            let Some(at) = self.queue.peek().map(|Reverse(e)| e.at) else {
                 break;
             };
             if at > until {
