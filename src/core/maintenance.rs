@@ -222,7 +222,11 @@ impl Core {
         let k = self.config.k;
         let routing = &self.routing;
         // Closer than this node, and among the k closest this node knows: a peer closer than us
-        // but outside the k closest would hold a copy no lookup asks for.
+        // but outside the k closest would hold a copy no lookup asks for. And only from a node
+        // that is itself among them: a node holding a copy it is no longer responsible for (the
+        // closest set moved on under churn) would otherwise hand it to every newcomer nearer
+        // than itself, and those on again (3,000 simulated nodes over 48 h ended with 178 copies
+        // a value, not about 20, once tables took newcomers in freely).
         let mut records: Vec<Record> = self
             .records
             .live(now)
@@ -230,6 +234,7 @@ impl Core {
                 let target = point::of_key(r.key.as_ref());
                 point::distance(target, newcomer) < point::distance(target, here)
                     && routing.among_closest_to(target, &peer, k)
+                    && routing.local_among_closest_to(target, k)
             })
             .map(|r| outgoing_copy(r.clone(), now, ttl))
             .collect();

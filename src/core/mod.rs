@@ -557,6 +557,7 @@ impl Core {
             QueryEvent::Lied { peer, error } => self.lied(peer, error, now, out),
             QueryEvent::Unkept { peer } => self.unkept(peer, now, out),
             QueryEvent::OneoffDone { .. } => {}
+            QueryEvent::Check { peer, addrs } => out.push(Action::CheckPeer { peer, addrs }),
         }
     }
 
@@ -600,9 +601,12 @@ impl Core {
         if !self.standing.admissible(&peer, now) {
             return;
         }
-        match self.routing.insert(peer, addrs) {
+        match self.routing.insert_at(peer, addrs, now) {
             Inserted::New | Inserted::Replaced(_) => self.hand_off(peer, now, events),
-            Inserted::Known | Inserted::Full | Inserted::Crowded | Inserted::Local => {}
+            Inserted::Full {
+                check: Some((peer, addrs)),
+            } => events.push(QueryEvent::Check { peer, addrs }),
+            Inserted::Known | Inserted::Full { .. } | Inserted::Crowded | Inserted::Local => {}
         }
     }
 

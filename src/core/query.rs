@@ -155,6 +155,13 @@ pub enum QueryEvent {
         /// Who served an older one, with their addresses.
         stale: Vec<(PeerId, Vec<Multiaddr>)>,
     },
+    /// A full bucket's entry is due for a liveness check ([`super::routing::BUCKET_CHECK_INTERVAL`]).
+    Check {
+        /// Who.
+        peer: PeerId,
+        /// Its addresses in the table.
+        addrs: Vec<Multiaddr>,
+    },
     /// A one-off PUT resolved.
     OneoffDone {
         /// To whom.

@@ -72,6 +72,8 @@ enum Message {
     },
     /// `ok: false`: refused, lost, or the node is dead.
     BroadcastAnswer { hid: HandoffId, ok: bool },
+    /// A dial to check `peer`'s liveness failed: it left, or sits across a partition.
+    DialFailed { peer: PeerId },
 }
 
 /// An event due at `at`; events due at the same time run in the order they were scheduled.
@@ -437,7 +439,7 @@ impl Sim {
                         ok: false,
                     },
                 ),
-                Message::TimedOut { .. } => return,
+                Message::TimedOut { .. } | Message::DialFailed { .. } => return,
             };
             let at = self.now + self.config.timing.query_timeout;
             let message = Box::new(timeout);
@@ -521,8 +523,30 @@ impl Sim {
                 Action::Dial { .. } => {}
                 // The simulator models no connections apart from the table's.
                 Action::Relearn => {}
-                // Simulated nodes have no connections to lose.
-                Action::CheckPeer { .. } => {}
+                // A dial to a node that left is refused a round trip later (its host resets
+                // it), one across a partition times out; one to a live node succeeds, which
+                // changes nothing here.
+                Action::CheckPeer { peer, .. } => {
+                    let Some(&to) = self.index.get(&peer) else {
+                        continue;
+                    };
+                    let at = if !self.nodes[to].alive {
+                        self.now + self.delay() * 2
+                    } else if self.nodes[to].side != self.nodes[i].side {
+                        self.now + self.config.timing.query_timeout
+                    } else {
+                        continue;
+                    };
+                    let message = Box::new(Message::DialFailed { peer });
+                    self.schedule(
+                        at,
+                        Event::Deliver {
+                            from: to,
+                            to: i,
+                            message,
+                        },
+                    );
+                }
             }
         }
         self.rewake(i);
@@ -629,6 +653,13 @@ impl Sim {
                         Input::BroadcastAnswered { id: hid }
                     } else {
                         Input::BroadcastFailed { id: hid }
+                    };
+                    self.input(to, input);
+                }
+                Message::DialFailed { peer } => {
+                    let input = Input::Undialable {
+                        peer,
+                        wrong_peer: false,
                     };
                     self.input(to, input);
                 }
