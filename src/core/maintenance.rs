@@ -223,10 +223,12 @@ impl Core {
         let routing = &self.routing;
         // Closer than this node, and among the k closest this node knows: a peer closer than us
         // but outside the k closest would hold a copy no lookup asks for. And only from a node
-        // that is itself among them: a node holding a copy it is no longer responsible for (the
-        // closest set moved on under churn) would otherwise hand it to every newcomer nearer
-        // than itself, and those on again (3,000 simulated nodes over 48 h ended with 178 copies
-        // a value, not about 20, once tables took newcomers in freely).
+        // that was itself among them before the newcomer came (k + 1 with the newcomer, who is
+        // closer: the k-th holder, whose place the newcomer takes, hands its copy on): a node
+        // holding a copy it is no longer responsible for (the closest set moved on under churn)
+        // would otherwise hand it to every newcomer nearer than itself, and those on again
+        // (3,000 simulated nodes over 48 h ended with 178 copies a value, not about 20, once
+        // tables took newcomers in freely).
         let mut records: Vec<Record> = self
             .records
             .live(now)
@@ -234,7 +236,7 @@ impl Core {
                 let target = point::of_key(r.key.as_ref());
                 point::distance(target, newcomer) < point::distance(target, here)
                     && routing.among_closest_to(target, &peer, k)
-                    && routing.local_among_closest_to(target, k)
+                    && routing.local_among_closest_to(target, k + 1)
             })
             .map(|r| outgoing_copy(r.clone(), now, ttl))
             .collect();

@@ -655,8 +655,8 @@ fn a_handoff_with_a_hundred_thousand_records_sends_at_most_its_share() {
 }
 
 /// A node hands a record to a closer newcomer only while it is itself among the k closest to the
-/// key that it knows: a holder the closest set has moved past would otherwise copy the value to
-/// every newcomer nearer than itself.
+/// key that it knows (the newcomer aside): a holder the closest set has moved past would
+/// otherwise copy the value to every newcomer nearer than itself.
 #[test]
 fn only_a_holder_among_the_k_closest_hands_a_record_to_a_newcomer() {
     use dht_behaviours::point;
@@ -691,8 +691,9 @@ fn only_a_holder_among_the_k_closest_hands_a_record_to_a_newcomer() {
     };
     let mut met = 0;
     let mut handed = 0;
-    // The first k - 1 closer newcomers leave this node among the k closest it knows.
-    for _ in 0..k - 1 {
+    // Until k closer peers are known this node is among the k closest it knows (the k-th
+    // newcomer takes its place, and is handed its copy).
+    for _ in 0..k {
         let peer = closer.next().expect("ids are endless");
         let actions = core.handle(
             Input::PeerSeen {
@@ -704,7 +705,7 @@ fn only_a_holder_among_the_k_closest_hands_a_record_to_a_newcomer() {
         met += 1;
         handed += usize::from(handed_to(&actions, peer));
     }
-    assert_eq!(handed, k - 1, "each of the first {met} gets the record");
+    assert_eq!(handed, k, "each of the first {met} gets the record");
     // Once k peers closer than this node are known, it is no holder any more by its own table.
     for _ in 0..10 {
         let peer = closer.next().expect("ids are endless");
