@@ -144,7 +144,8 @@ pub struct Timing {
     /// How often holders re-store records on the current closest nodes; the publisher's re-store
     /// also renews its records' life (a republish).
     pub replication_interval: Duration,
-    /// How often the routing table is refreshed by a bootstrap lookup.
+    /// How often the routing table is refreshed by a bootstrap lookup (our own id, then the
+    /// sparse buckets).
     pub bootstrap_interval: Duration,
     /// How long a provider record lives unless its provider announces it again.
     pub provider_ttl: Duration,
@@ -166,7 +167,10 @@ impl Default for Timing {
             idle_timeout: Duration::from_secs(60),
             record_ttl: Duration::from_secs(48 * 3600),
             replication_interval: Duration::from_secs(3600),
-            bootstrap_interval: Duration::from_secs(300),
+            // go-libp2p-kad-dht's refresh period. At 5 minutes (libp2p's) these lookups were two
+            // thirds of all requests under churn; at 10 the 3,000-node 48 h churn run finds as
+            // many fetches with 41 % fewer messages (README, churn, fifth pass).
+            bootstrap_interval: Duration::from_secs(600),
             provider_ttl: Duration::from_secs(48 * 3600),
             provide_interval: Duration::from_secs(22 * 3600),
         }

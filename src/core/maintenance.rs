@@ -33,7 +33,7 @@ pub const MAX_HANDOFF_PEERS: usize = 4096;
 pub const REFRESH_KEY_TRIES: usize = 16;
 /// Lookups of our own id that follow a join, at [`JOIN_FOLLOW_UP`], then twice, four and eight
 /// times that after it: nodes that join at the same moment through the same peer are not in each
-/// other's answers, and would otherwise meet only at the first refresh (5 minutes by default).
+/// other's answers, and would otherwise meet only at the first refresh (10 minutes by default).
 pub const JOIN_FOLLOW_UPS: u32 = 4;
 /// The first follow-up's delay after the join's lookup ended.
 pub const JOIN_FOLLOW_UP: Duration = Duration::from_secs(1);
