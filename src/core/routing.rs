@@ -404,7 +404,7 @@ mod tests {
 
     /// `n` distinct peers, the same ones in every run of a test (each test runs on its own
     /// thread): where a test depends on how ids fall into buckets, a random draw would make it
-    /// fail now and then (the diversity test below did, once in about 20 runs).
+    /// fail now and then (the diversity test below failed once on CI).
     fn peers(n: usize) -> Vec<PeerId> {
         (0..n)
             .map(|_| {
