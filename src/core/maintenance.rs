@@ -108,7 +108,7 @@ impl Core {
                 .collect();
             if !missing.is_empty() {
                 self.queries
-                    .start(target, Purpose::Refresh, missing, now, events);
+                    .start(target, Purpose::Refresh, missing, false, now, events);
             }
             self.refresh_buckets(now, events);
         }

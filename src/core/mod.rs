@@ -63,7 +63,7 @@ use peers::Standing;
 pub use peers::offence_for;
 use queries::{Outcome, Purpose, Queries, QueryConfig, QueryEvent};
 pub use records::{Admitted, Records, Refusal, Source};
-use routing::{Inserted, RoutingTable};
+use routing::{Inserted, RoutingTable, point};
 
 /// Content keys remembered to tell repeated fetches (demand) from first ones.
 pub const DEMAND_TRACKED_KEYS: usize = 4096;
@@ -586,7 +586,11 @@ impl Core {
         {
             seeds.retain(|(p, _)| !self.throttled.is_backed_off(p, now));
         }
-        self.queries.start(key, purpose, seeds, now, events)
+        // A node that knows its neighbourhood puts a record there while it confirms it (a store
+        // takes one round trip, not two); elsewhere the lookup finds the holders first.
+        let early = matches!(purpose, Purpose::Store { .. } | Purpose::Provide { .. })
+            && self.routing.knows_all_near(point(&target), want);
+        self.queries.start(key, purpose, seeds, early, now, events)
     }
 
     /// `peer` serves kad: it joins the routing table if there is room (and it is neither blocked

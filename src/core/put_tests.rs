@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use dht_behaviours::kad_wire::{KadRequest, KadResponse, MessageKind};
+use dht_behaviours::kad_wire::{KadRequest, KadResponse, MessageKind, WirePeer};
 use libp2p::PeerId;
-use libp2p::kad::Record;
+use libp2p::kad::{KBucketKey, Record};
 
 use super::throttle_tests::core_with_peers;
 use super::*;
@@ -140,4 +140,187 @@ fn a_liar_is_replaced_and_a_refusal_is_no_lie() {
     );
     // The liar acknowledged a copy it does not serve; the refuser promised nothing.
     assert_eq!(stats.unkept, 1, "one lie: the liar's");
+}
+
+/// The first `n` of `peers` by distance to `key`.
+fn nearest(peers: &[PeerId], key: &[u8], n: usize) -> Vec<PeerId> {
+    let target = KBucketKey::new(key.to_vec());
+    let mut sorted = peers.to_vec();
+    sorted.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
+    sorted.truncate(n);
+    sorted
+}
+
+/// The peers `actions` send a PUT_VALUE to, and whether any FIND_NODE goes out beside them.
+fn puts_and_lookup(actions: &[Action]) -> (Vec<PeerId>, bool) {
+    let mut puts = Vec::new();
+    let mut lookup = false;
+    for a in actions {
+        if let Action::Send(o) = a {
+            match o.request {
+                KadRequest::PutValue { .. } => puts.push(o.peer),
+                KadRequest::FindNode { .. } => lookup = true,
+                _ => {}
+            }
+        }
+    }
+    (puts, lookup)
+}
+
+/// Answers every request among `actions` as an honest peer that knows `closer` (named in
+/// FIND_NODE answers) and serves `record` back; returns what the core did next.
+fn answer_honestly(
+    core: &mut Core,
+    actions: &[Action],
+    record: &Record,
+    closer: &[WirePeer],
+    now: Instant,
+) -> Vec<Action> {
+    let mut next = Vec::new();
+    for a in actions {
+        let Action::Send(o) = a else { continue };
+        let mut response = match o.request {
+            KadRequest::FindNode { .. } => KadResponse::to(MessageKind::FindNode),
+            _ => KadResponse::to(MessageKind::PutValue),
+        };
+        response.closer = closer
+            .iter()
+            .filter(|w| w.peer != o.peer)
+            .cloned()
+            .collect();
+        next.extend(core.handle(Input::Response { id: o.id, response }, now));
+        if let Some(then) = &o.then {
+            let mut served = KadResponse::to(MessageKind::GetValue);
+            served.record = Some(record.clone());
+            let input = Input::Response {
+                id: then.id,
+                response: served,
+            };
+            next.extend(core.handle(input, now));
+        }
+    }
+    next
+}
+
+fn stored(actions: &[Action]) -> Option<Vec<PeerId>> {
+    actions.iter().find_map(|a| match a {
+        Action::Reply {
+            result: Ok(OpOk::Stored { kept }),
+            ..
+        } => Some(kept.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_node_that_knows_its_neighbourhood_puts_beside_its_lookup() {
+    let now = Instant::now();
+    // k = 3 and 6 peers: no bucket is anywhere near full, so the table knows every peer.
+    let (mut core, peers) = core_with_peers(6, now);
+    let (key, value) = (b"/v/early".to_vec(), b"value".to_vec());
+    let record = Record::new(key.clone(), value.clone());
+    let first = core.handle(
+        Input::Store {
+            op: 1,
+            key: key.clone(),
+            value,
+        },
+        now,
+    );
+    let (puts, lookup) = puts_and_lookup(&first);
+    assert!(lookup, "the lookup still runs, to confirm the targets");
+    assert_eq!(
+        puts,
+        nearest(&peers, &key, 3),
+        "the k closest known get the record in the first round, beside the lookup"
+    );
+    // One round trip: the answers to the first round end the store.
+    let next = answer_honestly(&mut core, &first, &record, &[], now);
+    let kept = stored(&next).expect("the store ended with the first round's answers");
+    assert_eq!(
+        kept.iter().copied().collect::<HashSet<_>>(),
+        puts.iter().copied().collect::<HashSet<_>>()
+    );
+}
+
+#[test]
+fn a_closer_peer_the_lookup_finds_gets_the_record_and_every_copy_served_counts() {
+    let now = Instant::now();
+    let (mut core, peers) = core_with_peers(6, now);
+    let (key, value) = (b"/v/early-miss".to_vec(), b"value".to_vec());
+    let record = Record::new(key.clone(), value.clone());
+    // A peer the table does not know, closer to the key than any it does.
+    let target = KBucketKey::new(key.clone());
+    let best = nearest(&peers, &key, 1)[0];
+    let newcomer = (1000..)
+        .map(|s| PeerId::from(crate::identity::from_seed(s).public()))
+        .find(|p| target.distance(&KBucketKey::from(*p)) < target.distance(&KBucketKey::from(best)))
+        .expect("some seed is closer");
+    let named = vec![WirePeer {
+        peer: newcomer,
+        addrs: vec!["/ip4/127.0.0.1/tcp/5999".parse().expect("addr")],
+    }];
+    let first = core.handle(
+        Input::Store {
+            op: 1,
+            key: key.clone(),
+            value,
+        },
+        now,
+    );
+    let (early, _) = puts_and_lookup(&first);
+    assert_eq!(early, nearest(&peers, &key, 3));
+    assert!(!early.contains(&newcomer));
+    let mut actions = answer_honestly(&mut core, &first, &record, &named, now);
+    let mut later = Vec::new();
+    let kept = loop {
+        if let Some(kept) = stored(&actions) {
+            break kept;
+        }
+        assert!(!actions.is_empty(), "the store stalled");
+        later.extend(puts_and_lookup(&actions).0);
+        actions = answer_honestly(&mut core, &actions, &record, &named, now);
+    };
+    assert_eq!(
+        later,
+        vec![newcomer],
+        "the closer peer found gets the record, once"
+    );
+    // The early target pushed past the k closest served its copy: a copy, counted.
+    let all: HashSet<PeerId> = early.iter().chain(&later).copied().collect();
+    assert_eq!(kept.iter().copied().collect::<HashSet<_>>(), all);
+}
+
+#[test]
+fn a_node_whose_neighbourhood_bucket_is_full_looks_up_before_it_puts() {
+    let now = Instant::now();
+    // Enough peers that the farthest buckets fill: a key that falls there is past what the
+    // table can vouch for.
+    let mut core = Core::fresh(test_config(3), now);
+    for seed in 0..120 {
+        let peer = PeerId::from(crate::identity::from_seed(seed).public());
+        let addrs = vec![
+            format!("/ip4/127.0.0.1/tcp/{}", 4001 + seed)
+                .parse()
+                .expect("addr"),
+        ];
+        core.handle(Input::PeerSeen { peer, addrs }, now);
+    }
+    let key = (0..)
+        .map(|i| format!("/v/full-{i}").into_bytes())
+        .find(|k| {
+            let t = super::routing::point(&KBucketKey::new(k.clone()));
+            !core.routing().knows_all_near(t, 3)
+        })
+        .expect("a key in a full bucket");
+    let first = core.handle(
+        Input::Store {
+            op: 1,
+            key,
+            value: b"v".to_vec(),
+        },
+        now,
+    );
+    let (puts, lookup) = puts_and_lookup(&first);
+    assert!(lookup && puts.is_empty(), "the lookup goes first: {puts:?}");
 }

@@ -7,7 +7,10 @@
 //! serves it counts as a copy: an acknowledgement costs a liar nothing, so it proves nothing. A
 //! peer that acknowledged and then answers without the record is reported ([`QueryEvent::Unkept`]);
 //! it, and any target that refuses, fails or does not serve, is replaced by the next closest live
-//! candidate, so the store goes on until k peers keep the record or the candidates run out.
+//! candidate, so the store goes on until k peers keep the record or the candidates run out. A
+//! node whose table knows every peer near the key (no bucket on the way is full) puts to the k
+//! closest it knows at once, beside the lookup, and the lookup's end only adds the closer peers
+//! it found: one round trip where the neighbourhood is known, two elsewhere.
 
 mod gather;
 mod put;
@@ -101,11 +104,14 @@ impl Queries {
     }
 
     /// Starts a query for `key` from `seeds` (the closest peers known, with their addresses).
+    /// `early`: the seeds hold the k closest peers as far as this node can tell, so a store or a
+    /// provide puts to them at once, beside its lookup ([`Queries::start_early_puts`]).
     pub fn start(
         &mut self,
         key: Vec<u8>,
         purpose: Purpose,
         seeds: Vec<(PeerId, Vec<Multiaddr>)>,
+        early: bool,
         now: Instant,
         out: &mut Vec<QueryEvent>,
     ) -> QueryId {
@@ -145,6 +151,9 @@ impl Queries {
             deepened: false,
         };
         self.queries.insert(id, query);
+        if early {
+            self.start_early_puts(id, now, out);
+        }
         self.drive(id, now, out);
         id
     }
@@ -154,7 +163,7 @@ impl Queries {
         let Some(q) = self.queries.get_mut(&id) else {
             return;
         };
-        if q.put.is_some() {
+        if q.put.as_ref().is_some_and(|p| !p.lookup_open()) {
             return;
         }
         let request = lookup_request(q);

@@ -313,6 +313,27 @@ impl RoutingTable {
         out
     }
 
+    /// Whether the table knows at least `n` peers near `t` and, as far as it can tell, every peer
+    /// nearer than its `n`-th: each bucket [`RoutingTable::closest_to`] walks to find them has
+    /// room to spare. A full bucket may have turned peers away; one with room took every peer
+    /// it heard of in its range (a node hears of its neighbourhood's peers first, by its own
+    /// lookups and theirs). Stale entries aside, the `n` closest known are then the `n` closest.
+    pub fn knows_all_near(&self, t: Point, n: usize) -> bool {
+        let from_local = distance(t, self.local);
+        let mut seen = 0;
+        for i in bucket_order(from_local, self.buckets.len()) {
+            if seen >= n {
+                break;
+            }
+            let len = self.buckets[i].len();
+            if len >= self.k {
+                return false;
+            }
+            seen += len;
+        }
+        seen >= n
+    }
+
     /// Whether `peer` and this node are both among the `n` closest to `target` that this node
     /// knows (itself counted): a fellow holder of a key with replication factor `n`.
     pub fn both_among_closest<T>(&self, target: &KBucketKey<T>, peer: &PeerId, n: usize) -> bool {

@@ -34,6 +34,21 @@ pub(super) struct PutPhase {
     spare: VecDeque<Candidate>,
     /// A target served a valid record better than ours.
     superseded: bool,
+    /// Started early, beside a lookup still running: targets that miss are not replaced yet and
+    /// the phase does not end; the lookup's end settles who the k closest are.
+    open: bool,
+    /// Targets settled without a copy while the lookup ran.
+    missed: Vec<PeerId>,
+    /// Targets put to early that the lookup found beyond the k closest: awaited and counted if
+    /// they serve the copy, not replaced if they miss.
+    beyond: Vec<PeerId>,
+}
+
+impl PutPhase {
+    /// Whether the lookup beside it still runs.
+    pub(super) fn lookup_open(&self) -> bool {
+        self.open
+    }
 }
 
 /// One target's two answers, as they come.
@@ -71,7 +86,7 @@ enum PutStep {
     /// It served it back: a copy.
     Kept(PeerId),
     /// It answered without it, or the put or the check failed: try the next candidate.
-    Missed,
+    Missed(PeerId),
     /// It holds a valid record better than ours (a signed name's newer version): ours would be
     /// refused by every holder of that one, and must not spread beyond them.
     Superseded,
@@ -98,8 +113,30 @@ fn requests(purpose: &Purpose, key: &[u8]) -> Option<(KadRequest, KadRequest)> {
 }
 
 impl Queries {
-    /// The lookup of store or provide `id` ended: the put phase starts on the k closest.
+    /// Store or provide `id` starts with the k closest peers this node knows as its targets
+    /// (its table holds all of them, as far as it can tell): each gets its pair now, while the
+    /// lookup confirms them. go-libp2p-kad-dht's "optimistic provide" makes the same bet on an
+    /// estimate of the network's size; ours rests on the table's buckets having room.
+    pub(super) fn start_early_puts(
+        &mut self,
+        id: QueryId,
+        now: Instant,
+        out: &mut Vec<QueryEvent>,
+    ) {
+        self.begin_puts(id, true, now, out);
+    }
+
+    /// The lookup of store or provide `id` ended: the put phase starts on the k closest, or the
+    /// one started early is settled against them.
     pub(super) fn start_puts(&mut self, id: QueryId, now: Instant, out: &mut Vec<QueryEvent>) {
+        let early = self.queries.get(&id).and_then(|q| q.put.as_ref());
+        if early.is_some_and(|p| p.open) {
+            return self.close_early_puts(id, now, out);
+        }
+        self.begin_puts(id, false, now, out);
+    }
+
+    fn begin_puts(&mut self, id: QueryId, open: bool, now: Instant, out: &mut Vec<QueryEvent>) {
         let Some(q) = self.queries.get_mut(&id) else {
             return;
         };
@@ -109,6 +146,12 @@ impl Queries {
         let k = q.lookup.k();
         let live = q.lookup.closest(CANDIDATES_PER_K * k);
         let targets = targets(&self.local, self.config.serving, &q.key, &live, k);
+        if targets.is_empty() {
+            if !open {
+                self.done(id, Outcome::Stored { kept: Vec::new() }, now, out);
+            }
+            return;
+        }
         let mut spare = VecDeque::new();
         let mut chosen = Vec::new();
         for c in live {
@@ -124,11 +167,10 @@ impl Queries {
             targets: chosen.iter().map(|c| (c.peer, Target::default())).collect(),
             spare,
             superseded: false,
+            open,
+            missed: Vec::new(),
+            beyond: Vec::new(),
         });
-        if chosen.is_empty() {
-            self.done(id, Outcome::Stored { kept: Vec::new() }, now, out);
-            return;
-        }
         for c in chosen {
             let pair = (put.clone(), Sent::Put(id));
             let check = (check.clone(), Sent::Verify(id));
@@ -136,6 +178,70 @@ impl Queries {
                 out.push(QueryEvent::Send(o));
             }
         }
+    }
+
+    /// The lookup beside an early put phase ended: the k closest it found that were not asked yet
+    /// get their pair now, and those that missed are replaced from the spare candidates. Every
+    /// target already asked is still awaited and counts if it serves the copy, also one the
+    /// lookup found beyond the k closest: the count stays the number of copies served back.
+    fn close_early_puts(&mut self, id: QueryId, now: Instant, out: &mut Vec<QueryEvent>) {
+        let Some(q) = self.queries.get_mut(&id) else {
+            return;
+        };
+        let Some((put, check)) = requests(&q.purpose, &q.key) else {
+            return;
+        };
+        let Some(early) = q.put.take() else {
+            return;
+        };
+        let k = q.lookup.k();
+        let live = q.lookup.closest(CANDIDATES_PER_K * k);
+        let chosen = targets(&self.local, self.config.serving, &q.key, &live, k);
+        let (kept, mut targets) = (early.kept, early.targets);
+        let (mut fresh, mut spare, mut replace) = (Vec::new(), VecDeque::new(), 0);
+        for c in live {
+            let tried = kept.contains(&c.peer)
+                || early.missed.contains(&c.peer)
+                || targets.contains_key(&c.peer);
+            if !chosen.contains(&c.peer) {
+                if !tried {
+                    spare.push_back(c);
+                }
+            } else if early.missed.contains(&c.peer) {
+                replace += 1;
+            } else if !tried {
+                fresh.push(c);
+            }
+        }
+        if early.superseded {
+            // Ours must not spread past the holders of the better version.
+            (fresh, spare, replace) = (Vec::new(), VecDeque::new(), 0);
+        }
+        let beyond = targets
+            .keys()
+            .filter(|p| !chosen.contains(p))
+            .copied()
+            .collect();
+        fresh.extend(std::iter::from_fn(|| spare.pop_front()).take(replace));
+        targets.extend(fresh.iter().map(|c| (c.peer, Target::default())));
+        q.put = Some(PutPhase {
+            pending: targets.len(),
+            kept,
+            targets,
+            spare,
+            superseded: early.superseded,
+            open: false,
+            missed: Vec::new(),
+            beyond,
+        });
+        for c in fresh {
+            let pair = (put.clone(), Sent::Put(id));
+            let check = (check.clone(), Sent::Verify(id));
+            if let Some(o) = self.outbox.send_pair(c.peer, c.addrs, pair, check, now) {
+                out.push(QueryEvent::Send(o));
+            }
+        }
+        self.put_finished(id, now, out);
     }
 
     /// Sends a PUT_VALUE that belongs to no query (a hand-off, a cached copy, a correction).
@@ -254,7 +360,7 @@ impl Queries {
             return;
         };
         let step = match (answer, seen) {
-            (_, Seen::Failed) | (PutAnswer::TimedOut, _) => PutStep::Missed,
+            (_, Seen::Failed) | (PutAnswer::TimedOut, _) => PutStep::Missed(peer),
             (_, Seen::Ours) => PutStep::Kept(peer),
             (_, Seen::Better(record)) => {
                 // This node takes the better version too, rather than serve and republish the
@@ -266,10 +372,10 @@ impl Queries {
                 });
                 PutStep::Superseded
             }
-            (_, Seen::Other) | (PutAnswer::Refused, Seen::Nothing) => PutStep::Missed,
+            (_, Seen::Other) | (PutAnswer::Refused, Seen::Nothing) => PutStep::Missed(peer),
             (PutAnswer::Taken, Seen::Nothing) => {
                 out.push(QueryEvent::Unkept { peer });
-                PutStep::Missed
+                PutStep::Missed(peer)
             }
         };
         self.put_done(id, step, now, out);
@@ -299,7 +405,16 @@ impl Queries {
                 put.spare.clear();
                 return self.put_finished(id, now, out);
             }
-            PutStep::Missed => {
+            PutStep::Missed(peer) if put.open => {
+                put.pending = put.pending.saturating_sub(1);
+                put.missed.push(peer);
+                return;
+            }
+            PutStep::Missed(peer) if put.beyond.contains(&peer) => {
+                put.pending = put.pending.saturating_sub(1);
+                return self.put_finished(id, now, out);
+            }
+            PutStep::Missed(_) => {
                 let Some(next) = put.spare.pop_front() else {
                     put.pending = put.pending.saturating_sub(1);
                     return self.put_finished(id, now, out);
@@ -323,7 +438,7 @@ impl Queries {
         let Some(put) = self.queries.get_mut(&id).and_then(|q| q.put.as_mut()) else {
             return;
         };
-        if put.pending == 0 {
+        if put.pending == 0 && !put.open {
             let outcome = if put.kept.is_empty() && put.superseded {
                 Outcome::Superseded
             } else {
