@@ -142,12 +142,15 @@ fn a_liar_is_replaced_and_a_refusal_is_no_lie() {
     assert_eq!(stats.unkept, 1, "one lie: the liar's");
 }
 
-/// The first `n` of `peers` by distance to `key`.
-fn nearest(peers: &[PeerId], key: &[u8], n: usize) -> Vec<PeerId> {
+/// The peers among the first `n` of `peers` and `core`'s own id by distance to `key` (a serving
+/// node keeps its own copy and puts to the others).
+fn nearest(core: &Core, peers: &[PeerId], key: &[u8], n: usize) -> Vec<PeerId> {
     let target = KBucketKey::new(key.to_vec());
     let mut sorted = peers.to_vec();
+    sorted.push(*core.local());
     sorted.sort_by_key(|p| target.distance(&KBucketKey::from(*p)));
     sorted.truncate(n);
+    sorted.retain(|p| p != core.local());
     sorted
 }
 
@@ -231,7 +234,7 @@ fn a_node_that_knows_its_neighbourhood_puts_beside_its_lookup() {
     assert!(lookup, "the lookup still runs, to confirm the targets");
     assert_eq!(
         puts,
-        nearest(&peers, &key, 3),
+        nearest(&core, &peers, &key, 3),
         "the k closest known get the record in the first round, beside the lookup"
     );
     // One round trip: the answers to the first round end the store.
@@ -251,7 +254,10 @@ fn a_closer_peer_the_lookup_finds_gets_the_record_and_every_copy_served_counts()
     let record = Record::new(key.clone(), value.clone());
     // A peer the table does not know, closer to the key than any it does.
     let target = KBucketKey::new(key.clone());
-    let best = nearest(&peers, &key, 1)[0];
+    let best = *peers
+        .iter()
+        .min_by_key(|p| target.distance(&KBucketKey::from(**p)))
+        .expect("peers");
     let newcomer = (1000..)
         .map(|s| PeerId::from(crate::identity::from_seed(s).public()))
         .find(|p| target.distance(&KBucketKey::from(*p)) < target.distance(&KBucketKey::from(best)))
@@ -269,7 +275,7 @@ fn a_closer_peer_the_lookup_finds_gets_the_record_and_every_copy_served_counts()
         now,
     );
     let (early, _) = puts_and_lookup(&first);
-    assert_eq!(early, nearest(&peers, &key, 3));
+    assert_eq!(early, nearest(&core, &peers, &key, 3));
     assert!(!early.contains(&newcomer));
     let mut actions = answer_honestly(&mut core, &first, &record, &named, now);
     let mut later = Vec::new();
