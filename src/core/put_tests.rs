@@ -154,14 +154,17 @@ fn nearest(core: &Core, peers: &[PeerId], key: &[u8], n: usize) -> Vec<PeerId> {
     sorted
 }
 
-/// The peers `actions` send a PUT_VALUE to, and whether any FIND_NODE goes out beside them.
+/// The peers `actions` send a store's PUT_VALUE to, and whether any FIND_NODE goes out beside
+/// them.
 fn puts_and_lookup(actions: &[Action]) -> (Vec<PeerId>, bool) {
     let mut puts = Vec::new();
     let mut lookup = false;
     for a in actions {
         if let Action::Send(o) = a {
             match o.request {
-                KadRequest::PutValue { .. } => puts.push(o.peer),
+                // A store's PUT carries its check; one without is a hand-off of a record this
+                // node holds to a newcomer closer to it, not part of the store.
+                KadRequest::PutValue { .. } if o.then.is_some() => puts.push(o.peer),
                 KadRequest::FindNode { .. } => lookup = true,
                 _ => {}
             }
