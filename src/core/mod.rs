@@ -63,7 +63,7 @@ use peers::Standing;
 pub use peers::offence_for;
 use queries::{Outcome, Purpose, Queries, QueryConfig, QueryEvent};
 pub use records::{Admitted, Records, Refusal, Source};
-use routing::{Inserted, RoutingTable, point};
+use routing::{Inserted, RoutingTable};
 
 /// Content keys remembered to tell repeated fetches (demand) from first ones.
 pub const DEMAND_TRACKED_KEYS: usize = 4096;
@@ -561,10 +561,40 @@ impl Core {
         }
     }
 
+    /// Starts a query in the background (maintenance, republishing): its lookup goes first.
     fn start(
         &mut self,
         key: Vec<u8>,
         purpose: Purpose,
+        now: Instant,
+        events: &mut Vec<QueryEvent>,
+    ) -> QueryId {
+        self.start_query(key, purpose, false, now, events)
+    }
+
+    /// Starts a query a handle waits for. A store or a provide by a node of a small network
+    /// (its table knows k peers and no bucket is full: it kept every peer it heard of) puts to
+    /// the k closest it knows while its lookup confirms them: one round trip, not two.
+    /// Background stores do not: they gain no time anyone waits for, and a guess the lookup
+    /// corrects costs messages.
+    fn start_awaited(
+        &mut self,
+        key: Vec<u8>,
+        purpose: Purpose,
+        now: Instant,
+        events: &mut Vec<QueryEvent>,
+    ) -> QueryId {
+        let early = matches!(purpose, Purpose::Store { .. } | Purpose::Provide { .. })
+            && self.routing.len() >= self.config.k
+            && self.routing.is_unsaturated();
+        self.start_query(key, purpose, early, now, events)
+    }
+
+    fn start_query(
+        &mut self,
+        key: Vec<u8>,
+        purpose: Purpose,
+        early: bool,
         now: Instant,
         events: &mut Vec<QueryEvent>,
     ) -> QueryId {
@@ -586,10 +616,6 @@ impl Core {
         {
             seeds.retain(|(p, _)| !self.throttled.is_backed_off(p, now));
         }
-        // A node that knows its neighbourhood puts a record there while it confirms it (a store
-        // takes one round trip, not two); elsewhere the lookup finds the holders first.
-        let early = matches!(purpose, Purpose::Store { .. } | Purpose::Provide { .. })
-            && self.routing.knows_all_near(point(&target), want);
         self.queries.start(key, purpose, seeds, early, now, events)
     }
 

@@ -35,7 +35,7 @@ impl Core {
         }
         record.publisher = Some(self.local);
         record.expires = Some(now + self.config.timing.record_ttl);
-        let id = self.start(key, Purpose::Store { record }, now, events);
+        let id = self.start_awaited(key, Purpose::Store { record }, now, events);
         self.ops.insert(id, op);
     }
 

@@ -75,7 +75,7 @@ impl Core {
             out.push(reply(op, Err(OpError::NoPeers)));
             return;
         }
-        let id = self.start(key, self.provide_purpose(), now, events);
+        let id = self.start_awaited(key, self.provide_purpose(), now, events);
         self.ops.insert(id, op);
     }
 
