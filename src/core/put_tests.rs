@@ -219,7 +219,7 @@ fn stored(actions: &[Action]) -> Option<Vec<PeerId>> {
 }
 
 #[test]
-fn a_node_that_knows_its_neighbourhood_puts_beside_its_lookup() {
+fn a_node_of_a_small_network_puts_beside_its_lookup() {
     let now = Instant::now();
     // k = 3 and 6 peers: no bucket is anywhere near full, so the table knows every peer.
     let (mut core, peers) = core_with_peers(6, now);

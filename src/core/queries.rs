@@ -7,10 +7,10 @@
 //! serves it counts as a copy: an acknowledgement costs a liar nothing, so it proves nothing. A
 //! peer that acknowledged and then answers without the record is reported ([`QueryEvent::Unkept`]);
 //! it, and any target that refuses, fails or does not serve, is replaced by the next closest live
-//! candidate, so the store goes on until k peers keep the record or the candidates run out. A
-//! node whose table knows every peer near the key (no bucket on the way is full) puts to the k
-//! closest it knows at once, beside the lookup, and the lookup's end only adds the closer peers
-//! it found: one round trip where the neighbourhood is known, two elsewhere.
+//! candidate, so the store goes on until k peers keep the record or the candidates run out. In a
+//! small network (no bucket full) a store a handle waits for puts to the k closest known at once,
+//! beside the lookup, and the lookup's end only adds the closer peers it found: one round trip
+//! there, two elsewhere.
 
 mod gather;
 mod put;
