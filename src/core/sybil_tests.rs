@@ -24,17 +24,22 @@ fn config() -> CoreConfig {
 
 /// `HONEST` nodes, then `SYBILS` hollow ones joining through random honest nodes, settled.
 fn besieged(seed: u64) -> Sim {
+    besieged_by(seed, HONEST, SYBILS)
+}
+
+/// `honest` nodes, then `sybils` hollow ones joining through random honest nodes, settled.
+fn besieged_by(seed: u64, honest: usize, sybils: usize) -> Sim {
     let mut sim = Sim::new(config(), NetConfig::default(), seed);
     sim.add_node();
-    for i in 1..HONEST {
+    for i in 1..honest {
         sim.add_node();
         sim.join(i, 0);
         sim.run_for(Duration::from_millis(200));
     }
-    for _ in 0..SYBILS {
+    for _ in 0..sybils {
         let i = sim.add_node();
         sim.make_hollow(i);
-        let via = sim.rng().gen_range(0..HONEST);
+        let via = sim.rng().gen_range(0..honest);
         sim.join(i, via);
         sim.run_for(Duration::from_millis(50));
     }
@@ -48,9 +53,14 @@ fn sybil_ids(sim: &Sim) -> HashSet<PeerId> {
 
 /// The honest nodes other than `publisher` that hold a live copy of `key`.
 fn honest_holders(sim: &Sim, key: &[u8], publisher: usize) -> HashSet<PeerId> {
+    honest_holders_of(sim, HONEST, key, publisher)
+}
+
+/// [`honest_holders`] among the first `honest` nodes.
+fn honest_holders_of(sim: &Sim, honest: usize, key: &[u8], publisher: usize) -> HashSet<PeerId> {
     let now = sim.now_instant();
     let key = RecordKey::new(&key);
-    (0..HONEST)
+    (0..honest)
         .filter(|&i| i != publisher && sim.nodes[i].core.records().get(&key, now).is_some())
         .map(|i| sim.peer(i))
         .collect()
@@ -98,6 +108,45 @@ fn a_store_counts_only_copies_served_back_and_blocks_peers_that_claim_copies_the
         0,
         "every Sybil that claimed a copy was blocked and left the table ({} unkept)",
         stats.unkept
+    );
+}
+
+#[test]
+fn in_a_small_network_stores_put_early_and_still_count_only_copies_served_back() {
+    // 6 honest nodes and 8 Sybils: no bucket fills, so every store puts beside its lookup
+    // (the rule of `Core::start_awaited`), to Sybils among the rest.
+    let (honest, sybils) = (6, 8);
+    let mut sim = besieged_by(43, honest, sybils);
+    let table = sim.nodes[0].core.routing();
+    assert!(
+        table.is_unsaturated() && table.len() >= K,
+        "the publisher must put early for the test to mean anything"
+    );
+    let sybil_ids: HashSet<PeerId> = (honest..honest + sybils).map(|i| sim.peer(i)).collect();
+    let timeout = sim.query_timeout() * 3;
+    for v in 0..20u32 {
+        let value = format!("value {v} put early among Sybils").into_bytes();
+        let key = content_key(&value).to_vec();
+        let op = sim.store(0, key.clone(), value);
+        let (result, _) = sim.wait(op, timeout).expect("the store ended").clone();
+        let Ok(OpOk::Stored { kept }) = result else {
+            panic!("store {v}: {result:?}");
+        };
+        let kept: HashSet<PeerId> = kept.into_iter().collect();
+        assert!(
+            kept.is_disjoint(&sybil_ids),
+            "store {v}: a Sybil was counted"
+        );
+        assert_eq!(
+            kept,
+            honest_holders_of(&sim, honest, &key, 0),
+            "store {v}: the peers counted are those that hold a copy"
+        );
+        assert!(!kept.is_empty(), "store {v}: no honest copy at all");
+    }
+    assert!(
+        sim.nodes[0].core.stats().unkept > 0,
+        "the Sybils' empty answers were noticed"
     );
 }
 
