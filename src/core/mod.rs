@@ -572,25 +572,7 @@ impl Core {
         self.start_query(key, purpose, false, now, events)
     }
 
-    /// Starts a query a handle waits for. A store or a provide by a node of a small network
-    /// (its table knows k peers and no bucket is full: it kept every peer it heard of) puts to
-    /// the k closest it knows while its lookup confirms them: one round trip, not two.
-    /// Background stores do not: they gain no time anyone waits for, and a guess the lookup
-    /// corrects costs messages.
-    fn start_awaited(
-        &mut self,
-        key: Vec<u8>,
-        purpose: Purpose,
-        now: Instant,
-        events: &mut Vec<QueryEvent>,
-    ) -> QueryId {
-        let early = matches!(purpose, Purpose::Store { .. } | Purpose::Provide { .. })
-            && self.routing.len() >= self.config.k
-            && self.routing.is_unsaturated();
-        self.start_query(key, purpose, early, now, events)
-    }
-
-    fn start_query(
+    pub(super) fn start_query(
         &mut self,
         key: Vec<u8>,
         purpose: Purpose,

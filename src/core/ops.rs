@@ -11,11 +11,30 @@ use libp2p::kad::{Record, RecordKey};
 use libp2p::{Multiaddr, PeerId};
 
 use super::events::{Action, OpError, OpId, OpOk};
+use super::outbox::QueryId;
 use super::queries::{Purpose, QueryEvent, RESOLVE_QUORUM};
 use super::records::Source;
 use super::{Core, DEMAND_TRACKED_KEYS, reply};
 
 impl Core {
+    /// Starts a query a handle waits for. A store or a provide by a node of a small network
+    /// (its table knows k peers and no bucket is full: it kept every peer it heard of) puts to
+    /// the k closest it knows while its lookup confirms them: one round trip, not two.
+    /// Background stores do not: they gain no time anyone waits for, and a guess the lookup
+    /// corrects costs messages.
+    pub(super) fn start_awaited(
+        &mut self,
+        key: Vec<u8>,
+        purpose: Purpose,
+        now: Instant,
+        events: &mut Vec<QueryEvent>,
+    ) -> QueryId {
+        let early = matches!(purpose, Purpose::Store { .. } | Purpose::Provide { .. })
+            && self.routing.len() >= self.config.k
+            && self.routing.is_unsaturated();
+        self.start_query(key, purpose, early, now, events)
+    }
+
     pub(super) fn store(
         &mut self,
         op: OpId,
