@@ -4,13 +4,13 @@
 //! randomness are the core's, so the simulator runs broadcast as the node does.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use dht_behaviours::broadcast::{BroadcastMessage, FULL_HEIGHT, NONCE_LEN};
 use libp2p::PeerId;
 use rand::Rng;
 
 use super::broadcaster::{BroadcastRefusal, Bucket, Handoff, HandoffId};
+use super::context::Cx;
 use super::events::{Action, InboundId, OpError, OpId, OpOk};
 use super::reputation::Offence;
 use super::{Core, reply};
@@ -22,24 +22,18 @@ impl Core {
     }
 
     /// Broadcasts `payload` from this node; the reply says how many hand-offs went out.
-    pub(super) fn broadcast(
-        &mut self,
-        op: OpId,
-        payload: Vec<u8>,
-        now: Instant,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn broadcast(&mut self, op: OpId, payload: Vec<u8>, cx: &mut Cx) {
         let nonce: [u8; NONCE_LEN] = self.rng.r#gen();
-        let unix_ms = self.clock.unix_ms_at(now);
+        let unix_ms = self.clock.unix_ms_at(cx.now);
         match self
             .broadcaster
-            .originate(&self.identity, payload, nonce, unix_ms, now)
+            .originate(&self.identity, payload, nonce, unix_ms, cx.now)
         {
             Ok(message) => {
-                let sent = self.spread(&message, 0, FULL_HEIGHT, out);
-                out.push(reply(op, Ok(OpOk::Broadcast { sent })));
+                let sent = self.spread(&message, 0, FULL_HEIGHT, cx);
+                cx.out.push(reply(op, Ok(OpOk::Broadcast { sent })));
             }
-            Err(refusal) => out.push(reply(
+            Err(refusal) => cx.out.push(reply(
                 op,
                 Err(OpError::BroadcastRefused(refusal.to_string())),
             )),
@@ -52,38 +46,37 @@ impl Core {
         peer: PeerId,
         id: InboundId,
         message: BroadcastMessage,
-        now: Instant,
-        out: &mut Vec<Action>,
+        cx: &mut Cx,
     ) {
         if self.is_blocked(&peer) {
-            out.push(Action::AnswerBroadcast { id, ack: None });
+            cx.out.push(Action::AnswerBroadcast { id, ack: None });
             return;
         }
-        let unix_ms = self.clock.unix_ms_at(now);
-        let receipt = self.broadcaster.receive(&peer, &message, now, unix_ms);
+        let unix_ms = self.clock.unix_ms_at(cx.now);
+        let receipt = self.broadcaster.receive(&peer, &message, cx.now, unix_ms);
         match &receipt.refusal {
             // An honest node forwards only what it verified: a forged message is the
             // forwarder's doing.
             Some(BroadcastRefusal::Forged(_)) => {
                 self.stats.broadcasts_refused += 1;
-                self.offend(peer, Offence::ForgedBroadcast, now, out);
+                self.offend(peer, Offence::ForgedBroadcast, cx);
             }
             Some(_) => self.stats.broadcasts_refused += 1,
             None => {}
         }
-        out.push(Action::AnswerBroadcast {
+        cx.out.push(Action::AnswerBroadcast {
             id,
             ack: Some(receipt.ack),
         });
         if receipt.deliver {
             self.stats.broadcasts_delivered += 1;
-            out.push(Action::Deliver {
+            cx.out.push(Action::Deliver {
                 origin: message.origin,
                 payload: Arc::clone(&message.payload),
             });
         }
         if let Some((from, to)) = receipt.forward {
-            self.spread(&message, from, to, out);
+            self.spread(&message, from, to, cx);
         }
     }
 
@@ -93,21 +86,15 @@ impl Core {
     }
 
     /// A hand-off failed: another peer of its bucket, if one is left to try.
-    pub(super) fn broadcast_failed(&mut self, id: HandoffId, out: &mut Vec<Action>) {
+    pub(super) fn broadcast_failed(&mut self, id: HandoffId, cx: &mut Cx) {
         let buckets = self.buckets();
         if let Some((peer, handoff)) = self.broadcaster.failed(&id, &buckets, &mut self.rng) {
-            self.send_handoff(peer, handoff, out);
+            self.send_handoff(peer, handoff, cx);
         }
     }
 
     /// Hands `message` to peers of our buckets `from..to`; how many hand-offs went out.
-    fn spread(
-        &mut self,
-        message: &BroadcastMessage,
-        from: u16,
-        to: u16,
-        out: &mut Vec<Action>,
-    ) -> usize {
+    fn spread(&mut self, message: &BroadcastMessage, from: u16, to: u16, cx: &mut Cx) -> usize {
         let buckets = self.buckets();
         let plan = self
             .broadcaster
@@ -118,12 +105,12 @@ impl Core {
                 message,
                 tried: vec![peer],
             };
-            self.send_handoff(peer, handoff, out);
+            self.send_handoff(peer, handoff, cx);
         }
         sent
     }
 
-    fn send_handoff(&mut self, peer: PeerId, handoff: Handoff, out: &mut Vec<Action>) {
+    fn send_handoff(&mut self, peer: PeerId, handoff: Handoff, cx: &mut Cx) {
         let id = self.next_handoff;
         self.next_handoff += 1;
         let message = handoff.message.clone();
@@ -133,7 +120,7 @@ impl Core {
             .get(&peer)
             .map(|e| e.addrs.clone())
             .unwrap_or_default();
-        out.push(Action::Broadcast {
+        cx.out.push(Action::Broadcast {
             id,
             peer,
             addrs,

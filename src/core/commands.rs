@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use dht_behaviours::command::CommandReply;
 use libp2p::{Multiaddr, PeerId};
 
+use super::context::Cx;
 use super::events::{Action, InboundId, OpError, OpId, OpOk};
 use super::{Core, reply};
 
@@ -60,66 +61,44 @@ impl Core {
     }
 
     /// Sends `payload` to `peer`'s handler, after the commands queued before it.
-    pub(super) fn command(
-        &mut self,
-        op: OpId,
-        peer: PeerId,
-        payload: Vec<u8>,
-        now: Instant,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn command(&mut self, op: OpId, peer: PeerId, payload: Vec<u8>, cx: &mut Cx) {
         let queue = self.commands.queued.entry(peer).or_default();
         if queue.len() >= MAX_QUEUED_COMMANDS_PER_PEER {
             let reason =
                 format!("{MAX_QUEUED_COMMANDS_PER_PEER} commands already wait for this peer");
-            out.push(reply(op, Err(OpError::CommandFailed(reason))));
+            cx.out.push(reply(op, Err(OpError::CommandFailed(reason))));
             return;
         }
-        let deadline = now + self.config.timing.command_timeout + COMMAND_DEADLINE_SLACK;
+        let deadline = cx.now + self.config.timing.command_timeout + COMMAND_DEADLINE_SLACK;
         queue.push_back(Queued { op, payload });
         self.commands.open.insert(op, None);
         self.commands.deadlines.push(Reverse((deadline, op)));
-        self.send_commands(peer, out);
+        self.send_commands(peer, cx);
     }
 
     /// `peer` answered command `id`.
-    pub(super) fn command_answered(
-        &mut self,
-        id: CommandId,
-        answer: CommandReply,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn command_answered(&mut self, id: CommandId, answer: CommandReply, cx: &mut Cx) {
         let result = match answer {
             CommandReply::Ok(bytes) => Ok(OpOk::Command(bytes)),
             CommandReply::Refused(reason) => Err(OpError::CommandRefused(reason)),
         };
-        self.command_ended(id, result, out);
+        self.command_ended(id, result, cx);
     }
 
     /// Command `id` failed on the way (`None`: the transport's timeout).
-    pub(super) fn command_failed(
-        &mut self,
-        id: CommandId,
-        reason: Option<String>,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn command_failed(&mut self, id: CommandId, reason: Option<String>, cx: &mut Cx) {
         let error = reason.map_or(OpError::Timeout, OpError::CommandFailed);
-        self.command_ended(id, Err(error), out);
+        self.command_ended(id, Err(error), cx);
     }
 
-    fn command_ended(
-        &mut self,
-        id: CommandId,
-        result: Result<OpOk, OpError>,
-        out: &mut Vec<Action>,
-    ) {
+    fn command_ended(&mut self, id: CommandId, result: Result<OpOk, OpError>, cx: &mut Cx) {
         let Some((op, peer)) = self.commands.in_flight.remove(&id) else {
             return;
         };
         self.commands.open.remove(&op);
-        out.push(reply(op, result));
+        cx.out.push(reply(op, result));
         self.free_slot(peer);
-        self.send_commands(peer, out);
+        self.send_commands(peer, cx);
     }
 
     fn free_slot(&mut self, peer: PeerId) {
@@ -132,7 +111,7 @@ impl Core {
     }
 
     /// Sends what is queued for `peer` while it has free slots.
-    fn send_commands(&mut self, peer: PeerId, out: &mut Vec<Action>) {
+    fn send_commands(&mut self, peer: PeerId, cx: &mut Cx) {
         let addrs: Vec<Multiaddr> = self
             .routing
             .get(&peer)
@@ -156,7 +135,7 @@ impl Core {
             commands.next_id += 1;
             commands.in_flight.insert(id, (next.op, peer));
             commands.open.insert(next.op, Some(id));
-            out.push(Action::SendCommand {
+            cx.out.push(Action::SendCommand {
                 id,
                 peer,
                 addrs: addrs.clone(),
@@ -172,21 +151,21 @@ impl Core {
     }
 
     /// Ends the commands whose deadline passed, queued or in flight.
-    pub(super) fn expire_commands(&mut self, now: Instant, out: &mut Vec<Action>) {
+    pub(super) fn expire_commands(&mut self, cx: &mut Cx) {
         while let Some(Reverse((at, op))) = self.commands.deadlines.peek().copied() {
-            if at > now {
+            if at > cx.now {
                 break;
             }
             self.commands.deadlines.pop();
             let Some(sent) = self.commands.open.remove(&op) else {
                 continue;
             };
-            out.push(reply(op, Err(OpError::Timeout)));
+            cx.out.push(reply(op, Err(OpError::Timeout)));
             match sent {
                 Some(id) => {
                     if let Some((_, peer)) = self.commands.in_flight.remove(&id) {
                         self.free_slot(peer);
-                        self.send_commands(peer, out);
+                        self.send_commands(peer, cx);
                     }
                 }
                 None => {
@@ -210,7 +189,7 @@ impl Core {
         peer: PeerId,
         id: InboundId,
         payload: Vec<u8>,
-        out: &mut Vec<Action>,
+        cx: &mut Cx,
     ) {
         let refusal = if self.is_blocked(&peer) {
             Some("blocked")
@@ -222,25 +201,20 @@ impl Core {
             None
         };
         if let Some(reason) = refusal {
-            out.push(Action::AnswerCommand {
+            cx.out.push(Action::AnswerCommand {
                 id,
                 reply: CommandReply::Refused(reason.to_owned()),
             });
             return;
         }
         self.commands.running += 1;
-        out.push(Action::RunHandler { id, peer, payload });
+        cx.out.push(Action::RunHandler { id, peer, payload });
     }
 
     /// The handler answered inbound command `id`.
-    pub(super) fn handler_done(
-        &mut self,
-        id: InboundId,
-        answer: CommandReply,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn handler_done(&mut self, id: InboundId, answer: CommandReply, cx: &mut Cx) {
         self.commands.running = self.commands.running.saturating_sub(1);
-        out.push(Action::AnswerCommand { id, reply: answer });
+        cx.out.push(Action::AnswerCommand { id, reply: answer });
     }
 }
 

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use libp2p::{Multiaddr, PeerId};
 
 use super::bootstrap::{Bootstrapper, DialId};
+use super::context::Cx;
 use super::events::Action;
-use super::queries::{Purpose, QueryEvent};
+use super::queries::Purpose;
 use super::{Core, MAX_BOOTSTRAP_PEERS, maintenance};
 
 impl Core {
@@ -26,27 +27,21 @@ impl Core {
     }
 
     /// Joins through `peers`, remembered as peers joined through, with a lookup of our own id.
-    pub(super) fn join(
-        &mut self,
-        peers: Vec<(PeerId, Vec<Multiaddr>)>,
-        now: Instant,
-        out: &mut Vec<Action>,
-        events: &mut Vec<QueryEvent>,
-    ) {
+    pub(super) fn join(&mut self, peers: Vec<(PeerId, Vec<Multiaddr>)>, cx: &mut Cx) {
         for (peer, addrs) in peers {
-            self.seen(peer, addrs.clone(), now, events);
+            self.seen(peer, addrs.clone(), cx);
             self.through.retain(|(p, _)| *p != peer);
             self.through.push((peer, addrs));
-            out.push(Action::Joined { peer });
+            cx.out.push(Action::Joined { peer });
         }
         if self.through.len() > MAX_BOOTSTRAP_PEERS {
             let extra = self.through.len() - MAX_BOOTSTRAP_PEERS;
             self.through.drain(..extra);
         }
         let target = self.local.to_bytes();
-        self.join = Some(self.start(target, Purpose::Refresh, now, events));
+        self.join = Some(self.start(target, Purpose::Refresh, cx));
         self.follow_up = (None, maintenance::JOIN_FOLLOW_UPS);
-        self.last_refresh = now;
+        self.last_refresh = cx.now;
     }
 
     /// We dialed `peer` at `addr` and are connected (`dial`: one of ours). A dial of a bootstrap
@@ -56,29 +51,22 @@ impl Core {
         peer: PeerId,
         addr: Multiaddr,
         dial: Option<DialId>,
-        now: Instant,
-        out: &mut Vec<Action>,
-        events: &mut Vec<QueryEvent>,
+        cx: &mut Cx,
     ) {
         let ours = dial.is_some_and(|d| self.dials.dial_connected(&d, peer).is_some());
         if ours || self.dials.is_bootstrap(&addr) {
-            self.join(vec![(peer, vec![addr])], now, out, events);
+            self.join(vec![(peer, vec![addr])], cx);
         }
     }
 
     /// The host has a new address (an interface came up): if the node was cut off, that may be
     /// its network back; dial and rejoin now rather than at the next round or interval.
-    pub(super) fn new_address(
-        &mut self,
-        now: Instant,
-        out: &mut Vec<Action>,
-        events: &mut Vec<QueryEvent>,
-    ) {
-        self.dials.retry_now(now);
+    pub(super) fn new_address(&mut self, cx: &mut Cx) {
+        self.dials.retry_now(cx.now);
         if !self.routing.is_empty() {
-            self.join(Vec::new(), now, out, events);
+            self.join(Vec::new(), cx);
         }
-        self.bootstrap_tick(now, out);
+        self.bootstrap_tick(cx);
     }
 
     /// `peer` left the table with `addrs`: remembered to rejoin through, should we be cut off.
@@ -89,16 +77,16 @@ impl Core {
     /// A round of dials while the table is empty; once joined, the bootstrap nodes missing from
     /// the table at each refresh interval (the refresh looks them up by id; a dial also reaches
     /// one whose id we never learned).
-    pub(super) fn bootstrap_tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+    pub(super) fn bootstrap_tick(&mut self, cx: &mut Cx) {
         let joined = !self.routing.is_empty();
-        if let Some(addrs) = self.dials.due(now, joined) {
-            self.dial(addrs, out);
+        if let Some(addrs) = self.dials.due(cx.now, joined) {
+            self.dial(addrs, cx);
         }
-        if joined && now >= self.last_redial + self.config.timing.bootstrap_interval {
-            self.last_redial = now;
+        if joined && cx.now >= self.last_redial + self.config.timing.bootstrap_interval {
+            self.last_redial = cx.now;
             let routing = &self.routing;
             let missing = self.dials.missing(|peer| routing.contains(peer));
-            self.dial(missing, out);
+            self.dial(missing, cx);
         }
     }
 
@@ -112,12 +100,12 @@ impl Core {
         }
     }
 
-    fn dial(&mut self, addrs: Vec<Multiaddr>, out: &mut Vec<Action>) {
+    fn dial(&mut self, addrs: Vec<Multiaddr>, cx: &mut Cx) {
         for addr in addrs {
             let dial = self.next_dial;
             self.next_dial += 1;
             self.dials.dialing(dial, addr.clone());
-            out.push(Action::Dial { dial, addr });
+            cx.out.push(Action::Dial { dial, addr });
         }
     }
 }

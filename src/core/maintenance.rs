@@ -10,7 +10,8 @@ use libp2p::{Multiaddr, PeerId};
 use rand::Rng;
 
 use super::Core;
-use super::queries::{Purpose, QueryEvent};
+use super::context::Cx;
+use super::queries::Purpose;
 use super::records::{CACHE_TTL_DIVISOR, Source};
 use super::routing::RoutingTable;
 
@@ -73,27 +74,27 @@ impl Core {
         self.follow_up = (Some(now + JOIN_FOLLOW_UP * (1 << done)), left - 1);
     }
 
-    pub(super) fn maintain(&mut self, now: Instant, events: &mut Vec<QueryEvent>) {
-        if now >= self.last_sweep + EXPIRY_SWEEP {
-            self.last_sweep = now;
-            self.records.sweep(now);
-            self.standing.silence.sweep(now);
-            self.serve_limits.prune(now);
-            self.host_limits.prune(now);
-            self.broadcaster.prune(now);
+    pub(super) fn maintain(&mut self, cx: &mut Cx) {
+        if cx.now >= self.last_sweep + EXPIRY_SWEEP {
+            self.last_sweep = cx.now;
+            self.records.sweep(cx.now);
+            self.standing.silence.sweep(cx.now);
+            self.serve_limits.prune(cx.now);
+            self.host_limits.prune(cx.now);
+            self.broadcaster.prune(cx.now);
         }
-        self.replicate(now, events);
-        self.reprovide(now, events);
-        if self.follow_up.0.is_some_and(|at| now >= at) {
+        self.replicate(cx);
+        self.reprovide(cx);
+        if self.follow_up.0.is_some_and(|at| cx.now >= at) {
             // Our own id only: the buckets were refreshed after the join's lookup.
-            self.schedule_follow_up(now);
+            self.schedule_follow_up(cx.now);
             let target = self.local.to_bytes();
-            self.start(target, Purpose::Refresh, now, events);
+            self.start(target, Purpose::Refresh, cx);
         }
-        if now >= self.last_refresh + self.config.timing.bootstrap_interval {
-            self.last_refresh = now;
+        if cx.now >= self.last_refresh + self.config.timing.bootstrap_interval {
+            self.last_refresh = cx.now;
             let target = self.local.to_bytes();
-            self.start(target.clone(), Purpose::Refresh, now, events);
+            self.start(target.clone(), Purpose::Refresh, cx);
             // A peer we joined through that left the table is a sign of trouble (a partition, a
             // mass failure): a full far bucket keeps its old contacts, so a table can end up
             // holding one side of a healed split only, and lookups through such tables never
@@ -107,10 +108,16 @@ impl Core {
                 .cloned()
                 .collect();
             if !missing.is_empty() {
-                self.queries
-                    .start(target, Purpose::Refresh, missing, false, now, events);
+                self.queries.start(
+                    target,
+                    Purpose::Refresh,
+                    missing,
+                    false,
+                    cx.now,
+                    &mut cx.events,
+                );
             }
-            self.refresh_buckets(now, events);
+            self.refresh_buckets(cx);
         }
     }
 
@@ -119,34 +126,38 @@ impl Core {
     /// own records go with a renewed life (a republish); others keep their expiry. A record a peer
     /// re-stored here within the interval is skipped: that peer has just done the work (the
     /// Kademlia paper's rule, which saves k-fold re-stores). Paced in batches.
-    fn replicate(&mut self, now: Instant, events: &mut Vec<QueryEvent>) {
+    fn replicate(&mut self, cx: &mut Cx) {
         if !self.config.serving {
             return;
         }
         let interval = self.config.timing.replication_interval;
         if self.replication.is_empty() {
-            if now < self.last_replication + interval {
+            if cx.now < self.last_replication + interval {
                 return;
             }
-            let mut keys: Vec<_> = self.records.live(now).map(|r| r.key.clone()).collect();
+            let mut keys: Vec<_> = self.records.live(cx.now).map(|r| r.key.clone()).collect();
             // Store order is not deterministic; the simulator needs it to be.
             keys.sort_unstable_by(|a, b| a.as_ref().cmp(b.as_ref()));
             self.replication.extend(keys);
-        } else if now < self.last_replication + REPLICATION_PACE {
+        } else if cx.now < self.last_replication + REPLICATION_PACE {
             return;
         }
-        self.last_replication = now;
+        self.last_replication = cx.now;
         let ttl = self.config.timing.record_ttl;
         let mut started = 0;
         while started < REPLICATION_PER_BATCH && self.restoring.len() < MAX_REPLICATION_QUERIES {
             let Some(key) = self.replication.pop_front() else {
                 break;
             };
-            let Some(record) = self.records.get(&key, now).cloned() else {
+            let Some(record) = self.records.get(&key, cx.now).cloned() else {
                 continue;
             };
             let own = is_own(&record, &self.local);
-            if !own && self.records.received_since(&key, now.checked_sub(interval)) {
+            if !own
+                && self
+                    .records
+                    .received_since(&key, cx.now.checked_sub(interval))
+            {
                 continue;
             }
             started += 1;
@@ -156,9 +167,9 @@ impl Core {
                 self.kept.push((key.clone(), None));
             }
             let purpose = Purpose::Store {
-                record: outgoing_copy(record, now, ttl),
+                record: outgoing_copy(record, cx.now, ttl),
             };
-            let id = self.start(key.to_vec(), purpose, now, events);
+            let id = self.start(key.to_vec(), purpose, cx);
             self.restoring.insert(id);
         }
     }
@@ -170,7 +181,7 @@ impl Core {
     /// next refresh (a bucket that near holds few peers, and the lookup of our own id walks
     /// through it), rather than looking up a key that landed elsewhere: that lookup would refresh
     /// a far, full bucket again (at 1,000 simulated nodes, most of a refresh's traffic).
-    pub(super) fn refresh_buckets(&mut self, now: Instant, events: &mut Vec<QueryEvent>) {
+    pub(super) fn refresh_buckets(&mut self, cx: &mut Cx) {
         let local = point::of_peer(&self.local);
         let sparse: Vec<u32> = sparse_buckets(&self.routing, self.config.bucket_size());
         for bucket in sparse {
@@ -180,7 +191,7 @@ impl Core {
                 (landed == Some(bucket)).then_some(key)
             });
             if let Some(key) = found {
-                self.start(key.to_vec(), Purpose::RefreshBucket, now, events);
+                self.start(key.to_vec(), Purpose::RefreshBucket, cx);
             }
         }
     }
@@ -190,7 +201,7 @@ impl Core {
     /// gets them at most once per replication interval: one that leaves the table and comes back
     /// (a flapping link, a peer identify keeps naming) would otherwise be sent them every time,
     /// and replication covers what changed in between.
-    pub(super) fn hand_off(&mut self, peer: PeerId, now: Instant, events: &mut Vec<QueryEvent>) {
+    pub(super) fn hand_off(&mut self, peer: PeerId, cx: &mut Cx) {
         if !self.config.serving || self.records.is_empty() {
             return;
         }
@@ -198,13 +209,13 @@ impl Core {
         if self
             .handed
             .get(&peer)
-            .is_some_and(|at| now.saturating_duration_since(*at) < interval)
+            .is_some_and(|at| cx.now.saturating_duration_since(*at) < interval)
         {
             return;
         }
         if self.handed.len() >= MAX_HANDOFF_PEERS && !self.handed.contains_key(&peer) {
             self.handed
-                .retain(|_, at| now.saturating_duration_since(*at) < interval);
+                .retain(|_, at| cx.now.saturating_duration_since(*at) < interval);
             if self.handed.len() >= MAX_HANDOFF_PEERS
                 && let Some(oldest) = self
                     .handed
@@ -215,7 +226,7 @@ impl Core {
                 self.handed.remove(&oldest);
             }
         }
-        self.handed.insert(peer, now);
+        self.handed.insert(peer, cx.now);
         let here = point::of_peer(&self.local);
         let newcomer = point::of_peer(&peer);
         let ttl = self.config.timing.record_ttl;
@@ -231,14 +242,14 @@ impl Core {
         // tables took newcomers in freely).
         let mut records: Vec<Record> = self
             .records
-            .live(now)
+            .live(cx.now)
             .filter(|r| {
                 let target = point::of_key(r.key.as_ref());
                 point::distance(target, newcomer) < point::distance(target, here)
                     && routing.among_closest_to(target, &peer, k)
                     && routing.local_among_closest_to(target, k + 1)
             })
-            .map(|r| outgoing_copy(r.clone(), now, ttl))
+            .map(|r| outgoing_copy(r.clone(), cx.now, ttl))
             .collect();
         records.sort_unstable_by(|a, b| a.key.as_ref().cmp(b.key.as_ref()));
         records.truncate(MAX_HANDOFF_PER_PEER);
@@ -250,7 +261,7 @@ impl Core {
         for record in records {
             self.stats.handed_off += 1;
             self.queries
-                .put_once(peer, addrs.clone(), record, now, events);
+                .put_once(peer, addrs.clone(), record, cx.now, &mut cx.events);
         }
     }
 
@@ -260,18 +271,18 @@ impl Core {
         &mut self,
         mut record: Record,
         peer: Option<(PeerId, Vec<Multiaddr>)>,
-        now: Instant,
-        events: &mut Vec<QueryEvent>,
+        cx: &mut Cx,
     ) {
         self.stats.cached += 1;
         match peer {
             Some((peer, addrs)) => {
-                let cap = now + self.config.timing.record_ttl / CACHE_TTL_DIVISOR;
+                let cap = cx.now + self.config.timing.record_ttl / CACHE_TTL_DIVISOR;
                 record.expires = Some(record.expires.map_or(cap, |e| e.min(cap)));
-                self.queries.put_once(peer, addrs, record, now, events);
+                self.queries
+                    .put_once(peer, addrs, record, cx.now, &mut cx.events);
             }
             None if self.config.serving => {
-                let _ = self.records.admit(Source::Cache, record, now);
+                let _ = self.records.admit(Source::Cache, record, cx.now);
             }
             None => {}
         }

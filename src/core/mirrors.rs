@@ -10,6 +10,7 @@ use libp2p::kad::{Record, RecordKey};
 use libp2p::{Multiaddr, PeerId};
 
 use super::Core;
+use super::context::Cx;
 use super::events::{Action, InboundId};
 use super::mirror_feed::{MIRROR_PACE, MirrorFeed, MirrorId};
 use super::records::{Admitted, Source};
@@ -94,31 +95,24 @@ impl Core {
     /// A mirror push from `peer` (this node is a mirror): kept outside the shares when its
     /// operator named `peer` a feeder, and acknowledged only once admitted; anyone else's push
     /// is refused unacknowledged (a stranger stores through kad, within its shares).
-    pub(super) fn mirrored(
-        &mut self,
-        peer: PeerId,
-        id: InboundId,
-        record: Record,
-        now: Instant,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn mirrored(&mut self, peer: PeerId, id: InboundId, record: Record, cx: &mut Cx) {
         if !self.config.mirror || !self.config.mirror_feeders.contains(&peer) {
             self.stats.mirror_pushes_refused += 1;
-            out.push(Action::AnswerMirror { id, kept: false });
+            cx.out.push(Action::AnswerMirror { id, kept: false });
             return;
         }
-        let kept = match self.records.admit(Source::Feeder(peer), record, now) {
+        let kept = match self.records.admit(Source::Feeder(peer), record, cx.now) {
             Ok(Admitted::New | Admitted::Updated) => {
                 self.stats.puts_kept += 1;
                 true
             }
             Ok(Admitted::Held) => true,
             Err(refusal) => {
-                self.refused(peer, refusal, now, out);
+                self.refused(peer, refusal, cx);
                 false
             }
         };
-        out.push(Action::AnswerMirror { id, kept });
+        cx.out.push(Action::AnswerMirror { id, kept });
     }
 
     /// A mirror cannot be reached any more: nothing more goes to it.
@@ -145,17 +139,17 @@ impl Core {
     }
 
     /// A round of hand-offs, if one is due: each record read from the store as it is now.
-    pub(super) fn feed_mirrors(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if self.next_mirror_round().is_none_or(|at| now < at) {
+    pub(super) fn feed_mirrors(&mut self, cx: &mut Cx) {
+        if self.next_mirror_round().is_none_or(|at| cx.now < at) {
             return;
         }
-        self.mirrors.last_round = now;
+        self.mirrors.last_round = cx.now;
         let ttl = self.config.timing.record_ttl;
         for handoff in self.mirrors.feed.due() {
             let Some(record) = self
                 .records
-                .get(&handoff.key, now)
-                .map(|r| mirror_copy(r, now, ttl))
+                .get(&handoff.key, cx.now)
+                .map(|r| mirror_copy(r, cx.now, ttl))
             else {
                 continue;
             };
@@ -163,7 +157,7 @@ impl Core {
             self.mirrors.next_id += 1;
             let peer = handoff.peer;
             self.mirrors.feed.sent(id, handoff);
-            out.push(Action::Mirror {
+            cx.out.push(Action::Mirror {
                 id,
                 peer,
                 addrs: self.mirrors.addrs.get(&peer).cloned().unwrap_or_default(),

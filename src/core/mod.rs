@@ -19,6 +19,7 @@ pub mod bootstrap;
 mod broadcast;
 pub mod broadcaster;
 pub mod commands;
+mod context;
 pub mod diversity;
 mod events;
 mod join;
@@ -56,6 +57,7 @@ use rand::rngs::StdRng;
 
 use bootstrap::{Bootstrapper, DialId};
 use broadcaster::{Broadcaster, HandoffId};
+use context::Cx;
 pub use events::{Action, CoreStats, InboundId, Input, OpError, OpId, OpOk, Report};
 use mirrors::Mirrors;
 pub use outbox::{FailureKind, Outgoing, QueryId, RequestId};
@@ -349,89 +351,82 @@ impl Core {
 
     /// Handles one input at `now`.
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
-        let mut out = Vec::new();
-        let mut events = Vec::new();
+        let mut cx = Cx::new(now);
         let had_peers = !self.routing.is_empty();
         match input {
-            Input::Store { op, key, value } => {
-                self.store(op, key, value, now, &mut out, &mut events)
-            }
-            Input::Fetch { op, key } => self.fetch(op, key, now, &mut out, &mut events),
-            Input::Provide { op, key } => self.provide(op, key, now, &mut out, &mut events),
+            Input::Store { op, key, value } => self.store(op, key, value, &mut cx),
+            Input::Fetch { op, key } => self.fetch(op, key, &mut cx),
+            Input::Provide { op, key } => self.provide(op, key, &mut cx),
             Input::OwnAddresses { addrs } => self.set_own_addrs(addrs),
-            Input::Providers { op, key, want } => {
-                self.find_providers(op, key, want, now, &mut out, &mut events)
-            }
-            Input::FindPeer { op, peer } => self.find_peer(op, peer, now, &mut out, &mut events),
+            Input::Providers { op, key, want } => self.find_providers(op, key, want, &mut cx),
+            Input::FindPeer { op, peer } => self.find_peer(op, peer, &mut cx),
             Input::Closest { op, key } => {
                 if self.routing.is_empty() {
-                    out.push(reply(op, Err(OpError::NoPeers)));
+                    cx.out.push(reply(op, Err(OpError::NoPeers)));
                 } else {
-                    let id = self.start(key, Purpose::Peers, now, &mut events);
+                    let id = self.start(key, Purpose::Peers, &mut cx);
                     self.ops.insert(id, op);
                 }
             }
-            Input::Command { op, peer, payload } => self.command(op, peer, payload, now, &mut out),
-            Input::CommandAnswered { id, reply } => self.command_answered(id, reply, &mut out),
-            Input::CommandFailed { id, reason } => self.command_failed(id, reason, &mut out),
+            Input::Command { op, peer, payload } => self.command(op, peer, payload, &mut cx),
+            Input::CommandAnswered { id, reply } => self.command_answered(id, reply, &mut cx),
+            Input::CommandFailed { id, reason } => self.command_failed(id, reason, &mut cx),
             Input::CommandReceived { peer, id, payload } => {
-                self.command_received(peer, id, payload, &mut out)
+                self.command_received(peer, id, payload, &mut cx)
             }
-            Input::HandlerDone { id, reply } => self.handler_done(id, reply, &mut out),
+            Input::HandlerDone { id, reply } => self.handler_done(id, reply, &mut cx),
             Input::SetHandler { present } => self.set_handler(present),
-            Input::Broadcast { op, payload } => self.broadcast(op, payload, now, &mut out),
+            Input::Broadcast { op, payload } => self.broadcast(op, payload, &mut cx),
             Input::BroadcastReceived { peer, id, message } => {
-                self.broadcast_received(peer, id, message, now, &mut out)
+                self.broadcast_received(peer, id, message, &mut cx)
             }
             Input::BroadcastAnswered { id } => self.broadcast_answered(id),
-            Input::BroadcastFailed { id } => self.broadcast_failed(id, &mut out),
-            Input::Join { peers } => self.join(peers, now, &mut out, &mut events),
+            Input::BroadcastFailed { id } => self.broadcast_failed(id, &mut cx),
+            Input::Join { peers } => self.join(peers, &mut cx),
             Input::Bootstrap { addrs } => {
                 self.dials.set_addrs(addrs, now);
-                self.bootstrap_tick(now, &mut out);
+                self.bootstrap_tick(&mut cx);
             }
-            Input::Connected { peer, addr, dial } => {
-                self.connected(peer, addr, dial, now, &mut out, &mut events)
-            }
+            Input::Connected { peer, addr, dial } => self.connected(peer, addr, dial, &mut cx),
             Input::DialFailed { dial } => {
                 self.dials.dial_failed(&dial, now);
             }
-            Input::NewAddress => self.new_address(now, &mut out, &mut events),
-            Input::PeerSeen { peer, addrs } => self.seen(peer, addrs, now, &mut events),
-            Input::Mirror { peer, id, record } => self.mirrored(peer, id, record, now, &mut out),
+            Input::NewAddress => self.new_address(&mut cx),
+            Input::PeerSeen { peer, addrs } => self.seen(peer, addrs, &mut cx),
+            Input::Mirror { peer, id, record } => self.mirrored(peer, id, record, &mut cx),
             Input::Undialable { peer, wrong_peer } => {
                 if wrong_peer {
                     self.routing.remove(&peer);
                 } else {
-                    self.unreachable(&peer, &mut out);
+                    self.unreachable(&peer, &mut cx);
                 }
                 self.mirror_gone(&peer);
             }
             Input::MirrorSeen { peer, addrs } => {
                 if self.mirror_seen(peer, addrs, now) {
-                    out.push(Action::MirrorFound { peer });
+                    cx.out.push(Action::MirrorFound { peer });
                 }
             }
             Input::MirrorAcked { id } => self.mirror_acked(id),
             Input::MirrorFailed { id } => self.mirror_failed(id),
-            Input::Unreachable { peer } => self.unreachable(&peer, &mut out),
+            Input::Unreachable { peer } => self.unreachable(&peer, &mut cx),
             Input::ConnectionLost { peer } => {
                 if !self.is_blocked(&peer)
                     && let Some(entry) = self.routing.get(&peer)
                 {
-                    out.push(Action::CheckPeer {
+                    cx.out.push(Action::CheckPeer {
                         peer,
                         addrs: entry.addrs.clone(),
                     });
                 }
             }
-            Input::Silent { peer } => self.silent(peer, now, &mut out),
+            Input::Silent { peer } => self.silent(peer, &mut cx),
             Input::Heard { peer } => {
                 self.standing.silence.heard_from(&peer, now);
             }
-            Input::Offence { peer, offence } => self.offend(peer, offence, now, &mut out),
-            Input::Block { peer } => self.block(peer, &mut out),
-            Input::Unblock { peer } => self.unblock(peer, &mut out),
+            Input::Offence { peer, offence } => self.offend(peer, offence, &mut cx),
+            Input::Block { peer } => self.block(peer, &mut cx),
+            Input::Unblock { peer } => self.unblock(peer, &mut cx),
             Input::Request {
                 peer,
                 id,
@@ -440,7 +435,7 @@ impl Core {
                 host,
             } => {
                 let from = server::From { peer, host };
-                self.serve(from, id, request, serving, now, &mut out, &mut events)
+                self.serve(from, id, request, serving, &mut cx)
             }
             Input::Response { id, response } => {
                 let mut closer: Vec<WirePeer> = response
@@ -458,60 +453,50 @@ impl Core {
                     response,
                     closer,
                     (now, self.records.wall(now)),
-                    &mut events,
+                    &mut cx.events,
                 ) {
                     self.throttled.answered(&peer);
-                    self.seen(peer, Vec::new(), now, &mut events);
+                    self.seen(peer, Vec::new(), &mut cx);
                 }
             }
-            Input::Failure { id, kind } => {
-                self.request_failed(id, kind, now, &mut out, &mut events)
-            }
+            Input::Failure { id, kind } => self.request_failed(id, kind, &mut cx),
             Input::Tick => {
-                for peer in self.queries.tick(now, &mut events) {
-                    self.failed(&peer, &mut out);
+                for peer in self.queries.tick(now, &mut cx.events) {
+                    self.failed(&peer, &mut cx);
                 }
                 self.throttled.sweep(now);
-                self.standing_tick(now, &mut out);
-                self.maintain(now, &mut events);
-                self.bootstrap_tick(now, &mut out);
-                self.feed_mirrors(now, &mut out);
-                self.expire_commands(now, &mut out);
+                self.standing_tick(&mut cx);
+                self.maintain(&mut cx);
+                self.bootstrap_tick(&mut cx);
+                self.feed_mirrors(&mut cx);
+                self.expire_commands(&mut cx);
             }
         }
         if had_peers && self.routing.is_empty() {
-            self.emptied(now, &mut out);
+            self.emptied(&mut cx);
         }
-        self.flush(events, now, &mut out);
+        self.flush(&mut cx);
         for (key, from) in std::mem::take(&mut self.kept) {
             self.mirror_record(&key, from);
         }
-        out
+        cx.out
     }
 
     /// Turns what the queries want into actions, following up on ended queries (which may start
     /// more) until nothing is left.
-    fn flush(&mut self, mut events: Vec<QueryEvent>, now: Instant, out: &mut Vec<Action>) {
-        while !events.is_empty() {
-            let mut more = Vec::new();
-            for event in events {
-                self.on_query_event(event, now, out, &mut more);
+    fn flush(&mut self, cx: &mut Cx) {
+        while !cx.events.is_empty() {
+            for event in std::mem::take(&mut cx.events) {
+                self.on_query_event(event, cx);
             }
-            events = more;
         }
     }
 
-    fn on_query_event(
-        &mut self,
-        event: QueryEvent,
-        now: Instant,
-        out: &mut Vec<Action>,
-        more: &mut Vec<QueryEvent>,
-    ) {
+    fn on_query_event(&mut self, event: QueryEvent, cx: &mut Cx) {
         match event {
             QueryEvent::Send(o) => {
                 self.stats.sent += 1;
-                out.push(Action::Send(o));
+                cx.out.push(Action::Send(o));
             }
             QueryEvent::Done {
                 id,
@@ -524,8 +509,8 @@ impl Core {
                 self.reproviding.remove(&id);
                 if self.join == Some(id) {
                     self.join = None;
-                    self.refresh_buckets(now, more);
-                    self.schedule_follow_up(now);
+                    self.refresh_buckets(cx);
+                    self.schedule_follow_up(cx.now);
                 }
                 let Some(op) = self.ops.remove(&id) else {
                     return;
@@ -546,30 +531,24 @@ impl Core {
                     hops,
                     took,
                 };
-                out.push(Action::Reply { op, result, report });
+                cx.out.push(Action::Reply { op, result, report });
             }
-            QueryEvent::CacheAt { record, peer } => self.cache(record, peer, now, more),
+            QueryEvent::CacheAt { record, peer } => self.cache(record, peer, cx),
             QueryEvent::Correct {
                 record,
                 from,
                 stale,
-            } => self.correct(record, from, stale, now, more),
-            QueryEvent::Lied { peer, error } => self.lied(peer, error, now, out),
-            QueryEvent::Unkept { peer } => self.unkept(peer, now, out),
+            } => self.correct(record, from, stale, cx),
+            QueryEvent::Lied { peer, error } => self.lied(peer, error, cx),
+            QueryEvent::Unkept { peer } => self.unkept(peer, cx),
             QueryEvent::OneoffDone { .. } => {}
-            QueryEvent::Check { peer, addrs } => out.push(Action::CheckPeer { peer, addrs }),
+            QueryEvent::Check { peer, addrs } => cx.out.push(Action::CheckPeer { peer, addrs }),
         }
     }
 
     /// Starts a query in the background (maintenance, republishing): its lookup goes first.
-    fn start(
-        &mut self,
-        key: Vec<u8>,
-        purpose: Purpose,
-        now: Instant,
-        events: &mut Vec<QueryEvent>,
-    ) -> QueryId {
-        self.start_query(key, purpose, false, now, events)
+    fn start(&mut self, key: Vec<u8>, purpose: Purpose, cx: &mut Cx) -> QueryId {
+        self.start_query(key, purpose, false, cx)
     }
 
     pub(super) fn start_query(
@@ -577,8 +556,7 @@ impl Core {
         key: Vec<u8>,
         purpose: Purpose,
         early: bool,
-        now: Instant,
-        events: &mut Vec<QueryEvent>,
+        cx: &mut Cx,
     ) -> QueryId {
         let target = KBucketKey::new(key.clone());
         let want = match purpose {
@@ -594,40 +572,35 @@ impl Core {
         // Peers throttling us are left out while others remain (they come back through answers).
         if seeds
             .iter()
-            .any(|(p, _)| !self.throttled.is_backed_off(p, now))
+            .any(|(p, _)| !self.throttled.is_backed_off(p, cx.now))
         {
-            seeds.retain(|(p, _)| !self.throttled.is_backed_off(p, now));
+            seeds.retain(|(p, _)| !self.throttled.is_backed_off(p, cx.now));
         }
-        self.queries.start(key, purpose, seeds, early, now, events)
+        self.queries
+            .start(key, purpose, seeds, early, cx.now, &mut cx.events)
     }
 
     /// `peer` serves kad: it joins the routing table if there is room (and it is neither blocked
     /// nor silent), and a newcomer gets the records it is now closer to than this node.
-    fn seen(
-        &mut self,
-        peer: PeerId,
-        addrs: Vec<Multiaddr>,
-        now: Instant,
-        events: &mut Vec<QueryEvent>,
-    ) {
-        if !self.standing.admissible(&peer, now) {
+    fn seen(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, cx: &mut Cx) {
+        if !self.standing.admissible(&peer, cx.now) {
             return;
         }
-        match self.routing.insert_at(peer, addrs, now) {
-            Inserted::New | Inserted::Replaced(_) => self.hand_off(peer, now, events),
+        match self.routing.insert_at(peer, addrs, cx.now) {
+            Inserted::New | Inserted::Replaced(_) => self.hand_off(peer, cx),
             Inserted::Full {
                 check: Some((peer, addrs)),
-            } => events.push(QueryEvent::Check { peer, addrs }),
+            } => cx.events.push(QueryEvent::Check { peer, addrs }),
             Inserted::Known | Inserted::Full { .. } | Inserted::Crowded | Inserted::Local => {}
         }
     }
 
     /// A request to `peer` failed; it may leave the table.
-    fn failed(&mut self, peer: &PeerId, out: &mut Vec<Action>) {
+    fn failed(&mut self, peer: &PeerId, cx: &mut Cx) {
         if let Some(entry) = self.routing.failed(peer) {
             self.stats.evicted += 1;
             self.left(*entry.peer(), &entry.addrs);
-            out.push(Action::Evicted {
+            cx.out.push(Action::Evicted {
                 peer: *entry.peer(),
                 addrs: entry.addrs,
             });

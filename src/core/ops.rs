@@ -3,16 +3,15 @@
 //! demand, and its value is cached along the way). Lookups of the closest peers start in
 //! [`Core::handle`].
 
-use std::time::Instant;
-
 use dht_behaviours::validation::is_content_key;
 use dht_behaviours::validators::Namespace;
 use libp2p::kad::{Record, RecordKey};
 use libp2p::{Multiaddr, PeerId};
 
-use super::events::{Action, OpError, OpId, OpOk};
+use super::context::Cx;
+use super::events::{OpError, OpId, OpOk};
 use super::outbox::QueryId;
-use super::queries::{Purpose, QueryEvent, RESOLVE_QUORUM};
+use super::queries::{Purpose, RESOLVE_QUORUM};
 use super::records::Source;
 use super::{Core, DEMAND_TRACKED_KEYS, reply};
 
@@ -22,72 +21,51 @@ impl Core {
     /// the k closest it knows while its lookup confirms them: one round trip, not two.
     /// Background stores do not: they gain no time anyone waits for, and a guess the lookup
     /// corrects costs messages.
-    pub(super) fn start_awaited(
-        &mut self,
-        key: Vec<u8>,
-        purpose: Purpose,
-        now: Instant,
-        events: &mut Vec<QueryEvent>,
-    ) -> QueryId {
+    pub(super) fn start_awaited(&mut self, key: Vec<u8>, purpose: Purpose, cx: &mut Cx) -> QueryId {
         let early = matches!(purpose, Purpose::Store { .. } | Purpose::Provide { .. })
             && self.routing.len() >= self.config.k
             && self.routing.is_unsaturated();
-        self.start_query(key, purpose, early, now, events)
+        self.start_query(key, purpose, early, cx)
     }
 
-    pub(super) fn store(
-        &mut self,
-        op: OpId,
-        key: Vec<u8>,
-        value: Vec<u8>,
-        now: Instant,
-        out: &mut Vec<Action>,
-        events: &mut Vec<QueryEvent>,
-    ) {
+    pub(super) fn store(&mut self, op: OpId, key: Vec<u8>, value: Vec<u8>, cx: &mut Cx) {
         let mut record = Record::new(RecordKey::new(&key), value);
         if self.config.serving {
-            if let Err(refusal) = self.records.admit(Source::Own, record.clone(), now) {
-                out.push(reply(op, Err(OpError::Refused(refusal))));
+            if let Err(refusal) = self.records.admit(Source::Own, record.clone(), cx.now) {
+                cx.out.push(reply(op, Err(OpError::Refused(refusal))));
                 return;
             }
             self.kept.push((record.key.clone(), None));
         }
         record.publisher = Some(self.local);
-        record.expires = Some(now + self.config.timing.record_ttl);
-        let id = self.start_awaited(key, Purpose::Store { record }, now, events);
+        record.expires = Some(cx.now + self.config.timing.record_ttl);
+        let id = self.start_awaited(key, Purpose::Store { record }, cx);
         self.ops.insert(id, op);
     }
 
-    pub(super) fn fetch(
-        &mut self,
-        op: OpId,
-        key: Vec<u8>,
-        now: Instant,
-        out: &mut Vec<Action>,
-        events: &mut Vec<QueryEvent>,
-    ) {
-        let held = self.records.get(&RecordKey::new(&key), now).cloned();
+    pub(super) fn fetch(&mut self, op: OpId, key: Vec<u8>, cx: &mut Cx) {
+        let held = self.records.get(&RecordKey::new(&key), cx.now).cloned();
         if matches!(Namespace::of(&key), Some((Namespace::Ipns, _))) && !self.routing.is_empty() {
             // A name has versions: its holders are asked for theirs even when one is held here.
             let purpose = Purpose::Resolve {
                 quorum: RESOLVE_QUORUM,
                 held,
             };
-            let id = self.start(key, purpose, now, events);
+            let id = self.start(key, purpose, cx);
             self.ops.insert(id, op);
             return;
         }
         if let Some(r) = held {
-            out.push(reply(op, Ok(OpOk::Value(r.value))));
+            cx.out.push(reply(op, Ok(OpOk::Value(r.value))));
             return;
         }
         if self.routing.is_empty() {
-            out.push(reply(op, Err(OpError::NoPeers)));
+            cx.out.push(reply(op, Err(OpError::NoPeers)));
             return;
         }
         // Content never changes, so its copies can be spread safely; a free key's cannot.
         let cache = is_content_key(&key) && self.repeated(&key);
-        let id = self.start(key, Purpose::Fetch { cache }, now, events);
+        let id = self.start(key, Purpose::Fetch { cache }, cx);
         self.ops.insert(id, op);
     }
 
@@ -98,23 +76,27 @@ impl Core {
         mut record: Record,
         from: PeerId,
         stale: Vec<(PeerId, Vec<Multiaddr>)>,
-        now: Instant,
-        events: &mut Vec<QueryEvent>,
+        cx: &mut Cx,
     ) {
         record.publisher = None;
-        record.expires = Some(now + self.config.timing.record_ttl);
+        record.expires = Some(cx.now + self.config.timing.record_ttl);
         if from != self.local && self.config.serving {
-            let held = self.records.get(&record.key, now).map(|r| r.value.clone());
+            let held = self
+                .records
+                .get(&record.key, cx.now)
+                .map(|r| r.value.clone());
             if held.is_some_and(|v| v != record.value) {
                 // The store's own rules decide (a better record replaces a worse one).
-                let _ = self.records.admit(Source::Peer(from), record.clone(), now);
+                let _ = self
+                    .records
+                    .admit(Source::Peer(from), record.clone(), cx.now);
             }
         }
         for (peer, addrs) in stale {
             if peer != self.local {
                 self.stats.corrected += 1;
                 self.queries
-                    .put_once(peer, addrs, record.clone(), now, events);
+                    .put_once(peer, addrs, record.clone(), cx.now, &mut cx.events);
             }
         }
     }

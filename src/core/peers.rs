@@ -9,6 +9,7 @@ use dht_behaviours::kad_wire::WirePeer;
 use dht_behaviours::validation::RecordError;
 use libp2p::PeerId;
 
+use super::context::Cx;
 use super::events::Action;
 use super::reputation::{BlockReason, Offence, Reputation};
 use super::silence::Silence;
@@ -67,98 +68,80 @@ impl Core {
     }
 
     /// `peer` did something wrong; one offence too many blocks it.
-    pub(super) fn offend(
-        &mut self,
-        peer: PeerId,
-        offence: Offence,
-        now: Instant,
-        out: &mut Vec<Action>,
-    ) {
-        if self.standing.reputation.offend(peer, offence, now) {
+    pub(super) fn offend(&mut self, peer: PeerId, offence: Offence, cx: &mut Cx) {
+        if self.standing.reputation.offend(peer, offence, cx.now) {
             self.stats.blocked += 1;
-            self.enforce_block(peer, Some(offence), out);
+            self.enforce_block(peer, Some(offence), cx);
         }
     }
 
     /// The operator blocks `peer`, with no end.
-    pub(super) fn block(&mut self, peer: PeerId, out: &mut Vec<Action>) {
+    pub(super) fn block(&mut self, peer: PeerId, cx: &mut Cx) {
         self.standing.reputation.block(peer);
-        self.enforce_block(peer, None, out);
+        self.enforce_block(peer, None, cx);
     }
 
     /// The operator lifts a block.
-    pub(super) fn unblock(&mut self, peer: PeerId, out: &mut Vec<Action>) {
+    pub(super) fn unblock(&mut self, peer: PeerId, cx: &mut Cx) {
         if self.standing.reputation.unblock(&peer) {
-            out.push(Action::Unblock { peer });
+            cx.out.push(Action::Unblock { peer });
         }
     }
 
-    fn enforce_block(&mut self, peer: PeerId, offence: Option<Offence>, out: &mut Vec<Action>) {
+    fn enforce_block(&mut self, peer: PeerId, offence: Option<Offence>, cx: &mut Cx) {
         // Not remembered for a rejoin: a blocked peer is not one to come back to.
         self.routing.remove(&peer);
         self.mirror_gone(&peer);
-        out.push(Action::Block { peer, offence });
+        cx.out.push(Action::Block { peer, offence });
     }
 
     /// A record `peer` sent was refused: an invalid one is an offence.
-    pub(super) fn refused(
-        &mut self,
-        peer: PeerId,
-        refusal: Refusal,
-        now: Instant,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn refused(&mut self, peer: PeerId, refusal: Refusal, cx: &mut Cx) {
         self.stats.puts_refused += 1;
         let offence = match &refusal {
             Refusal::Invalid(error) => Some(offence_for(error)),
             _ => None,
         };
-        out.push(Action::Refused { peer, refusal });
+        cx.out.push(Action::Refused { peer, refusal });
         if let Some(offence) = offence {
-            self.offend(peer, offence, now, out);
+            self.offend(peer, offence, cx);
         }
     }
 
     /// `peer` answered with a false record.
-    pub(super) fn lied(
-        &mut self,
-        peer: PeerId,
-        error: RecordError,
-        now: Instant,
-        out: &mut Vec<Action>,
-    ) {
+    pub(super) fn lied(&mut self, peer: PeerId, error: RecordError, cx: &mut Cx) {
         self.stats.lies += 1;
         let offence = offence_for(&error);
-        out.push(Action::Lied { peer, error });
-        self.offend(peer, offence, now, out);
+        cx.out.push(Action::Lied { peer, error });
+        self.offend(peer, offence, cx);
     }
 
     /// `peer` acknowledged a store's record and did not serve it back.
-    pub(super) fn unkept(&mut self, peer: PeerId, now: Instant, out: &mut Vec<Action>) {
+    pub(super) fn unkept(&mut self, peer: PeerId, cx: &mut Cx) {
         self.stats.unkept += 1;
-        self.offend(peer, Offence::Unkept, now, out);
+        self.offend(peer, Offence::Unkept, cx);
     }
 
     /// `peer` took a request (a ping) and did not answer: it is held out for a while, each
     /// silence longer than the last, and leaves the table. One silence is counted once, however
     /// many of its connections time out.
-    pub(super) fn silent(&mut self, peer: PeerId, now: Instant, out: &mut Vec<Action>) {
-        if let Some(held) = self.standing.silence.silenced(peer, now) {
-            out.push(Action::HeldOut { peer, held });
-            self.offend(peer, Offence::Unanswered, now, out);
+    pub(super) fn silent(&mut self, peer: PeerId, cx: &mut Cx) {
+        if let Some(held) = self.standing.silence.silenced(peer, cx.now) {
+            cx.out.push(Action::HeldOut { peer, held });
+            self.offend(peer, Offence::Unanswered, cx);
         }
-        self.unreachable(&peer, out);
+        self.unreachable(&peer, cx);
         // Fed again when identify names it again.
         self.mirror_gone(&peer);
     }
 
     /// `peer` cannot be reached (a failed dial, a broken connection): it leaves the table and is
     /// remembered for a rejoin.
-    pub(super) fn unreachable(&mut self, peer: &PeerId, out: &mut Vec<Action>) {
+    pub(super) fn unreachable(&mut self, peer: &PeerId, cx: &mut Cx) {
         if let Some(entry) = self.routing.remove(peer) {
             self.stats.evicted += 1;
             self.left(*entry.peer(), &entry.addrs);
-            out.push(Action::Evicted {
+            cx.out.push(Action::Evicted {
                 peer: *entry.peer(),
                 addrs: entry.addrs,
             });
@@ -173,9 +156,9 @@ impl Core {
     }
 
     /// Blocks that ran out at `now`, lifted.
-    pub(super) fn standing_tick(&mut self, now: Instant, out: &mut Vec<Action>) {
-        for peer in self.standing.reputation.expired(now) {
-            out.push(Action::Unblock { peer });
+    pub(super) fn standing_tick(&mut self, cx: &mut Cx) {
+        for peer in self.standing.reputation.expired(cx.now) {
+            cx.out.push(Action::Unblock { peer });
         }
     }
 }

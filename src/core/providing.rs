@@ -11,8 +11,9 @@ use dht_behaviours::kad_wire::WirePeer;
 use libp2p::kad::RecordKey;
 use libp2p::{Multiaddr, PeerId};
 
-use super::events::{Action, OpError, OpId, OpOk};
-use super::queries::{MAX_PROVIDERS_FOUND, Purpose, QueryEvent};
+use super::context::Cx;
+use super::events::{OpError, OpId, OpOk};
+use super::queries::{MAX_PROVIDERS_FOUND, Purpose};
 use super::{Core, reply};
 
 /// Keys this node provides at most (each is re-announced every provide interval, k ADD_PROVIDERs
@@ -53,29 +54,22 @@ impl Provided {
 }
 
 impl Core {
-    pub(super) fn provide(
-        &mut self,
-        op: OpId,
-        key: Vec<u8>,
-        now: Instant,
-        out: &mut Vec<Action>,
-        events: &mut Vec<QueryEvent>,
-    ) {
+    pub(super) fn provide(&mut self, op: OpId, key: Vec<u8>, cx: &mut Cx) {
         let record_key = RecordKey::new(&key);
         if !self.provided.keys.contains_key(&record_key)
             && self.provided.keys.len() >= MAX_PROVIDED_KEYS
         {
             let why = format!("this node provides {MAX_PROVIDED_KEYS} keys already");
-            out.push(reply(op, Err(OpError::ProvideRefused(why))));
+            cx.out.push(reply(op, Err(OpError::ProvideRefused(why))));
             return;
         }
-        self.provided.keys.insert(record_key.clone(), now);
-        self.provide_here(record_key, now);
+        self.provided.keys.insert(record_key.clone(), cx.now);
+        self.provide_here(record_key, cx.now);
         if self.routing.is_empty() {
-            out.push(reply(op, Err(OpError::NoPeers)));
+            cx.out.push(reply(op, Err(OpError::NoPeers)));
             return;
         }
-        let id = self.start_awaited(key, self.provide_purpose(), now, events);
+        let id = self.start_awaited(key, self.provide_purpose(), cx);
         self.ops.insert(id, op);
     }
 
@@ -98,19 +92,11 @@ impl Core {
         }
     }
 
-    pub(super) fn find_providers(
-        &mut self,
-        op: OpId,
-        key: Vec<u8>,
-        want: usize,
-        now: Instant,
-        out: &mut Vec<Action>,
-        events: &mut Vec<QueryEvent>,
-    ) {
+    pub(super) fn find_providers(&mut self, op: OpId, key: Vec<u8>, want: usize, cx: &mut Cx) {
         let want = want.clamp(1, MAX_PROVIDERS_FOUND);
         let known: Vec<WirePeer> = self
             .records
-            .providers(&RecordKey::new(&key), now)
+            .providers(&RecordKey::new(&key), cx.now)
             .map(|p| WirePeer {
                 peer: p.provider,
                 addrs: p.addresses,
@@ -123,21 +109,14 @@ impl Core {
             } else {
                 Ok(OpOk::Providers(known))
             };
-            out.push(reply(op, result));
+            cx.out.push(reply(op, result));
             return;
         }
-        let id = self.start(key, Purpose::Providers { want, known }, now, events);
+        let id = self.start(key, Purpose::Providers { want, known }, cx);
         self.ops.insert(id, op);
     }
 
-    pub(super) fn find_peer(
-        &mut self,
-        op: OpId,
-        peer: PeerId,
-        now: Instant,
-        out: &mut Vec<Action>,
-        events: &mut Vec<QueryEvent>,
-    ) {
+    pub(super) fn find_peer(&mut self, op: OpId, peer: PeerId, cx: &mut Cx) {
         // This node, or a peer of the table, which answered this node lately at these addresses.
         let known = if peer == self.local {
             Some(self.provided.addrs.clone())
@@ -152,14 +131,14 @@ impl Core {
                 addrs,
                 reached: true,
             };
-            out.push(reply(op, Ok(found)));
+            cx.out.push(reply(op, Ok(found)));
             return;
         }
         if self.routing.is_empty() {
-            out.push(reply(op, Err(OpError::NoPeers)));
+            cx.out.push(reply(op, Err(OpError::NoPeers)));
             return;
         }
-        let id = self.start(peer.to_bytes(), Purpose::FindPeer, now, events);
+        let id = self.start(peer.to_bytes(), Purpose::FindPeer, cx);
         self.ops.insert(id, op);
     }
 
@@ -186,22 +165,22 @@ impl Core {
 
     /// Re-announces the keys whose announcement is a provide interval old, a few at a time; after
     /// a restart, first takes in the keys this node's store lists it as providing.
-    pub(super) fn reprovide(&mut self, now: Instant, events: &mut Vec<QueryEvent>) {
-        if self.next_reprovide().is_none_or(|at| now < at) {
+    pub(super) fn reprovide(&mut self, cx: &mut Cx) {
+        if self.next_reprovide().is_none_or(|at| cx.now < at) {
             return;
         }
-        self.provided.last_check = Some(now);
+        self.provided.last_check = Some(cx.now);
         self.provided.backlog = false;
         if self.routing.is_empty() {
             let every = self.config.timing.provide_interval / REPROVIDE_CHECKS_PER_INTERVAL;
             let retry = REPROVIDE_RETRY.min(every);
-            self.provided.last_check = Some(now.checked_sub(every - retry).unwrap_or(now));
+            self.provided.last_check = Some(cx.now.checked_sub(every - retry).unwrap_or(cx.now));
             return;
         }
         if !self.provided.resumed {
             self.provided.resumed = true;
             let interval = self.config.timing.provide_interval;
-            let due = now.checked_sub(interval).unwrap_or(now);
+            let due = cx.now.checked_sub(interval).unwrap_or(cx.now);
             for key in self.records.provided_by(&self.local) {
                 if self.provided.keys.len() >= MAX_PROVIDED_KEYS {
                     break;
@@ -216,16 +195,16 @@ impl Core {
             .provided
             .keys
             .iter()
-            .filter(|(_, last)| now.saturating_duration_since(**last) >= interval)
+            .filter(|(_, last)| cx.now.saturating_duration_since(**last) >= interval)
             .map(|(k, last)| (*last, k.clone()))
             .collect();
         due.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.as_ref().cmp(b.1.as_ref())));
         self.provided.backlog = due.len() > room;
         let due: Vec<RecordKey> = due.into_iter().take(room).map(|(_, k)| k).collect();
         for key in due {
-            self.provided.keys.insert(key.clone(), now);
-            self.provide_here(key.clone(), now);
-            let id = self.start(key.to_vec(), self.provide_purpose(), now, events);
+            self.provided.keys.insert(key.clone(), cx.now);
+            self.provide_here(key.clone(), cx.now);
+            let id = self.start(key.to_vec(), self.provide_purpose(), cx);
             self.reproviding.insert(id);
         }
     }

@@ -14,8 +14,8 @@ use libp2p::PeerId;
 use libp2p::kad::{KBucketKey, RecordKey};
 
 use super::Core;
+use super::context::Cx;
 use super::events::{Action, InboundId};
-use super::queries::QueryEvent;
 use super::records::{Admitted, Records, Refusal, Sender, Source};
 use super::routing::RoutingTable;
 
@@ -177,28 +177,28 @@ impl Core {
         id: InboundId,
         request: KadRequest,
         serving: bool,
-        now: Instant,
-        out: &mut Vec<Action>,
-        events: &mut Vec<QueryEvent>,
+        cx: &mut Cx,
     ) {
         let peer = from.peer;
         // A blocked peer's requests go unanswered, whatever reached us (the transport refuses
         // its connections too, but one may have been open when it was blocked).
         if !self.config.serving || self.is_blocked(&peer) {
-            out.push(Action::Answer { id, response: None });
+            cx.out.push(Action::Answer { id, response: None });
             return;
         }
         // Each peer gets its share of this node, not the node: beyond its rate its requests are
         // refused (the stream reset), at the cost of a map lookup.
         // And each host its share, however many identities it runs: the host's budget is
         // charged only for requests within their peer's.
-        let within = self.serve_limits.take(&super::rate::peer_key(&peer), now)
+        let within = self
+            .serve_limits
+            .take(&super::rate::peer_key(&peer), cx.now)
             && from
                 .host
-                .is_none_or(|ip| self.host_limits.take(&host_key(ip), now));
+                .is_none_or(|ip| self.host_limits.take(&host_key(ip), cx.now));
         if !within {
             self.stats.throttled += 1;
-            out.push(Action::Answer { id, response: None });
+            cx.out.push(Action::Answer { id, response: None });
             return;
         }
         self.stats.served += 1;
@@ -206,7 +206,14 @@ impl Core {
         // factor, so that a small k does not starve the asker's routing table.
         let k = self.config.bucket_size();
         let sizes = (k, self.config.k);
-        let served = serve(&self.routing, &mut self.records, &from, request, sizes, now);
+        let served = serve(
+            &self.routing,
+            &mut self.records,
+            &from,
+            request,
+            sizes,
+            cx.now,
+        );
         let response = match served {
             Served::Answer(r) => Some(r),
             Served::Kept(admitted, r) => {
@@ -219,14 +226,14 @@ impl Core {
                 Some(r)
             }
             Served::Refused(refusal) => {
-                self.refused(peer, refusal, now, out);
+                self.refused(peer, refusal, cx);
                 None
             }
             Served::Silent(_) => None,
         };
-        out.push(Action::Answer { id, response });
+        cx.out.push(Action::Answer { id, response });
         if serving {
-            self.seen(peer, Vec::new(), now, events);
+            self.seen(peer, Vec::new(), cx);
         }
     }
 }

@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 
 use super::Core;
+use super::context::Cx;
 use super::events::Action;
 use super::outbox::FailureKind;
 use super::outbox::RequestId;
-use super::queries::QueryEvent;
 
 /// How long a peer is left out of new lookups after its first refusal in a row.
 pub const THROTTLE_BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -83,14 +83,7 @@ impl Throttled {
 
 impl Core {
     /// One of our requests failed in the way `kind` says.
-    pub(super) fn request_failed(
-        &mut self,
-        id: RequestId,
-        kind: FailureKind,
-        now: Instant,
-        out: &mut Vec<Action>,
-        events: &mut Vec<QueryEvent>,
-    ) {
+    pub(super) fn request_failed(&mut self, id: RequestId, kind: FailureKind, cx: &mut Cx) {
         // A refused lookup request is the peer's rate limit speaking: back off from it and ask
         // it again when the back-off ends, its place in the lookup kept.
         if kind == FailureKind::Refused
@@ -100,29 +93,29 @@ impl Core {
             // peer's long back-off is for new lookups' first choices.
             let retry_at = self
                 .throttled
-                .refused(peer, now)
-                .min(now + THROTTLE_BACKOFF_MIN);
-            self.queries.defer(id, retry_at, now, events);
+                .refused(peer, cx.now)
+                .min(cx.now + THROTTLE_BACKOFF_MIN);
+            self.queries.defer(id, retry_at, cx.now, &mut cx.events);
             return;
         }
-        let Some((peer, lookup)) = self.queries.on_failure(id, kind, now, events) else {
+        let Some((peer, lookup)) = self.queries.on_failure(id, kind, cx.now, &mut cx.events) else {
             return;
         };
         match kind {
             // A refused PUT_VALUE (a full store, a quota used up) says nothing of the peer.
             FailureKind::Refused => {}
-            FailureKind::TimedOut => self.failed(&peer, out),
-            FailureKind::Broken if lookup => self.failed(&peer, out),
+            FailureKind::TimedOut => self.failed(&peer, cx),
+            FailureKind::Broken if lookup => self.failed(&peer, cx),
             FailureKind::Broken => {}
         }
     }
 
     /// The table emptied: ask the driver for the kad servers still connected, and dial the
     /// bootstrap and remembered peers now rather than after a back-off.
-    pub(super) fn emptied(&mut self, now: Instant, out: &mut Vec<Action>) {
-        out.push(Action::Relearn);
-        self.dials.retry_now(now);
-        self.bootstrap_tick(now, out);
+    pub(super) fn emptied(&mut self, cx: &mut Cx) {
+        cx.out.push(Action::Relearn);
+        self.dials.retry_now(cx.now);
+        self.bootstrap_tick(cx);
     }
 }
 
