@@ -9,11 +9,11 @@ use dht_behaviours::broadcast::{BroadcastMessage, FULL_HEIGHT, NONCE_LEN};
 use libp2p::PeerId;
 use rand::Rng;
 
+use super::Core;
 use super::broadcaster::{BroadcastRefusal, Bucket, Handoff, HandoffId};
 use super::context::Cx;
 use super::events::{Action, InboundId, OpError, OpId, OpOk};
 use super::reputation::Offence;
-use super::{Core, reply};
 
 impl Core {
     /// Broadcast hand-offs awaiting an answer.
@@ -31,9 +31,9 @@ impl Core {
         {
             Ok(message) => {
                 let sent = self.spread(&message, 0, FULL_HEIGHT, cx);
-                cx.out.push(reply(op, Ok(OpOk::Broadcast { sent })));
+                cx.out.push(Action::reply(op, Ok(OpOk::Broadcast { sent })));
             }
-            Err(refusal) => cx.out.push(reply(
+            Err(refusal) => cx.out.push(Action::reply(
                 op,
                 Err(OpError::BroadcastRefused(refusal.to_string())),
             )),

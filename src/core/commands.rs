@@ -13,7 +13,7 @@ use libp2p::{Multiaddr, PeerId};
 
 use super::context::Cx;
 use super::events::{Action, InboundId, OpError, OpId, OpOk};
-use super::{Core, reply};
+use super::routing::RoutingTable;
 
 /// Custom commands in flight to one peer.
 pub const MAX_COMMANDS_IN_FLIGHT_PER_PEER: usize = 32;
@@ -33,7 +33,6 @@ struct Queued {
 }
 
 /// Our commands and peers' commands in progress.
-#[derive(Default)]
 pub(super) struct Commands {
     queued: HashMap<PeerId, VecDeque<Queued>>,
     /// Per peer, commands in flight.
@@ -47,94 +46,135 @@ pub(super) struct Commands {
     /// Whether the application has a handler, and how many of its calls run.
     handler: bool,
     running: usize,
+    /// How long one of ours may take, queue and transport together.
+    timeout: Duration,
 }
 
-impl Core {
+impl Commands {
+    /// No commands yet; ours end after `command_timeout` (plus [`COMMAND_DEADLINE_SLACK`]).
+    pub fn new(command_timeout: Duration) -> Self {
+        Self {
+            queued: HashMap::new(),
+            slots: HashMap::new(),
+            in_flight: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            open: HashMap::new(),
+            next_id: 0,
+            handler: false,
+            running: 0,
+            timeout: command_timeout + COMMAND_DEADLINE_SLACK,
+        }
+    }
+
     /// Our commands queued or in flight.
-    pub fn commands_pending(&self) -> usize {
-        self.commands.open.len()
+    pub fn pending(&self) -> usize {
+        self.open.len()
     }
 
     /// The application set (or removed) its handler of peers' commands.
-    pub(super) fn set_handler(&mut self, present: bool) {
-        self.commands.handler = present;
+    pub fn set_handler(&mut self, present: bool) {
+        self.handler = present;
     }
 
-    /// Sends `payload` to `peer`'s handler, after the commands queued before it.
-    pub(super) fn command(&mut self, op: OpId, peer: PeerId, payload: Vec<u8>, cx: &mut Cx) {
-        let queue = self.commands.queued.entry(peer).or_default();
+    /// Sends `payload` to `peer`'s handler (at its addresses in `routing`), after the commands
+    /// queued before it.
+    pub fn send(
+        &mut self,
+        op: OpId,
+        peer: PeerId,
+        payload: Vec<u8>,
+        routing: &RoutingTable,
+        cx: &mut Cx,
+    ) {
+        let queue = self.queued.entry(peer).or_default();
         if queue.len() >= MAX_QUEUED_COMMANDS_PER_PEER {
             let reason =
                 format!("{MAX_QUEUED_COMMANDS_PER_PEER} commands already wait for this peer");
-            cx.out.push(reply(op, Err(OpError::CommandFailed(reason))));
+            cx.out
+                .push(Action::reply(op, Err(OpError::CommandFailed(reason))));
             return;
         }
-        let deadline = cx.now + self.config.timing.command_timeout + COMMAND_DEADLINE_SLACK;
         queue.push_back(Queued { op, payload });
-        self.commands.open.insert(op, None);
-        self.commands.deadlines.push(Reverse((deadline, op)));
-        self.send_commands(peer, cx);
+        self.open.insert(op, None);
+        self.deadlines.push(Reverse((cx.now + self.timeout, op)));
+        self.send_queued(peer, routing, cx);
     }
 
     /// `peer` answered command `id`.
-    pub(super) fn command_answered(&mut self, id: CommandId, answer: CommandReply, cx: &mut Cx) {
+    pub fn answered(
+        &mut self,
+        id: CommandId,
+        answer: CommandReply,
+        routing: &RoutingTable,
+        cx: &mut Cx,
+    ) {
         let result = match answer {
             CommandReply::Ok(bytes) => Ok(OpOk::Command(bytes)),
             CommandReply::Refused(reason) => Err(OpError::CommandRefused(reason)),
         };
-        self.command_ended(id, result, cx);
+        self.ended(id, result, routing, cx);
     }
 
     /// Command `id` failed on the way (`None`: the transport's timeout).
-    pub(super) fn command_failed(&mut self, id: CommandId, reason: Option<String>, cx: &mut Cx) {
+    pub fn failed(
+        &mut self,
+        id: CommandId,
+        reason: Option<String>,
+        routing: &RoutingTable,
+        cx: &mut Cx,
+    ) {
         let error = reason.map_or(OpError::Timeout, OpError::CommandFailed);
-        self.command_ended(id, Err(error), cx);
+        self.ended(id, Err(error), routing, cx);
     }
 
-    fn command_ended(&mut self, id: CommandId, result: Result<OpOk, OpError>, cx: &mut Cx) {
-        let Some((op, peer)) = self.commands.in_flight.remove(&id) else {
+    fn ended(
+        &mut self,
+        id: CommandId,
+        result: Result<OpOk, OpError>,
+        routing: &RoutingTable,
+        cx: &mut Cx,
+    ) {
+        let Some((op, peer)) = self.in_flight.remove(&id) else {
             return;
         };
-        self.commands.open.remove(&op);
-        cx.out.push(reply(op, result));
+        self.open.remove(&op);
+        cx.out.push(Action::reply(op, result));
         self.free_slot(peer);
-        self.send_commands(peer, cx);
+        self.send_queued(peer, routing, cx);
     }
 
     fn free_slot(&mut self, peer: PeerId) {
-        if let Some(n) = self.commands.slots.get_mut(&peer) {
+        if let Some(n) = self.slots.get_mut(&peer) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                self.commands.slots.remove(&peer);
+                self.slots.remove(&peer);
             }
         }
     }
 
     /// Sends what is queued for `peer` while it has free slots.
-    fn send_commands(&mut self, peer: PeerId, cx: &mut Cx) {
-        let addrs: Vec<Multiaddr> = self
-            .routing
+    fn send_queued(&mut self, peer: PeerId, routing: &RoutingTable, cx: &mut Cx) {
+        let addrs: Vec<Multiaddr> = routing
             .get(&peer)
             .map(|e| e.addrs.clone())
             .unwrap_or_default();
-        let commands = &mut self.commands;
         loop {
-            let slots = commands.slots.entry(peer).or_default();
+            let slots = self.slots.entry(peer).or_default();
             if *slots >= MAX_COMMANDS_IN_FLIGHT_PER_PEER {
                 break;
             }
-            let Some(queue) = commands.queued.get_mut(&peer) else {
+            let Some(queue) = self.queued.get_mut(&peer) else {
                 break;
             };
             let Some(next) = queue.pop_front() else {
-                commands.queued.remove(&peer);
+                self.queued.remove(&peer);
                 break;
             };
             *slots += 1;
-            let id = commands.next_id;
-            commands.next_id += 1;
-            commands.in_flight.insert(id, (next.op, peer));
-            commands.open.insert(next.op, Some(id));
+            let id = self.next_id;
+            self.next_id += 1;
+            self.in_flight.insert(id, (next.op, peer));
+            self.open.insert(next.op, Some(id));
             cx.out.push(Action::SendCommand {
                 id,
                 peer,
@@ -142,60 +182,62 @@ impl Core {
                 payload: next.payload,
             });
         }
-        if commands.slots.get(&peer) == Some(&0) {
-            commands.slots.remove(&peer);
+        if self.slots.get(&peer) == Some(&0) {
+            self.slots.remove(&peer);
         }
-        if commands.queued.get(&peer).is_some_and(VecDeque::is_empty) {
-            commands.queued.remove(&peer);
+        if self.queued.get(&peer).is_some_and(VecDeque::is_empty) {
+            self.queued.remove(&peer);
         }
     }
 
     /// Ends the commands whose deadline passed, queued or in flight.
-    pub(super) fn expire_commands(&mut self, cx: &mut Cx) {
-        while let Some(Reverse((at, op))) = self.commands.deadlines.peek().copied() {
+    pub fn expire(&mut self, routing: &RoutingTable, cx: &mut Cx) {
+        while let Some(Reverse((at, op))) = self.deadlines.peek().copied() {
             if at > cx.now {
                 break;
             }
-            self.commands.deadlines.pop();
-            let Some(sent) = self.commands.open.remove(&op) else {
+            self.deadlines.pop();
+            let Some(sent) = self.open.remove(&op) else {
                 continue;
             };
-            cx.out.push(reply(op, Err(OpError::Timeout)));
+            cx.out.push(Action::reply(op, Err(OpError::Timeout)));
             match sent {
                 Some(id) => {
-                    if let Some((_, peer)) = self.commands.in_flight.remove(&id) {
+                    if let Some((_, peer)) = self.in_flight.remove(&id) {
                         self.free_slot(peer);
-                        self.send_commands(peer, cx);
+                        self.send_queued(peer, routing, cx);
                     }
                 }
                 None => {
-                    for queue in self.commands.queued.values_mut() {
+                    for queue in self.queued.values_mut() {
                         queue.retain(|q| q.op != op);
                     }
-                    self.commands.queued.retain(|_, q| !q.is_empty());
+                    self.queued.retain(|_, q| !q.is_empty());
                 }
             }
         }
     }
 
     /// When the next command deadline falls.
-    pub(super) fn next_command_deadline(&self) -> Option<Instant> {
-        self.commands.deadlines.peek().map(|Reverse((at, _))| *at)
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((at, _))| *at)
     }
 
-    /// `peer` sent us a command (inbound request `id`): to the handler, or refused.
-    pub(super) fn command_received(
+    /// `peer` (`blocked` or not) sent us a command (inbound request `id`): to the handler, or
+    /// refused.
+    pub fn received(
         &mut self,
         peer: PeerId,
+        blocked: bool,
         id: InboundId,
         payload: Vec<u8>,
         cx: &mut Cx,
     ) {
-        let refusal = if self.is_blocked(&peer) {
+        let refusal = if blocked {
             Some("blocked")
-        } else if !self.commands.handler {
+        } else if !self.handler {
             Some("no command handler registered")
-        } else if self.commands.running >= MAX_RUNNING_HANDLERS {
+        } else if self.running >= MAX_RUNNING_HANDLERS {
             Some("busy: too many commands in progress")
         } else {
             None
@@ -207,13 +249,13 @@ impl Core {
             });
             return;
         }
-        self.commands.running += 1;
+        self.running += 1;
         cx.out.push(Action::RunHandler { id, peer, payload });
     }
 
     /// The handler answered inbound command `id`.
-    pub(super) fn handler_done(&mut self, id: InboundId, answer: CommandReply, cx: &mut Cx) {
-        self.commands.running = self.commands.running.saturating_sub(1);
+    pub fn handler_done(&mut self, id: InboundId, answer: CommandReply, cx: &mut Cx) {
+        self.running = self.running.saturating_sub(1);
         cx.out.push(Action::AnswerCommand { id, reply: answer });
     }
 }
@@ -228,7 +270,7 @@ mod tests {
     use libp2p::PeerId;
 
     use super::*;
-    use crate::core::{CoreConfig, Input};
+    use crate::core::{Core, CoreConfig, Input};
 
     fn core(now: Instant) -> Core {
         let protocol = ProtocolConfig {

@@ -539,6 +539,17 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The end of operation `op`, with no report (it needed no lookup).
+    pub(crate) fn reply(op: OpId, result: Result<OpOk, OpError>) -> Self {
+        Self::Reply {
+            op,
+            result,
+            report: Report::default(),
+        }
+    }
+}
+
 /// Counts of what the core did, for status and the simulator.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CoreStats {

@@ -2,39 +2,158 @@
 //! record new here, at a steady pace ([`MirrorFeed`]). What a mirror keeps of what it is handed is
 //! the admission policy's call ([`super::records`]); this is the sending side.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use dht_behaviours::mirror::MirrorRecord;
 use libp2p::kad::{Record, RecordKey};
 use libp2p::{Multiaddr, PeerId};
 
-use super::Core;
+use super::config::CoreConfig;
 use super::context::Cx;
-use super::events::{Action, InboundId};
+use super::events::Action;
 use super::mirror_feed::{MIRROR_PACE, MirrorFeed, MirrorId};
-use super::records::{Admitted, Source};
+use super::records::Records;
 
 /// The mirrors this node feeds and how to reach them.
 #[derive(Debug)]
 pub(super) struct Mirrors {
+    /// This node's id: never its own mirror.
+    local: PeerId,
+    /// Whether this node holds records to hand (a client holds none).
+    serving: bool,
+    /// The mirrors the operator chose (`--mirror-peer`): only they are fed.
+    chosen: HashSet<PeerId>,
+    /// The life a mirror's copy of our own published record gets.
+    record_ttl: Duration,
     feed: MirrorFeed,
     /// Their listen addresses (from identify), so that a mirror whose connection was closed (a
     /// missed ping) is dialed again rather than starved of records.
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
     next_id: MirrorId,
     last_round: Instant,
+    /// Peers that announced the protocol without being chosen.
+    ignored: u64,
 }
 
 impl Mirrors {
-    /// No mirror yet, at `now`.
-    pub(super) fn new(now: Instant) -> Self {
+    /// No mirror yet, at `now`, for the node `local` of `config`.
+    pub(super) fn new(local: PeerId, config: &CoreConfig, now: Instant) -> Self {
         Self {
+            local,
+            serving: config.serving,
+            chosen: config.mirror_peers.clone(),
+            record_ttl: config.timing.record_ttl,
             feed: MirrorFeed::default(),
             addrs: HashMap::new(),
             next_id: 0,
             last_round: now,
+            ignored: 0,
         }
+    }
+
+    /// Hand-offs to mirrors waiting or in flight.
+    pub fn pending(&self) -> usize {
+        self.feed.pending()
+    }
+
+    /// Hand-offs to mirrors given up (backlog full, or out of tries).
+    pub fn dropped(&self) -> u64 {
+        self.feed.dropped()
+    }
+
+    /// Peers that announced the mirror protocol and were not chosen, so far.
+    pub fn ignored(&self) -> u64 {
+        self.ignored
+    }
+
+    /// `peer` speaks the mirror protocol: if the operator chose it as a mirror, and unless this
+    /// node is a client (it holds nothing), it gets every record held in `records`. Whether it
+    /// is a new mirror. Announcing the protocol alone takes no slot: anyone can announce it, and
+    /// a mirror is handed the whole store.
+    pub fn seen(
+        &mut self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        records: &Records,
+        now: Instant,
+    ) -> bool {
+        if !self.serving || peer == self.local {
+            return false;
+        }
+        if !self.chosen.contains(&peer) {
+            self.ignored += 1;
+            return false;
+        }
+        // Identify repeats itself on every connection: the keys are collected for a new mirror
+        // only, not at each identify of a known one.
+        if self.feed.is_mirror(&peer) {
+            self.addrs.insert(peer, addrs);
+            return false;
+        }
+        let keys: Vec<RecordKey> = records.live(now).map(|r| r.key.clone()).collect();
+        let new = self.feed.add_mirror(peer, keys);
+        if self.feed.is_mirror(&peer) {
+            self.addrs.insert(peer, addrs);
+        }
+        new
+    }
+
+    /// A mirror cannot be reached any more: nothing more goes to it.
+    pub fn gone(&mut self, peer: &PeerId) {
+        self.addrs.remove(peer);
+        self.feed.remove_mirror(peer);
+    }
+
+    /// A record is new here (or our own went out again): queued for every mirror but its sender.
+    pub fn record_added(&mut self, key: &RecordKey, from: Option<PeerId>) {
+        if self.feed.has_mirrors() {
+            self.feed.record_added(key, from);
+        }
+    }
+
+    /// A mirror acknowledged a hand-off.
+    pub fn acked(&mut self, id: MirrorId) {
+        self.feed.acknowledged(&id);
+    }
+
+    /// A hand-off failed: tried again, up to its tries.
+    pub fn failed(&mut self, id: MirrorId) {
+        self.feed.failed(&id);
+    }
+
+    /// A round of hand-offs, if one is due: each record read from `records` as it is now.
+    pub fn feed(&mut self, records: &Records, cx: &mut Cx) {
+        if self.next_round().is_none_or(|at| cx.now < at) {
+            return;
+        }
+        self.last_round = cx.now;
+        for handoff in self.feed.due() {
+            let Some(record) = records
+                .get(&handoff.key, cx.now)
+                .map(|r| mirror_copy(r, cx.now, self.record_ttl))
+            else {
+                continue;
+            };
+            let id = self.next_id;
+            self.next_id += 1;
+            let peer = handoff.peer;
+            self.feed.sent(id, handoff);
+            cx.out.push(Action::Mirror {
+                id,
+                peer,
+                addrs: self.addrs.get(&peer).cloned().unwrap_or_default(),
+                record,
+            });
+        }
+    }
+
+    /// When the next round of hand-offs is due, if one has anything to send.
+    pub fn next_round(&self) -> Option<Instant> {
+        if !self.feed.has_due() {
+            return None;
+        }
+        Some(self.last_round + MIRROR_PACE)
     }
 }
 
@@ -47,131 +166,6 @@ fn mirror_copy(record: &Record, now: Instant, ttl: Duration) -> MirrorRecord {
         expires_in: record
             .expires
             .map_or(ttl, |at| at.saturating_duration_since(now)),
-    }
-}
-
-impl Core {
-    /// Hand-offs to mirrors waiting or in flight.
-    pub fn mirror_pending(&self) -> usize {
-        self.mirrors.feed.pending()
-    }
-
-    /// Hand-offs to mirrors given up (backlog full, or out of tries).
-    pub fn mirror_dropped(&self) -> u64 {
-        self.mirrors.feed.dropped()
-    }
-
-    /// `peer` speaks the mirror protocol: if the operator chose it as a mirror, and unless this
-    /// node is a client (it holds nothing), it gets every record held here. Whether it is a new
-    /// mirror. Announcing the protocol alone takes no slot: anyone can announce it, and a mirror
-    /// is handed the whole store.
-    pub(super) fn mirror_seen(
-        &mut self,
-        peer: PeerId,
-        addrs: Vec<Multiaddr>,
-        now: Instant,
-    ) -> bool {
-        if !self.config.serving || peer == self.local {
-            return false;
-        }
-        if !self.config.mirror_peers.contains(&peer) {
-            self.stats.mirrors_ignored += 1;
-            return false;
-        }
-        // Identify repeats itself on every connection: the keys are collected for a new mirror
-        // only, not at each identify of a known one.
-        if self.mirrors.feed.is_mirror(&peer) {
-            self.mirrors.addrs.insert(peer, addrs);
-            return false;
-        }
-        let keys: Vec<RecordKey> = self.records.live(now).map(|r| r.key.clone()).collect();
-        let new = self.mirrors.feed.add_mirror(peer, keys);
-        if self.mirrors.feed.is_mirror(&peer) {
-            self.mirrors.addrs.insert(peer, addrs);
-        }
-        new
-    }
-
-    /// A mirror push from `peer` (this node is a mirror): kept outside the shares when its
-    /// operator named `peer` a feeder, and acknowledged only once admitted; anyone else's push
-    /// is refused unacknowledged (a stranger stores through kad, within its shares).
-    pub(super) fn mirrored(&mut self, peer: PeerId, id: InboundId, record: Record, cx: &mut Cx) {
-        if !self.config.mirror || !self.config.mirror_feeders.contains(&peer) {
-            self.stats.mirror_pushes_refused += 1;
-            cx.out.push(Action::AnswerMirror { id, kept: false });
-            return;
-        }
-        let kept = match self.records.admit(Source::Feeder(peer), record, cx.now) {
-            Ok(Admitted::New | Admitted::Updated) => {
-                self.stats.puts_kept += 1;
-                true
-            }
-            Ok(Admitted::Held) => true,
-            Err(refusal) => {
-                self.refused(peer, refusal, cx);
-                false
-            }
-        };
-        cx.out.push(Action::AnswerMirror { id, kept });
-    }
-
-    /// A mirror cannot be reached any more: nothing more goes to it.
-    pub(super) fn mirror_gone(&mut self, peer: &PeerId) {
-        self.mirrors.addrs.remove(peer);
-        self.mirrors.feed.remove_mirror(peer);
-    }
-
-    /// A record is new here (or our own went out again): queued for every mirror but its sender.
-    pub(super) fn mirror_record(&mut self, key: &RecordKey, from: Option<PeerId>) {
-        if self.mirrors.feed.has_mirrors() {
-            self.mirrors.feed.record_added(key, from);
-        }
-    }
-
-    /// A mirror acknowledged a hand-off.
-    pub(super) fn mirror_acked(&mut self, id: MirrorId) {
-        self.mirrors.feed.acknowledged(&id);
-    }
-
-    /// A hand-off failed: tried again, up to its tries.
-    pub(super) fn mirror_failed(&mut self, id: MirrorId) {
-        self.mirrors.feed.failed(&id);
-    }
-
-    /// A round of hand-offs, if one is due: each record read from the store as it is now.
-    pub(super) fn feed_mirrors(&mut self, cx: &mut Cx) {
-        if self.next_mirror_round().is_none_or(|at| cx.now < at) {
-            return;
-        }
-        self.mirrors.last_round = cx.now;
-        let ttl = self.config.timing.record_ttl;
-        for handoff in self.mirrors.feed.due() {
-            let Some(record) = self
-                .records
-                .get(&handoff.key, cx.now)
-                .map(|r| mirror_copy(r, cx.now, ttl))
-            else {
-                continue;
-            };
-            let id = self.mirrors.next_id;
-            self.mirrors.next_id += 1;
-            let peer = handoff.peer;
-            self.mirrors.feed.sent(id, handoff);
-            cx.out.push(Action::Mirror {
-                id,
-                peer,
-                addrs: self.mirrors.addrs.get(&peer).cloned().unwrap_or_default(),
-                record,
-            });
-        }
-    }
-
-    /// When the next round of hand-offs is due, if one has anything to send.
-    pub(super) fn next_mirror_round(&self) -> Option<Instant> {
-        if !self.mirrors.feed.has_due() {
-            return None;
-        }
-        Some(self.mirrors.last_round + MIRROR_PACE)
     }
 }
 

@@ -19,6 +19,7 @@ pub mod bootstrap;
 mod broadcast;
 pub mod broadcaster;
 pub mod commands;
+pub mod config;
 mod context;
 pub mod diversity;
 mod events;
@@ -42,13 +43,11 @@ pub mod silence;
 pub mod throttle;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dht_behaviours::config::MAX_ADDRS_PER_PEER;
 use dht_behaviours::kad_wire::WirePeer;
 use dht_behaviours::lookup::CANDIDATES_PER_K;
-use dht_behaviours::store::StoreLimits;
-use dht_behaviours::{ProtocolConfig, Timing};
 use libp2p::identity::Keypair;
 use libp2p::kad::{KBucketKey, RecordKey};
 use libp2p::{Multiaddr, PeerId};
@@ -57,6 +56,7 @@ use rand::rngs::StdRng;
 
 use bootstrap::{Bootstrapper, DialId};
 use broadcaster::{Broadcaster, HandoffId};
+pub use config::{BUCKET_SIZE, Clock, CoreConfig};
 use context::Cx;
 pub use events::{Action, CoreStats, InboundId, Input, OpError, OpId, OpOk, Report};
 use mirrors::Mirrors;
@@ -69,101 +69,19 @@ use routing::{Inserted, RoutingTable};
 
 /// Content keys remembered to tell repeated fetches (demand) from first ones.
 pub const DEMAND_TRACKED_KEYS: usize = 4096;
-/// Peers per k-bucket at least, whatever the replication factor (libp2p's kad uses 20 too).
-pub const BUCKET_SIZE: usize = 20;
 /// Peers joined through that are remembered (the oldest are forgotten first).
 pub const MAX_BOOTSTRAP_PEERS: usize = 64;
-
-/// What a core needs to know of its node.
-#[derive(Debug, Clone)]
-pub struct CoreConfig {
-    /// Replication factor k.
-    pub k: usize,
-    /// Lookup parallelism alpha.
-    pub alpha: usize,
-    /// Intervals and deadlines.
-    pub timing: Timing,
-    /// Whether this node serves (a client keeps no records and answers nothing).
-    pub serving: bool,
-    /// Bounds of the record store.
-    pub store: StoreLimits,
-    /// Seed of the core's randomness (refresh keys).
-    pub seed: u64,
-    /// A mirror node keeps every record its feeders hand it (no per-peer quota for them).
-    pub mirror: bool,
-    /// The peers a mirror takes mirror pushes from, as its operator named them
-    /// (`--mirror-feeder`): anyone else's push is refused unacknowledged.
-    pub mirror_feeders: HashSet<PeerId>,
-    /// The mirrors this node feeds, as the operator chose them (`--mirror-peer`): a peer that
-    /// only says it is a mirror gets nothing.
-    pub mirror_peers: HashSet<PeerId>,
-    /// Amino mode: only `/pk/` and `/ipns/` records are kept ([`ProtocolConfig::amino`]).
-    pub amino: bool,
-}
-
-impl CoreConfig {
-    /// Peers per k-bucket: [`BUCKET_SIZE`], or k when replication asks for more. A small
-    /// replication factor must not shrink the table (lookups need its breadth).
-    pub fn bucket_size(&self) -> usize {
-        BUCKET_SIZE.max(self.k)
-    }
-
-    /// The core of a node built from `protocol` with a store bounded by `store`.
-    pub fn new(protocol: &ProtocolConfig, store: StoreLimits, seed: u64) -> Self {
-        Self {
-            k: protocol.replication_factor.get(),
-            alpha: protocol.parallelism.get(),
-            timing: protocol.timing.clone(),
-            serving: !protocol.client_mode,
-            store,
-            seed,
-            mirror: protocol.mirror,
-            mirror_feeders: HashSet::new(),
-            mirror_peers: HashSet::new(),
-            amino: protocol.amino,
-        }
-    }
-}
-
-/// The moment a core starts on both clocks: the core's only view of the wall clock, which it
-/// needs for broadcast message times (it runs on the monotonic clock it is given otherwise; the
-/// drift between the two over a node's life is far below [`MAX_CLOCK_SKEW`]).
-///
-/// [`MAX_CLOCK_SKEW`]: dht_behaviours::config::MAX_CLOCK_SKEW
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Clock {
-    /// The monotonic time the core starts at.
-    pub now: Instant,
-    /// The wall clock then, in milliseconds since the Unix epoch.
-    pub unix_ms: u64,
-}
-
-impl Clock {
-    /// The wall clock at `now`.
-    pub fn unix_ms_at(&self, now: Instant) -> u64 {
-        let since = now.saturating_duration_since(self.now);
-        self.unix_ms
-            .saturating_add(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    /// A clock started at `now`, `unix` after the epoch.
-    pub fn new(now: Instant, unix: Duration) -> Self {
-        Self {
-            now,
-            unix_ms: u64::try_from(unix.as_millis()).unwrap_or(u64::MAX),
-        }
-    }
-}
 
 /// The configuration of the core tests: replication factor `k`, the fast timing profile.
 #[cfg(test)]
 pub(crate) fn test_config(k: usize) -> CoreConfig {
+    use dht_behaviours::ProtocolConfig;
     let protocol = ProtocolConfig {
         replication_factor: std::num::NonZeroUsize::new(k).unwrap_or(std::num::NonZeroUsize::MIN),
         timing: dht_behaviours::Timing::fast(),
         ..ProtocolConfig::default()
     };
-    CoreConfig::new(&protocol, StoreLimits::default(), 7)
+    CoreConfig::new(&protocol, dht_behaviours::store::StoreLimits::default(), 7)
 }
 
 #[cfg(test)]
@@ -173,7 +91,7 @@ impl Core {
         Self::new(
             Keypair::generate_ed25519(),
             config,
-            Clock::new(now, Duration::ZERO),
+            Clock::new(now, std::time::Duration::ZERO),
         )
     }
 }
@@ -278,7 +196,7 @@ impl Core {
             standing: Standing::default(),
             inadmissible: 0,
             kept: Vec::new(),
-            mirrors: Mirrors::new(now),
+            mirrors: Mirrors::new(local, &config, now),
             broadcaster: Broadcaster::new(local),
             serve_limits: rate::RateLimits::new(
                 server::SERVE_RATE_PER_PEER,
@@ -291,7 +209,7 @@ impl Core {
                 server::MAX_RATED_PEERS,
             ),
             next_handoff: 0,
-            commands: commands::Commands::default(),
+            commands: commands::Commands::new(config.timing.command_timeout),
             throttled: throttle::Throttled::default(),
             config,
         }
@@ -319,7 +237,25 @@ impl Core {
 
     /// What the core did so far.
     pub fn stats(&self) -> CoreStats {
-        self.stats
+        CoreStats {
+            mirrors_ignored: self.mirrors.ignored(),
+            ..self.stats
+        }
+    }
+
+    /// Hand-offs to mirrors waiting or in flight.
+    pub fn mirror_pending(&self) -> usize {
+        self.mirrors.pending()
+    }
+
+    /// Hand-offs to mirrors given up (backlog full, or out of tries).
+    pub fn mirror_dropped(&self) -> u64 {
+        self.mirrors.dropped()
+    }
+
+    /// Our commands queued or in flight.
+    pub fn commands_pending(&self) -> usize {
+        self.commands.pending()
     }
 
     /// Operations and background queries running.
@@ -362,20 +298,28 @@ impl Core {
             Input::FindPeer { op, peer } => self.find_peer(op, peer, &mut cx),
             Input::Closest { op, key } => {
                 if self.routing.is_empty() {
-                    cx.out.push(reply(op, Err(OpError::NoPeers)));
+                    cx.out.push(Action::reply(op, Err(OpError::NoPeers)));
                 } else {
                     let id = self.start(key, Purpose::Peers, &mut cx);
                     self.ops.insert(id, op);
                 }
             }
-            Input::Command { op, peer, payload } => self.command(op, peer, payload, &mut cx),
-            Input::CommandAnswered { id, reply } => self.command_answered(id, reply, &mut cx),
-            Input::CommandFailed { id, reason } => self.command_failed(id, reason, &mut cx),
-            Input::CommandReceived { peer, id, payload } => {
-                self.command_received(peer, id, payload, &mut cx)
+            Input::Command { op, peer, payload } => {
+                self.commands
+                    .send(op, peer, payload, &self.routing, &mut cx)
             }
-            Input::HandlerDone { id, reply } => self.handler_done(id, reply, &mut cx),
-            Input::SetHandler { present } => self.set_handler(present),
+            Input::CommandAnswered { id, reply } => {
+                self.commands.answered(id, reply, &self.routing, &mut cx)
+            }
+            Input::CommandFailed { id, reason } => {
+                self.commands.failed(id, reason, &self.routing, &mut cx)
+            }
+            Input::CommandReceived { peer, id, payload } => {
+                let blocked = self.is_blocked(&peer);
+                self.commands.received(peer, blocked, id, payload, &mut cx)
+            }
+            Input::HandlerDone { id, reply } => self.commands.handler_done(id, reply, &mut cx),
+            Input::SetHandler { present } => self.commands.set_handler(present),
             Input::Broadcast { op, payload } => self.broadcast(op, payload, &mut cx),
             Input::BroadcastReceived { peer, id, message } => {
                 self.broadcast_received(peer, id, message, &mut cx)
@@ -400,15 +344,15 @@ impl Core {
                 } else {
                     self.unreachable(&peer, &mut cx);
                 }
-                self.mirror_gone(&peer);
+                self.mirrors.gone(&peer);
             }
             Input::MirrorSeen { peer, addrs } => {
-                if self.mirror_seen(peer, addrs, now) {
+                if self.mirrors.seen(peer, addrs, &self.records, now) {
                     cx.out.push(Action::MirrorFound { peer });
                 }
             }
-            Input::MirrorAcked { id } => self.mirror_acked(id),
-            Input::MirrorFailed { id } => self.mirror_failed(id),
+            Input::MirrorAcked { id } => self.mirrors.acked(id),
+            Input::MirrorFailed { id } => self.mirrors.failed(id),
             Input::Unreachable { peer } => self.unreachable(&peer, &mut cx),
             Input::ConnectionLost { peer } => {
                 if !self.is_blocked(&peer)
@@ -468,8 +412,8 @@ impl Core {
                 self.standing_tick(&mut cx);
                 self.maintain(&mut cx);
                 self.bootstrap_tick(&mut cx);
-                self.feed_mirrors(&mut cx);
-                self.expire_commands(&mut cx);
+                self.mirrors.feed(&self.records, &mut cx);
+                self.commands.expire(&self.routing, &mut cx);
             }
         }
         if had_peers && self.routing.is_empty() {
@@ -477,7 +421,7 @@ impl Core {
         }
         self.flush(&mut cx);
         for (key, from) in std::mem::take(&mut self.kept) {
-            self.mirror_record(&key, from);
+            self.mirrors.record_added(&key, from);
         }
         cx.out
     }
@@ -613,8 +557,8 @@ impl Core {
         let maintenance = self.next_maintenance();
         let soonest = [
             self.next_bootstrap(),
-            self.next_mirror_round(),
-            self.next_command_deadline(),
+            self.mirrors.next_round(),
+            self.commands.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -631,14 +575,6 @@ impl Core {
             + self.ops.capacity() * (std::mem::size_of::<(QueryId, OpId)>() + 1)
             + self.replication.capacity() * std::mem::size_of::<RecordKey>()
             + self.handed.capacity() * (std::mem::size_of::<(PeerId, Instant)>() + 1)
-    }
-}
-
-fn reply(op: OpId, result: Result<OpOk, OpError>) -> Action {
-    Action::Reply {
-        op,
-        result,
-        report: Report::default(),
     }
 }
 

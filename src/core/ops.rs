@@ -9,11 +9,11 @@ use libp2p::kad::{Record, RecordKey};
 use libp2p::{Multiaddr, PeerId};
 
 use super::context::Cx;
-use super::events::{OpError, OpId, OpOk};
+use super::events::{Action, OpError, OpId, OpOk};
 use super::outbox::QueryId;
 use super::queries::{Purpose, RESOLVE_QUORUM};
 use super::records::Source;
-use super::{Core, DEMAND_TRACKED_KEYS, reply};
+use super::{Core, DEMAND_TRACKED_KEYS};
 
 impl Core {
     /// Starts a query a handle waits for. A store or a provide by a node of a small network
@@ -32,7 +32,8 @@ impl Core {
         let mut record = Record::new(RecordKey::new(&key), value);
         if self.config.serving {
             if let Err(refusal) = self.records.admit(Source::Own, record.clone(), cx.now) {
-                cx.out.push(reply(op, Err(OpError::Refused(refusal))));
+                cx.out
+                    .push(Action::reply(op, Err(OpError::Refused(refusal))));
                 return;
             }
             self.kept.push((record.key.clone(), None));
@@ -56,11 +57,11 @@ impl Core {
             return;
         }
         if let Some(r) = held {
-            cx.out.push(reply(op, Ok(OpOk::Value(r.value))));
+            cx.out.push(Action::reply(op, Ok(OpOk::Value(r.value))));
             return;
         }
         if self.routing.is_empty() {
-            cx.out.push(reply(op, Err(OpError::NoPeers)));
+            cx.out.push(Action::reply(op, Err(OpError::NoPeers)));
             return;
         }
         // Content never changes, so its copies can be spread safely; a free key's cannot.

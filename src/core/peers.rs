@@ -91,7 +91,7 @@ impl Core {
     fn enforce_block(&mut self, peer: PeerId, offence: Option<Offence>, cx: &mut Cx) {
         // Not remembered for a rejoin: a blocked peer is not one to come back to.
         self.routing.remove(&peer);
-        self.mirror_gone(&peer);
+        self.mirrors.gone(&peer);
         cx.out.push(Action::Block { peer, offence });
     }
 
@@ -132,7 +132,7 @@ impl Core {
         }
         self.unreachable(&peer, cx);
         // Fed again when identify names it again.
-        self.mirror_gone(&peer);
+        self.mirrors.gone(&peer);
     }
 
     /// `peer` cannot be reached (a failed dial, a broken connection): it leaves the table and is

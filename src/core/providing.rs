@@ -11,10 +11,10 @@ use dht_behaviours::kad_wire::WirePeer;
 use libp2p::kad::RecordKey;
 use libp2p::{Multiaddr, PeerId};
 
+use super::Core;
 use super::context::Cx;
-use super::events::{OpError, OpId, OpOk};
+use super::events::{Action, OpError, OpId, OpOk};
 use super::queries::{MAX_PROVIDERS_FOUND, Purpose};
-use super::{Core, reply};
 
 /// Keys this node provides at most (each is re-announced every provide interval, k ADD_PROVIDERs
 /// and k checks apiece).
@@ -60,13 +60,14 @@ impl Core {
             && self.provided.keys.len() >= MAX_PROVIDED_KEYS
         {
             let why = format!("this node provides {MAX_PROVIDED_KEYS} keys already");
-            cx.out.push(reply(op, Err(OpError::ProvideRefused(why))));
+            cx.out
+                .push(Action::reply(op, Err(OpError::ProvideRefused(why))));
             return;
         }
         self.provided.keys.insert(record_key.clone(), cx.now);
         self.provide_here(record_key, cx.now);
         if self.routing.is_empty() {
-            cx.out.push(reply(op, Err(OpError::NoPeers)));
+            cx.out.push(Action::reply(op, Err(OpError::NoPeers)));
             return;
         }
         let id = self.start_awaited(key, self.provide_purpose(), cx);
@@ -109,7 +110,7 @@ impl Core {
             } else {
                 Ok(OpOk::Providers(known))
             };
-            cx.out.push(reply(op, result));
+            cx.out.push(Action::reply(op, result));
             return;
         }
         let id = self.start(key, Purpose::Providers { want, known }, cx);
@@ -131,11 +132,11 @@ impl Core {
                 addrs,
                 reached: true,
             };
-            cx.out.push(reply(op, Ok(found)));
+            cx.out.push(Action::reply(op, Ok(found)));
             return;
         }
         if self.routing.is_empty() {
-            cx.out.push(reply(op, Err(OpError::NoPeers)));
+            cx.out.push(Action::reply(op, Err(OpError::NoPeers)));
             return;
         }
         let id = self.start(peer.to_bytes(), Purpose::FindPeer, cx);
