@@ -4,33 +4,81 @@
 //! randomness are the core's, so the simulator runs broadcast as the node does.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use dht_behaviours::broadcast::{BroadcastMessage, FULL_HEIGHT, NONCE_LEN};
 use libp2p::PeerId;
+use libp2p::identity::Keypair;
 use rand::Rng;
+use rand::rngs::StdRng;
 
-use super::Core;
-use super::broadcaster::{BroadcastRefusal, Bucket, Handoff, HandoffId};
+use super::broadcaster::{BroadcastRefusal, Broadcaster, Bucket, Handoff, HandoffId};
+use super::config::Clock;
 use super::context::Cx;
 use super::events::{Action, InboundId, OpError, OpId, OpOk};
 use super::reputation::Offence;
+use super::routing::RoutingTable;
 
-impl Core {
-    /// Broadcast hand-offs awaiting an answer.
-    pub fn broadcasts_in_flight(&self) -> usize {
+/// This node's part in broadcasts: its own signed and spread, peers' delivered once and passed
+/// down the buckets.
+pub(super) struct Broadcast {
+    broadcaster: Broadcaster,
+    /// Signs this node's broadcasts.
+    identity: Keypair,
+    /// The wall clock, for message times.
+    clock: Clock,
+    next_handoff: HandoffId,
+    delivered: u64,
+    refused: u64,
+}
+
+impl Broadcast {
+    /// The broadcasts of the node of `identity`, its wall clock read from `clock`.
+    pub fn new(identity: Keypair, clock: Clock) -> Self {
+        let local = identity.public().to_peer_id();
+        Self {
+            broadcaster: Broadcaster::new(local),
+            identity,
+            clock,
+            next_handoff: 0,
+            delivered: 0,
+            refused: 0,
+        }
+    }
+
+    /// Hand-offs awaiting an answer.
+    pub fn in_flight(&self) -> usize {
         self.broadcaster.in_flight()
     }
 
-    /// Broadcasts `payload` from this node; the reply says how many hand-offs went out.
-    pub(super) fn broadcast(&mut self, op: OpId, payload: Vec<u8>, cx: &mut Cx) {
-        let nonce: [u8; NONCE_LEN] = self.rng.r#gen();
+    /// Messages delivered to the application so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    /// Messages refused so far (forged, too old, seen, over a forwarder's rate).
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Broadcasts `payload` from this node to the peers of `routing`; the reply says how many
+    /// hand-offs went out.
+    pub fn originate(
+        &mut self,
+        op: OpId,
+        payload: Vec<u8>,
+        routing: &RoutingTable,
+        rng: &mut StdRng,
+        cx: &mut Cx,
+    ) {
+        let nonce: [u8; NONCE_LEN] = rng.r#gen();
         let unix_ms = self.clock.unix_ms_at(cx.now);
         match self
             .broadcaster
             .originate(&self.identity, payload, nonce, unix_ms, cx.now)
         {
             Ok(message) => {
-                let sent = self.spread(&message, 0, FULL_HEIGHT, cx);
+                let sent = self.spread(&message, 0, FULL_HEIGHT, routing, rng, cx);
                 cx.out.push(Action::reply(op, Ok(OpOk::Broadcast { sent })));
             }
             Err(refusal) => cx.out.push(Action::reply(
@@ -40,83 +88,103 @@ impl Core {
         }
     }
 
-    /// `peer` handed us `message` (inbound request `id`).
-    pub(super) fn broadcast_received(
+    /// `peer` (`blocked` or not) handed us `message` (inbound request `id`). What `peer` did
+    /// wrong, if anything: a forged message is the forwarder's doing, since an honest node
+    /// forwards only what it verified.
+    #[allow(clippy::too_many_arguments)] // a message, its sender and where it goes next
+    pub fn received(
         &mut self,
         peer: PeerId,
+        blocked: bool,
         id: InboundId,
         message: BroadcastMessage,
+        routing: &RoutingTable,
+        rng: &mut StdRng,
         cx: &mut Cx,
-    ) {
-        if self.is_blocked(&peer) {
+    ) -> Option<Offence> {
+        if blocked {
             cx.out.push(Action::AnswerBroadcast { id, ack: None });
-            return;
+            return None;
         }
         let unix_ms = self.clock.unix_ms_at(cx.now);
         let receipt = self.broadcaster.receive(&peer, &message, cx.now, unix_ms);
-        match &receipt.refusal {
-            // An honest node forwards only what it verified: a forged message is the
-            // forwarder's doing.
-            Some(BroadcastRefusal::Forged(_)) => {
-                self.stats.broadcasts_refused += 1;
-                self.offend(peer, Offence::ForgedBroadcast, cx);
-            }
-            Some(_) => self.stats.broadcasts_refused += 1,
-            None => {}
+        let offence = match &receipt.refusal {
+            Some(BroadcastRefusal::Forged(_)) => Some(Offence::ForgedBroadcast),
+            _ => None,
+        };
+        if receipt.refusal.is_some() {
+            self.refused += 1;
         }
         cx.out.push(Action::AnswerBroadcast {
             id,
             ack: Some(receipt.ack),
         });
         if receipt.deliver {
-            self.stats.broadcasts_delivered += 1;
+            self.delivered += 1;
             cx.out.push(Action::Deliver {
                 origin: message.origin,
                 payload: Arc::clone(&message.payload),
             });
         }
         if let Some((from, to)) = receipt.forward {
-            self.spread(&message, from, to, cx);
+            self.spread(&message, from, to, routing, rng, cx);
         }
+        offence
     }
 
     /// A hand-off was answered.
-    pub(super) fn broadcast_answered(&mut self, id: HandoffId) {
+    pub fn answered(&mut self, id: HandoffId) {
         self.broadcaster.answered(&id);
     }
 
     /// A hand-off failed: another peer of its bucket, if one is left to try.
-    pub(super) fn broadcast_failed(&mut self, id: HandoffId, cx: &mut Cx) {
-        let buckets = self.buckets();
-        if let Some((peer, handoff)) = self.broadcaster.failed(&id, &buckets, &mut self.rng) {
-            self.send_handoff(peer, handoff, cx);
+    pub fn failed(&mut self, id: HandoffId, routing: &RoutingTable, rng: &mut StdRng, cx: &mut Cx) {
+        let buckets = buckets(routing);
+        if let Some((peer, handoff)) = self.broadcaster.failed(&id, &buckets, rng) {
+            self.send_handoff(peer, handoff, routing, cx);
         }
     }
 
+    /// Forgets what is too old to matter at `now` (messages seen, forwarders' rates).
+    pub fn prune(&mut self, now: Instant) {
+        self.broadcaster.prune(now);
+    }
+
     /// Hands `message` to peers of our buckets `from..to`; how many hand-offs went out.
-    fn spread(&mut self, message: &BroadcastMessage, from: u16, to: u16, cx: &mut Cx) -> usize {
-        let buckets = self.buckets();
-        let plan = self
-            .broadcaster
-            .plan(message, &buckets, from, to, &mut self.rng);
+    fn spread(
+        &mut self,
+        message: &BroadcastMessage,
+        from: u16,
+        to: u16,
+        routing: &RoutingTable,
+        rng: &mut StdRng,
+        cx: &mut Cx,
+    ) -> usize {
+        let buckets = buckets(routing);
+        let plan = self.broadcaster.plan(message, &buckets, from, to, rng);
         let sent = plan.len();
         for (peer, message) in plan {
             let handoff = Handoff {
                 message,
                 tried: vec![peer],
             };
-            self.send_handoff(peer, handoff, cx);
+            self.send_handoff(peer, handoff, routing, cx);
         }
         sent
     }
 
-    fn send_handoff(&mut self, peer: PeerId, handoff: Handoff, cx: &mut Cx) {
+    fn send_handoff(
+        &mut self,
+        peer: PeerId,
+        handoff: Handoff,
+        routing: &RoutingTable,
+        cx: &mut Cx,
+    ) {
         let id = self.next_handoff;
         self.next_handoff += 1;
         let message = handoff.message.clone();
         self.broadcaster.sent(id, handoff);
-        let addrs = self
-            .routing
+        let addrs = routing
             .get(&peer)
             .map(|e| e.addrs.clone())
             .unwrap_or_default();
@@ -127,17 +195,17 @@ impl Core {
             message,
         });
     }
+}
 
-    /// The routing table as buckets of peers (index: log2 of the distance), for the plan.
-    fn buckets(&self) -> Vec<Bucket> {
-        self.routing
-            .buckets()
-            .map(|(index, entries)| Bucket {
-                index: u16::try_from(index).unwrap_or(u16::MAX),
-                peers: entries.iter().map(|e| *e.peer()).collect(),
-            })
-            .collect()
-    }
+/// The routing table as buckets of peers (index: log2 of the distance), for the plan.
+fn buckets(routing: &RoutingTable) -> Vec<Bucket> {
+    routing
+        .buckets()
+        .map(|(index, entries)| Bucket {
+            index: u16::try_from(index).unwrap_or(u16::MAX),
+            peers: entries.iter().map(|e| *e.peer()).collect(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

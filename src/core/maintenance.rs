@@ -81,7 +81,7 @@ impl Core {
             self.standing.silence.sweep(cx.now);
             self.serve_limits.prune(cx.now);
             self.host_limits.prune(cx.now);
-            self.broadcaster.prune(cx.now);
+            self.broadcast.prune(cx.now);
         }
         self.replicate(cx);
         self.reprovide(cx);

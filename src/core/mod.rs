@@ -55,7 +55,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use bootstrap::{Bootstrapper, DialId};
-use broadcaster::{Broadcaster, HandoffId};
+use broadcast::Broadcast;
 pub use config::{BUCKET_SIZE, Clock, CoreConfig};
 use context::Cx;
 pub use events::{Action, CoreStats, InboundId, Input, OpError, OpId, OpOk, Report};
@@ -99,8 +99,6 @@ impl Core {
 /// One node's Kademlia policy.
 pub struct Core {
     local: PeerId,
-    /// Signs this node's broadcasts.
-    identity: Keypair,
     clock: Clock,
     config: CoreConfig,
     routing: RoutingTable,
@@ -140,12 +138,11 @@ pub struct Core {
     /// Records kept during the input being handled, for the mirrors.
     kept: Vec<(RecordKey, Option<PeerId>)>,
     mirrors: Mirrors,
-    broadcaster: Broadcaster,
+    broadcast: Broadcast,
     /// Each peer's budget of inbound requests ([`server::SERVE_RATE_PER_PEER`]).
     serve_limits: rate::RateLimits<u64>,
     /// Each host's budget of inbound requests ([`server::SERVE_RATE_PER_HOST`]).
     host_limits: rate::RateLimits<u64>,
-    next_handoff: HandoffId,
     commands: commands::Commands,
     /// Peers that refused our lookups, backed off from ([`throttle`]).
     throttled: throttle::Throttled,
@@ -170,7 +167,6 @@ impl Core {
         );
         Self {
             local,
-            identity,
             clock,
             routing: RoutingTable::new(local, config.bucket_size()),
             records: Records::new(local, config.store, t, clock).for_amino(config.amino),
@@ -197,7 +193,7 @@ impl Core {
             inadmissible: 0,
             kept: Vec::new(),
             mirrors: Mirrors::new(local, &config, now),
-            broadcaster: Broadcaster::new(local),
+            broadcast: Broadcast::new(identity, clock),
             serve_limits: rate::RateLimits::new(
                 server::SERVE_RATE_PER_PEER,
                 server::SERVE_BURST_PER_PEER,
@@ -208,7 +204,6 @@ impl Core {
                 server::SERVE_BURST_PER_HOST,
                 server::MAX_RATED_PEERS,
             ),
-            next_handoff: 0,
             commands: commands::Commands::new(config.timing.command_timeout),
             throttled: throttle::Throttled::default(),
             config,
@@ -239,8 +234,15 @@ impl Core {
     pub fn stats(&self) -> CoreStats {
         CoreStats {
             mirrors_ignored: self.mirrors.ignored(),
+            broadcasts_delivered: self.broadcast.delivered(),
+            broadcasts_refused: self.broadcast.refused(),
             ..self.stats
         }
+    }
+
+    /// Broadcast hand-offs awaiting an answer.
+    pub fn broadcasts_in_flight(&self) -> usize {
+        self.broadcast.in_flight()
     }
 
     /// Hand-offs to mirrors waiting or in flight.
@@ -320,12 +322,30 @@ impl Core {
             }
             Input::HandlerDone { id, reply } => self.commands.handler_done(id, reply, &mut cx),
             Input::SetHandler { present } => self.commands.set_handler(present),
-            Input::Broadcast { op, payload } => self.broadcast(op, payload, &mut cx),
-            Input::BroadcastReceived { peer, id, message } => {
-                self.broadcast_received(peer, id, message, &mut cx)
+            Input::Broadcast { op, payload } => {
+                self.broadcast
+                    .originate(op, payload, &self.routing, &mut self.rng, &mut cx)
             }
-            Input::BroadcastAnswered { id } => self.broadcast_answered(id),
-            Input::BroadcastFailed { id } => self.broadcast_failed(id, &mut cx),
+            Input::BroadcastReceived { peer, id, message } => {
+                let blocked = self.is_blocked(&peer);
+                let offence = self.broadcast.received(
+                    peer,
+                    blocked,
+                    id,
+                    message,
+                    &self.routing,
+                    &mut self.rng,
+                    &mut cx,
+                );
+                if let Some(offence) = offence {
+                    self.offend(peer, offence, &mut cx);
+                }
+            }
+            Input::BroadcastAnswered { id } => self.broadcast.answered(id),
+            Input::BroadcastFailed { id } => {
+                self.broadcast
+                    .failed(id, &self.routing, &mut self.rng, &mut cx)
+            }
             Input::Join { peers } => self.join(peers, &mut cx),
             Input::Bootstrap { addrs } => {
                 self.dials.set_addrs(addrs, now);
