@@ -79,8 +79,7 @@ impl Core {
             self.last_sweep = cx.now;
             self.records.sweep(cx.now);
             self.standing.silence.sweep(cx.now);
-            self.serve_limits.prune(cx.now);
-            self.host_limits.prune(cx.now);
+            self.budget.prune(cx.now);
             self.broadcast.prune(cx.now);
         }
         self.replicate(cx);

@@ -18,6 +18,7 @@
 pub mod bootstrap;
 mod broadcast;
 pub mod broadcaster;
+pub mod budget;
 pub mod commands;
 pub mod config;
 mod context;
@@ -40,6 +41,7 @@ pub mod reputation;
 pub mod routing;
 pub mod server;
 pub mod silence;
+mod standing;
 pub mod throttle;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -61,11 +63,11 @@ use context::Cx;
 pub use events::{Action, CoreStats, InboundId, Input, OpError, OpId, OpOk, Report};
 use mirrors::Mirrors;
 pub use outbox::{FailureKind, Outgoing, QueryId, RequestId};
-use peers::Standing;
-pub use peers::offence_for;
 use queries::{Outcome, Purpose, Queries, QueryConfig, QueryEvent};
 pub use records::{Admitted, Records, Refusal, Source};
 use routing::{Inserted, RoutingTable};
+use standing::Standing;
+pub use standing::offence_for;
 
 /// Content keys remembered to tell repeated fetches (demand) from first ones.
 pub const DEMAND_TRACKED_KEYS: usize = 4096;
@@ -133,19 +135,13 @@ pub struct Core {
     rng: StdRng,
     stats: CoreStats,
     standing: Standing,
-    /// Peers of answers left out for being blocked or silent.
-    inadmissible: usize,
     /// Records kept during the input being handled, for the mirrors.
     kept: Vec<(RecordKey, Option<PeerId>)>,
     mirrors: Mirrors,
     broadcast: Broadcast,
-    /// Each peer's budget of inbound requests ([`server::SERVE_RATE_PER_PEER`]).
-    serve_limits: rate::RateLimits<u64>,
-    /// Each host's budget of inbound requests ([`server::SERVE_RATE_PER_HOST`]).
-    host_limits: rate::RateLimits<u64>,
+    /// Each peer's and each host's share of this node's answers.
+    budget: budget::ServeBudget,
     commands: commands::Commands,
-    /// Peers that refused our lookups, backed off from ([`throttle`]).
-    throttled: throttle::Throttled,
 }
 
 impl Core {
@@ -190,22 +186,11 @@ impl Core {
             rng: StdRng::seed_from_u64(config.seed),
             stats: CoreStats::default(),
             standing: Standing::default(),
-            inadmissible: 0,
             kept: Vec::new(),
             mirrors: Mirrors::new(local, &config, now),
             broadcast: Broadcast::new(identity, clock),
-            serve_limits: rate::RateLimits::new(
-                server::SERVE_RATE_PER_PEER,
-                server::SERVE_BURST_PER_PEER,
-                server::MAX_RATED_PEERS,
-            ),
-            host_limits: rate::RateLimits::new(
-                server::SERVE_RATE_PER_HOST,
-                server::SERVE_BURST_PER_HOST,
-                server::MAX_RATED_PEERS,
-            ),
+            budget: budget::ServeBudget::new(),
             commands: commands::Commands::new(config.timing.command_timeout),
-            throttled: throttle::Throttled::default(),
             config,
         }
     }
@@ -284,7 +269,7 @@ impl Core {
 
     /// Peers of answers left out of lookups so far (beyond k, repeated, blocked or silent).
     pub fn ignored(&self) -> usize {
-        self.queries.ignored() + self.inadmissible
+        self.queries.ignored() + self.standing.left_out
     }
 
     /// Handles one input at `now`.
@@ -398,7 +383,7 @@ impl Core {
                 serving,
                 host,
             } => {
-                let from = server::From { peer, host };
+                let from = budget::From { peer, host };
                 self.serve(from, id, request, serving, &mut cx)
             }
             Input::Response { id, response } => {
@@ -411,7 +396,7 @@ impl Core {
                         p
                     })
                     .collect();
-                self.inadmissible += self.admissible_closer(&mut closer, now);
+                self.standing.admit_closer(&self.local, &mut closer, now);
                 if let Some(peer) = self.queries.on_response(
                     id,
                     response,
@@ -419,7 +404,7 @@ impl Core {
                     (now, self.records.wall(now)),
                     &mut cx.events,
                 ) {
-                    self.throttled.answered(&peer);
+                    self.standing.throttled.answered(&peer);
                     self.seen(peer, Vec::new(), &mut cx);
                 }
             }
@@ -428,7 +413,7 @@ impl Core {
                 for peer in self.queries.tick(now, &mut cx.events) {
                     self.failed(&peer, &mut cx);
                 }
-                self.throttled.sweep(now);
+                self.standing.throttled.sweep(now);
                 self.standing_tick(&mut cx);
                 self.maintain(&mut cx);
                 self.bootstrap_tick(&mut cx);
@@ -536,9 +521,9 @@ impl Core {
         // Peers throttling us are left out while others remain (they come back through answers).
         if seeds
             .iter()
-            .any(|(p, _)| !self.throttled.is_backed_off(p, cx.now))
+            .any(|(p, _)| !self.standing.throttled.is_backed_off(p, cx.now))
         {
-            seeds.retain(|(p, _)| !self.throttled.is_backed_off(p, cx.now));
+            seeds.retain(|(p, _)| !self.standing.throttled.is_backed_off(p, cx.now));
         }
         self.queries
             .start(key, purpose, seeds, early, cx.now, &mut cx.events)

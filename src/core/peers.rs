@@ -1,42 +1,22 @@
-//! Peers' standing: offences and blocks ([`Reputation`]), silent peers held out ([`Silence`]),
-//! and peers found unreachable. The core keeps both books, so that the simulator runs the same
-//! policy as the node: a blocked or silent peer never enters the routing table, is never handed to
-//! a lookup, and a blocked peer's requests go unanswered here whatever the transport does.
+//! What the core does as peers' standing changes: offences and blocks, silences, peers found
+//! unreachable, our requests that failed (a refusal backs off, a timeout counts toward eviction),
+//! and a table that emptied. The books themselves are [`super::standing`]; the core keeps them,
+//! so that the simulator runs the same policy as the node: a blocked or silent peer never enters
+//! the routing table, is never handed to a lookup, and a blocked peer's requests go unanswered
+//! here whatever the transport does.
 
 use std::time::{Duration, Instant};
 
-use dht_behaviours::kad_wire::WirePeer;
 use dht_behaviours::validation::RecordError;
 use libp2p::PeerId;
 
 use super::context::Cx;
 use super::events::Action;
-use super::reputation::{BlockReason, Offence, Reputation};
-use super::silence::Silence;
+use super::outbox::{FailureKind, RequestId};
+use super::reputation::{BlockReason, Offence};
+use super::standing::offence_for;
+use super::throttle::THROTTLE_BACKOFF_MIN;
 use super::{Core, Refusal};
-
-/// The offence a false record amounts to: a forged content key is provable, anything else is a
-/// record a conforming peer would not have sent.
-pub fn offence_for(error: &RecordError) -> Offence {
-    match error {
-        RecordError::ContentMismatch => Offence::ForgedContent,
-        _ => Offence::InvalidRecord,
-    }
-}
-
-/// The two books of peers' standing.
-#[derive(Debug, Default)]
-pub(super) struct Standing {
-    pub(super) reputation: Reputation,
-    pub(super) silence: Silence,
-}
-
-impl Standing {
-    /// Whether `peer` may be asked, told about, or enter the table at `now`.
-    pub(super) fn admissible(&self, peer: &PeerId, now: Instant) -> bool {
-        !self.reputation.is_blocked(peer) && !self.silence.is_silent(peer, now)
-    }
-}
 
 impl Core {
     /// Whether `peer` is blocked.
@@ -148,18 +128,48 @@ impl Core {
         }
     }
 
-    /// The peers of an answer that may join a lookup; how many were left out.
-    pub(super) fn admissible_closer(&self, closer: &mut Vec<WirePeer>, now: Instant) -> usize {
-        let before = closer.len();
-        closer.retain(|p| p.peer != self.local && self.standing.admissible(&p.peer, now));
-        before - closer.len()
-    }
-
     /// Blocks that ran out at `now`, lifted.
     pub(super) fn standing_tick(&mut self, cx: &mut Cx) {
         for peer in self.standing.reputation.expired(cx.now) {
             cx.out.push(Action::Unblock { peer });
         }
+    }
+
+    /// One of our requests failed in the way `kind` says.
+    pub(super) fn request_failed(&mut self, id: RequestId, kind: FailureKind, cx: &mut Cx) {
+        // A refused lookup request is the peer's rate limit speaking: back off from it and ask
+        // it again when the back-off ends, its place in the lookup kept.
+        if kind == FailureKind::Refused
+            && let Some(peer) = self.queries.lookup_peer(id)
+        {
+            // A search asks again at most the shortest back-off on: its reader waits, and a
+            // peer's long back-off is for new lookups' first choices.
+            let retry_at = self
+                .standing
+                .throttled
+                .refused(peer, cx.now)
+                .min(cx.now + THROTTLE_BACKOFF_MIN);
+            self.queries.defer(id, retry_at, cx.now, &mut cx.events);
+            return;
+        }
+        let Some((peer, lookup)) = self.queries.on_failure(id, kind, cx.now, &mut cx.events) else {
+            return;
+        };
+        match kind {
+            // A refused PUT_VALUE (a full store, a quota used up) says nothing of the peer.
+            FailureKind::Refused => {}
+            FailureKind::TimedOut => self.failed(&peer, cx),
+            FailureKind::Broken if lookup => self.failed(&peer, cx),
+            FailureKind::Broken => {}
+        }
+    }
+
+    /// The table emptied: ask the driver for the kad servers still connected, and dial the
+    /// bootstrap and remembered peers now rather than after a back-off.
+    pub(super) fn emptied(&mut self, cx: &mut Cx) {
+        cx.out.push(Action::Relearn);
+        self.dials.retry_now(cx.now);
+        self.bootstrap_tick(cx);
     }
 }
 

@@ -41,7 +41,7 @@ use libp2p::PeerId;
 use libp2p::kad::store::RecordStore;
 use libp2p::kad::{ProviderRecord, Record, RecordKey};
 
-use super::Clock;
+use super::config::Clock;
 use super::quota::{Over, Quota};
 use super::rate::{RateLimits, peer_key};
 
@@ -77,7 +77,7 @@ pub enum Source {
 /// What the node knows of a peer that sends a copy, beyond its id.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sender {
-    /// Its host ([`super::server::host_key`]; `None`: unknown, or loopback in a local network),
+    /// Its host ([`super::budget::host_key`]; `None`: unknown, or loopback in a local network),
     /// whose shares bound it too.
     pub host: Option<u64>,
     /// A fellow holder: it and this node are both among the k closest to the key this node

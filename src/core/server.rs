@@ -4,59 +4,20 @@
 //! Provider records are kept in a bounded store that refuses rather than evicts (a peer announces
 //! only itself).
 
-use std::net::IpAddr;
 use std::time::Instant;
 
-use dht_behaviours::config::{MAX_ADDRS_PER_PEER, MAX_ESTABLISHED};
+use dht_behaviours::config::MAX_ADDRS_PER_PEER;
 use dht_behaviours::kad_wire::{KadRequest, KadResponse, MessageKind, WirePeer};
 use dht_behaviours::point;
 use libp2p::PeerId;
 use libp2p::kad::{KBucketKey, Record, RecordKey};
 
 use super::Core;
+use super::budget::{From, SERVE_BURST_PER_PEER, host_key};
 use super::context::Cx;
 use super::events::{Action, InboundId};
 use super::records::{Admitted, Records, Refusal, Sender, Source};
 use super::routing::RoutingTable;
-
-/// Inbound kad requests one peer may make per second, sustained. A busy honest client (the
-/// standard benchmark's, 400 stores a second through 20 nodes) sends a node about 500.
-pub const SERVE_RATE_PER_PEER: u32 = 2_000;
-/// Inbound kad requests one peer may make in a burst.
-pub const SERVE_BURST_PER_PEER: u32 = 4_000;
-/// Peers whose request rate is tracked at once: as many as the connections a node keeps.
-pub const MAX_RATED_PEERS: usize = MAX_ESTABLISHED as usize;
-/// Inbound kad requests one host (an IPv4 address, an IPv6 /64) may make per second, whatever
-/// the identities it runs: four peers' worth. Identities cost nothing, and a host may hold
-/// `MAX_CONNECTIONS_PER_IP` (16) connections, so per-peer budgets alone let one host ask for
-/// 32,000 a second, more than a node serves (about 13,000 measured with `bench/readflood.sh`).
-pub const SERVE_RATE_PER_HOST: u32 = 4 * SERVE_RATE_PER_PEER;
-/// Inbound kad requests one host may make in a burst.
-pub const SERVE_BURST_PER_HOST: u32 = 4 * SERVE_BURST_PER_PEER;
-
-/// Where an inbound request came from.
-#[derive(Debug, Clone, Copy)]
-pub struct From {
-    /// The peer.
-    pub peer: PeerId,
-    /// Its host, when hosts are budgeted (see [`super::Input::Request`]).
-    pub host: Option<IpAddr>,
-}
-
-/// A host as a rate key: an IPv4 address whole, an IPv6 address by its /64 (what one host or
-/// one customer is given).
-pub fn host_key(ip: IpAddr) -> u64 {
-    match ip {
-        IpAddr::V4(v4) => (4 << 32) | u64::from(u32::from(v4)),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return host_key(IpAddr::V4(v4));
-            }
-            let o = v6.octets();
-            u64::from_be_bytes([o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7]])
-        }
-    }
-}
 
 // A hand-off (records sent to a newcomer at once) fits in one peer's burst.
 const _: () = assert!(super::maintenance::MAX_HANDOFF_PER_PEER as u32 <= SERVE_BURST_PER_PEER);
@@ -190,13 +151,7 @@ impl Core {
         // refused (the stream reset), at the cost of a map lookup.
         // And each host its share, however many identities it runs: the host's budget is
         // charged only for requests within their peer's.
-        let within = self
-            .serve_limits
-            .take(&super::rate::peer_key(&peer), cx.now)
-            && from
-                .host
-                .is_none_or(|ip| self.host_limits.take(&host_key(ip), cx.now));
-        if !within {
+        if !self.budget.take(&from, cx.now) {
             self.stats.throttled += 1;
             cx.out.push(Action::Answer { id, response: None });
             return;
@@ -263,13 +218,14 @@ impl Core {
 
 #[cfg(test)]
 pub(super) mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
     use std::time::{Duration, Instant};
 
     use dht_behaviours::ProtocolConfig;
     use dht_behaviours::store::StoreLimits;
 
     use super::*;
+    use crate::core::budget::{SERVE_BURST_PER_HOST, SERVE_RATE_PER_HOST};
     use crate::core::{CoreConfig, Input};
 
     /// Inbound requests answered among `actions`.

@@ -556,7 +556,7 @@ fn a_peer_that_leaves_and_comes_back_is_handed_the_records_once_per_replication_
 /// answered all 10,000).
 #[test]
 fn a_flooding_peer_gets_its_share_and_the_others_are_served() {
-    use super::server::{SERVE_BURST_PER_PEER, SERVE_RATE_PER_PEER};
+    use super::budget::{SERVE_BURST_PER_PEER, SERVE_RATE_PER_PEER};
     let t0 = Instant::now();
     let mut core = Core::fresh(config(20), t0);
     let (flooder, honest) = (PeerId::random(), PeerId::random());

@@ -16,12 +16,6 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 
-use super::Core;
-use super::context::Cx;
-use super::events::Action;
-use super::outbox::FailureKind;
-use super::outbox::RequestId;
-
 /// How long a peer is left out of new lookups after its first refusal in a row.
 pub const THROTTLE_BACKOFF_MIN: Duration = Duration::from_millis(250);
 /// The longest back-off; each refusal in a row doubles it up to this.
@@ -78,44 +72,6 @@ impl Throttled {
     /// Whether none is.
     pub fn is_empty(&self) -> bool {
         self.peers.is_empty()
-    }
-}
-
-impl Core {
-    /// One of our requests failed in the way `kind` says.
-    pub(super) fn request_failed(&mut self, id: RequestId, kind: FailureKind, cx: &mut Cx) {
-        // A refused lookup request is the peer's rate limit speaking: back off from it and ask
-        // it again when the back-off ends, its place in the lookup kept.
-        if kind == FailureKind::Refused
-            && let Some(peer) = self.queries.lookup_peer(id)
-        {
-            // A search asks again at most the shortest back-off on: its reader waits, and a
-            // peer's long back-off is for new lookups' first choices.
-            let retry_at = self
-                .throttled
-                .refused(peer, cx.now)
-                .min(cx.now + THROTTLE_BACKOFF_MIN);
-            self.queries.defer(id, retry_at, cx.now, &mut cx.events);
-            return;
-        }
-        let Some((peer, lookup)) = self.queries.on_failure(id, kind, cx.now, &mut cx.events) else {
-            return;
-        };
-        match kind {
-            // A refused PUT_VALUE (a full store, a quota used up) says nothing of the peer.
-            FailureKind::Refused => {}
-            FailureKind::TimedOut => self.failed(&peer, cx),
-            FailureKind::Broken if lookup => self.failed(&peer, cx),
-            FailureKind::Broken => {}
-        }
-    }
-
-    /// The table emptied: ask the driver for the kad servers still connected, and dial the
-    /// bootstrap and remembered peers now rather than after a back-off.
-    pub(super) fn emptied(&mut self, cx: &mut Cx) {
-        cx.out.push(Action::Relearn);
-        self.dials.retry_now(cx.now);
-        self.bootstrap_tick(cx);
     }
 }
 

@@ -243,7 +243,7 @@ async fn one_peer_storing_ten_thousand_records_hits_its_quota_and_others_are_ser
     // One request on each kad stream a connection may carry, one new request each 0.7 ms (1,430 a second): below the peer's rate
     // (`SERVE_RATE_PER_PEER`, the core's own test), so that the quota is what stops it.
     const IN_FLIGHT: usize = kad::MAX_OUTBOUND_KAD_STREAMS;
-    const _: () = assert!(1_430 < dht::core::server::SERVE_RATE_PER_PEER);
+    const _: () = assert!(1_430 < dht::core::budget::SERVE_RATE_PER_PEER);
     let flood = async {
         let mut requests = std::collections::HashSet::new();
         let mut next = 0;
