@@ -60,7 +60,9 @@ impl Core {
         let refresh = self.last_refresh + t.bootstrap_interval;
         let follow_up = self.follow_up.0.unwrap_or(refresh);
         let soonest = sweep.min(replication).min(refresh).min(follow_up);
-        self.next_reprovide().map_or(soonest, |at| soonest.min(at))
+        self.provided
+            .next_check()
+            .map_or(soonest, |at| soonest.min(at))
     }
 
     /// After a join's lookup ended, or as a follow-up starts: the next follow-up, if any is left.

@@ -31,6 +31,7 @@ mod mirrors;
 mod ops;
 pub mod outbox;
 mod peers;
+pub mod provided;
 pub mod providing;
 pub mod queries;
 pub mod query;
@@ -101,7 +102,6 @@ impl Core {
 /// One node's Kademlia policy.
 pub struct Core {
     local: PeerId,
-    clock: Clock,
     config: CoreConfig,
     routing: RoutingTable,
     records: Records,
@@ -126,9 +126,7 @@ pub struct Core {
     /// Re-stores running (at most [`maintenance::MAX_REPLICATION_QUERIES`]).
     restoring: HashSet<QueryId>,
     /// The keys this node provides.
-    provided: providing::Provided,
-    /// Re-announcements running (at most [`providing::MAX_REPROVIDE_QUERIES`]).
-    reproviding: HashSet<QueryId>,
+    provided: provided::Provided,
     last_replication: Instant,
     last_refresh: Instant,
     last_sweep: Instant,
@@ -163,7 +161,6 @@ impl Core {
         );
         Self {
             local,
-            clock,
             routing: RoutingTable::new(local, config.bucket_size()),
             records: Records::new(local, config.store, t, clock).for_amino(config.amino),
             queries,
@@ -177,8 +174,7 @@ impl Core {
             last_redial: now,
             replication: VecDeque::new(),
             restoring: HashSet::new(),
-            provided: providing::Provided::default(),
-            reproviding: HashSet::new(),
+            provided: provided::Provided::new(now, t.provide_interval),
             handed: HashMap::new(),
             last_replication: now,
             last_refresh: now,
@@ -280,7 +276,7 @@ impl Core {
             Input::Store { op, key, value } => self.store(op, key, value, &mut cx),
             Input::Fetch { op, key } => self.fetch(op, key, &mut cx),
             Input::Provide { op, key } => self.provide(op, key, &mut cx),
-            Input::OwnAddresses { addrs } => self.set_own_addrs(addrs),
+            Input::OwnAddresses { addrs } => self.provided.set_addrs(addrs),
             Input::Providers { op, key, want } => self.find_providers(op, key, want, &mut cx),
             Input::FindPeer { op, peer } => self.find_peer(op, peer, &mut cx),
             Input::Closest { op, key } => {
@@ -455,7 +451,7 @@ impl Core {
                 took,
             } => {
                 self.restoring.remove(&id);
-                self.reproviding.remove(&id);
+                self.provided.ended(&id);
                 if self.join == Some(id) {
                     self.join = None;
                     self.refresh_buckets(cx);

@@ -32,7 +32,7 @@ fn put(core: &mut Core, from: PeerId, id: u64, key: Vec<u8>, value: Vec<u8>) -> 
         serving: true,
         host: None,
     };
-    let now = core.clock.now;
+    let now = core.records().clock().now;
     core.handle(input, now).iter().any(|a| {
         matches!(
             a,

@@ -181,6 +181,11 @@ impl Records {
         }
     }
 
+    /// The clocks the store started at.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
     /// The wall-clock time at `now`.
     pub fn wall(&self, now: Instant) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.clock.unix_ms_at(now))
