@@ -6,42 +6,32 @@ use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
 
+use super::Core;
 use super::bootstrap::{Bootstrapper, DialId};
 use super::context::Cx;
 use super::events::Action;
 use super::queries::Purpose;
-use super::{Core, MAX_BOOTSTRAP_PEERS, maintenance};
 
 impl Core {
     /// The bootstrap rounds: addresses, their peers, peers to rejoin through.
     pub fn bootstrap(&self) -> &Bootstrapper {
-        &self.dials
+        self.joining.bootstrap()
     }
 
     /// How long until the next round of bootstrap dials, if one is coming (for messages).
     pub fn next_round_in(&self, now: Instant) -> Option<Duration> {
-        let joined = !self.routing.is_empty();
-        self.dials
-            .next_round(joined)
-            .map(|at| at.saturating_duration_since(now))
+        self.joining.next_round_in(!self.routing.is_empty(), now)
     }
 
     /// Joins through `peers`, remembered as peers joined through, with a lookup of our own id.
     pub(super) fn join(&mut self, peers: Vec<(PeerId, Vec<Multiaddr>)>, cx: &mut Cx) {
         for (peer, addrs) in peers {
             self.seen(peer, addrs.clone(), cx);
-            self.through.retain(|(p, _)| *p != peer);
-            self.through.push((peer, addrs));
-            cx.out.push(Action::Joined { peer });
-        }
-        if self.through.len() > MAX_BOOTSTRAP_PEERS {
-            let extra = self.through.len() - MAX_BOOTSTRAP_PEERS;
-            self.through.drain(..extra);
+            self.joining.joined_through(peer, addrs, cx);
         }
         let target = self.local.to_bytes();
-        self.join = Some(self.start(target, Purpose::Refresh, cx));
-        self.follow_up = (None, maintenance::JOIN_FOLLOW_UPS);
-        self.last_refresh = cx.now;
+        let id = self.start(target, Purpose::Refresh, cx);
+        self.joining.started(id, cx.now);
     }
 
     /// We dialed `peer` at `addr` and are connected (`dial`: one of ours). A dial of a bootstrap
@@ -53,8 +43,7 @@ impl Core {
         dial: Option<DialId>,
         cx: &mut Cx,
     ) {
-        let ours = dial.is_some_and(|d| self.dials.dial_connected(&d, peer).is_some());
-        if ours || self.dials.is_bootstrap(&addr) {
+        if self.joining.connected(peer, &addr, dial) {
             self.join(vec![(peer, vec![addr])], cx);
         }
     }
@@ -62,51 +51,19 @@ impl Core {
     /// The host has a new address (an interface came up): if the node was cut off, that may be
     /// its network back; dial and rejoin now rather than at the next round or interval.
     pub(super) fn new_address(&mut self, cx: &mut Cx) {
-        self.dials.retry_now(cx.now);
+        self.joining.retry_now(cx.now);
         if !self.routing.is_empty() {
             self.join(Vec::new(), cx);
         }
-        self.bootstrap_tick(cx);
+        self.joining.tick(&self.routing, cx);
     }
 
-    /// `peer` left the table with `addrs`: remembered to rejoin through, should we be cut off.
-    pub(super) fn left(&mut self, peer: PeerId, addrs: &[Multiaddr]) {
-        self.dials.peer_left(peer, addrs);
-    }
-
-    /// A round of dials while the table is empty; once joined, the bootstrap nodes missing from
-    /// the table at each refresh interval (the refresh looks them up by id; a dial also reaches
-    /// one whose id we never learned).
-    pub(super) fn bootstrap_tick(&mut self, cx: &mut Cx) {
-        let joined = !self.routing.is_empty();
-        if let Some(addrs) = self.dials.due(cx.now, joined) {
-            self.dial(addrs, cx);
-        }
-        if joined && cx.now >= self.last_redial + self.config.timing.bootstrap_interval {
-            self.last_redial = cx.now;
-            let routing = &self.routing;
-            let missing = self.dials.missing(|peer| routing.contains(peer));
-            self.dial(missing, cx);
-        }
-    }
-
-    /// When the bootstrap rounds next want the core to wake.
-    pub(super) fn next_bootstrap(&self) -> Option<Instant> {
-        let joined = !self.routing.is_empty();
-        let redial = joined.then(|| self.last_redial + self.config.timing.bootstrap_interval);
-        match (self.dials.next_round(joined), redial) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    fn dial(&mut self, addrs: Vec<Multiaddr>, cx: &mut Cx) {
-        for addr in addrs {
-            let dial = self.next_dial;
-            self.next_dial += 1;
-            self.dials.dialing(dial, addr.clone());
-            cx.out.push(Action::Dial { dial, addr });
-        }
+    /// The table emptied: ask the driver for the kad servers still connected, and dial the
+    /// bootstrap and remembered peers now rather than after a back-off.
+    pub(super) fn emptied(&mut self, cx: &mut Cx) {
+        cx.out.push(Action::Relearn);
+        self.joining.retry_now(cx.now);
+        self.joining.tick(&self.routing, cx);
     }
 }
 

@@ -14,30 +14,10 @@ use super::context::Cx;
 use super::queries::Purpose;
 use super::records::{CACHE_TTL_DIVISOR, Source};
 use super::routing::RoutingTable;
+use super::upkeep::{MAX_HANDOFF_PER_PEER, REPLICATION_PER_BATCH};
 
-/// How often expired records are swept from the store.
-pub const EXPIRY_SWEEP: Duration = Duration::from_secs(5);
-/// Re-stores (replication and republish) running at once at most; a batch waits while this many
-/// run, so that a round among peers that do not answer (a partition, a mass failure) does not
-/// grow without bound. A round of 65,536 records at [`REPLICATION_PER_BATCH`] per
-/// [`REPLICATION_PACE`] starts 160 a second, each usually done within a second.
-pub const MAX_REPLICATION_QUERIES: usize = 256;
-/// Records re-stored per batch during a replication round.
-pub const REPLICATION_PER_BATCH: usize = 32;
-/// Time between two replication batches.
-pub const REPLICATION_PACE: Duration = Duration::from_millis(200);
-/// Records handed to one newcomer at once (the rest follow with the periodic replication).
-pub const MAX_HANDOFF_PER_PEER: usize = 256;
-/// Peers remembered as handed records lately (the oldest forgotten first when full).
-pub const MAX_HANDOFF_PEERS: usize = 4096;
 /// Random keys tried to find one in a given bucket when refreshing it (keys are hashed).
 pub const REFRESH_KEY_TRIES: usize = 16;
-/// Lookups of our own id that follow a join, at [`JOIN_FOLLOW_UP`], then twice, four and eight
-/// times that after it: nodes that join at the same moment through the same peer are not in each
-/// other's answers, and would otherwise meet only at the first refresh (10 minutes by default).
-pub const JOIN_FOLLOW_UPS: u32 = 4;
-/// The first follow-up's delay after the join's lookup ended.
-pub const JOIN_FOLLOW_UP: Duration = Duration::from_secs(1);
 /// The farthest bucket: `ilog2` of the largest XOR distance between 256-bit keys.
 const MAX_BUCKET: u32 = 255;
 
@@ -49,36 +29,20 @@ pub fn outgoing_copy(mut record: Record, now: Instant, ttl: Duration) -> Record 
 }
 
 impl Core {
+    /// When the periodic work next falls due: the sweep, replication, the join's follow-ups and
+    /// refreshes, the bootstrap dials, the re-announcements.
     pub(super) fn next_maintenance(&self) -> Instant {
-        let t = &self.config.timing;
-        let sweep = self.last_sweep + EXPIRY_SWEEP;
-        let replication = if self.replication.is_empty() {
-            self.last_replication + t.replication_interval
-        } else {
-            self.last_replication + REPLICATION_PACE
-        };
-        let refresh = self.last_refresh + t.bootstrap_interval;
-        let follow_up = self.follow_up.0.unwrap_or(refresh);
-        let soonest = sweep.min(replication).min(refresh).min(follow_up);
+        let soonest = self
+            .upkeep
+            .next_wakeup()
+            .min(self.joining.next_wakeup(!self.routing.is_empty()));
         self.provided
             .next_check()
             .map_or(soonest, |at| soonest.min(at))
     }
 
-    /// After a join's lookup ended, or as a follow-up starts: the next follow-up, if any is left.
-    pub(super) fn schedule_follow_up(&mut self, now: Instant) {
-        let (_, left) = self.follow_up;
-        if left == 0 {
-            self.follow_up = (None, 0);
-            return;
-        }
-        let done = JOIN_FOLLOW_UPS - left;
-        self.follow_up = (Some(now + JOIN_FOLLOW_UP * (1 << done)), left - 1);
-    }
-
     pub(super) fn maintain(&mut self, cx: &mut Cx) {
-        if cx.now >= self.last_sweep + EXPIRY_SWEEP {
-            self.last_sweep = cx.now;
+        if self.upkeep.sweep_due(cx.now) {
             self.records.sweep(cx.now);
             self.standing.silence.sweep(cx.now);
             self.budget.prune(cx.now);
@@ -86,14 +50,12 @@ impl Core {
         }
         self.replicate(cx);
         self.reprovide(cx);
-        if self.follow_up.0.is_some_and(|at| cx.now >= at) {
+        if self.joining.follow_up_due(cx.now) {
             // Our own id only: the buckets were refreshed after the join's lookup.
-            self.schedule_follow_up(cx.now);
             let target = self.local.to_bytes();
             self.start(target, Purpose::Refresh, cx);
         }
-        if cx.now >= self.last_refresh + self.config.timing.bootstrap_interval {
-            self.last_refresh = cx.now;
+        if self.joining.refresh_due(cx.now) {
             let target = self.local.to_bytes();
             self.start(target.clone(), Purpose::Refresh, cx);
             // A peer we joined through that left the table is a sign of trouble (a partition, a
@@ -102,12 +64,7 @@ impl Core {
             // cross. A second lookup of our own id starts from the missing bootstrap peers alone,
             // which brings their side's nodes near our id into our near buckets (and us into
             // theirs, as we ask them).
-            let missing: Vec<_> = self
-                .through
-                .iter()
-                .filter(|(p, _)| !self.routing.contains(p))
-                .cloned()
-                .collect();
+            let missing = self.joining.missing_from(&self.routing);
             if !missing.is_empty() {
                 self.queries.start(
                     target,
@@ -131,23 +88,21 @@ impl Core {
         if !self.config.serving {
             return;
         }
-        let interval = self.config.timing.replication_interval;
-        if self.replication.is_empty() {
-            if cx.now < self.last_replication + interval {
-                return;
-            }
-            let mut keys: Vec<_> = self.records.live(cx.now).map(|r| r.key.clone()).collect();
+        let records = &self.records;
+        let due = self.upkeep.batch_due(cx.now, || {
+            let mut keys: Vec<_> = records.live(cx.now).map(|r| r.key.clone()).collect();
             // Store order is not deterministic; the simulator needs it to be.
             keys.sort_unstable_by(|a, b| a.as_ref().cmp(b.as_ref()));
-            self.replication.extend(keys);
-        } else if cx.now < self.last_replication + REPLICATION_PACE {
+            keys
+        });
+        if !due {
             return;
         }
-        self.last_replication = cx.now;
+        let interval = self.config.timing.replication_interval;
         let ttl = self.config.timing.record_ttl;
         let mut started = 0;
-        while started < REPLICATION_PER_BATCH && self.restoring.len() < MAX_REPLICATION_QUERIES {
-            let Some(key) = self.replication.pop_front() else {
+        while started < REPLICATION_PER_BATCH {
+            let Some(key) = self.upkeep.next_key() else {
                 break;
             };
             let Some(record) = self.records.get(&key, cx.now).cloned() else {
@@ -171,7 +126,7 @@ impl Core {
                 record: outgoing_copy(record, cx.now, ttl),
             };
             let id = self.start(key.to_vec(), purpose, cx);
-            self.restoring.insert(id);
+            self.upkeep.restoring(id);
         }
     }
 
@@ -206,28 +161,9 @@ impl Core {
         if !self.config.serving || self.records.is_empty() {
             return;
         }
-        let interval = self.config.timing.replication_interval;
-        if self
-            .handed
-            .get(&peer)
-            .is_some_and(|at| cx.now.saturating_duration_since(*at) < interval)
-        {
+        if !self.upkeep.hand_off(peer, cx.now) {
             return;
         }
-        if self.handed.len() >= MAX_HANDOFF_PEERS && !self.handed.contains_key(&peer) {
-            self.handed
-                .retain(|_, at| cx.now.saturating_duration_since(*at) < interval);
-            if self.handed.len() >= MAX_HANDOFF_PEERS
-                && let Some(oldest) = self
-                    .handed
-                    .iter()
-                    .min_by_key(|(_, at)| **at)
-                    .map(|(p, _)| *p)
-            {
-                self.handed.remove(&oldest);
-            }
-        }
-        self.handed.insert(peer, cx.now);
         let here = point::of_peer(&self.local);
         let newcomer = point::of_peer(&peer);
         let ttl = self.config.timing.record_ttl;

@@ -25,6 +25,7 @@ mod context;
 pub mod diversity;
 mod events;
 mod join;
+mod joining;
 pub mod maintenance;
 pub mod mirror_feed;
 mod mirrors;
@@ -44,8 +45,9 @@ pub mod server;
 pub mod silence;
 mod standing;
 pub mod throttle;
+pub mod upkeep;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use dht_behaviours::config::MAX_ADDRS_PER_PEER;
@@ -57,11 +59,11 @@ use libp2p::{Multiaddr, PeerId};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use bootstrap::{Bootstrapper, DialId};
 use broadcast::Broadcast;
 pub use config::{BUCKET_SIZE, Clock, CoreConfig};
 use context::Cx;
 pub use events::{Action, CoreStats, InboundId, Input, OpError, OpId, OpOk, Report};
+use joining::Joining;
 use mirrors::Mirrors;
 pub use outbox::{FailureKind, Outgoing, QueryId, RequestId};
 use queries::{Outcome, Purpose, Queries, QueryConfig, QueryEvent};
@@ -69,11 +71,10 @@ pub use records::{Admitted, Records, Refusal, Source};
 use routing::{Inserted, RoutingTable};
 use standing::Standing;
 pub use standing::offence_for;
+use upkeep::Upkeep;
 
 /// Content keys remembered to tell repeated fetches (demand) from first ones.
 pub const DEMAND_TRACKED_KEYS: usize = 4096;
-/// Peers joined through that are remembered (the oldest are forgotten first).
-pub const MAX_BOOTSTRAP_PEERS: usize = 64;
 
 /// The configuration of the core tests: replication factor `k`, the fast timing profile.
 #[cfg(test)]
@@ -108,28 +109,10 @@ pub struct Core {
     queries: Queries,
     ops: HashMap<QueryId, OpId>,
     demand: HashSet<Vec<u8>>,
-    join: Option<QueryId>,
-    /// The join's next follow-up lookup of our own id, and how many follow-ups are left.
-    follow_up: (Option<Instant>, u32),
-    /// The peers joined through: put back in the table at each refresh when missing, so that a
-    /// node whose table lost every peer of one side (a partition, a mass failure) finds them
-    /// again once they are back.
-    through: Vec<(PeerId, Vec<Multiaddr>)>,
-    /// Bootstrap addresses and their rounds of dials; peers to rejoin through.
-    dials: Bootstrapper,
-    next_dial: DialId,
-    /// When the bootstrap nodes missing from the table were last dialed.
-    last_redial: Instant,
-    replication: VecDeque<RecordKey>,
-    /// Peers handed records lately, and when (at most [`maintenance::MAX_HANDOFF_PEERS`]).
-    handed: HashMap<PeerId, Instant>,
-    /// Re-stores running (at most [`maintenance::MAX_REPLICATION_QUERIES`]).
-    restoring: HashSet<QueryId>,
+    joining: Joining,
+    upkeep: Upkeep,
     /// The keys this node provides.
     provided: provided::Provided,
-    last_replication: Instant,
-    last_refresh: Instant,
-    last_sweep: Instant,
     rng: StdRng,
     stats: CoreStats,
     standing: Standing,
@@ -166,19 +149,9 @@ impl Core {
             queries,
             ops: HashMap::new(),
             demand: HashSet::new(),
-            join: None,
-            follow_up: (None, 0),
-            through: Vec::new(),
-            dials: Bootstrapper::new(Vec::new(), now),
-            next_dial: 0,
-            last_redial: now,
-            replication: VecDeque::new(),
-            restoring: HashSet::new(),
+            joining: Joining::new(now, t.bootstrap_interval),
+            upkeep: Upkeep::new(now, t.replication_interval),
             provided: provided::Provided::new(now, t.provide_interval),
-            handed: HashMap::new(),
-            last_replication: now,
-            last_refresh: now,
-            last_sweep: now,
             rng: StdRng::seed_from_u64(config.seed),
             stats: CoreStats::default(),
             standing: Standing::default(),
@@ -255,7 +228,7 @@ impl Core {
 
     /// Re-stores (replication and republish) running.
     pub fn restores(&self) -> usize {
-        self.restoring.len()
+        self.upkeep.restores()
     }
 
     /// Background queries running (replication and republish, refreshes, joins).
@@ -329,12 +302,12 @@ impl Core {
             }
             Input::Join { peers } => self.join(peers, &mut cx),
             Input::Bootstrap { addrs } => {
-                self.dials.set_addrs(addrs, now);
-                self.bootstrap_tick(&mut cx);
+                self.joining.set_addrs(addrs, now);
+                self.joining.tick(&self.routing, &mut cx);
             }
             Input::Connected { peer, addr, dial } => self.connected(peer, addr, dial, &mut cx),
             Input::DialFailed { dial } => {
-                self.dials.dial_failed(&dial, now);
+                self.joining.dial_failed(&dial, now);
             }
             Input::NewAddress => self.new_address(&mut cx),
             Input::PeerSeen { peer, addrs } => self.seen(peer, addrs, &mut cx),
@@ -412,7 +385,7 @@ impl Core {
                 self.standing.throttled.sweep(now);
                 self.standing_tick(&mut cx);
                 self.maintain(&mut cx);
-                self.bootstrap_tick(&mut cx);
+                self.joining.tick(&self.routing, &mut cx);
                 self.mirrors.feed(&self.records, &mut cx);
                 self.commands.expire(&self.routing, &mut cx);
             }
@@ -450,12 +423,10 @@ impl Core {
                 hops,
                 took,
             } => {
-                self.restoring.remove(&id);
+                self.upkeep.ended(&id);
                 self.provided.ended(&id);
-                if self.join == Some(id) {
-                    self.join = None;
+                if self.joining.ended(id, cx.now) {
                     self.refresh_buckets(cx);
-                    self.schedule_follow_up(cx.now);
                 }
                 let Some(op) = self.ops.remove(&id) else {
                     return;
@@ -544,7 +515,7 @@ impl Core {
     fn failed(&mut self, peer: &PeerId, cx: &mut Cx) {
         if let Some(entry) = self.routing.failed(peer) {
             self.stats.evicted += 1;
-            self.left(*entry.peer(), &entry.addrs);
+            self.joining.left(*entry.peer(), &entry.addrs);
             cx.out.push(Action::Evicted {
                 peer: *entry.peer(),
                 addrs: entry.addrs,
@@ -556,14 +527,10 @@ impl Core {
     pub fn next_wakeup(&self) -> Instant {
         let queries = self.queries.next_wakeup();
         let maintenance = self.next_maintenance();
-        let soonest = [
-            self.next_bootstrap(),
-            self.mirrors.next_round(),
-            self.commands.next_deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        .fold(maintenance, Instant::min);
+        let soonest = [self.mirrors.next_round(), self.commands.next_deadline()]
+            .into_iter()
+            .flatten()
+            .fold(maintenance, Instant::min);
         queries.map_or(soonest, |q| q.min(soonest))
     }
 
@@ -574,8 +541,7 @@ impl Core {
             + self.queries.heap_bytes()
             + self.demand.capacity() * (std::mem::size_of::<Vec<u8>>() + 32 + 1)
             + self.ops.capacity() * (std::mem::size_of::<(QueryId, OpId)>() + 1)
-            + self.replication.capacity() * std::mem::size_of::<RecordKey>()
-            + self.handed.capacity() * (std::mem::size_of::<(PeerId, Instant)>() + 1)
+            + self.upkeep.heap_bytes()
     }
 }
 

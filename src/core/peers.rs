@@ -120,7 +120,7 @@ impl Core {
     pub(super) fn unreachable(&mut self, peer: &PeerId, cx: &mut Cx) {
         if let Some(entry) = self.routing.remove(peer) {
             self.stats.evicted += 1;
-            self.left(*entry.peer(), &entry.addrs);
+            self.joining.left(*entry.peer(), &entry.addrs);
             cx.out.push(Action::Evicted {
                 peer: *entry.peer(),
                 addrs: entry.addrs,
@@ -162,14 +162,6 @@ impl Core {
             FailureKind::Broken if lookup => self.failed(&peer, cx),
             FailureKind::Broken => {}
         }
-    }
-
-    /// The table emptied: ask the driver for the kad servers still connected, and dial the
-    /// bootstrap and remembered peers now rather than after a back-off.
-    pub(super) fn emptied(&mut self, cx: &mut Cx) {
-        cx.out.push(Action::Relearn);
-        self.dials.retry_now(cx.now);
-        self.bootstrap_tick(cx);
     }
 }
 

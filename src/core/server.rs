@@ -13,14 +13,11 @@ use libp2p::PeerId;
 use libp2p::kad::{KBucketKey, Record, RecordKey};
 
 use super::Core;
-use super::budget::{From, SERVE_BURST_PER_PEER, host_key};
+use super::budget::{From, host_key};
 use super::context::Cx;
 use super::events::{Action, InboundId};
 use super::records::{Admitted, Records, Refusal, Sender, Source};
 use super::routing::RoutingTable;
-
-// A hand-off (records sent to a newcomer at once) fits in one peer's burst.
-const _: () = assert!(super::maintenance::MAX_HANDOFF_PER_PEER as u32 <= SERVE_BURST_PER_PEER);
 
 /// What serving one request came to.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,7 +9,7 @@ use dht_behaviours::validation::content_key;
 use libp2p::PeerId;
 use libp2p::kad::{Record, RecordKey};
 
-use super::maintenance::EXPIRY_SWEEP;
+use super::upkeep::EXPIRY_SWEEP;
 use super::*;
 use crate::sim::scenario::{Scenario, SimSpec, run};
 use crate::sim::{NetConfig, Sim};
@@ -428,7 +428,7 @@ fn a_join_is_followed_by_lookups_of_our_own_id_one_two_and_four_seconds_apart() 
 
 #[test]
 fn replication_among_peers_that_never_answer_is_bounded_and_leaves_the_handles_their_budget() {
-    use super::maintenance::MAX_REPLICATION_QUERIES;
+    use super::upkeep::MAX_REPLICATION_QUERIES;
     let t0 = Instant::now();
     let cfg = config(5);
     let timing = cfg.timing.clone();
@@ -606,7 +606,7 @@ fn a_flooding_peer_gets_its_share_and_the_others_are_served() {
 #[test]
 #[ignore = "a measurement: run with --ignored --nocapture"]
 fn a_handoff_with_a_hundred_thousand_records_sends_at_most_its_share() {
-    use super::maintenance::MAX_HANDOFF_PER_PEER;
+    use super::upkeep::MAX_HANDOFF_PER_PEER;
     let t0 = Instant::now();
     let mut cfg = config(20);
     cfg.store = StoreLimits {

@@ -57,7 +57,7 @@ use crate::status::{
 /// How often deadlines, bootstrap and expiry are checked.
 pub const TICK: Duration = Duration::from_millis(200);
 pub use crate::core::commands::MAX_RUNNING_HANDLERS;
-pub use crate::core::maintenance::EXPIRY_SWEEP;
+pub use crate::core::upkeep::EXPIRY_SWEEP;
 /// Network operations (kad queries, dials, info requests) pending at once; more are refused with
 /// [`Error::Busy`] rather than queued without bound.
 pub const MAX_PENDING_OPERATIONS: usize = 4096;
