@@ -1,7 +1,10 @@
 //! What the handling of one input shares: the time it happens at, the actions it produces for
-//! the driver, and the query events still to be turned into actions.
+//! the driver, the query events still to be turned into actions, and the records it took in.
 
 use std::time::Instant;
+
+use libp2p::PeerId;
+use libp2p::kad::RecordKey;
 
 use super::events::Action;
 use super::queries::QueryEvent;
@@ -15,6 +18,9 @@ pub(crate) struct Cx {
     /// What the queries asked for (requests, ends): turned into actions, and followed up, before
     /// the input's handling ends ([`super::Core::handle`]).
     pub events: Vec<QueryEvent>,
+    /// Records this node took in (and from whom: `None` for its own), to hand its mirrors once
+    /// the input is handled.
+    pub kept: Vec<(RecordKey, Option<PeerId>)>,
 }
 
 impl Cx {
@@ -24,6 +30,7 @@ impl Cx {
             now,
             out: Vec::new(),
             events: Vec::new(),
+            kept: Vec::new(),
         }
     }
 }

@@ -120,7 +120,7 @@ impl Core {
             self.stats.restores += 1;
             if own {
                 // Mirrors keep a copy only as long as it lives: they are refreshed with holders.
-                self.kept.push((key.clone(), None));
+                cx.kept.push((key.clone(), None));
             }
             let purpose = Purpose::Store {
                 record: outgoing_copy(record, cx.now, ttl),

@@ -29,6 +29,7 @@ mod joining;
 pub mod maintenance;
 pub mod mirror_feed;
 mod mirrors;
+mod operations;
 mod ops;
 pub mod outbox;
 mod peers;
@@ -47,14 +48,13 @@ mod standing;
 pub mod throttle;
 pub mod upkeep;
 
-use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use dht_behaviours::config::MAX_ADDRS_PER_PEER;
 use dht_behaviours::kad_wire::WirePeer;
 use dht_behaviours::lookup::CANDIDATES_PER_K;
 use libp2p::identity::Keypair;
-use libp2p::kad::{KBucketKey, RecordKey};
+use libp2p::kad::KBucketKey;
 use libp2p::{Multiaddr, PeerId};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -65,6 +65,8 @@ use context::Cx;
 pub use events::{Action, CoreStats, InboundId, Input, OpError, OpId, OpOk, Report};
 use joining::Joining;
 use mirrors::Mirrors;
+pub use operations::DEMAND_TRACKED_KEYS;
+use operations::Operations;
 pub use outbox::{FailureKind, Outgoing, QueryId, RequestId};
 use queries::{Outcome, Purpose, Queries, QueryConfig, QueryEvent};
 pub use records::{Admitted, Records, Refusal, Source};
@@ -72,9 +74,6 @@ use routing::{Inserted, RoutingTable};
 use standing::Standing;
 pub use standing::offence_for;
 use upkeep::Upkeep;
-
-/// Content keys remembered to tell repeated fetches (demand) from first ones.
-pub const DEMAND_TRACKED_KEYS: usize = 4096;
 
 /// The configuration of the core tests: replication factor `k`, the fast timing profile.
 #[cfg(test)]
@@ -107,8 +106,8 @@ pub struct Core {
     routing: RoutingTable,
     records: Records,
     queries: Queries,
-    ops: HashMap<QueryId, OpId>,
-    demand: HashSet<Vec<u8>>,
+    /// The handles' operations running, and the keys in demand.
+    ops: Operations,
     joining: Joining,
     upkeep: Upkeep,
     /// The keys this node provides.
@@ -116,8 +115,6 @@ pub struct Core {
     rng: StdRng,
     stats: CoreStats,
     standing: Standing,
-    /// Records kept during the input being handled, for the mirrors.
-    kept: Vec<(RecordKey, Option<PeerId>)>,
     mirrors: Mirrors,
     broadcast: Broadcast,
     /// Each peer's and each host's share of this node's answers.
@@ -147,15 +144,13 @@ impl Core {
             routing: RoutingTable::new(local, config.bucket_size()),
             records: Records::new(local, config.store, t, clock).for_amino(config.amino),
             queries,
-            ops: HashMap::new(),
-            demand: HashSet::new(),
+            ops: Operations::default(),
             joining: Joining::new(now, t.bootstrap_interval),
             upkeep: Upkeep::new(now, t.replication_interval),
             provided: provided::Provided::new(now, t.provide_interval),
             rng: StdRng::seed_from_u64(config.seed),
             stats: CoreStats::default(),
             standing: Standing::default(),
-            kept: Vec::new(),
             mirrors: Mirrors::new(local, &config, now),
             broadcast: Broadcast::new(identity, clock),
             budget: budget::ServeBudget::new(),
@@ -257,7 +252,7 @@ impl Core {
                     cx.out.push(Action::reply(op, Err(OpError::NoPeers)));
                 } else {
                     let id = self.start(key, Purpose::Peers, &mut cx);
-                    self.ops.insert(id, op);
+                    self.ops.started(id, op);
                 }
             }
             Input::Command { op, peer, payload } => {
@@ -394,7 +389,7 @@ impl Core {
             self.emptied(&mut cx);
         }
         self.flush(&mut cx);
-        for (key, from) in std::mem::take(&mut self.kept) {
+        for (key, from) in std::mem::take(&mut cx.kept) {
             self.mirrors.record_added(&key, from);
         }
         cx.out
@@ -428,7 +423,7 @@ impl Core {
                 if self.joining.ended(id, cx.now) {
                     self.refresh_buckets(cx);
                 }
-                let Some(op) = self.ops.remove(&id) else {
+                let Some(op) = self.ops.ended(&id) else {
                     return;
                 };
                 let result = match outcome {
@@ -539,8 +534,7 @@ impl Core {
     pub fn heap_bytes(&self) -> usize {
         self.routing.heap_bytes()
             + self.queries.heap_bytes()
-            + self.demand.capacity() * (std::mem::size_of::<Vec<u8>>() + 32 + 1)
-            + self.ops.capacity() * (std::mem::size_of::<(QueryId, OpId)>() + 1)
+            + self.ops.heap_bytes()
             + self.upkeep.heap_bytes()
     }
 }

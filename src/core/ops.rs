@@ -8,12 +8,12 @@ use dht_behaviours::validators::Namespace;
 use libp2p::kad::{Record, RecordKey};
 use libp2p::{Multiaddr, PeerId};
 
+use super::Core;
 use super::context::Cx;
 use super::events::{Action, OpError, OpId, OpOk};
 use super::outbox::QueryId;
 use super::queries::{Purpose, RESOLVE_QUORUM};
 use super::records::Source;
-use super::{Core, DEMAND_TRACKED_KEYS};
 
 impl Core {
     /// Starts a query a handle waits for. A store or a provide by a node of a small network
@@ -36,12 +36,12 @@ impl Core {
                     .push(Action::reply(op, Err(OpError::Refused(refusal))));
                 return;
             }
-            self.kept.push((record.key.clone(), None));
+            cx.kept.push((record.key.clone(), None));
         }
         record.publisher = Some(self.local);
         record.expires = Some(cx.now + self.config.timing.record_ttl);
         let id = self.start_awaited(key, Purpose::Store { record }, cx);
-        self.ops.insert(id, op);
+        self.ops.started(id, op);
     }
 
     pub(super) fn fetch(&mut self, op: OpId, key: Vec<u8>, cx: &mut Cx) {
@@ -53,7 +53,7 @@ impl Core {
                 held,
             };
             let id = self.start(key, purpose, cx);
-            self.ops.insert(id, op);
+            self.ops.started(id, op);
             return;
         }
         if let Some(r) = held {
@@ -65,9 +65,9 @@ impl Core {
             return;
         }
         // Content never changes, so its copies can be spread safely; a free key's cannot.
-        let cache = is_content_key(&key) && self.repeated(&key);
+        let cache = is_content_key(&key) && self.ops.repeated(&key);
         let id = self.start(key, Purpose::Fetch { cache }, cx);
-        self.ops.insert(id, op);
+        self.ops.started(id, op);
     }
 
     /// A resolve found `record` (served by `from`) the best version of its name: the holders that
@@ -100,18 +100,5 @@ impl Core {
                     .put_once(peer, addrs, record.clone(), cx.now, &mut cx.events);
             }
         }
-    }
-
-    /// Whether `key` was fetched before (it is in demand). Bounded: everything is forgotten when
-    /// [`DEMAND_TRACKED_KEYS`] are tracked.
-    fn repeated(&mut self, key: &[u8]) -> bool {
-        if self.demand.contains(key) {
-            return true;
-        }
-        if self.demand.len() >= DEMAND_TRACKED_KEYS {
-            self.demand.clear();
-        }
-        self.demand.insert(key.to_vec());
-        false
     }
 }

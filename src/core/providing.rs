@@ -28,7 +28,7 @@ impl Core {
             return;
         }
         let id = self.start_awaited(key, self.provide_purpose(), cx);
-        self.ops.insert(id, op);
+        self.ops.started(id, op);
     }
 
     /// A serving node lists itself in its own store, so it answers for the key too.
@@ -68,7 +68,7 @@ impl Core {
             return;
         }
         let id = self.start(key, Purpose::Providers { want, known }, cx);
-        self.ops.insert(id, op);
+        self.ops.started(id, op);
     }
 
     pub(super) fn find_peer(&mut self, op: OpId, peer: PeerId, cx: &mut Cx) {
@@ -94,7 +94,7 @@ impl Core {
             return;
         }
         let id = self.start(peer.to_bytes(), Purpose::FindPeer, cx);
-        self.ops.insert(id, op);
+        self.ops.started(id, op);
     }
 
     /// Re-announces the keys whose announcement is a provide interval old, a few at a time; after

@@ -173,7 +173,7 @@ impl Core {
                 if admitted == Admitted::New
                     && let Some(record) = &r.record
                 {
-                    self.kept.push((record.key.clone(), Some(peer)));
+                    cx.kept.push((record.key.clone(), Some(peer)));
                 }
                 Some(r)
             }
