@@ -65,6 +65,12 @@ impl Core {
         self.joining.retry_now(cx.now);
         self.joining.tick(&self.routing, cx);
     }
+
+    /// The bootstrap addresses, from now on: dialed at once if the table is empty.
+    pub(super) fn set_bootstrap(&mut self, addrs: Vec<Multiaddr>, cx: &mut Cx) {
+        self.joining.set_addrs(addrs, cx.now);
+        self.joining.tick(&self.routing, cx);
+    }
 }
 
 #[cfg(test)]

@@ -224,6 +224,20 @@ impl Core {
             None => {}
         }
     }
+
+    /// The clock's tick: requests past their deadline fail, blocks and back-offs run out, and
+    /// whatever periodic work is due is done.
+    pub(super) fn tick(&mut self, cx: &mut Cx) {
+        for peer in self.queries.tick(cx.now, &mut cx.events) {
+            self.failed(&peer, cx);
+        }
+        self.standing.throttled.sweep(cx.now);
+        self.standing_tick(cx);
+        self.maintain(cx);
+        self.joining.tick(&self.routing, cx);
+        self.mirrors.feed(&self.records, cx);
+        self.commands.expire(&self.routing, cx);
+    }
 }
 
 /// The buckets beyond the nearest non-empty one that hold fewer than `size` peers, nearest first,

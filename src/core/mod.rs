@@ -33,6 +33,7 @@ mod operations;
 mod ops;
 pub mod outbox;
 mod peers;
+mod protocols;
 pub mod provided;
 pub mod providing;
 pub mod queries;
@@ -50,8 +51,6 @@ pub mod upkeep;
 
 use std::time::Instant;
 
-use dht_behaviours::config::MAX_ADDRS_PER_PEER;
-use dht_behaviours::kad_wire::WirePeer;
 use dht_behaviours::lookup::CANDIDATES_PER_K;
 use libp2p::identity::Keypair;
 use libp2p::kad::KBucketKey;
@@ -247,14 +246,7 @@ impl Core {
             Input::OwnAddresses { addrs } => self.provided.set_addrs(addrs),
             Input::Providers { op, key, want } => self.find_providers(op, key, want, &mut cx),
             Input::FindPeer { op, peer } => self.find_peer(op, peer, &mut cx),
-            Input::Closest { op, key } => {
-                if self.routing.is_empty() {
-                    cx.out.push(Action::reply(op, Err(OpError::NoPeers)));
-                } else {
-                    let id = self.start(key, Purpose::Peers, &mut cx);
-                    self.ops.started(id, op);
-                }
-            }
+            Input::Closest { op, key } => self.closest(op, key, &mut cx),
             Input::Command { op, peer, payload } => {
                 self.commands
                     .send(op, peer, payload, &self.routing, &mut cx)
@@ -266,73 +258,29 @@ impl Core {
                 self.commands.failed(id, reason, &self.routing, &mut cx)
             }
             Input::CommandReceived { peer, id, payload } => {
-                let blocked = self.is_blocked(&peer);
-                self.commands.received(peer, blocked, id, payload, &mut cx)
+                self.command_received(peer, id, payload, &mut cx)
             }
             Input::HandlerDone { id, reply } => self.commands.handler_done(id, reply, &mut cx),
             Input::SetHandler { present } => self.commands.set_handler(present),
-            Input::Broadcast { op, payload } => {
-                self.broadcast
-                    .originate(op, payload, &self.routing, &mut self.rng, &mut cx)
-            }
+            Input::Broadcast { op, payload } => self.originate(op, payload, &mut cx),
             Input::BroadcastReceived { peer, id, message } => {
-                let blocked = self.is_blocked(&peer);
-                let offence = self.broadcast.received(
-                    peer,
-                    blocked,
-                    id,
-                    message,
-                    &self.routing,
-                    &mut self.rng,
-                    &mut cx,
-                );
-                if let Some(offence) = offence {
-                    self.offend(peer, offence, &mut cx);
-                }
+                self.broadcast_received(peer, id, message, &mut cx)
             }
             Input::BroadcastAnswered { id } => self.broadcast.answered(id),
-            Input::BroadcastFailed { id } => {
-                self.broadcast
-                    .failed(id, &self.routing, &mut self.rng, &mut cx)
-            }
+            Input::BroadcastFailed { id } => self.handoff_failed(id, &mut cx),
             Input::Join { peers } => self.join(peers, &mut cx),
-            Input::Bootstrap { addrs } => {
-                self.joining.set_addrs(addrs, now);
-                self.joining.tick(&self.routing, &mut cx);
-            }
+            Input::Bootstrap { addrs } => self.set_bootstrap(addrs, &mut cx),
             Input::Connected { peer, addr, dial } => self.connected(peer, addr, dial, &mut cx),
-            Input::DialFailed { dial } => {
-                self.joining.dial_failed(&dial, now);
-            }
+            Input::DialFailed { dial } => self.joining.dial_failed(&dial, now),
             Input::NewAddress => self.new_address(&mut cx),
             Input::PeerSeen { peer, addrs } => self.seen(peer, addrs, &mut cx),
             Input::Mirror { peer, id, record } => self.mirrored(peer, id, record, &mut cx),
-            Input::Undialable { peer, wrong_peer } => {
-                if wrong_peer {
-                    self.routing.remove(&peer);
-                } else {
-                    self.unreachable(&peer, &mut cx);
-                }
-                self.mirrors.gone(&peer);
-            }
-            Input::MirrorSeen { peer, addrs } => {
-                if self.mirrors.seen(peer, addrs, &self.records, now) {
-                    cx.out.push(Action::MirrorFound { peer });
-                }
-            }
+            Input::Undialable { peer, wrong_peer } => self.undialable(peer, wrong_peer, &mut cx),
+            Input::MirrorSeen { peer, addrs } => self.mirror_seen(peer, addrs, &mut cx),
             Input::MirrorAcked { id } => self.mirrors.acked(id),
             Input::MirrorFailed { id } => self.mirrors.failed(id),
             Input::Unreachable { peer } => self.unreachable(&peer, &mut cx),
-            Input::ConnectionLost { peer } => {
-                if !self.is_blocked(&peer)
-                    && let Some(entry) = self.routing.get(&peer)
-                {
-                    cx.out.push(Action::CheckPeer {
-                        peer,
-                        addrs: entry.addrs.clone(),
-                    });
-                }
-            }
+            Input::ConnectionLost { peer } => self.connection_lost(peer, &mut cx),
             Input::Silent { peer } => self.silent(peer, &mut cx),
             Input::Heard { peer } => {
                 self.standing.silence.heard_from(&peer, now);
@@ -346,44 +294,10 @@ impl Core {
                 request,
                 serving,
                 host,
-            } => {
-                let from = budget::From { peer, host };
-                self.serve(from, id, request, serving, &mut cx)
-            }
-            Input::Response { id, response } => {
-                let mut closer: Vec<WirePeer> = response
-                    .closer
-                    .iter()
-                    .cloned()
-                    .map(|mut p| {
-                        p.addrs.truncate(MAX_ADDRS_PER_PEER);
-                        p
-                    })
-                    .collect();
-                self.standing.admit_closer(&self.local, &mut closer, now);
-                if let Some(peer) = self.queries.on_response(
-                    id,
-                    response,
-                    closer,
-                    (now, self.records.wall(now)),
-                    &mut cx.events,
-                ) {
-                    self.standing.throttled.answered(&peer);
-                    self.seen(peer, Vec::new(), &mut cx);
-                }
-            }
+            } => self.serve(budget::From { peer, host }, id, request, serving, &mut cx),
+            Input::Response { id, response } => self.response(id, response, &mut cx),
             Input::Failure { id, kind } => self.request_failed(id, kind, &mut cx),
-            Input::Tick => {
-                for peer in self.queries.tick(now, &mut cx.events) {
-                    self.failed(&peer, &mut cx);
-                }
-                self.standing.throttled.sweep(now);
-                self.standing_tick(&mut cx);
-                self.maintain(&mut cx);
-                self.joining.tick(&self.routing, &mut cx);
-                self.mirrors.feed(&self.records, &mut cx);
-                self.commands.expire(&self.routing, &mut cx);
-            }
+            Input::Tick => self.tick(&mut cx),
         }
         if had_peers && self.routing.is_empty() {
             self.emptied(&mut cx);

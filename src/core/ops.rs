@@ -101,4 +101,14 @@ impl Core {
             }
         }
     }
+
+    /// The k closest peers to `key`, looked up.
+    pub(super) fn closest(&mut self, op: OpId, key: Vec<u8>, cx: &mut Cx) {
+        if self.routing.is_empty() {
+            cx.out.push(Action::reply(op, Err(OpError::NoPeers)));
+            return;
+        }
+        let id = self.start(key, Purpose::Peers, cx);
+        self.ops.started(id, op);
+    }
 }

@@ -7,6 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use dht_behaviours::config::MAX_ADDRS_PER_PEER;
+use dht_behaviours::kad_wire::{KadResponse, WirePeer};
 use dht_behaviours::validation::RecordError;
 use libp2p::PeerId;
 
@@ -161,6 +163,56 @@ impl Core {
             FailureKind::TimedOut => self.failed(&peer, cx),
             FailureKind::Broken if lookup => self.failed(&peer, cx),
             FailureKind::Broken => {}
+        }
+    }
+
+    /// `peer` could not be dialed: it leaves the table (at once if it is not the peer its
+    /// address named), and its mirror feed stops.
+    pub(super) fn undialable(&mut self, peer: PeerId, wrong_peer: bool, cx: &mut Cx) {
+        if wrong_peer {
+            self.routing.remove(&peer);
+        } else {
+            self.unreachable(&peer, cx);
+        }
+        self.mirrors.gone(&peer);
+    }
+
+    /// Our last connection to `peer` closed: if it is in the table, see whether it is still
+    /// there.
+    pub(super) fn connection_lost(&mut self, peer: PeerId, cx: &mut Cx) {
+        if !self.is_blocked(&peer)
+            && let Some(entry) = self.routing.get(&peer)
+        {
+            cx.out.push(Action::CheckPeer {
+                peer,
+                addrs: entry.addrs.clone(),
+            });
+        }
+    }
+
+    /// A peer answered our request `id`: the answer goes to its query, the peers it names
+    /// (bounded in addresses, the inadmissible left out) become candidates, and the peer counts
+    /// as heard from.
+    pub(super) fn response(&mut self, id: RequestId, response: KadResponse, cx: &mut Cx) {
+        let mut closer: Vec<WirePeer> = response
+            .closer
+            .iter()
+            .cloned()
+            .map(|mut p| {
+                p.addrs.truncate(MAX_ADDRS_PER_PEER);
+                p
+            })
+            .collect();
+        self.standing.admit_closer(&self.local, &mut closer, cx.now);
+        if let Some(peer) = self.queries.on_response(
+            id,
+            response,
+            closer,
+            (cx.now, self.records.wall(cx.now)),
+            &mut cx.events,
+        ) {
+            self.standing.throttled.answered(&peer);
+            self.seen(peer, Vec::new(), cx);
         }
     }
 }

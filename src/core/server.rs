@@ -10,7 +10,7 @@ use dht_behaviours::config::MAX_ADDRS_PER_PEER;
 use dht_behaviours::kad_wire::{KadRequest, KadResponse, MessageKind, WirePeer};
 use dht_behaviours::point;
 use libp2p::PeerId;
-use libp2p::kad::{KBucketKey, Record, RecordKey};
+use libp2p::kad::{KBucketKey, RecordKey};
 
 use super::Core;
 use super::budget::{From, host_key};
@@ -187,29 +187,6 @@ impl Core {
         if serving {
             self.seen(peer, Vec::new(), cx);
         }
-    }
-
-    /// A mirror push from `peer` (this node is a mirror): kept outside the shares when its
-    /// operator named `peer` a feeder, and acknowledged only once admitted; anyone else's push
-    /// is refused unacknowledged (a stranger stores through kad, within its shares).
-    pub(super) fn mirrored(&mut self, peer: PeerId, id: InboundId, record: Record, cx: &mut Cx) {
-        if !self.config.mirror || !self.config.mirror_feeders.contains(&peer) {
-            self.stats.mirror_pushes_refused += 1;
-            cx.out.push(Action::AnswerMirror { id, kept: false });
-            return;
-        }
-        let kept = match self.records.admit(Source::Feeder(peer), record, cx.now) {
-            Ok(Admitted::New | Admitted::Updated) => {
-                self.stats.puts_kept += 1;
-                true
-            }
-            Ok(Admitted::Held) => true,
-            Err(refusal) => {
-                self.refused(peer, refusal, cx);
-                false
-            }
-        };
-        cx.out.push(Action::AnswerMirror { id, kept });
     }
 }
 
