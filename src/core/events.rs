@@ -15,12 +15,12 @@ use dht_behaviours::validation::RecordError;
 use libp2p::kad::Record;
 use libp2p::{Multiaddr, PeerId};
 
-use super::bootstrap::DialId;
-use super::broadcaster::HandoffId;
-use super::mirror_feed::MirrorId;
+use super::broadcast::broadcaster::HandoffId;
+use super::joining::bootstrap::DialId;
+use super::mirrors::mirror_feed::MirrorId;
 use super::outbox::{FailureKind, Outgoing, RequestId};
 use super::records::Refusal;
-use super::reputation::Offence;
+use super::standing::reputation::Offence;
 
 /// Identifies one of our commands on the wire (the core's number; the driver maps its own to it).
 pub type CommandId = u64;

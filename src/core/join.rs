@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use libp2p::{Multiaddr, PeerId};
 
 use super::Core;
-use super::bootstrap::{Bootstrapper, DialId};
 use super::context::Cx;
 use super::events::Action;
+use super::joining::bootstrap::{Bootstrapper, DialId};
 use super::queries::Purpose;
 
 impl Core {
@@ -83,7 +83,7 @@ mod tests {
     use libp2p::multiaddr::Protocol;
     use libp2p::{Multiaddr, PeerId};
 
-    use super::super::bootstrap::{BOOTSTRAP_BACKOFF_MIN, DialId};
+    use super::super::joining::bootstrap::{BOOTSTRAP_BACKOFF_MIN, DialId};
     use super::super::{Action, Core, CoreConfig, Input};
 
     fn core(now: Instant) -> Core {

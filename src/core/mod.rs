@@ -4,31 +4,27 @@
 //! that operation). No tokio, no swarm, no `Instant::now()`; randomness from a seeded source. The
 //! same code runs under the simulator ([`crate::sim`]) with a virtual clock.
 //!
-//! - [`routing`]: the k-buckets, bounded per network by [`diversity`]; [`records`]: the store and the one admission policy;
+//! - [`routing`]: the k-buckets, bounded per network by [`routing::diversity`]; [`records`]: the store and the one admission policy;
 //! - `ops`: the handles' stores and fetches; [`query`]: what a query is for and how it ends;
 //! - [`queries`] and [`outbox`]: the lookups that run them, and our requests in flight;
 //! - [`server`]: answers to inbound FIND_NODE, GET_VALUE, PUT_VALUE and ADD_PROVIDER;
-//! - `peers`: peers' standing, [`reputation`] (offences, blocks) and [`silence`] (peers held out);
+//! - `peers`: peers' standing, [`standing::reputation`] (offences, blocks) and [`standing::silence`] (peers held out);
 //! - `maintenance`: replication, republish, expiry, refresh, hand-off, caching;
-//! - `join` and [`bootstrap`]: joining, bootstrap dials, rejoining a network once cut off;
-//! - `mirrors` and [`mirror_feed`]: every record held here handed to the mirrors met;
-//! - `broadcast` and [`broadcaster`]: broadcast along the buckets, each message delivered once;
+//! - `join` and [`joining::bootstrap`]: joining, bootstrap dials, rejoining a network once cut off;
+//! - `mirrors` and [`mirrors::mirror_feed`]: every record held here handed to the mirrors met;
+//! - `broadcast` and [`broadcast::broadcaster`]: broadcast along the buckets, each message delivered once;
 //! - [`commands`]: custom commands, ours queued per peer, peers' to the application's handler.
 
-pub mod bootstrap;
-mod broadcast;
-pub mod broadcaster;
+pub mod broadcast;
 pub mod budget;
 pub mod commands;
 pub mod config;
 mod context;
-pub mod diversity;
 mod events;
 mod join;
-mod joining;
+pub mod joining;
 pub mod maintenance;
-pub mod mirror_feed;
-mod mirrors;
+pub mod mirrors;
 mod operations;
 mod ops;
 pub mod outbox;
@@ -38,15 +34,11 @@ pub mod provided;
 pub mod providing;
 pub mod queries;
 pub mod query;
-pub mod quota;
 pub mod rate;
 pub mod records;
-pub mod reputation;
 pub mod routing;
 pub mod server;
-pub mod silence;
-mod standing;
-pub mod throttle;
+pub mod standing;
 pub mod upkeep;
 
 use std::time::Instant;

@@ -15,9 +15,9 @@ use libp2p::PeerId;
 use super::context::Cx;
 use super::events::Action;
 use super::outbox::{FailureKind, RequestId};
-use super::reputation::{BlockReason, Offence};
 use super::standing::offence_for;
-use super::throttle::THROTTLE_BACKOFF_MIN;
+use super::standing::reputation::{BlockReason, Offence};
+use super::standing::throttle::THROTTLE_BACKOFF_MIN;
 use super::{Core, Refusal};
 
 impl Core {
@@ -228,8 +228,8 @@ mod tests {
     use libp2p::kad::{Record, RecordKey};
     use libp2p::{Multiaddr, PeerId};
 
-    use super::super::reputation::{BLOCK_DURATION, Offence};
-    use super::super::silence::SILENT_QUARANTINE_FIRST;
+    use super::super::standing::reputation::{BLOCK_DURATION, Offence};
+    use super::super::standing::silence::SILENT_QUARANTINE_FIRST;
     use super::super::{Action, Core, CoreConfig, Input};
 
     fn core(now: Instant) -> Core {
@@ -370,8 +370,8 @@ mod tests {
                 now,
             )
         };
-        let threshold =
-            super::super::reputation::BLOCK_THRESHOLD / Offence::MalformedMessage.points();
+        let threshold = super::super::standing::reputation::BLOCK_THRESHOLD
+            / Offence::MalformedMessage.points();
         for _ in 1..threshold {
             assert!(blocks(&offend(&mut core)).is_empty());
         }

@@ -7,7 +7,7 @@ use libp2p::kad::Record;
 use libp2p::{Multiaddr, PeerId};
 
 use super::Core;
-use super::broadcaster::HandoffId;
+use super::broadcast::broadcaster::HandoffId;
 use super::context::Cx;
 use super::events::{Action, InboundId, OpId};
 use super::records::{Admitted, Source};

@@ -10,7 +10,7 @@ use dht_behaviours::store::StoreLimits;
 use libp2p::kad::{Record, RecordKey};
 use libp2p::{Multiaddr, PeerId};
 
-use super::quota::HOST_SHARE_DIVISOR;
+use super::records::quota::HOST_SHARE_DIVISOR;
 use super::*;
 
 const RECORDS: usize = 1024;

@@ -8,7 +8,7 @@ use dht_behaviours::kad_wire::{KadRequest, KadResponse, MessageKind};
 use libp2p::PeerId;
 use libp2p::kad::KBucketKey;
 
-use super::throttle::THROTTLE_BACKOFF_MIN;
+use super::standing::throttle::THROTTLE_BACKOFF_MIN;
 use super::*;
 
 /// A core of k = 3 that knows `n` peers.

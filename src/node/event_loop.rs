@@ -33,11 +33,11 @@ use super::pending::Pending;
 use super::persistence::{RecordDb, Writer, restore_providers};
 use super::warnings::PeerWarnings;
 use crate::command::{Command, CommandHandler, Reply};
-use crate::core::bootstrap::DialId;
-use crate::core::broadcaster::HandoffId;
+use crate::core::broadcast::broadcaster::HandoffId;
 use crate::core::commands::CommandId;
-use crate::core::mirror_feed::MirrorId;
-use crate::core::reputation::Offence;
+use crate::core::joining::bootstrap::DialId;
+use crate::core::mirrors::mirror_feed::MirrorId;
+use crate::core::standing::reputation::Offence;
 use crate::core::{Clock, Core, CoreConfig, InboundId, Input, Refusal};
 use kad::{Caller, InFlight};
 

@@ -29,7 +29,7 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{debug, info};
 
-pub use crate::core::bootstrap::{BOOTSTRAP_BACKOFF_MAX, BOOTSTRAP_BACKOFF_MIN};
+pub use crate::core::joining::bootstrap::{BOOTSTRAP_BACKOFF_MAX, BOOTSTRAP_BACKOFF_MIN};
 pub use bandwidth::Bandwidth;
 pub use event_loop::{EXPIRY_SWEEP, MAX_RUNNING_HANDLERS, TICK};
 

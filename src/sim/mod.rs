@@ -23,7 +23,7 @@ use libp2p::identity::Keypair;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::core::broadcaster::HandoffId;
+use crate::core::broadcast::broadcaster::HandoffId;
 use crate::core::{
     Action, Clock, Core, CoreConfig, FailureKind, Input, OpError, OpId, OpOk, Report, RequestId,
 };

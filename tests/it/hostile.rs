@@ -297,7 +297,7 @@ async fn one_peer_storing_ten_thousand_records_hits_its_quota_and_others_are_ser
     assert_eq!(ok, 20, "fetches failed during the flood");
 
     let status = target.status().await.expect("status");
-    let quota = dht::core::quota::MAX_RECORDS_PER_PEER;
+    let quota = dht::core::records::quota::MAX_RECORDS_PER_PEER;
     assert!(
         status.stored_keys <= before + quota,
         "{} keys stored; quota {quota}",

@@ -99,7 +99,7 @@ async fn sixteen_identities_from_one_address_cannot_fill_a_node() {
             .collect();
         acked += put_all(&mut swarm, id, &addr, records).await;
     }
-    let share = RECORDS / dht::core::quota::HOST_SHARE_DIVISOR;
+    let share = RECORDS / dht::core::records::quota::HOST_SHARE_DIVISOR;
     let held = node.key_count().await.expect("keys");
     assert_eq!(held, acked, "every acknowledgement is a copy held");
     assert_eq!(held, share, "one host, one share of the store");

@@ -16,7 +16,7 @@ use tracing::{debug, info, trace, warn};
 
 use super::EventLoop;
 use crate::command::Reply;
-use crate::core::reputation::{BLOCK_DURATION, Offence};
+use crate::core::standing::reputation::{BLOCK_DURATION, Offence};
 use crate::core::{
     Action, FailureKind, InboundId, Input, OpError, OpId, OpOk, Refusal, Report, RequestId,
 };

@@ -19,13 +19,15 @@
 //!    copy never lives past its record's end of life.
 //! 6. A new key counts against the sending peer's share and its host's, in records and bytes,
 //!    and peers together never take the sixteenth kept for this node's own records
-//!    ([`super::quota`]); a re-store of a held key adds nothing. A mirror node, which keeps
+//!    ([`quota`]); a re-store of a held key adds nothing. A mirror node, which keeps
 //!    everything its named feeders hand it, has no quota.
 //! 7. A full store refuses; it never evicts a living record to make room.
 //!
 //! Provider records (ADD_PROVIDER) are kept apart, in a [`ProviderStore`]: each lives one
 //! provider TTL from its last announcement, and a full key or store refuses a new provider rather
 //! than evict one.
+
+pub mod quota;
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -42,8 +44,8 @@ use libp2p::kad::store::RecordStore;
 use libp2p::kad::{ProviderRecord, Record, RecordKey};
 
 use super::config::Clock;
-use super::quota::{Over, Quota};
 use super::rate::{RateLimits, peer_key};
+use quota::{Over, Quota};
 
 /// A cached copy lives this many times shorter than a stored one.
 pub const CACHE_TTL_DIVISOR: u32 = 8;
@@ -543,5 +545,4 @@ impl Records {
 }
 
 #[cfg(test)]
-#[path = "records_tests.rs"]
 mod tests;

@@ -1,15 +1,19 @@
 //! Peers' standing, as the core keeps it: offences and blocks ([`Reputation`]), silent peers
 //! held out ([`Silence`]), peers that refused our lookups backed off from ([`Throttled`]).
 
+pub mod reputation;
+pub mod silence;
+pub mod throttle;
+
 use std::time::Instant;
 
 use dht_behaviours::kad_wire::WirePeer;
 use dht_behaviours::validation::RecordError;
 use libp2p::PeerId;
 
-use super::reputation::{Offence, Reputation};
-use super::silence::Silence;
-use super::throttle::Throttled;
+use reputation::{Offence, Reputation};
+use silence::Silence;
+use throttle::Throttled;
 
 /// The offence a false record amounts to: a forged content key is provable, anything else is a
 /// record a conforming peer would not have sent.

@@ -2,15 +2,17 @@
 //! table is empty ([`Bootstrapper`]), the bootstrap nodes dialed again at each refresh once
 //! joined, the follow-up lookups after a join, and the refresh interval.
 
+pub mod bootstrap;
+
 use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
 
-use super::bootstrap::{Bootstrapper, DialId};
 use super::context::Cx;
 use super::events::Action;
 use super::outbox::QueryId;
 use super::routing::RoutingTable;
+use bootstrap::{Bootstrapper, DialId};
 
 /// Peers joined through that are remembered (the oldest are forgotten first).
 pub const MAX_BOOTSTRAP_PEERS: usize = 64;

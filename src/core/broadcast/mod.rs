@@ -3,6 +3,8 @@
 //! with another peer of its bucket ([`Broadcaster`]). The table the plan is drawn from and the
 //! randomness are the core's, so the simulator runs broadcast as the node does.
 
+pub mod broadcaster;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,12 +14,12 @@ use libp2p::identity::Keypair;
 use rand::Rng;
 use rand::rngs::StdRng;
 
-use super::broadcaster::{BroadcastRefusal, Broadcaster, Bucket, Handoff, HandoffId};
 use super::config::Clock;
 use super::context::Cx;
 use super::events::{Action, InboundId, OpError, OpId, OpOk};
-use super::reputation::Offence;
 use super::routing::RoutingTable;
+use super::standing::reputation::Offence;
+use broadcaster::{BroadcastRefusal, Broadcaster, Bucket, Handoff, HandoffId};
 
 /// This node's part in broadcasts: its own signed and spread, peers' delivered once and passed
 /// down the buckets.

@@ -2,6 +2,8 @@
 //! record new here, at a steady pace ([`MirrorFeed`]). What a mirror keeps of what it is handed is
 //! the admission policy's call ([`super::records`]); this is the sending side.
 
+pub mod mirror_feed;
+
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -12,8 +14,8 @@ use libp2p::{Multiaddr, PeerId};
 use super::config::CoreConfig;
 use super::context::Cx;
 use super::events::Action;
-use super::mirror_feed::{MIRROR_PACE, MirrorFeed, MirrorId};
 use super::records::Records;
+use mirror_feed::{MIRROR_PACE, MirrorFeed, MirrorId};
 
 /// The mirrors this node feeds and how to reach them.
 #[derive(Debug)]
@@ -179,8 +181,8 @@ mod tests {
     use libp2p::PeerId;
     use libp2p::kad::{Record, RecordKey};
 
-    use super::super::mirror_feed::{MIRROR_ATTEMPTS, MIRROR_IN_FLIGHT, MIRROR_PACE, MirrorId};
     use super::super::{Action, Core, CoreConfig, Input};
+    use super::mirror_feed::{MIRROR_ATTEMPTS, MIRROR_IN_FLIGHT, MIRROR_PACE, MirrorId};
     use dht_behaviours::kad_wire::KadRequest;
 
     /// A core feeding `mirrors` (the operator's choice).

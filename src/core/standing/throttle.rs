@@ -4,11 +4,11 @@
 //! search for a value or providers asks it again after the shortest back-off (until its
 //! deadline), its place in the lookup kept meanwhile while the next peer is asked (so a busy network slows a reader down
 //! instead of answering "not found"); a lookup for peers goes on without it. A timeout or a
-//! broken stream still counts toward eviction ([`super::routing::MAX_FAILURES`]).
+//! broken stream still counts toward eviction ([`super::super::routing::MAX_FAILURES`]).
 //!
 //! The other half of "throttled is not failed": a node whose table has emptied while it still
 //! has connections asks its driver for the kad servers it is connected to
-//! ([`super::Action::Relearn`]) and dials its bootstrap and remembered peers at once, instead of
+//! ([`super::super::Action::Relearn`]) and dials its bootstrap and remembered peers at once, instead of
 //! staying cut off until a back-off round.
 
 use std::collections::HashMap;

@@ -24,7 +24,7 @@ use libp2p::identity::Keypair;
 use rand::Rng;
 use rand::seq::SliceRandom;
 
-use super::rate::{RateLimits, peer_key};
+use super::super::rate::{RateLimits, peer_key};
 
 /// Identifies one hand-off of a broadcast (the core's number; the driver maps its own to it).
 pub type HandoffId = u64;

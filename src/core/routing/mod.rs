@@ -13,9 +13,11 @@
 //! newcomer out and hands only the dead to other nodes' lookups: at 3,000 simulated nodes over
 //! 48 h, fetches ended "not found" because every peer that answers named for a key had left.
 //!
-//! Address diversity ([`super::diversity`]): at most [`MAX_GROUP_PER_BUCKET`] peers of one public
+//! Address diversity ([`diversity`]): at most [`MAX_GROUP_PER_BUCKET`] peers of one public
 //! network in a bucket and [`MAX_GROUP_PER_TABLE`] in the table; a newcomer beyond is not kept
 //! ([`Inserted::Crowded`]).
+
+pub mod diversity;
 
 use std::time::{Duration, Instant};
 
@@ -25,7 +27,7 @@ use libp2p::{Multiaddr, PeerId};
 pub use dht_behaviours::point::{Point, distance};
 use dht_behaviours::point::{ilog2, of_peer};
 
-use super::diversity::{Group, GroupCounts, MAX_GROUP_PER_BUCKET, MAX_GROUP_PER_TABLE, group_of};
+use diversity::{Group, GroupCounts, MAX_GROUP_PER_BUCKET, MAX_GROUP_PER_TABLE, group_of};
 
 /// Requests in a row a peer may fail before it leaves the table.
 pub const MAX_FAILURES: u8 = 2;

@@ -3,7 +3,7 @@
 //! console do not count: they route nothing). Once joined, each routing refresh dials again the
 //! bootstrap nodes missing from the routing table, so that the two sides of a healed partition
 //! find each other through them. A node cut off dials, in its rounds, the peers that left its
-//! table lately too. Pure bookkeeping: the core turns its rounds into [`super::Action::Dial`]s.
+//! table lately too. Pure bookkeeping: the core turns its rounds into [`super::super::Action::Dial`]s.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
