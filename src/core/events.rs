@@ -15,12 +15,18 @@ use dht_behaviours::validation::RecordError;
 use libp2p::kad::Record;
 use libp2p::{Multiaddr, PeerId};
 
-use super::broadcast::broadcaster::HandoffId;
-use super::joining::bootstrap::DialId;
-use super::mirrors::mirror_feed::MirrorId;
 use super::outbox::{FailureKind, Outgoing, RequestId};
 use super::records::Refusal;
 use super::standing::reputation::Offence;
+
+/// Identifies one of the core's dials (the core's number; the driver maps its own to it).
+pub type DialId = u64;
+
+/// Identifies one hand-off to a mirror (the core's number; the driver maps its own to it).
+pub type MirrorId = u64;
+
+/// Identifies one hand-off of a broadcast (the core's number; the driver maps its own to it).
+pub type HandoffId = u64;
 
 /// Identifies one of our commands on the wire (the core's number; the driver maps its own to it).
 pub type CommandId = u64;

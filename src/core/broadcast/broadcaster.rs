@@ -26,8 +26,7 @@ use rand::seq::SliceRandom;
 
 use super::super::rate::{RateLimits, peer_key};
 
-/// Identifies one hand-off of a broadcast (the core's number; the driver maps its own to it).
-pub type HandoffId = u64;
+pub use super::super::events::HandoffId;
 
 /// Why a message was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

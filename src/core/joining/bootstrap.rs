@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 
-/// Identifies one of the core's dials (the core's number; the driver maps its own to it).
-pub type DialId = u64;
+pub use super::super::events::DialId;
 
 /// First wait before dialing the bootstrap nodes again.
 pub const BOOTSTRAP_BACKOFF_MIN: Duration = Duration::from_secs(1);

@@ -8,8 +8,7 @@ use std::time::Duration;
 use libp2p::PeerId;
 use libp2p::kad::RecordKey;
 
-/// Identifies one hand-off to a mirror (the core's number; the driver maps its own to it).
-pub type MirrorId = u64;
+pub use super::super::events::MirrorId;
 
 /// Mirror nodes a node sends records to.
 pub const MAX_MIRRORS: usize = 8;
