@@ -53,7 +53,10 @@ use rand::rngs::StdRng;
 use broadcast::Broadcast;
 pub use config::{BUCKET_SIZE, Clock, CoreConfig};
 use context::Cx;
-pub use events::{Action, CoreStats, InboundId, Input, OpError, OpId, OpOk, Report};
+pub use events::{
+    Action, CommandId, CoreStats, DialId, HandoffId, InboundId, Input, MirrorId, OpError, OpId,
+    OpOk, Report,
+};
 use joining::Joining;
 use mirrors::Mirrors;
 pub use operations::DEMAND_TRACKED_KEYS;

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dht_behaviours::behaviour::{is_loopback, vetted_addrs, with_peer};
-use dht_behaviours::broadcast::Ack;
 use dht_behaviours::command::CommandReply;
 use dht_behaviours::config::MAX_COMMAND_REPLY;
 use dht_behaviours::info::{NodeInfo, RoutingPeer};
@@ -21,7 +20,7 @@ use dht_behaviours::{DhtBehaviour, DhtBehaviourEvent, ProtocolConfig};
 use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::kad::{Record, RecordKey};
-use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::request_response::{self};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, identify, ping};
@@ -29,17 +28,14 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{debug, info, trace, warn};
 
 use super::bandwidth::Bandwidth;
-use super::pending::Pending;
 use super::persistence::{RecordDb, Writer, restore_providers};
 use super::warnings::PeerWarnings;
 use crate::command::{Command, CommandHandler, Reply};
-use crate::core::broadcast::broadcaster::HandoffId;
-use crate::core::commands::CommandId;
 use crate::core::joining::bootstrap::DialId;
-use crate::core::mirrors::mirror_feed::MirrorId;
 use crate::core::standing::reputation::Offence;
 use crate::core::{Clock, Core, CoreConfig, InboundId, Input, Refusal};
-use kad::{Caller, InFlight};
+use kad::Caller;
+use wires::Wires;
 
 mod commands;
 mod kad;
@@ -47,6 +43,7 @@ mod maintenance;
 mod mirrors;
 mod protocols;
 mod swarm;
+mod wires;
 use crate::error::Error;
 use crate::event::Event;
 use crate::key::Key;
@@ -63,48 +60,42 @@ pub use crate::core::upkeep::EXPIRY_SWEEP;
 pub const MAX_PENDING_OPERATIONS: usize = 4096;
 
 type HandlerDone = (InboundId, CommandReply);
+
+/// The application's handler of peers' commands: it runs on its own task, and its answers come
+/// back on a channel.
+struct Handler {
+    app: Option<CommandHandler>,
+    done_tx: mpsc::Sender<HandlerDone>,
+    done_rx: mpsc::Receiver<HandlerDone>,
+}
+
+/// This node's listen addresses and its connections.
+struct Net {
+    connections: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
+    /// Connected peers that identify said serve kad, with their vetted addresses: what the core
+    /// re-learns from should its table empty ([`Action::Relearn`]).
+    kad_servers: HashMap<PeerId, Vec<Multiaddr>>,
+    listen_addrs: Vec<Multiaddr>,
+}
 pub(crate) struct EventLoop {
     swarm: Swarm<DhtBehaviour>,
     config: ProtocolConfig,
     local: PeerId,
     commands: mpsc::Receiver<Command>,
     events: Arc<broadcast::Sender<Event>>,
-    handler_done_tx: mpsc::Sender<HandlerDone>,
-    handler_done_rx: mpsc::Receiver<HandlerDone>,
-    handler: Option<CommandHandler>,
+    /// The application's handler of peers' commands, and its answers coming back.
+    handler: Handler,
     core: Core,
-    in_flight: InFlight,
-    /// Peers' commands waiting for the handler's (or the core's) answer.
-    command_inbound: HashMap<InboundId, ResponseChannel<CommandReply>>,
-    next_command_in: InboundId,
-    /// Our commands in flight: the swarm's ids to the core's.
-    command_requests: HashMap<OutboundRequestId, CommandId>,
-    /// Peers' broadcast hand-offs waiting for the core's answer.
-    broadcast_inbound: HashMap<InboundId, ResponseChannel<Ack>>,
-    next_broadcast_in: InboundId,
-    /// Mirror pushes waiting for the core's admission (acknowledged only once kept).
-    mirror_inbound: HashMap<InboundId, ResponseChannel<()>>,
-    next_mirror_in: InboundId,
-    /// Our broadcast hand-offs in flight: the swarm's ids to the core's.
-    broadcast_requests: HashMap<OutboundRequestId, HandoffId>,
-    /// The core's dials in progress.
-    core_dials: HashMap<ConnectionId, (DialId, Multiaddr)>,
-    connections: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
-    /// Connected peers that identify said serve kad, with their vetted addresses: what the core
-    /// re-learns from should its table empty ([`Action::Relearn`]).
-    kad_servers: HashMap<PeerId, Vec<Multiaddr>>,
-    listen_addrs: Vec<Multiaddr>,
+    wires: Wires,
+    /// Our listen addresses and connections.
+    net: Net,
     counters: Counters,
     started: Instant,
     alive: watch::Sender<()>,
     bandwidth: Arc<Bandwidth>,
-    dials: Pending<ConnectionId, Reply<PeerId>>,
-    info_ops: Pending<OutboundRequestId, (PeerId, Reply<NodeInfo>)>,
     writer: Option<Writer>,
     /// Warnings about peers written this minute (the rest are summarised).
     peer_warnings: PeerWarnings,
-    /// Hand-offs to mirrors in flight: the swarm's ids to the core's.
-    mirror_requests: HashMap<OutboundRequestId, MirrorId>,
 }
 
 pub(crate) struct Parts {
@@ -175,32 +166,24 @@ impl EventLoop {
             local,
             commands: parts.commands,
             events: parts.events,
-            handler_done_tx,
-            handler_done_rx,
-            handler: None,
+            handler: Handler {
+                app: None,
+                done_tx: handler_done_tx,
+                done_rx: handler_done_rx,
+            },
             core,
-            in_flight: InFlight::default(),
-            command_inbound: HashMap::new(),
-            next_command_in: 0,
-            command_requests: HashMap::new(),
-            dials: Pending::new(),
-            info_ops: Pending::new(),
-            broadcast_inbound: HashMap::new(),
-            next_broadcast_in: 0,
-            mirror_inbound: HashMap::new(),
-            next_mirror_in: 0,
-            broadcast_requests: HashMap::new(),
-            core_dials: HashMap::new(),
-            connections: HashMap::new(),
-            kad_servers: HashMap::new(),
-            listen_addrs: parts.listen_addrs,
+            wires: Wires::default(),
+            net: Net {
+                connections: HashMap::new(),
+                kad_servers: HashMap::new(),
+                listen_addrs: parts.listen_addrs,
+            },
             counters: Counters::default(),
             started: now,
             alive: parts.alive,
             bandwidth: parts.bandwidth,
             writer: parts.db.map(|db| Writer::new(db, now)),
             peer_warnings: PeerWarnings::new(now),
-            mirror_requests: HashMap::new(),
         };
         event_loop.drive(Input::Bootstrap {
             addrs: parts.bootstrap,
@@ -238,7 +221,7 @@ impl EventLoop {
                         break None;
                     }
                 },
-                Some((id, reply)) = self.handler_done_rx.recv() => {
+                Some((id, reply)) = self.handler.done_rx.recv() => {
                     self.counters.commands_served += 1;
                     self.drive(Input::HandlerDone { id, reply });
                 }
@@ -269,6 +252,7 @@ impl EventLoop {
     /// limit includes it (a local network runs every node on 127.0.0.1).
     fn host_of(&self, peer: &PeerId, connection: ConnectionId) -> Option<std::net::IpAddr> {
         let (_, addr) = self
+            .net
             .connections
             .get(peer)?
             .iter()

@@ -57,8 +57,8 @@ impl EventLoop {
                 });
             }
             Command::SetCommandHandler { handler, reply } => {
-                self.handler = handler;
-                let present = self.handler.is_some();
+                self.handler.app = handler;
+                let present = self.handler.app.is_some();
                 self.drive(Input::SetHandler { present });
                 let _ = reply.send(Ok(()));
             }
@@ -77,6 +77,7 @@ impl EventLoop {
             }
             Command::ConnectedPeers { reply } => {
                 let peers = self
+                    .net
                     .connections
                     .iter()
                     .map(|(peer, conns)| PeerEntry {
@@ -100,7 +101,7 @@ impl EventLoop {
                         .info
                         .send_request_with_addresses(&peer, (), addrs);
                 let deadline = self.deadline(self.config.timing.command_timeout + TICK);
-                self.info_ops.insert(id, deadline, (peer, reply));
+                self.wires.info_ops.insert(id, deadline, (peer, reply));
             }
             Command::Block { peer, reply } => {
                 self.drive(Input::Block { peer });
@@ -129,7 +130,7 @@ impl EventLoop {
                 match self.swarm.dial(opts) {
                     Ok(()) => {
                         let deadline = self.deadline(self.config.timing.command_timeout);
-                        self.dials.insert(id, deadline, reply);
+                        self.wires.dials.insert(id, deadline, reply);
                     }
                     Err(e) => {
                         let _ = reply.send(Err(Error::Dial {
@@ -150,7 +151,7 @@ impl EventLoop {
     /// [`Error::Busy`]: every pending operation holds a query and a reply until its deadline, so their
     /// number is bounded.
     pub(super) fn admit<T>(&mut self, reply: Reply<T>) -> Option<Reply<T>> {
-        let pending = self.running_queries() + self.dials.len() + self.info_ops.len();
+        let pending = self.running_queries() + self.wires.dials.len() + self.wires.info_ops.len();
         if pending < MAX_PENDING_OPERATIONS {
             return Some(reply);
         }
@@ -214,18 +215,19 @@ impl EventLoop {
         NodeStatus {
             peer_id: local,
             listen_addrs: self
+                .net
                 .listen_addrs
                 .iter()
                 .map(|a| with_peer(a, local))
                 .collect(),
-            connected_peers: self.connections.len(),
+            connected_peers: self.net.connections.len(),
             routing_table_size,
             stored_keys: records.len(),
             stored_bytes: records.bytes(),
             pending_operations: self.running_queries()
                 + self.core.commands_pending()
-                + self.info_ops.len()
-                + self.dials.len()
+                + self.wires.info_ops.len()
+                + self.wires.dials.len()
                 + self.core.broadcasts_in_flight()
                 + self.core.mirror_pending(),
             uptime: self.started.elapsed(),

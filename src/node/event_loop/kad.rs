@@ -4,11 +4,10 @@
 //! go back in. This file only translates; the policy is [`crate::core`]'s, the code the simulator
 //! runs.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use dht_behaviours::behaviour::vetted_addrs;
-use dht_behaviours::kad::{self, Failure, OutboundId, Responder};
+use dht_behaviours::kad::{self, Failure};
 use dht_behaviours::kad_wire::{KadRequest, MessageKind, WirePeer};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId};
@@ -17,9 +16,7 @@ use tracing::{debug, info, trace, warn};
 use super::EventLoop;
 use crate::command::Reply;
 use crate::core::standing::reputation::{BLOCK_DURATION, Offence};
-use crate::core::{
-    Action, FailureKind, InboundId, Input, OpError, OpId, OpOk, Refusal, Report, RequestId,
-};
+use crate::core::{Action, FailureKind, Input, OpError, OpId, OpOk, Refusal, Report};
 use crate::error::Error;
 use crate::event::Event;
 use crate::key::Key;
@@ -52,19 +49,6 @@ pub(crate) enum Caller {
     Command(PeerId, Reply<Vec<u8>>),
 }
 
-/// What is in flight between the core and the swarm.
-#[derive(Default)]
-pub(crate) struct InFlight {
-    /// Our requests: the swarm's ids to the core's.
-    requests: HashMap<OutboundId, RequestId>,
-    /// Peers' requests waiting for the core's answer.
-    inbound: HashMap<InboundId, Responder>,
-    next_inbound: InboundId,
-    /// Operations of the handles.
-    callers: HashMap<OpId, Caller>,
-    next_op: OpId,
-}
-
 impl EventLoop {
     /// Hands `input` to the core at the current time and carries out what it asks.
     pub(super) fn drive(&mut self, input: Input) {
@@ -82,18 +66,18 @@ impl EventLoop {
                     Some(then) => {
                         let first = (o.request, o.closer_wanted);
                         let (rid, then_rid) = kad.send_pair(&o.peer, first, then.request, o.addrs);
-                        self.in_flight.requests.insert(rid, o.id);
-                        self.in_flight.requests.insert(then_rid, then.id);
+                        self.wires.kad_requests.insert(rid, o.id);
+                        self.wires.kad_requests.insert(then_rid, then.id);
                     }
                     None => {
                         let rid =
                             kad.send_request_with(&o.peer, o.request, o.addrs, o.closer_wanted);
-                        self.in_flight.requests.insert(rid, o.id);
+                        self.wires.kad_requests.insert(rid, o.id);
                     }
                 }
             }
             Action::Answer { id, response } => {
-                let Some(responder) = self.in_flight.inbound.remove(&id) else {
+                let Some(responder) = self.wires.kad_inbound.remove(&id) else {
                     return;
                 };
                 // None ends the stream unanswered: nothing is acknowledged.
@@ -111,11 +95,11 @@ impl EventLoop {
                     .behaviour_mut()
                     .command
                     .send_request_with_addresses(&peer, payload, addrs);
-                self.command_requests.insert(rid, id);
+                self.wires.command_requests.insert(rid, id);
             }
             Action::RunHandler { id, peer, payload } => self.run_handler(id, peer, payload),
             Action::AnswerCommand { id, reply } => {
-                let Some(channel) = self.command_inbound.remove(&id) else {
+                let Some(channel) = self.wires.command_inbound.remove(&id) else {
                     return;
                 };
                 if self
@@ -139,10 +123,10 @@ impl EventLoop {
                     .behaviour_mut()
                     .broadcast
                     .send_request_with_addresses(&peer, message, addrs);
-                self.broadcast_requests.insert(rid, id);
+                self.wires.broadcast_requests.insert(rid, id);
             }
             Action::AnswerMirror { id, kept } => {
-                let Some(channel) = self.mirror_inbound.remove(&id) else {
+                let Some(channel) = self.wires.mirror_inbound.remove(&id) else {
                     return;
                 };
                 // Refused: the channel drops unanswered, and the sender sees no acknowledgement.
@@ -158,7 +142,7 @@ impl EventLoop {
                 }
             }
             Action::AnswerBroadcast { id, ack } => {
-                let Some(channel) = self.broadcast_inbound.remove(&id) else {
+                let Some(channel) = self.wires.broadcast_inbound.remove(&id) else {
                     return;
                 };
                 if let Some(ack) = ack
@@ -190,7 +174,7 @@ impl EventLoop {
                     .behaviour_mut()
                     .mirror
                     .send_request_with_addresses(&peer, record, addrs);
-                self.mirror_requests.insert(rid, id);
+                self.wires.mirror_requests.insert(rid, id);
                 self.counters.records_mirrored += 1;
             }
             Action::MirrorFound { peer } => {
@@ -246,6 +230,7 @@ impl EventLoop {
             Action::Joined { peer } => info!(%peer, "joined the network"),
             Action::Relearn => {
                 let servers: Vec<(PeerId, Vec<Multiaddr>)> = self
+                    .net
                     .kad_servers
                     .iter()
                     .map(|(p, a)| (*p, a.clone()))
@@ -267,14 +252,12 @@ impl EventLoop {
 
     /// Starts an operation for `caller` with the input `make` builds from its number.
     pub(super) fn start_op(&mut self, caller: Caller, make: impl FnOnce(OpId) -> Input) {
-        let op = self.in_flight.next_op;
-        self.in_flight.next_op += 1;
-        self.in_flight.callers.insert(op, caller);
+        let op = self.wires.start(caller);
         self.drive(make(op));
     }
 
     fn op_done(&mut self, op: OpId, result: Result<OpOk, OpError>, report: Report) {
-        let Some(caller) = self.in_flight.callers.remove(&op) else {
+        let Some(caller) = self.wires.callers.remove(&op) else {
             return;
         };
         let t = &self.config.timing;
@@ -464,9 +447,7 @@ impl EventLoop {
                     _ => {}
                 }
                 let takes_no_answer = request.kind() == MessageKind::AddProvider;
-                let id = self.in_flight.next_inbound;
-                self.in_flight.next_inbound += 1;
-                self.in_flight.inbound.insert(id, responder);
+                let id = self.wires.kad_inbound.insert(responder);
                 self.drive(Input::Request {
                     peer,
                     id,
@@ -477,7 +458,7 @@ impl EventLoop {
                 });
                 // The core answers at once; a request it left unanswered ends its stream (an
                 // ADD_PROVIDER takes no answer: its stream reads on).
-                if let Some(responder) = self.in_flight.inbound.remove(&id)
+                if let Some(responder) = self.wires.kad_inbound.remove(&id)
                     && !takes_no_answer
                 {
                     trace!(%peer, "kad request left unanswered");
@@ -489,7 +470,7 @@ impl EventLoop {
                 id: request_id,
                 mut response,
             } => {
-                let Some(id) = self.in_flight.requests.remove(&request_id) else {
+                let Some(id) = self.wires.kad_requests.remove(&request_id) else {
                     return;
                 };
                 response.providers =
@@ -510,7 +491,7 @@ impl EventLoop {
                 id: request_id,
                 error,
             } => {
-                let Some(id) = self.in_flight.requests.remove(&request_id) else {
+                let Some(id) = self.wires.kad_requests.remove(&request_id) else {
                     return;
                 };
                 trace!(%peer, "kad request failed: {error}");

@@ -10,10 +10,10 @@ impl EventLoop {
         if now >= self.core.next_wakeup() {
             self.drive(Input::Tick);
         }
-        for (_, (_, reply)) in self.info_ops.take_expired(now) {
+        for (_, (_, reply)) in self.wires.info_ops.take_expired(now) {
             self.time_out(reply, "info", command);
         }
-        for (_, reply) in self.dials.take_expired(now) {
+        for (_, reply) in self.wires.dials.take_expired(now) {
             self.time_out(reply, "connect", command);
         }
         if let Some(suppressed) = self.peer_warnings.roll(now) {
@@ -38,7 +38,7 @@ impl EventLoop {
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
             Ok(()) => {
-                self.core_dials.insert(id, (dial, addr));
+                self.wires.core_dials.insert(id, (dial, addr));
             }
             Err(e) => {
                 warn!(%addr, "cannot dial: {e}");

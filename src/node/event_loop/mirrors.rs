@@ -23,12 +23,10 @@ impl EventLoop {
                 // Never longer than the sender's copy nor than the TTL.
                 let life = request.expires_in.min(self.config.timing.record_ttl);
                 record.expires = Some(Instant::now() + life);
-                let id = self.next_mirror_in;
-                self.next_mirror_in += 1;
-                self.mirror_inbound.insert(id, channel);
+                let id = self.wires.mirror_inbound.insert(channel);
                 self.drive(Input::Mirror { peer, id, record });
                 // The core answers at once; a push it left unanswered is not acknowledged.
-                self.mirror_inbound.remove(&id);
+                self.wires.mirror_inbound.remove(&id);
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 if is_malformed(&error) {
@@ -40,7 +38,7 @@ impl EventLoop {
                 message: request_response::Message::Response { request_id, .. },
                 ..
             } => {
-                if let Some(id) = self.mirror_requests.remove(&request_id) {
+                if let Some(id) = self.wires.mirror_requests.remove(&request_id) {
                     self.drive(Input::MirrorAcked { id });
                 }
             }
@@ -51,7 +49,7 @@ impl EventLoop {
                 ..
             } => {
                 debug!(%peer, "record not mirrored ({error}); retrying unless out of tries");
-                if let Some(id) = self.mirror_requests.remove(&request_id) {
+                if let Some(id) = self.wires.mirror_requests.remove(&request_id) {
                     self.drive(Input::MirrorFailed { id });
                 }
             }

@@ -19,9 +19,7 @@ impl EventLoop {
                         payload: request[..shown].to_vec(),
                         len: request.len(),
                     });
-                    let id = self.next_command_in;
-                    self.next_command_in += 1;
-                    self.command_inbound.insert(id, channel);
+                    let id = self.wires.command_inbound.insert(channel);
                     self.drive(Input::CommandReceived {
                         peer,
                         id,
@@ -32,7 +30,7 @@ impl EventLoop {
                     request_id,
                     response,
                 } => {
-                    if let Some(id) = self.command_requests.remove(&request_id) {
+                    if let Some(id) = self.wires.command_requests.remove(&request_id) {
                         self.drive(Input::CommandAnswered {
                             id,
                             reply: response,
@@ -43,7 +41,7 @@ impl EventLoop {
             request_response::Event::OutboundFailure {
                 request_id, error, ..
             } => {
-                if let Some(id) = self.command_requests.remove(&request_id) {
+                if let Some(id) = self.wires.command_requests.remove(&request_id) {
                     let reason = match error {
                         request_response::OutboundFailure::Timeout => None,
                         other => Some(other.to_string()),
@@ -64,12 +62,12 @@ impl EventLoop {
     /// Runs the application's handler on a peer's command, off the loop (the core counted it
     /// against [`MAX_RUNNING_HANDLERS`]).
     pub(super) fn run_handler(&mut self, id: InboundId, peer: PeerId, payload: Vec<u8>) {
-        let Some(handler) = self.handler.clone() else {
+        let Some(handler) = self.handler.app.clone() else {
             let reply = CommandReply::Refused("no command handler registered".to_owned());
             self.drive(Input::HandlerDone { id, reply });
             return;
         };
-        let done = self.handler_done_tx.clone();
+        let done = self.handler.done_tx.clone();
         let timeout = self.config.timing.command_timeout;
         tokio::spawn(run_handler(handler, peer, payload, id, done, timeout));
     }
@@ -86,22 +84,20 @@ impl EventLoop {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
-                    let id = self.next_broadcast_in;
-                    self.next_broadcast_in += 1;
-                    self.broadcast_inbound.insert(id, channel);
+                    let id = self.wires.broadcast_inbound.insert(channel);
                     self.drive(Input::BroadcastReceived {
                         peer,
                         id,
                         message: request,
                     });
                     // The core answers at once.
-                    self.broadcast_inbound.remove(&id);
+                    self.wires.broadcast_inbound.remove(&id);
                 }
                 request_response::Message::Response {
                     request_id,
                     response,
                 } => {
-                    if let Some(id) = self.broadcast_requests.remove(&request_id) {
+                    if let Some(id) = self.wires.broadcast_requests.remove(&request_id) {
                         // Busy: over our rate with that peer; another of its bucket is tried.
                         if response == dht_behaviours::broadcast::Ack::Busy {
                             self.drive(Input::BroadcastFailed { id });
@@ -118,7 +114,7 @@ impl EventLoop {
                 ..
             } => {
                 debug!(%peer, "broadcast hand-off failed: {error}");
-                if let Some(id) = self.broadcast_requests.remove(&request_id) {
+                if let Some(id) = self.wires.broadcast_requests.remove(&request_id) {
                     self.drive(Input::BroadcastFailed { id });
                 }
             }
@@ -151,7 +147,7 @@ impl EventLoop {
                     request_id,
                     response,
                 } => {
-                    if let Some((_, (_, reply))) = self.info_ops.remove(&request_id) {
+                    if let Some((_, (_, reply))) = self.wires.info_ops.remove(&request_id) {
                         let _ = reply.send(Ok(response));
                     }
                 }
@@ -162,7 +158,7 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                if let Some((_, (_, reply))) = self.info_ops.remove(&request_id) {
+                if let Some((_, (_, reply))) = self.wires.info_ops.remove(&request_id) {
                     let _ = reply.send(Err(Error::CommandFailed {
                         peer,
                         reason: error.to_string(),

@@ -22,15 +22,20 @@ impl EventLoop {
             } => {
                 let remote = endpoint.get_remote_address().clone();
                 debug!(peer = %peer_id, addr = %remote, "connection established");
-                self.connections
+                self.net
+                    .connections
                     .entry(peer_id)
                     .or_default()
                     .push((connection_id, remote.clone()));
                 if num_established.get() == 1 {
                     self.emit(Event::PeerConnected(peer_id));
                 }
-                let dial = self.core_dials.remove(&connection_id).map(|(d, _)| d);
-                let asked = self.dials.remove(&connection_id).map(|(_, reply)| reply);
+                let dial = self.wires.core_dials.remove(&connection_id).map(|(d, _)| d);
+                let asked = self
+                    .wires
+                    .dials
+                    .remove(&connection_id)
+                    .map(|(_, reply)| reply);
                 let connect = asked.is_some();
                 if let Some(reply) = asked {
                     let _ = reply.send(Ok(peer_id));
@@ -60,12 +65,12 @@ impl EventLoop {
                 ..
             } => {
                 debug!(peer = %peer_id, ?cause, "connection closed");
-                if let Some(conns) = self.connections.get_mut(&peer_id) {
+                if let Some(conns) = self.net.connections.get_mut(&peer_id) {
                     conns.retain(|(id, _)| *id != connection_id);
                 }
                 if num_established == 0 {
-                    self.connections.remove(&peer_id);
-                    self.kad_servers.remove(&peer_id);
+                    self.net.connections.remove(&peer_id);
+                    self.net.kad_servers.remove(&peer_id);
                     self.emit(Event::PeerDisconnected(peer_id));
                     // Broken, not closed by choice (idle, or a goodbye): is it still there?
                     if cause.is_some() {
@@ -79,7 +84,7 @@ impl EventLoop {
                 error,
             } => {
                 debug!(?peer_id, "dial failed: {error}");
-                if let Some((dial, addr)) = self.core_dials.remove(&connection_id) {
+                if let Some((dial, addr)) = self.wires.core_dials.remove(&connection_id) {
                     self.drive(Input::DialFailed { dial });
                     let reason = dial_reason(&error);
                     let retry = self.core.next_round_in(Instant::now()).unwrap_or_default();
@@ -89,7 +94,7 @@ impl EventLoop {
                         debug!(%addr, "former peer unreachable ({reason}); retrying in {retry:.0?}");
                     }
                 }
-                if let Some((_, reply)) = self.dials.remove(&connection_id) {
+                if let Some((_, reply)) = self.wires.dials.remove(&connection_id) {
                     let _ = reply.send(Err(Error::Dial {
                         addr: dial_target(&error),
                         reason: dial_reason(&error),
@@ -101,7 +106,7 @@ impl EventLoop {
                         error,
                         DialError::Transport(_) | DialError::WrongPeerId { .. }
                     )
-                    && !self.connections.contains_key(&peer)
+                    && !self.net.connections.contains_key(&peer)
                 {
                     let wrong_peer = matches!(error, DialError::WrongPeerId { .. });
                     self.drive(Input::Undialable { peer, wrong_peer });
@@ -116,8 +121,8 @@ impl EventLoop {
             }
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(addr = %with_peer(&address, self.local), "listening");
-                if !self.listen_addrs.contains(&address) {
-                    self.listen_addrs.push(address);
+                if !self.net.listen_addrs.contains(&address) {
+                    self.net.listen_addrs.push(address);
                     self.announce_addrs();
                     // An interface came up: if the node was cut off, that may be its network
                     // back; rejoin and refresh now rather than at the next round or interval.
@@ -125,14 +130,14 @@ impl EventLoop {
                 }
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
-                self.listen_addrs.retain(|a| *a != address);
+                self.net.listen_addrs.retain(|a| *a != address);
                 self.announce_addrs();
             }
             SwarmEvent::ListenerClosed {
                 addresses, reason, ..
             } => {
                 warn!(?addresses, ?reason, "listener closed");
-                self.listen_addrs.retain(|a| !addresses.contains(a));
+                self.net.listen_addrs.retain(|a| !addresses.contains(a));
                 self.announce_addrs();
             }
             SwarmEvent::ExternalAddrConfirmed { .. } | SwarmEvent::ExternalAddrExpired { .. } => {
@@ -155,8 +160,8 @@ impl EventLoop {
             if serves_kad && peer_id != self.local {
                 let addrs: Vec<Multiaddr> =
                     vetted_addrs(peer_id, &info.listen_addrs, same_host).collect();
-                if self.connections.contains_key(&peer_id) {
-                    self.kad_servers.insert(peer_id, addrs.clone());
+                if self.net.connections.contains_key(&peer_id) {
+                    self.net.kad_servers.insert(peer_id, addrs.clone());
                 }
                 self.drive(Input::PeerSeen {
                     peer: peer_id,
@@ -180,7 +185,7 @@ impl EventLoop {
     pub(super) fn announce_addrs(&mut self) {
         let mut addrs: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
         let (outside, local): (Vec<&Multiaddr>, Vec<&Multiaddr>) =
-            self.listen_addrs.iter().partition(|a| !is_loopback(a));
+            self.net.listen_addrs.iter().partition(|a| !is_loopback(a));
         for a in outside.into_iter().chain(local) {
             if !addrs.contains(a) {
                 addrs.push(a.clone());
@@ -190,7 +195,8 @@ impl EventLoop {
     }
 
     pub(super) fn on_same_host(&self, peer: &PeerId) -> bool {
-        self.connections
+        self.net
+            .connections
             .get(peer)
             .is_some_and(|conns| conns.iter().any(|(_, a)| is_loopback(a)))
     }
