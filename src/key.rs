@@ -107,10 +107,6 @@ impl Key {
         self.0.len() == CONTENT_KEY_LEN
     }
 
-    pub(crate) fn to_record_key(&self) -> RecordKey {
-        RecordKey::new(&self.0)
-    }
-
     pub(crate) fn from_record_key(key: &RecordKey) -> Self {
         Self(key.to_vec())
     }

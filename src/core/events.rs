@@ -12,7 +12,6 @@ use dht_behaviours::command::CommandReply;
 use dht_behaviours::kad_wire::{KadRequest, KadResponse, WirePeer};
 use dht_behaviours::mirror::MirrorRecord;
 use dht_behaviours::validation::RecordError;
-use libp2p::kad::Record;
 use libp2p::{Multiaddr, PeerId};
 
 use super::outbox::{FailureKind, Outgoing, RequestId};
@@ -271,7 +270,7 @@ pub enum Input {
         /// The driver's number for the answer.
         id: InboundId,
         /// The record, with the life the sender's copy has left.
-        record: Record,
+        record: MirrorRecord,
     },
     /// An inbound kad request.
     Request {
@@ -313,6 +312,8 @@ pub enum OpOk {
     Stored {
         /// Peers seen to keep a copy.
         kept: Vec<PeerId>,
+        /// Whether this node keeps one too (a serving node's store; a provide says no).
+        here: bool,
     },
     /// The value.
     Value(Vec<u8>),
@@ -348,6 +349,16 @@ pub enum OpError {
     /// No peer is known.
     #[error("no peers")]
     NoPeers,
+    /// As many of the handles' operations run as the core takes at once
+    /// ([`super::operations::MAX_OPERATIONS`]).
+    #[error("busy: {pending} operations pending")]
+    Busy {
+        /// The operations running.
+        pending: usize,
+    },
+    /// A client's store that no peer kept (a client keeps no copy itself).
+    #[error("no node kept the record")]
+    NotKept,
     /// This node refused its own record.
     #[error("{0}")]
     Refused(Refusal),

@@ -1,11 +1,11 @@
 //! A fetch on one core fed by hand: when its k closest peers all lack the value, it asks on past
 //! them (where copies sit while the closest set changes under churn) before saying not found.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dht_behaviours::kad_wire::{KadRequest, KadResponse, MessageKind};
 use libp2p::PeerId;
-use libp2p::kad::{KBucketKey, Record};
+use libp2p::kad::{KBucketKey, Record, RecordKey};
 
 use super::queries::FETCH_DEPTH_IN_K;
 use super::throttle_tests::core_with_peers;
@@ -66,4 +66,86 @@ fn a_fetch_whose_k_closest_lack_the_value_asks_past_them() {
     expected.sort();
     got.sort();
     assert_eq!(got, expected, "the closest {depth}, each once");
+}
+
+/// The handles' operations waiting for a lookup are bounded: past [`MAX_OPERATIONS`] one more
+/// ends busy at once, while a fetch of a record held here and a peer's own address are still
+/// answered (they wait for nothing); one ending makes room again.
+#[test]
+fn operations_past_the_bound_end_busy_and_what_is_held_is_still_answered() {
+    let now = Instant::now();
+    let (mut core, peers) = core_with_peers(4, now);
+    let held = b"/v/held here".to_vec();
+    let put = Input::Store {
+        op: 0,
+        key: held.clone(),
+        value: b"kept".to_vec(),
+    };
+    core.handle(put, now);
+    let mut first = None;
+    // The store of `held` runs too: the bound counts it.
+    for op in 1..MAX_OPERATIONS as u64 {
+        let key = format!("/v/missing {op}").into_bytes();
+        let actions = core.handle(Input::Fetch { op, key }, now);
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Reply { .. })),
+            "operation {op} of {MAX_OPERATIONS} waits for its lookup"
+        );
+        if first.is_none() {
+            first = actions.iter().find_map(|a| match a {
+                Action::Send(o) => Some(o.id),
+                _ => None,
+            });
+        }
+    }
+    assert_eq!(core.operations(), MAX_OPERATIONS);
+    let busy = |actions: &[Action], op: OpId| {
+        actions.iter().any(|a| {
+            matches!(a, Action::Reply { op: o, result: Err(OpError::Busy { pending }), .. }
+                if *o == op && *pending == MAX_OPERATIONS)
+        })
+    };
+    let over = MAX_OPERATIONS as u64;
+    let key = b"/v/one too many".to_vec();
+    assert!(busy(
+        &core.handle(Input::Fetch { op: over, key }, now),
+        over
+    ));
+    let key = b"/v/another".to_vec();
+    let store = Input::Store {
+        op: over + 1,
+        key: key.clone(),
+        value: b"v".to_vec(),
+    };
+    assert!(busy(&core.handle(store, now), over + 1));
+    assert!(
+        core.records().get(&RecordKey::new(&key), now).is_none(),
+        "a store refused as busy keeps nothing here either"
+    );
+    let local = Input::Fetch {
+        op: over + 2,
+        key: held,
+    };
+    let answered = core.handle(local, now);
+    assert!(answered.iter().any(|a| matches!(
+        a,
+        Action::Reply { op, result: Ok(OpOk::Value(v)), .. } if *op == over + 2 && v == b"kept"
+    )));
+    let known = Input::FindPeer {
+        op: over + 3,
+        peer: peers[0],
+    };
+    let answered = core.handle(known, now);
+    assert!(answered.iter().any(|a| matches!(
+        a,
+        Action::Reply { op, result: Ok(OpOk::PeerAddrs { .. }), .. } if *op == over + 3
+    )));
+    // One lookup's request times out for good: the room it leaves takes the next.
+    let _ = first.expect("the first fetch sent a request");
+    let later = now + core.config.timing.query_timeout + Duration::from_secs(1);
+    core.handle(Input::Tick, later);
+    assert!(core.operations() < MAX_OPERATIONS);
+    let key = b"/v/room again".to_vec();
+    let actions = core.handle(Input::Fetch { op: over + 4, key }, later);
+    assert!(!busy(&actions, over + 4));
 }

@@ -59,8 +59,8 @@ pub use events::{
 };
 use joining::Joining;
 use mirrors::Mirrors;
-pub use operations::DEMAND_TRACKED_KEYS;
 use operations::Operations;
+pub use operations::{DEMAND_TRACKED_KEYS, MAX_OPERATIONS};
 pub use outbox::{FailureKind, Outgoing, QueryId, RequestId};
 use queries::{Outcome, Purpose, Queries, QueryConfig, QueryEvent};
 pub use records::{Admitted, Records, Refusal, Source};
@@ -332,11 +332,20 @@ impl Core {
                 if self.joining.ended(id, cx.now) {
                     self.refresh_buckets(cx);
                 }
-                let Some(op) = self.ops.ended(&id) else {
+                let Some((op, store)) = self.ops.ended(&id) else {
                     return;
                 };
                 let result = match outcome {
-                    Outcome::Stored { kept } => Ok(OpOk::Stored { kept }),
+                    Outcome::Stored { kept } => {
+                        // A serving node keeps its own copy; a client's store that no peer
+                        // kept is lost.
+                        let here = store && self.config.serving;
+                        if store && !here && kept.is_empty() {
+                            Err(OpError::NotKept)
+                        } else {
+                            Ok(OpOk::Stored { kept, here })
+                        }
+                    }
                     Outcome::Superseded => Err(OpError::Refused(Refusal::Superseded)),
                     Outcome::Found { record, .. } => Ok(OpOk::Value(record.value)),
                     Outcome::NotFound { unanswered: 0 } => Err(OpError::NotFound),

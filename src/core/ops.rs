@@ -29,6 +29,9 @@ impl Core {
     }
 
     pub(super) fn store(&mut self, op: OpId, key: Vec<u8>, value: Vec<u8>, cx: &mut Cx) {
+        if !self.ops.admit(op, cx) {
+            return;
+        }
         let mut record = Record::new(RecordKey::new(&key), value);
         if self.config.serving {
             if let Err(refusal) = self.records.admit(Source::Own, record.clone(), cx.now) {
@@ -41,7 +44,7 @@ impl Core {
         record.publisher = Some(self.local);
         record.expires = Some(cx.now + self.config.timing.record_ttl);
         let id = self.start_awaited(key, Purpose::Store { record }, cx);
-        self.ops.started(id, op);
+        self.ops.store_started(id, op);
     }
 
     pub(super) fn fetch(&mut self, op: OpId, key: Vec<u8>, cx: &mut Cx) {
@@ -52,6 +55,9 @@ impl Core {
                 quorum: RESOLVE_QUORUM,
                 held,
             };
+            if !self.ops.admit(op, cx) {
+                return;
+            }
             let id = self.start(key, purpose, cx);
             self.ops.started(id, op);
             return;
@@ -62,6 +68,9 @@ impl Core {
         }
         if self.routing.is_empty() {
             cx.out.push(Action::reply(op, Err(OpError::NoPeers)));
+            return;
+        }
+        if !self.ops.admit(op, cx) {
             return;
         }
         // Content never changes, so its copies can be spread safely; a free key's cannot.
@@ -106,6 +115,9 @@ impl Core {
     pub(super) fn closest(&mut self, op: OpId, key: Vec<u8>, cx: &mut Cx) {
         if self.routing.is_empty() {
             cx.out.push(Action::reply(op, Err(OpError::NoPeers)));
+            return;
+        }
+        if !self.ops.admit(op, cx) {
             return;
         }
         let id = self.start(key, Purpose::Peers, cx);

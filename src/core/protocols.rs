@@ -3,7 +3,8 @@
 //! mirrors (pushes taken from chosen feeders only, chosen mirrors fed).
 
 use dht_behaviours::broadcast::BroadcastMessage;
-use libp2p::kad::Record;
+use dht_behaviours::mirror::MirrorRecord;
+use libp2p::kad::{Record, RecordKey};
 use libp2p::{Multiaddr, PeerId};
 
 use super::Core;
@@ -63,12 +64,22 @@ impl Core {
     /// A mirror push from `peer` (this node is a mirror): kept outside the shares when its
     /// operator named `peer` a feeder, and acknowledged only once admitted; anyone else's push
     /// is refused unacknowledged (a stranger stores through kad, within its shares).
-    pub(super) fn mirrored(&mut self, peer: PeerId, id: InboundId, record: Record, cx: &mut Cx) {
+    /// The copy lives no longer than the sender's nor than the TTL.
+    pub(super) fn mirrored(
+        &mut self,
+        peer: PeerId,
+        id: InboundId,
+        pushed: MirrorRecord,
+        cx: &mut Cx,
+    ) {
         if !self.config.mirror || !self.config.mirror_feeders.contains(&peer) {
             self.stats.mirror_pushes_refused += 1;
             cx.out.push(Action::AnswerMirror { id, kept: false });
             return;
         }
+        let mut record = Record::new(RecordKey::from(pushed.key), pushed.value);
+        let life = pushed.expires_in.min(self.config.timing.record_ttl);
+        record.expires = Some(cx.now + life);
         let kept = match self.records.admit(Source::Feeder(peer), record, cx.now) {
             Ok(Admitted::New | Admitted::Updated) => {
                 self.stats.puts_kept += 1;

@@ -45,7 +45,7 @@ fn provide(sim: &mut Sim, i: usize, key: &[u8]) -> usize {
     let op = sim.provide(i, key.to_vec());
     let timeout = sim.query_timeout() * 3;
     match sim.wait(op, timeout) {
-        Some((Ok(OpOk::Stored { kept }), _)) => kept.len(),
+        Some((Ok(OpOk::Stored { kept, .. }), _)) => kept.len(),
         other => panic!("provide by node {i} failed: {other:?}"),
     }
 }

@@ -16,6 +16,9 @@ use super::queries::{MAX_PROVIDERS_FOUND, Purpose};
 
 impl Core {
     pub(super) fn provide(&mut self, op: OpId, key: Vec<u8>, cx: &mut Cx) {
+        if !self.ops.admit(op, cx) {
+            return;
+        }
         let record_key = RecordKey::new(&key);
         if let Err(why) = self.provided.add(record_key.clone(), cx.now) {
             cx.out
@@ -67,6 +70,9 @@ impl Core {
             cx.out.push(Action::reply(op, result));
             return;
         }
+        if !self.ops.admit(op, cx) {
+            return;
+        }
         let id = self.start(key, Purpose::Providers { want, known }, cx);
         self.ops.started(id, op);
     }
@@ -91,6 +97,9 @@ impl Core {
         }
         if self.routing.is_empty() {
             cx.out.push(Action::reply(op, Err(OpError::NoPeers)));
+            return;
+        }
+        if !self.ops.admit(op, cx) {
             return;
         }
         let id = self.start(peer.to_bytes(), Purpose::FindPeer, cx);

@@ -90,7 +90,7 @@ fn store(behave: impl Fn(usize) -> Target) -> (Vec<PeerId>, Vec<PeerId>, Vec<Act
         .find_map(|a| match a {
             Action::Reply {
                 op: 1,
-                result: Ok(OpOk::Stored { kept }),
+                result: Ok(OpOk::Stored { kept, .. }),
                 ..
             } => Some(kept.clone()),
             _ => None,
@@ -211,7 +211,7 @@ fn answer_honestly(
 fn stored(actions: &[Action]) -> Option<Vec<PeerId>> {
     actions.iter().find_map(|a| match a {
         Action::Reply {
-            result: Ok(OpOk::Stored { kept }),
+            result: Ok(OpOk::Stored { kept, .. }),
             ..
         } => Some(kept.clone()),
         _ => None,

@@ -61,7 +61,7 @@ fn store(sim: &mut Sim, i: usize, key: &[u8], value: Vec<u8>) -> Result<usize, O
     let op = sim.store(i, key.to_vec(), value);
     let timeout = sim.query_timeout() * 3;
     match sim.wait(op, timeout) {
-        Some((Ok(OpOk::Stored { kept }), _)) => Ok(kept.len()),
+        Some((Ok(OpOk::Stored { kept, .. }), _)) => Ok(kept.len()),
         Some((Err(e), _)) => Err(e.clone()),
         other => panic!("store by node {i}: {other:?}"),
     }

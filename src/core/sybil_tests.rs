@@ -87,7 +87,7 @@ fn a_store_counts_only_copies_served_back_and_blocks_peers_that_claim_copies_the
         let key = content_key(&value).to_vec();
         let op = sim.store(0, key.clone(), value);
         let (result, _) = sim.wait(op, timeout).expect("the store ended").clone();
-        let Ok(OpOk::Stored { kept }) = result else {
+        let Ok(OpOk::Stored { kept, .. }) = result else {
             panic!("store {v}: {result:?}");
         };
         let kept: HashSet<PeerId> = kept.into_iter().collect();
@@ -129,7 +129,7 @@ fn in_a_small_network_stores_put_early_and_still_count_only_copies_served_back()
         let key = content_key(&value).to_vec();
         let op = sim.store(0, key.clone(), value);
         let (result, _) = sim.wait(op, timeout).expect("the store ended").clone();
-        let Ok(OpOk::Stored { kept }) = result else {
+        let Ok(OpOk::Stored { kept, .. }) = result else {
             panic!("store {v}: {result:?}");
         };
         let kept: HashSet<PeerId> = kept.into_iter().collect();

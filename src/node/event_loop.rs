@@ -19,7 +19,7 @@ use dht_behaviours::store::StoreLimits;
 use dht_behaviours::{DhtBehaviour, DhtBehaviourEvent, ProtocolConfig};
 use futures::StreamExt;
 use libp2p::identity::Keypair;
-use libp2p::kad::{Record, RecordKey};
+use libp2p::kad::Record;
 use libp2p::request_response::{self};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
@@ -34,9 +34,11 @@ use crate::command::{Command, CommandHandler, Reply};
 use crate::core::joining::bootstrap::DialId;
 use crate::core::standing::reputation::Offence;
 use crate::core::{Clock, Core, CoreConfig, InboundId, Input, Refusal};
-use kad::Caller;
+use callers::Caller;
 use wires::Wires;
 
+mod actions;
+mod callers;
 mod commands;
 mod kad;
 mod maintenance;
@@ -55,9 +57,10 @@ use crate::status::{
 pub const TICK: Duration = Duration::from_millis(200);
 pub use crate::core::commands::MAX_RUNNING_HANDLERS;
 pub use crate::core::upkeep::EXPIRY_SWEEP;
-/// Network operations (kad queries, dials, info requests) pending at once; more are refused with
-/// [`Error::Busy`] rather than queued without bound.
-pub const MAX_PENDING_OPERATIONS: usize = 4096;
+/// Dials and node-info requests the handles asked for, pending at once; more are refused with
+/// [`Error::Busy`] rather than queued without bound. Each holds a connection attempt or a stream;
+/// the core bounds the handles' lookups itself ([`crate::core::MAX_OPERATIONS`]).
+pub const MAX_PENDING_REQUESTS: usize = 1024;
 
 type HandlerDone = (InboundId, CommandReply);
 

@@ -209,7 +209,7 @@ pub fn run(spec: &SimSpec) -> SimReport {
     let acks: Vec<usize> = values
         .iter()
         .filter_map(|(op, _)| match sim.results.get(op) {
-            Some((Ok(OpOk::Stored { kept }), _)) => Some(kept.len()),
+            Some((Ok(OpOk::Stored { kept, .. }), _)) => Some(kept.len()),
             _ => None,
         })
         .collect();

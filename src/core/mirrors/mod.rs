@@ -184,6 +184,7 @@ mod tests {
     use super::super::{Action, Core, CoreConfig, Input};
     use super::mirror_feed::{MIRROR_ATTEMPTS, MIRROR_IN_FLIGHT, MIRROR_PACE, MirrorId};
     use dht_behaviours::kad_wire::KadRequest;
+    use dht_behaviours::mirror::MirrorRecord;
 
     /// A core feeding `mirrors` (the operator's choice).
     fn core_with(now: Instant, client: bool, mirrors: &[PeerId]) -> Core {
@@ -407,7 +408,12 @@ mod tests {
         let mut config = CoreConfig::new(&protocol, limits, 9);
         config.mirror_feeders = [feeder].into_iter().collect();
         let mut core = Core::fresh(config, now);
-        let push = |core: &mut Core, peer, id, record| {
+        let push = |core: &mut Core, peer, id, record: Record| {
+            let record = MirrorRecord {
+                key: record.key.to_vec(),
+                value: record.value,
+                expires_in: Duration::from_secs(3600),
+            };
             let actions = core.handle(Input::Mirror { peer, id, record }, now);
             actions.iter().find_map(|a| match a {
                 Action::AnswerMirror { kept, .. } => Some(*kept),
@@ -452,5 +458,37 @@ mod tests {
                 .count();
         }
         assert_eq!(acked, 64 / 8);
+    }
+
+    /// A mirror's copy lives no longer than the feeder's copy has left, nor than the TTL however
+    /// long the feeder says; and a later push never shortens the copy held.
+    #[test]
+    fn a_pushed_copy_lives_no_longer_than_the_senders_nor_than_the_ttl() {
+        let now = Instant::now();
+        let protocol = ProtocolConfig {
+            timing: Timing::fast(),
+            mirror: true,
+            ..ProtocolConfig::default()
+        };
+        let ttl = protocol.timing.record_ttl;
+        let feeder = PeerId::random();
+        let mut config = CoreConfig::new(&protocol, StoreLimits::default(), 9);
+        config.mirror_feeders = [feeder].into_iter().collect();
+        let mut core = Core::fresh(config, now);
+        let mut push = |id, record: &Record, expires_in| {
+            let record = MirrorRecord {
+                key: record.key.to_vec(),
+                value: record.value.clone(),
+                expires_in,
+            };
+            core.handle(Input::Mirror { peer: feeder, id, record }, now);
+        };
+        let (long, short) = (record(1), record(2));
+        push(1, &long, ttl * 100);
+        push(2, &short, ttl / 4);
+        push(3, &short, ttl / 8);
+        let expiry = |r: &Record| core.records().get(&r.key, now).and_then(|r| r.expires);
+        assert_eq!(expiry(&long), Some(now + ttl));
+        assert_eq!(expiry(&short), Some(now + ttl / 4));
     }
 }

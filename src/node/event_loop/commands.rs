@@ -8,16 +8,10 @@ impl EventLoop {
             Command::Store { key, value, reply } => self.start_store(key, value, reply),
             Command::Fetch { key, reply } => self.start_fetch(key, reply),
             Command::Lookup { key, reply } => {
-                let Some(reply) = self.admit(reply) else {
-                    return;
-                };
                 let key = key.as_bytes().to_vec();
                 self.start_op(Caller::Peers(reply), |op| Input::Closest { op, key });
             }
             Command::Provide { key, reply } => {
-                let Some(reply) = self.admit(reply) else {
-                    return;
-                };
                 let bytes = key.as_bytes().to_vec();
                 self.start_op(Caller::Provide(key, reply), |op| Input::Provide {
                     op,
@@ -25,9 +19,6 @@ impl EventLoop {
                 });
             }
             Command::Providers { key, count, reply } => {
-                let Some(reply) = self.admit(reply) else {
-                    return;
-                };
                 let key = key.as_bytes().to_vec();
                 self.start_op(Caller::Providers(reply), |op| Input::Providers {
                     op,
@@ -36,9 +27,6 @@ impl EventLoop {
                 });
             }
             Command::FindPeer { peer, reply } => {
-                let Some(reply) = self.admit(reply) else {
-                    return;
-                };
                 self.start_op(Caller::FindPeer(peer, reply), |op| Input::FindPeer {
                     op,
                     peer,
@@ -147,12 +135,12 @@ impl EventLoop {
         }
     }
 
-    /// `reply` back when one more network operation may start; otherwise it is answered with
-    /// [`Error::Busy`]: every pending operation holds a query and a reply until its deadline, so their
-    /// number is bounded.
+    /// `reply` back when one more dial or info request may start; otherwise it is answered with
+    /// [`Error::Busy`]: each holds a reply until its deadline, so their number is bounded (the
+    /// core bounds its own operations, [`crate::core::MAX_OPERATIONS`]).
     pub(super) fn admit<T>(&mut self, reply: Reply<T>) -> Option<Reply<T>> {
-        let pending = self.running_queries() + self.wires.dials.len() + self.wires.info_ops.len();
-        if pending < MAX_PENDING_OPERATIONS {
+        let pending = self.wires.dials.len() + self.wires.info_ops.len();
+        if pending < MAX_PENDING_REQUESTS {
             return Some(reply);
         }
         self.counters.errors += 1;
@@ -165,9 +153,6 @@ impl EventLoop {
         // keeps this node's own copy (a serving node's, without expiry) and stores it on the k
         // closest nodes; copies elsewhere get the TTL.
         self.counters.stores_issued += 1;
-        let Some(reply) = self.admit(reply) else {
-            return;
-        };
         let bytes = key.as_bytes().to_vec();
         self.start_op(Caller::Store(key, reply), |op| Input::Store {
             op,
@@ -178,20 +163,6 @@ impl EventLoop {
 
     pub(super) fn start_fetch(&mut self, key: Key, reply: Reply<Vec<u8>>) {
         self.counters.fetches_issued += 1;
-        // A held record is answered at once; only a lookup counts against the pending bound.
-        let held = self
-            .core
-            .records()
-            .get(&key.to_record_key(), Instant::now())
-            .is_some();
-        let reply = if held {
-            reply
-        } else {
-            let Some(reply) = self.admit(reply) else {
-                return;
-            };
-            reply
-        };
         let bytes = key.as_bytes().to_vec();
         self.start_op(Caller::Fetch(key, reply), |op| Input::Fetch {
             op,

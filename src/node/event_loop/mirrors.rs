@@ -5,9 +5,9 @@
 use super::*;
 
 impl EventLoop {
-    /// The mirror protocol: a mirror keeps what it is handed (validated, within its store's
-    /// limits, never living longer than the sender's copy nor than the TTL, never shortening a
-    /// copy it holds); a sender only logs.
+    /// The mirror protocol: what a mirror is handed goes to the core, whose admission decides
+    /// (validated, within the store's limits, never living longer than the sender's copy nor
+    /// than the TTL, never shortening a copy it holds); a sender only logs.
     pub(super) fn on_mirror(&mut self, event: request_response::Event<MirrorRecord, ()>) {
         match event {
             request_response::Event::Message {
@@ -19,11 +19,8 @@ impl EventLoop {
                 ..
             } => {
                 self.counters.stores_served += 1;
-                let mut record = Record::new(RecordKey::from(request.key), request.value);
-                // Never longer than the sender's copy nor than the TTL.
-                let life = request.expires_in.min(self.config.timing.record_ttl);
-                record.expires = Some(Instant::now() + life);
                 let id = self.wires.mirror_inbound.insert(channel);
+                let record = request;
                 self.drive(Input::Mirror { peer, id, record });
                 // The core answers at once; a push it left unanswered is not acknowledged.
                 self.wires.mirror_inbound.remove(&id);

@@ -12,7 +12,7 @@ use libp2p::request_response::{OutboundRequestId, ResponseChannel};
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
 
-use super::kad::Caller;
+use super::callers::Caller;
 use crate::command::Reply;
 use crate::core::{CommandId, DialId, HandoffId, InboundId, MirrorId, OpId, RequestId};
 use crate::node::pending::Pending;
