@@ -481,7 +481,14 @@ mod tests {
                 value: record.value.clone(),
                 expires_in,
             };
-            core.handle(Input::Mirror { peer: feeder, id, record }, now);
+            core.handle(
+                Input::Mirror {
+                    peer: feeder,
+                    id,
+                    record,
+                },
+                now,
+            );
         };
         let (long, short) = (record(1), record(2));
         push(1, &long, ttl * 100);

@@ -57,6 +57,23 @@ impl EventLoop {
                     payload,
                 });
             }
+            local @ (Command::Status { .. }
+            | Command::RoutingTable { .. }
+            | Command::ConnectedPeers { .. }
+            | Command::LocalRecords { .. }
+            | Command::RemoteInfo { .. }
+            | Command::Block { .. }
+            | Command::Unblock { .. }
+            | Command::Blocked { .. }
+            | Command::Connect { .. }
+            | Command::Stop { .. }) => self.on_local_command(local),
+        }
+    }
+
+    /// The commands that start no operation of the core: answered from local state, or by the
+    /// driver's own requests (dials, node info).
+    fn on_local_command(&mut self, command: Command) {
+        match command {
             Command::Status { reply } => {
                 let _ = reply.send(Ok(self.status()));
             }
@@ -64,33 +81,12 @@ impl EventLoop {
                 let _ = reply.send(Ok(self.routing_table()));
             }
             Command::ConnectedPeers { reply } => {
-                let peers = self
-                    .net
-                    .connections
-                    .iter()
-                    .map(|(peer, conns)| PeerEntry {
-                        peer: *peer,
-                        addrs: conns.iter().map(|(_, a)| a.clone()).collect(),
-                    })
-                    .collect();
-                let _ = reply.send(Ok(peers));
+                let _ = reply.send(Ok(self.connected_peers()));
             }
             Command::LocalRecords { reply } => {
                 let _ = reply.send(Ok(self.local_records()));
             }
-            Command::RemoteInfo { peer, reply } => {
-                let Some(reply) = self.admit(reply) else {
-                    return;
-                };
-                let addrs = self.addrs_of(&peer);
-                let id =
-                    self.swarm
-                        .behaviour_mut()
-                        .info
-                        .send_request_with_addresses(&peer, (), addrs);
-                let deadline = self.deadline(self.config.timing.command_timeout + TICK);
-                self.wires.info_ops.insert(id, deadline, (peer, reply));
-            }
+            Command::RemoteInfo { peer, reply } => self.remote_info(peer, reply),
             Command::Block { peer, reply } => {
                 self.drive(Input::Block { peer });
                 let _ = reply.send(Ok(()));
@@ -109,28 +105,57 @@ impl EventLoop {
                     .collect();
                 let _ = reply.send(Ok(list));
             }
-            Command::Connect { addr, reply } => {
-                let Some(reply) = self.admit(reply) else {
-                    return;
-                };
-                let opts = DialOpts::from(addr.clone());
-                let id = opts.connection_id();
-                match self.swarm.dial(opts) {
-                    Ok(()) => {
-                        let deadline = self.deadline(self.config.timing.command_timeout);
-                        self.wires.dials.insert(id, deadline, reply);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(Error::Dial {
-                            addr: addr.to_string(),
-                            reason: e.to_string(),
-                        }));
-                    }
-                }
-            }
+            Command::Connect { addr, reply } => self.connect(addr, reply),
+            // Handled in `run`; kept total for the compiler.
             Command::Stop { reply } => {
-                // Handled in `run`; kept total for the compiler.
                 let _ = reply.send(Ok(()));
+            }
+            // The operations: `on_command` starts them and sends only the rest here.
+            _ => {}
+        }
+    }
+
+    fn connected_peers(&self) -> Vec<PeerEntry> {
+        self.net
+            .connections
+            .iter()
+            .map(|(peer, conns)| PeerEntry {
+                peer: *peer,
+                addrs: conns.iter().map(|(_, a)| a.clone()).collect(),
+            })
+            .collect()
+    }
+
+    fn remote_info(&mut self, peer: PeerId, reply: Reply<NodeInfo>) {
+        let Some(reply) = self.admit(reply) else {
+            return;
+        };
+        let addrs = self.addrs_of(&peer);
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .info
+            .send_request_with_addresses(&peer, (), addrs);
+        let deadline = self.deadline(self.config.timing.command_timeout + TICK);
+        self.wires.info_ops.insert(id, deadline, (peer, reply));
+    }
+
+    fn connect(&mut self, addr: Multiaddr, reply: Reply<PeerId>) {
+        let Some(reply) = self.admit(reply) else {
+            return;
+        };
+        let opts = DialOpts::from(addr.clone());
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                let deadline = self.deadline(self.config.timing.command_timeout);
+                self.wires.dials.insert(id, deadline, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(Error::Dial {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                }));
             }
         }
     }

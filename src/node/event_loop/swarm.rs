@@ -20,42 +20,8 @@ impl EventLoop {
                 num_established,
                 ..
             } => {
-                let remote = endpoint.get_remote_address().clone();
-                debug!(peer = %peer_id, addr = %remote, "connection established");
-                self.net
-                    .connections
-                    .entry(peer_id)
-                    .or_default()
-                    .push((connection_id, remote.clone()));
-                if num_established.get() == 1 {
-                    self.emit(Event::PeerConnected(peer_id));
-                }
-                let dial = self.wires.core_dials.remove(&connection_id).map(|(d, _)| d);
-                let asked = self
-                    .wires
-                    .dials
-                    .remove(&connection_id)
-                    .map(|(_, reply)| reply);
-                let connect = asked.is_some();
-                if let Some(reply) = asked {
-                    let _ = reply.send(Ok(peer_id));
-                }
-                if !endpoint.is_dialer() {
-                    return;
-                }
-                let addr = with_peer(&remote, peer_id);
-                if connect {
-                    // The operator's `connect`: join through it.
-                    self.drive(Input::Join {
-                        peers: vec![(peer_id, vec![addr])],
-                    });
-                } else {
-                    self.drive(Input::Connected {
-                        peer: peer_id,
-                        addr,
-                        dial,
-                    });
-                }
+                let first = num_established.get() == 1;
+                self.connected(peer_id, connection_id, &endpoint, first);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -65,53 +31,14 @@ impl EventLoop {
                 ..
             } => {
                 debug!(peer = %peer_id, ?cause, "connection closed");
-                if let Some(conns) = self.net.connections.get_mut(&peer_id) {
-                    conns.retain(|(id, _)| *id != connection_id);
-                }
-                if num_established == 0 {
-                    self.net.connections.remove(&peer_id);
-                    self.net.kad_servers.remove(&peer_id);
-                    self.emit(Event::PeerDisconnected(peer_id));
-                    // Broken, not closed by choice (idle, or a goodbye): is it still there?
-                    if cause.is_some() {
-                        self.drive(Input::ConnectionLost { peer: peer_id });
-                    }
-                }
+                let broken = cause.is_some();
+                self.disconnected(peer_id, connection_id, num_established == 0, broken);
             }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
                 peer_id,
                 error,
-            } => {
-                debug!(?peer_id, "dial failed: {error}");
-                if let Some((dial, addr)) = self.wires.core_dials.remove(&connection_id) {
-                    self.drive(Input::DialFailed { dial });
-                    let reason = dial_reason(&error);
-                    let retry = self.core.next_round_in(Instant::now()).unwrap_or_default();
-                    if self.core.bootstrap().is_bootstrap(&addr) {
-                        warn!(%addr, "bootstrap node unreachable ({reason}); retrying in {retry:.0?}");
-                    } else {
-                        debug!(%addr, "former peer unreachable ({reason}); retrying in {retry:.0?}");
-                    }
-                }
-                if let Some((_, reply)) = self.wires.dials.remove(&connection_id) {
-                    let _ = reply.send(Err(Error::Dial {
-                        addr: dial_target(&error),
-                        reason: dial_reason(&error),
-                    }));
-                }
-                // A peer we cannot reach must not be handed out as a closer peer.
-                if let Some(peer) = peer_id
-                    && matches!(
-                        error,
-                        DialError::Transport(_) | DialError::WrongPeerId { .. }
-                    )
-                    && !self.net.connections.contains_key(&peer)
-                {
-                    let wrong_peer = matches!(error, DialError::WrongPeerId { .. });
-                    self.drive(Input::Undialable { peer, wrong_peer });
-                }
-            }
+            } => self.dial_failed(connection_id, peer_id, &error),
             SwarmEvent::IncomingConnectionError {
                 send_back_addr,
                 error,
@@ -145,6 +72,95 @@ impl EventLoop {
             }
             SwarmEvent::ListenerError { error, .. } => warn!("listener error: {error}"),
             other => trace!(?other, "swarm event"),
+        }
+    }
+
+    /// A connection to `peer` is up (`first`: its only one): a handle's `connect` is answered
+    /// and joins through it; a dial of ours tells the core.
+    fn connected(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        endpoint: &libp2p::core::ConnectedPoint,
+        first: bool,
+    ) {
+        let remote = endpoint.get_remote_address().clone();
+        debug!(%peer, addr = %remote, "connection established");
+        self.net
+            .connections
+            .entry(peer)
+            .or_default()
+            .push((connection, remote.clone()));
+        if first {
+            self.emit(Event::PeerConnected(peer));
+        }
+        let dial = self.wires.core_dials.remove(&connection).map(|(d, _)| d);
+        let asked = self.wires.dials.remove(&connection).map(|(_, reply)| reply);
+        let connect = asked.is_some();
+        if let Some(reply) = asked {
+            let _ = reply.send(Ok(peer));
+        }
+        if !endpoint.is_dialer() {
+            return;
+        }
+        let addr = with_peer(&remote, peer);
+        if connect {
+            // The operator's `connect`: join through it.
+            self.drive(Input::Join {
+                peers: vec![(peer, vec![addr])],
+            });
+        } else {
+            self.drive(Input::Connected { peer, addr, dial });
+        }
+    }
+
+    /// A connection to `peer` closed (`last`: its last one; `broken`: not by choice, as an idle
+    /// one or a goodbye is).
+    fn disconnected(&mut self, peer: PeerId, connection: ConnectionId, last: bool, broken: bool) {
+        if let Some(conns) = self.net.connections.get_mut(&peer) {
+            conns.retain(|(id, _)| *id != connection);
+        }
+        if !last {
+            return;
+        }
+        self.net.connections.remove(&peer);
+        self.net.kad_servers.remove(&peer);
+        self.emit(Event::PeerDisconnected(peer));
+        // Is it still there?
+        if broken {
+            self.drive(Input::ConnectionLost { peer });
+        }
+    }
+
+    /// A dial failed: the core's (a bootstrap round's) or a handle's `connect`; a peer that
+    /// cannot be reached must not be handed out as a closer peer.
+    fn dial_failed(&mut self, connection: ConnectionId, peer: Option<PeerId>, error: &DialError) {
+        debug!(?peer, "dial failed: {error}");
+        if let Some((dial, addr)) = self.wires.core_dials.remove(&connection) {
+            self.drive(Input::DialFailed { dial });
+            let reason = dial_reason(error);
+            let retry = self.core.next_round_in(Instant::now()).unwrap_or_default();
+            if self.core.bootstrap().is_bootstrap(&addr) {
+                warn!(%addr, "bootstrap node unreachable ({reason}); retrying in {retry:.0?}");
+            } else {
+                debug!(%addr, "former peer unreachable ({reason}); retrying in {retry:.0?}");
+            }
+        }
+        if let Some((_, reply)) = self.wires.dials.remove(&connection) {
+            let _ = reply.send(Err(Error::Dial {
+                addr: dial_target(error),
+                reason: dial_reason(error),
+            }));
+        }
+        if let Some(peer) = peer
+            && matches!(
+                error,
+                DialError::Transport(_) | DialError::WrongPeerId { .. }
+            )
+            && !self.net.connections.contains_key(&peer)
+        {
+            let wrong_peer = matches!(error, DialError::WrongPeerId { .. });
+            self.drive(Input::Undialable { peer, wrong_peer });
         }
     }
 
