@@ -5,9 +5,10 @@
 //! runs.
 
 use dht_behaviours::behaviour::vetted_addrs;
-use dht_behaviours::kad::{self, Failure};
-use dht_behaviours::kad_wire::{KadRequest, MessageKind, WirePeer};
+use dht_behaviours::kad::{self, Failure, OutboundId, Responder};
+use dht_behaviours::kad_wire::{KadRequest, KadResponse, MessageKind, WirePeer};
 use libp2p::PeerId;
+use libp2p::swarm::ConnectionId;
 use tracing::{debug, trace};
 
 use super::EventLoop;
@@ -65,56 +66,9 @@ impl EventLoop {
                 peer,
                 connection,
                 responder,
-                mut request,
-            } => {
-                if let KadRequest::AddProvider { providers, .. } = &mut request {
-                    *providers = self.admissible_providers(&peer, std::mem::take(providers));
-                }
-                match request.kind() {
-                    MessageKind::PutValue => self.counters.stores_served += 1,
-                    MessageKind::GetValue => self.counters.fetches_served += 1,
-                    _ => {}
-                }
-                let takes_no_answer = request.kind() == MessageKind::AddProvider;
-                let id = self.wires.kad_inbound.insert(responder);
-                self.drive(Input::Request {
-                    peer,
-                    id,
-                    request,
-                    // Peers enter the routing table from identify, which tells whether they serve.
-                    serving: false,
-                    host: self.host_of(&peer, connection),
-                });
-                // The core answers at once; a request it left unanswered ends its stream (an
-                // ADD_PROVIDER takes no answer: its stream reads on).
-                if let Some(responder) = self.wires.kad_inbound.remove(&id)
-                    && !takes_no_answer
-                {
-                    trace!(%peer, "kad request left unanswered");
-                    self.swarm.behaviour_mut().kad.answer(responder, None);
-                }
-            }
-            kad::Event::Response {
-                peer,
-                id: request_id,
-                mut response,
-            } => {
-                let Some(id) = self.wires.kad_requests.remove(&request_id) else {
-                    return;
-                };
-                response.providers =
-                    self.admissible_providers(&peer, std::mem::take(&mut response.providers));
-                let offered = response.closer.len();
-                response.closer = self.admissible(&peer, std::mem::take(&mut response.closer));
-                let before = self.core.ignored();
-                let dropped = response.dropped + (offered - response.closer.len());
-                self.drive(Input::Response {
-                    id,
-                    response: *response,
-                });
-                let ignored = dropped + (self.core.ignored() - before);
-                self.counters.answer_peers_ignored += ignored as u64;
-            }
+                request,
+            } => self.kad_request(peer, connection, responder, request),
+            kad::Event::Response { peer, id, response } => self.kad_response(peer, id, *response),
             kad::Event::Failure {
                 peer,
                 id: request_id,
@@ -141,5 +95,57 @@ impl EventLoop {
                 }
             }
         }
+    }
+
+    /// A peer's kad request: to the core, which answers it at once.
+    fn kad_request(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        responder: Responder,
+        mut request: KadRequest,
+    ) {
+        if let KadRequest::AddProvider { providers, .. } = &mut request {
+            *providers = self.admissible_providers(&peer, std::mem::take(providers));
+        }
+        match request.kind() {
+            MessageKind::PutValue => self.counters.stores_served += 1,
+            MessageKind::GetValue => self.counters.fetches_served += 1,
+            _ => {}
+        }
+        let takes_no_answer = request.kind() == MessageKind::AddProvider;
+        let id = self.wires.kad_inbound.insert(responder);
+        self.drive(Input::Request {
+            peer,
+            id,
+            request,
+            // Peers enter the routing table from identify, which tells whether they serve.
+            serving: false,
+            host: self.host_of(&peer, connection),
+        });
+        // The core answers at once; a request it left unanswered ends its stream (an
+        // ADD_PROVIDER takes no answer: its stream reads on).
+        if let Some(responder) = self.wires.kad_inbound.remove(&id)
+            && !takes_no_answer
+        {
+            trace!(%peer, "kad request left unanswered");
+            self.swarm.behaviour_mut().kad.answer(responder, None);
+        }
+    }
+
+    /// The answer to one of our kad requests: its peers' addresses vetted, to the core.
+    fn kad_response(&mut self, peer: PeerId, request_id: OutboundId, mut response: KadResponse) {
+        let Some(id) = self.wires.kad_requests.remove(&request_id) else {
+            return;
+        };
+        response.providers =
+            self.admissible_providers(&peer, std::mem::take(&mut response.providers));
+        let offered = response.closer.len();
+        response.closer = self.admissible(&peer, std::mem::take(&mut response.closer));
+        let before = self.core.ignored();
+        let dropped = response.dropped + (offered - response.closer.len());
+        self.drive(Input::Response { id, response });
+        let ignored = dropped + (self.core.ignored() - before);
+        self.counters.answer_peers_ignored += ignored as u64;
     }
 }
