@@ -119,35 +119,34 @@ pub(crate) struct Link {
 
 /// Builds a node; returns once every listen address is bound, or the first bind error. The
 /// returned loop does nothing until it is spawned.
-pub(crate) async fn build(options: DhtOptions) -> Result<(EventLoop, Link)> {
-    options.protocol.validate()?;
-    let keypair = match (&options.keypair, &options.data_dir) {
-        (Some(key), _) => key.clone(),
-        (None, Some(dir)) => identity::load_or_create(&dir.join(persistence::KEY_FILE))?,
-        (None, None) => Keypair::generate_ed25519(),
+/// The record database in `data_dir`, if the node has one, and the records read from it.
+async fn open_store(
+    data_dir: Option<&std::path::Path>,
+    local: libp2p::PeerId,
+) -> Result<(Option<Arc<RecordDb>>, Vec<Record>)> {
+    let Some(dir) = data_dir else {
+        return Ok((None, Vec::new()));
     };
-    let bandwidth = Arc::new(Bandwidth::default());
-    let mut swarm = build_swarm(keypair.clone(), &options, bandwidth.clone())?;
-    let local = *swarm.local_peer_id();
-    let (db, loaded) = match &options.data_dir {
-        Some(dir) => {
-            // Reading (and cleaning) a large database is blocking work: off the runtime's
-            // workers, which other nodes of this process (and the handle) share.
-            let dir_name = dir.display().to_string();
-            let dir = dir.clone();
-            let (db, loaded) = tokio::task::spawn_blocking(move || open_records(&dir, local))
-                .await
-                .map_err(|e| Error::Persistence {
-                    path: dir_name.clone(),
-                    reason: format!("the database task failed: {e}"),
-                })??;
-            (Some(Arc::new(db)), loaded)
-        }
-        None => (None, Vec::new()),
-    };
+    // Reading (and cleaning) a large database is blocking work: off the runtime's workers,
+    // which other nodes of this process (and the handle) share.
+    let dir_name = dir.display().to_string();
+    let dir = dir.to_path_buf();
+    let (db, loaded) = tokio::task::spawn_blocking(move || open_records(&dir, local))
+        .await
+        .map_err(|e| Error::Persistence {
+            path: dir_name.clone(),
+            reason: format!("the database task failed: {e}"),
+        })??;
+    Ok((Some(Arc::new(db)), loaded))
+}
 
+/// Listens on `addrs` and waits until each has its address (or fails with a clear error).
+async fn start_listening(
+    swarm: &mut Swarm<DhtBehaviour>,
+    addrs: &[Multiaddr],
+) -> Result<Vec<Multiaddr>> {
     let mut waiting = HashSet::new();
-    for addr in &options.listen {
+    for addr in addrs {
         ensure_port_free(addr)?;
         let id = swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
             addr: addr.clone(),
@@ -209,6 +208,21 @@ pub(crate) async fn build(options: DhtOptions) -> Result<(EventLoop, Link)> {
             other => debug!(?other, "event during start-up"),
         }
     }
+    Ok(listen_addrs)
+}
+
+pub(crate) async fn build(options: DhtOptions) -> Result<(EventLoop, Link)> {
+    options.protocol.validate()?;
+    let keypair = match (&options.keypair, &options.data_dir) {
+        (Some(key), _) => key.clone(),
+        (None, Some(dir)) => identity::load_or_create(&dir.join(persistence::KEY_FILE))?,
+        (None, None) => Keypair::generate_ed25519(),
+    };
+    let bandwidth = Arc::new(Bandwidth::default());
+    let mut swarm = build_swarm(keypair.clone(), &options, bandwidth.clone())?;
+    let local = *swarm.local_peer_id();
+    let (db, loaded) = open_store(options.data_dir.as_deref(), local).await?;
+    let listen_addrs = start_listening(&mut swarm, &options.listen).await?;
 
     let (command_tx, command_rx) = mpsc::channel(COMMAND_BUFFER);
     let (event_tx, _) = broadcast::channel(EVENT_BUFFER);
