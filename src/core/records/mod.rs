@@ -370,6 +370,47 @@ impl Records {
             }
             self.validate_namespaced(&record, now)?
         };
+        self.stamp_life(source, &mut record, end_of_life, now);
+        if record.expires.is_some_and(|e| e <= now) {
+            return Err(Refusal::Expired);
+        }
+        let bytes = record.key.as_ref().len() + record.value.len();
+        if let Some(admitted) = self.against_held(source, &mut record, now)? {
+            return Ok(admitted);
+        }
+        let new = self.store.get_any(&record.key).is_none();
+        if let Source::Peer(peer) = source
+            && new
+        {
+            let within = (sender.host, sender.holder);
+            match self.quota.admits(&peer, within, &record.key, bytes) {
+                Ok(()) => {}
+                Err(Over::Peer | Over::Host) => return Err(Refusal::Quota),
+                Err(Over::Room) => return Err(Refusal::Full),
+            }
+        }
+        let key = record.key.clone();
+        self.store.put(record).map_err(|_| Refusal::Full)?;
+        if let Source::Peer(peer) = source {
+            self.quota.stored(peer, sender.host, key, bytes);
+        }
+        Ok(if new {
+            Admitted::New
+        } else {
+            Admitted::Updated
+        })
+    }
+
+    /// The life a record gets here from `source`: our own lives until we stop publishing it,
+    /// a peer's or a feeder's at most the TTL, a cached one a fraction of it; none outlives its
+    /// signed end of life.
+    fn stamp_life(
+        &self,
+        source: Source,
+        record: &mut Record,
+        end_of_life: Option<Instant>,
+        now: Instant,
+    ) {
         match source {
             Source::Own => {
                 record.publisher = Some(self.local);
@@ -387,10 +428,17 @@ impl Records {
         if let Some(eol) = end_of_life {
             record.expires = Some(record.expires.map_or(eol, |e| e.min(eol)));
         }
-        if record.expires.is_some_and(|e| e <= now) {
-            return Err(Refusal::Expired);
-        }
-        let bytes = record.key.as_ref().len() + record.value.len();
+    }
+
+    /// `record` from `source` against the live copy held under its key, if any: refused (a
+    /// conflict), the held copy kept as it is (`Some(Held)`: nothing to store), or `None`: to be
+    /// stored (taking the held copy's publisher when it only renews it).
+    fn against_held(
+        &self,
+        source: Source,
+        record: &mut Record,
+        now: Instant,
+    ) -> Result<Option<Admitted>, Refusal> {
         if let Some(held) = self.store.get_any(&record.key) {
             let held_lives = held.expires.is_none_or(|e| e > now);
             if held_lives {
@@ -401,7 +449,7 @@ impl Records {
                     && is_own(held, &self.local)
                     && (same || !is_namespaced(key))
                 {
-                    return Ok(Admitted::Held);
+                    return Ok(Some(Admitted::Held));
                 }
                 if !same && is_namespaced(key) {
                     // Signed: the better record wins, whoever brings it.
@@ -430,7 +478,7 @@ impl Records {
                         && self.quota.origin(&record.key) != Some(&p)
                         && held.publisher != Some(p)
                     {
-                        return Ok(Admitted::Held);
+                        return Ok(Some(Admitted::Held));
                     }
                     // Never shorten: keep whichever copy lives longer.
                     let longer = match (held.expires, record.expires) {
@@ -439,33 +487,13 @@ impl Records {
                         (Some(a), Some(b)) => b > a,
                     };
                     if !longer {
-                        return Ok(Admitted::Held);
+                        return Ok(Some(Admitted::Held));
                     }
                     record.publisher = held.publisher;
                 }
             }
         }
-        let new = self.store.get_any(&record.key).is_none();
-        if let Source::Peer(peer) = source
-            && new
-        {
-            let within = (sender.host, sender.holder);
-            match self.quota.admits(&peer, within, &record.key, bytes) {
-                Ok(()) => {}
-                Err(Over::Peer | Over::Host) => return Err(Refusal::Quota),
-                Err(Over::Room) => return Err(Refusal::Full),
-            }
-        }
-        let key = record.key.clone();
-        self.store.put(record).map_err(|_| Refusal::Full)?;
-        if let Source::Peer(peer) = source {
-            self.quota.stored(peer, sender.host, key, bytes);
-        }
-        Ok(if new {
-            Admitted::New
-        } else {
-            Admitted::Updated
-        })
+        Ok(None)
     }
 
     /// Keeps `provider` as a provider of `key` for one provider TTL from `now`, or refreshes its
