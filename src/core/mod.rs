@@ -39,6 +39,7 @@ pub mod records;
 pub mod routing;
 pub mod server;
 pub mod standing;
+mod stats;
 pub mod upkeep;
 
 use std::time::Instant;
@@ -54,8 +55,7 @@ use broadcast::Broadcast;
 pub use config::{BUCKET_SIZE, Clock, CoreConfig};
 use context::Cx;
 pub use events::{
-    Action, CommandId, CoreStats, DialId, HandoffId, InboundId, Input, MirrorId, OpError, OpId,
-    OpOk, Report,
+    Action, CommandId, DialId, HandoffId, InboundId, Input, MirrorId, OpError, OpId, OpOk, Report,
 };
 use joining::Joining;
 use mirrors::Mirrors;
@@ -67,6 +67,7 @@ pub use records::{Admitted, Records, Refusal, Source};
 use routing::{Inserted, RoutingTable};
 use standing::Standing;
 pub use standing::offence_for;
+pub use stats::CoreStats;
 use upkeep::Upkeep;
 
 /// The configuration of the core tests: replication factor `k`, the fast timing profile.

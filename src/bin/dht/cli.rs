@@ -1,11 +1,15 @@
 //! Command-line flags (go-dht's, with multiaddrs) and the one-shot subcommands.
 
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
+use anyhow::{Context, Result, anyhow};
+
 use clap::{Parser, Subcommand};
-use dht::Multiaddr;
 use dht::limits::{DEFAULT_KAD_PROTOCOL, DEFAULT_REPLICATION_FACTOR, STORE_MAX_RECORDS};
+use dht::{DhtOptions, Multiaddr, Timing};
+use libp2p::multiaddr::Protocol;
 
 /// Default listen address, as go-dht's `0.0.0.0:3000`.
 pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/3000";
@@ -402,6 +406,56 @@ pub fn parse_addr(s: &str) -> Result<Multiaddr, String> {
     };
     text.parse()
         .map_err(|e| format!("malformed address {s:?}: {e}"))
+}
+
+pub(crate) fn options(
+    cli: &Cli,
+    listen: Vec<Multiaddr>,
+    bootstrap: Vec<Multiaddr>,
+) -> Result<DhtOptions> {
+    let k = NonZeroUsize::new(cli.replication_factor)
+        .ok_or_else(|| anyhow!("replication factor must be at least 1"))?;
+    let mut o = DhtOptions::default()
+        .listen_on(listen)
+        .replication_factor(k)
+        .kad_protocol(&cli.kad_protocol)
+        .context("--kad-protocol")?;
+    o.bootstrap = bootstrap;
+    if cli.amino {
+        o = o.amino();
+    }
+    if cli.fast {
+        o = o.timing(Timing::fast());
+    }
+    if let Some(ttl) = cli.record_ttl {
+        o.protocol.timing.record_ttl = ttl;
+    }
+    o.store_limits.max_records = cli.max_records;
+    o.protocol.validate().context("timing")?;
+    Ok(o)
+}
+
+/// The listen addresses of node `i` of a local network: the TCP ports shifted by `i`.
+pub(crate) fn shifted(addrs: &[Multiaddr], i: usize) -> Result<Vec<Multiaddr>> {
+    addrs
+        .iter()
+        .map(|a| {
+            a.iter()
+                .map(|p| match p {
+                    Protocol::Tcp(0) => Ok(Protocol::Tcp(0)),
+                    Protocol::Tcp(port) => u16::try_from(usize::from(port) + i)
+                        .map(Protocol::Tcp)
+                        .map_err(|_| {
+                            anyhow!(
+                                "node {i} would need TCP port {} (beyond 65535)",
+                                usize::from(port) + i
+                            )
+                        }),
+                    other => Ok(other),
+                })
+                .collect::<Result<Multiaddr>>()
+        })
+        .collect()
 }
 
 #[cfg(test)]

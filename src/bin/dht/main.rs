@@ -7,6 +7,7 @@ mod console;
 mod coresim;
 mod flood;
 mod model;
+mod oneshot;
 mod routing;
 mod sim;
 mod stats;
