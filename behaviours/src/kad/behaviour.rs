@@ -17,7 +17,8 @@ use libp2p::swarm::{
 };
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 
-use super::handler::{Handler, HandlerIn, HandlerOut, Outgoing};
+use super::handler::{Handler, Outgoing};
+use super::messages::{HandlerIn, HandlerOut};
 use super::{Failure, OutboundId, StreamLimits};
 use crate::kad_wire::{KadRequest, KadResponse};
 

@@ -10,16 +10,14 @@
 //! and is sent again on its own stream when the peer never read it.
 
 use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use futures::future::{BoxFuture, Ready, ready};
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{AsyncRead, AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
-use libp2p::core::upgrade::{InboundUpgrade, OutboundUpgrade, UpgradeInfo};
 use libp2p::swarm::handler::{
     ConnectionEvent, ConnectionHandler, ConnectionHandlerEvent, DialUpgradeError,
     FullyNegotiatedInbound, FullyNegotiatedOutbound, StreamUpgradeError, SubstreamProtocol,
@@ -28,92 +26,12 @@ use libp2p::{Stream, StreamProtocol};
 
 use super::exchange::{Exchange, exchange};
 use super::framing::{read_frame, write_message};
-use super::{Failure, OutboundId, StreamLimits};
+use super::{Failure, StreamLimits};
 use crate::kad_wire::{KadRequest, KadResponse, MessageKind};
 
 pub use super::exchange::Outgoing;
-
-/// What the behaviour tells a connection's handler.
-#[derive(Debug)]
-pub enum HandlerIn {
-    /// Send this request.
-    Send(Outgoing),
-    /// The answer to request `request` read on inbound stream `stream`; `None` refuses it,
-    /// ending the stream unanswered.
-    Answer {
-        /// The stream's number in this handler.
-        stream: u64,
-        /// The request's number on the stream (from 1).
-        request: u32,
-        /// The answer.
-        response: Option<Box<KadResponse>>,
-    },
-}
-
-/// What a connection's handler tells the behaviour.
-#[derive(Debug)]
-pub enum HandlerOut {
-    /// A peer's request, read on inbound stream `stream`.
-    Request {
-        /// The stream's number in this handler.
-        stream: u64,
-        /// The request's number on the stream (from 1).
-        number: u32,
-        /// The request.
-        request: KadRequest,
-    },
-    /// A peer's request that could not be decoded; its stream is closed.
-    Malformed(String),
-    /// An inbound stream failed (cut, or over the size limit).
-    InboundFailed(io::Error),
-    /// The answer to one of our requests.
-    Response {
-        /// The request's number.
-        id: OutboundId,
-        /// The answer.
-        response: Box<KadResponse>,
-    },
-    /// One of our requests failed.
-    Failed {
-        /// The request's number.
-        id: OutboundId,
-        /// Why.
-        error: Failure,
-    },
-}
-
-/// The kad protocol on a stream, inbound only when serving.
-#[derive(Debug, Clone)]
-pub struct Upgrade(Option<StreamProtocol>);
-
-impl UpgradeInfo for Upgrade {
-    type Info = StreamProtocol;
-    type InfoIter = std::option::IntoIter<StreamProtocol>;
-
-    fn protocol_info(&self) -> Self::InfoIter {
-        self.0.clone().into_iter()
-    }
-}
-
-impl InboundUpgrade<Stream> for Upgrade {
-    type Output = Stream;
-    type Error = Infallible;
-    type Future = Ready<Result<Stream, Infallible>>;
-
-    fn upgrade_inbound(self, stream: Stream, _: StreamProtocol) -> Self::Future {
-        ready(Ok(stream))
-    }
-}
-
-impl OutboundUpgrade<Stream> for Upgrade {
-    type Output = Stream;
-    type Error = Infallible;
-    type Future = Ready<Result<Stream, Infallible>>;
-
-    fn upgrade_outbound(self, stream: Stream, _: StreamProtocol) -> Self::Future {
-        ready(Ok(stream))
-    }
-}
+use super::messages::{HandlerIn, HandlerOut};
+use super::upgrade::Upgrade;
 
 /// How an inbound stream's turn ended.
 enum Inbound {

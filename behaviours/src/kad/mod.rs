@@ -15,6 +15,8 @@ pub mod behaviour;
 mod exchange;
 pub mod framing;
 pub mod handler;
+pub mod messages;
+mod upgrade;
 
 use std::io;
 use std::time::Duration;
