@@ -4,16 +4,18 @@
 //! that operation). No tokio, no swarm, no `Instant::now()`; randomness from a seeded source. The
 //! same code runs under the simulator ([`crate::sim`]) with a virtual clock.
 //!
-//! - [`routing`]: the k-buckets, bounded per network by [`routing::diversity`]; [`records`]: the store and the one admission policy;
-//! - `ops`: the handles' stores and fetches; [`query`]: what a query is for and how it ends;
-//! - [`queries`] and [`outbox`]: the lookups that run them, and our requests in flight;
-//! - [`server`]: answers to inbound FIND_NODE, GET_VALUE, PUT_VALUE and ADD_PROVIDER;
-//! - `peers`: peers' standing, [`standing::reputation`] (offences, blocks) and [`standing::silence`] (peers held out);
-//! - `maintenance`: replication, republish, expiry, refresh, hand-off, caching;
-//! - `join` and [`joining::bootstrap`]: joining, bootstrap dials, rejoining a network once cut off;
-//! - `mirrors` and [`mirrors::mirror_feed`]: every record held here handed to the mirrors met;
-//! - `broadcast` and [`broadcast::broadcaster`]: broadcast along the buckets, each message delivered once;
-//! - [`commands`]: custom commands, ours queued per peer, peers' to the application's handler.
+//! `Core` is a composition of machines, each owning its state and decisions and importing
+//! nothing above it: [`routing`] (the k-buckets, bounded per network), [`records`] (the store and
+//! the one admission policy), [`queries`] with [`query`] and [`outbox`] (the lookups and our
+//! requests in flight), `operations` (the handles' operations, bounded), [`standing`] (offences,
+//! blocks, silences, back-offs), [`budget`] (each peer's and host's share of our answers),
+//! [`joining`] (joins, bootstrap dials, refreshes), [`upkeep`] (when periodic work is due),
+//! [`provided`] (the keys provided and their schedule), [`mirrors`], [`broadcast`] and
+//! [`commands`]. One input's handling shares a context (`Cx`: the time, the actions, the query
+//! events, the records taken in). What spans machines is the core's glue, in the files above
+//! this one: `ops` and `providing` (the handles' operations), [`server`] (answers to peers' kad
+//! requests), `peers` (standing and our requests' fates), `join`, [`maintenance`] (the tick) and
+//! `protocols` (broadcasts, commands, mirror pushes).
 
 pub mod broadcast;
 pub mod budget;
