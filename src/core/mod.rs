@@ -478,3 +478,5 @@ mod sybil_tests;
 mod tests;
 #[cfg(test)]
 mod throttle_tests;
+#[cfg(test)]
+mod upkeep_tests;
