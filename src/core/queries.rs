@@ -330,6 +330,23 @@ impl Queries {
             self.ignored += q.lookup.ignored() - before;
             return self.drive(id, now, out);
         };
+        self.record_answered(id, peer, record, closer, (now, wall), out);
+    }
+
+    /// `peer` answered lookup `id` of a fetch or a resolve with `record` (and `closer` peers):
+    /// checked (a false one is a lie), gathered (a resolve) or the fetch's answer.
+    fn record_answered(
+        &mut self,
+        id: QueryId,
+        peer: PeerId,
+        record: Record,
+        closer: Vec<WirePeer>,
+        (now, wall): (Instant, SystemTime),
+        out: &mut Vec<QueryEvent>,
+    ) {
+        let Some(q) = self.queries.get_mut(&id) else {
+            return;
+        };
         // Every answer is checked, also after the fetch was answered (a lookup running on for
         // caching): that is how liars are caught.
         let valid = if record.key.as_ref() == q.key.as_slice() {
