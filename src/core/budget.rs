@@ -31,6 +31,8 @@ pub struct From {
     pub peer: PeerId,
     /// Its host, when hosts are budgeted (see [`super::Input::Request`]).
     pub host: Option<IpAddr>,
+    /// Whether it is on this host (its loopback addresses are dialable from here).
+    pub same_host: bool,
 }
 
 /// A host as a rate key: an IPv4 address whole, an IPv6 address by its /64 (what one host or

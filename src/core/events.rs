@@ -192,8 +192,11 @@ pub enum Input {
     PeerSeen {
         /// Who.
         peer: PeerId,
-        /// Its listen addresses.
+        /// Its listen addresses, as it announced them.
         addrs: Vec<Multiaddr>,
+        /// Whether the peer is on this host (connected over loopback): only then are its
+        /// loopback addresses dialable from here, and kept.
+        same_host: bool,
     },
     /// A dial of a peer failed and no connection to it is left: it leaves the table (remembered
     /// for a rejoin unless its address turned out to be someone else's), and stops being fed as
@@ -208,8 +211,11 @@ pub enum Input {
     MirrorSeen {
         /// Who.
         peer: PeerId,
-        /// Its listen addresses.
+        /// Its listen addresses, as it announced them.
         addrs: Vec<Multiaddr>,
+        /// Whether the peer is on this host (connected over loopback): only then are its
+        /// loopback addresses dialable from here, and kept.
+        same_host: bool,
     },
     /// A mirror acknowledged a hand-off ([`Action::Mirror`]).
     MirrorAcked {
@@ -285,13 +291,18 @@ pub enum Input {
         /// The host it came from, when hosts share a budget (the IP address of the connection
         /// that carried it; `None` for loopback in a local network, or unknown).
         host: Option<std::net::IpAddr>,
+        /// Whether the requester is on this host (the addresses of the providers it announces
+        /// are vetted by it).
+        same_host: bool,
     },
     /// One of our requests was answered.
     Response {
         /// Which.
         id: RequestId,
-        /// The answer.
+        /// The answer, its peers' addresses as the answering peer gave them.
         response: KadResponse,
+        /// Whether the answering peer is on this host (the addresses it names are vetted by it).
+        same_host: bool,
     },
     /// One of our requests failed.
     Failure {

@@ -35,7 +35,11 @@ fn fetch(holder: Option<usize>) -> (Result<OpOk, OpError>, Vec<PeerId>, Vec<Peer
                     if holder.is_some_and(|h| peers[h] == o.peer) {
                         response.record = Some(record.clone());
                     }
-                    let input = Input::Response { id: o.id, response };
+                    let input = Input::Response {
+                        id: o.id,
+                        response,
+                        same_host: false,
+                    };
                     next.extend(core.handle(input, now));
                 }
                 Action::Reply { op: 1, result, .. } => reply = Some(result.clone()),

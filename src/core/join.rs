@@ -125,6 +125,7 @@ mod tests {
                             providers: Vec::new(),
                             dropped: 0,
                         },
+                        same_host: false,
                     });
                 }
                 all.push(action);
@@ -222,6 +223,7 @@ mod tests {
             Input::PeerSeen {
                 peer: b,
                 addrs: vec![addr(2)],
+                same_host: false,
             },
             t,
         );

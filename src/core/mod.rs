@@ -43,6 +43,7 @@ pub mod server;
 pub mod standing;
 mod stats;
 pub mod upkeep;
+pub mod vetting;
 
 use std::time::Instant;
 
@@ -71,6 +72,7 @@ use standing::Standing;
 pub use standing::offence_for;
 pub use stats::CoreStats;
 use upkeep::Upkeep;
+use vetting::vetted;
 
 /// The configuration of the core tests: replication factor `k`, the fast timing profile.
 #[cfg(test)]
@@ -271,10 +273,24 @@ impl Core {
             Input::Connected { peer, addr, dial } => self.connected(peer, addr, dial, &mut cx),
             Input::DialFailed { dial } => self.joining.dial_failed(&dial, now),
             Input::NewAddress => self.new_address(&mut cx),
-            Input::PeerSeen { peer, addrs } => self.seen(peer, addrs, &mut cx),
+            Input::PeerSeen {
+                peer,
+                addrs,
+                same_host,
+            } => {
+                let addrs = vetted(peer, &addrs, same_host);
+                self.seen(peer, addrs, &mut cx)
+            }
             Input::Mirror { peer, id, record } => self.mirrored(peer, id, record, &mut cx),
             Input::Undialable { peer, wrong_peer } => self.undialable(peer, wrong_peer, &mut cx),
-            Input::MirrorSeen { peer, addrs } => self.mirror_seen(peer, addrs, &mut cx),
+            Input::MirrorSeen {
+                peer,
+                addrs,
+                same_host,
+            } => {
+                let addrs = vetted(peer, &addrs, same_host);
+                self.mirror_seen(peer, addrs, &mut cx)
+            }
             Input::MirrorAcked { id } => self.mirrors.acked(id),
             Input::MirrorFailed { id } => self.mirrors.failed(id),
             Input::Unreachable { peer } => self.unreachable(&peer, &mut cx),
@@ -292,8 +308,20 @@ impl Core {
                 request,
                 serving,
                 host,
-            } => self.serve(budget::From { peer, host }, id, request, serving, &mut cx),
-            Input::Response { id, response } => self.response(id, response, &mut cx),
+                same_host,
+            } => {
+                let from = budget::From {
+                    peer,
+                    host,
+                    same_host,
+                };
+                self.serve(from, id, request, serving, &mut cx)
+            }
+            Input::Response {
+                id,
+                response,
+                same_host,
+            } => self.response(id, response, same_host, &mut cx),
             Input::Failure { id, kind } => self.request_failed(id, kind, &mut cx),
             Input::Tick => self.tick(&mut cx),
         }

@@ -31,6 +31,7 @@ fn put(core: &mut Core, from: PeerId, id: u64, key: Vec<u8>, value: Vec<u8>) -> 
         },
         serving: true,
         host: None,
+        same_host: false,
     };
     let now = core.records().clock().now;
     core.handle(input, now).iter().any(|a| {
@@ -197,6 +198,7 @@ fn an_amino_node_keeps_only_namespaced_and_provider_records_and_says_why_it_refu
         },
         serving: true,
         host: None,
+        same_host: false,
     };
     core.handle(provide, now);
     let listed = core

@@ -18,6 +18,7 @@ use super::outbox::{FailureKind, RequestId};
 use super::standing::offence_for;
 use super::standing::reputation::{BlockReason, Offence};
 use super::standing::throttle::THROTTLE_BACKOFF_MIN;
+use super::vetting::{vetted_peers, vetted_providers};
 use super::{Core, Refusal};
 
 impl Core {
@@ -190,10 +191,18 @@ impl Core {
         }
     }
 
-    /// A peer answered our request `id`: the answer goes to its query, the peers it names
-    /// (bounded in addresses, the inadmissible left out) become candidates, and the peer counts
-    /// as heard from.
-    pub(super) fn response(&mut self, id: RequestId, response: KadResponse, cx: &mut Cx) {
+    /// A peer answered our request `id` (`same_host`: from this host): the answer goes to its
+    /// query, the peers it names (their addresses vetted, the inadmissible left out) become
+    /// candidates, and the peer counts as heard from.
+    pub(super) fn response(
+        &mut self,
+        id: RequestId,
+        mut response: KadResponse,
+        same_host: bool,
+        cx: &mut Cx,
+    ) {
+        response.providers = vetted_providers(std::mem::take(&mut response.providers), same_host);
+        response.closer = vetted_peers(std::mem::take(&mut response.closer), same_host);
         let mut closer: Vec<WirePeer> = response
             .closer
             .iter()
@@ -249,6 +258,7 @@ mod tests {
             Input::PeerSeen {
                 peer,
                 addrs: addr(1),
+                same_host: false,
             },
             now,
         );
@@ -261,6 +271,7 @@ mod tests {
             request: KadRequest::PutValue { record },
             serving: true,
             host: None,
+            same_host: false,
         }
     }
 
@@ -346,7 +357,14 @@ mod tests {
             providers: Vec::new(),
             dropped: 0,
         };
-        let actions = core.handle(Input::Response { id: o.id, response }, now);
+        let actions = core.handle(
+            Input::Response {
+                id: o.id,
+                response,
+                same_host: false,
+            },
+            now,
+        );
         assert!(
             !actions
                 .iter()

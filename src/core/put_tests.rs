@@ -42,6 +42,7 @@ fn store(behave: impl Fn(usize) -> Target) -> (Vec<PeerId>, Vec<PeerId>, Vec<Act
                 KadRequest::FindNode { .. } => vec![Input::Response {
                     id: o.id,
                     response: KadResponse::to(MessageKind::FindNode),
+                    same_host: false,
                 }],
                 KadRequest::PutValue { .. } => {
                     let then = o.then.as_ref().expect("the check rides with its PUT");
@@ -64,11 +65,13 @@ fn store(behave: impl Fn(usize) -> Target) -> (Vec<PeerId>, Vec<PeerId>, Vec<Act
                         _ => Input::Response {
                             id: o.id,
                             response: KadResponse::to(MessageKind::PutValue),
+                            same_host: false,
                         },
                     };
                     let check = Input::Response {
                         id: then.id,
                         response: served,
+                        same_host: false,
                     };
                     if behave == Target::CheckFirst {
                         vec![check, put]
@@ -194,13 +197,21 @@ fn answer_honestly(
             .filter(|w| w.peer != o.peer)
             .cloned()
             .collect();
-        next.extend(core.handle(Input::Response { id: o.id, response }, now));
+        next.extend(core.handle(
+            Input::Response {
+                id: o.id,
+                response,
+                same_host: false,
+            },
+            now,
+        ));
         if let Some(then) = &o.then {
             let mut served = KadResponse::to(MessageKind::GetValue);
             served.record = Some(record.clone());
             let input = Input::Response {
                 id: then.id,
                 response: served,
+                same_host: false,
             };
             next.extend(core.handle(input, now));
         }
@@ -313,7 +324,14 @@ fn a_node_with_a_full_bucket_looks_up_before_it_puts() {
                 .parse()
                 .expect("addr"),
         ];
-        core.handle(Input::PeerSeen { peer, addrs }, now);
+        core.handle(
+            Input::PeerSeen {
+                peer,
+                addrs,
+                same_host: false,
+            },
+            now,
+        );
     }
     assert!(core.routing().bucket_sizes().any(|(_, n)| n >= BUCKET_SIZE));
     for i in 0..8 {

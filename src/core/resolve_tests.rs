@@ -190,6 +190,7 @@ fn a_forged_record_is_refused_everywhere() {
             request,
             serving: true,
             host: None,
+            same_host: false,
         };
         sim.input(i, input);
     }

@@ -18,6 +18,7 @@ use super::context::Cx;
 use super::events::{Action, InboundId};
 use super::records::{Admitted, Records, Refusal, Sender, Source};
 use super::routing::RoutingTable;
+use super::vetting::vetted_providers;
 
 /// What serving one request came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,7 +113,8 @@ pub fn serve(
             let mut kept = 0;
             // A peer may announce itself only. A refusal (a full key or store) is not counted:
             // the store never evicts another provider to make room.
-            for mut p in providers.into_iter().filter(|p| p.peer == peer) {
+            let own: Vec<WirePeer> = providers.into_iter().filter(|p| p.peer == peer).collect();
+            for mut p in vetted_providers(own, from.same_host) {
                 p.addrs.truncate(MAX_ADDRS_PER_PEER);
                 if records
                     .add_provider(key.clone(), p.peer, p.addrs, from.host.map(host_key), now)
@@ -248,6 +250,7 @@ pub(super) mod tests {
                         request: request(id),
                         serving: true,
                         host: crowd_host,
+                        same_host: false,
                     };
                     crowd_answered += answered(&core.handle(input, at));
                 }
@@ -265,6 +268,7 @@ pub(super) mod tests {
                         request: request(id),
                         serving: true,
                         host,
+                        same_host: false,
                     };
                     *count += answered(&core.handle(input, at));
                 }

@@ -24,6 +24,7 @@ fn put(core: &mut Core, peer: PeerId, host: IpAddr, id: u64, now: Instant) -> bo
         request: KadRequest::PutValue { record },
         serving: false,
         host: Some(host),
+        same_host: false,
     };
     core.handle(input, now).iter().any(|a| {
         matches!(
@@ -98,6 +99,7 @@ fn a_fellow_holders_copy_takes_the_room_a_flood_left_the_node() {
         Input::PeerSeen {
             peer: holder,
             addrs: vec![addr],
+            same_host: false,
         },
         now,
     );

@@ -204,6 +204,7 @@ fn a_routing_table_full_of_dead_peers_closer_to_the_key_never_shortens_a_receive
         let input = Input::PeerSeen {
             peer: PeerId::random(),
             addrs: Vec::new(),
+            same_host: false,
         };
         core.handle(input, now);
     }
@@ -216,6 +217,7 @@ fn a_routing_table_full_of_dead_peers_closer_to_the_key_never_shortens_a_receive
         request: dht_behaviours::kad_wire::KadRequest::PutValue { record },
         serving: true,
         host: None,
+        same_host: false,
     };
     core.handle(input, now);
     // Every peer of the table turns out dead.

@@ -56,6 +56,7 @@ fn a_refused_put_is_not_acknowledged() {
         request: put(record),
         serving: true,
         host: None,
+        same_host: false,
     };
     let actions = core.handle(request(1, forged), now);
     assert_eq!(
@@ -95,6 +96,7 @@ fn a_full_store_refuses_and_keeps_what_it_holds() {
             request: put(record),
             serving: false,
             host: None,
+            same_host: false,
         };
         if matches!(answer(&core.handle(input, now)), Some(Some(_))) {
             acked += 1;
@@ -391,7 +393,14 @@ fn a_join_is_followed_by_lookups_of_our_own_id_one_two_and_four_seconds_apart() 
                     let response = dht_behaviours::kad_wire::KadResponse::to(
                         dht_behaviours::kad_wire::MessageKind::FindNode,
                     );
-                    next.extend(core.handle(Input::Response { id: o.id, response }, now));
+                    next.extend(core.handle(
+                        Input::Response {
+                            id: o.id,
+                            response,
+                            same_host: false,
+                        },
+                        now,
+                    ));
                 }
             }
             queue = next;
@@ -456,6 +465,7 @@ fn a_flooding_peer_gets_its_share_and_the_others_are_served() {
             request: request(i),
             serving: true,
             host: None,
+            same_host: false,
         };
         flood_answered += answered(&core.handle(input(flooder), at));
         if i % 100 == 0 {

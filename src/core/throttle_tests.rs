@@ -11,7 +11,7 @@ use libp2p::kad::KBucketKey;
 use super::standing::throttle::THROTTLE_BACKOFF_MIN;
 use super::*;
 
-/// A core of k = 3 that knows `n` peers.
+/// A core of k = 3 that knows `n` peers, on this host (their loopback addresses are kept).
 pub(super) fn core_with_peers(n: usize, now: Instant) -> (Core, Vec<PeerId>) {
     let mut core = Core::fresh(test_config(3), now);
     let peers: Vec<PeerId> = (0..n).map(|_| PeerId::random()).collect();
@@ -23,6 +23,7 @@ pub(super) fn core_with_peers(n: usize, now: Instant) -> (Core, Vec<PeerId>) {
             Input::PeerSeen {
                 peer: *peer,
                 addrs: vec![addr],
+                same_host: true,
             },
             now,
         );
@@ -75,6 +76,7 @@ fn fetch(
                 Input::Response {
                     id,
                     response: KadResponse::to(MessageKind::GetValue),
+                    same_host: false,
                 }
             };
             next.extend(core.handle(input, now));
@@ -154,6 +156,7 @@ fn a_table_emptied_by_timeouts_asks_to_relearn_its_connected_peers() {
             Input::PeerSeen {
                 peer,
                 addrs: vec!["/ip4/127.0.0.1/tcp/4001".parse().expect("addr")],
+                same_host: false,
             },
             now,
         );
@@ -205,6 +208,7 @@ fn a_refused_lookup_request_is_asked_again_after_the_back_off_and_the_fetch_succ
         Input::Response {
             id: again[0].0,
             response,
+            same_host: false,
         },
         now + THROTTLE_BACKOFF_MIN,
     );

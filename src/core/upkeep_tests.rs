@@ -29,6 +29,7 @@ fn replication_among_peers_that_never_answer_is_bounded_and_leaves_the_handles_t
                 Input::PeerSeen {
                     peer: *p,
                     addrs: Vec::new(),
+                    same_host: false,
                 },
                 now,
             );
@@ -46,6 +47,7 @@ fn replication_among_peers_that_never_answer_is_bounded_and_leaves_the_handles_t
             request: put(record),
             serving: true,
             host: None,
+            same_host: false,
         };
         core.handle(request, t0);
     }
@@ -88,6 +90,7 @@ fn a_peer_that_leaves_and_comes_back_is_handed_the_records_once_per_replication_
                 request: put(record),
                 serving: false,
                 host: None,
+                same_host: false,
             },
             t0,
         );
@@ -108,6 +111,7 @@ fn a_peer_that_leaves_and_comes_back_is_handed_the_records_once_per_replication_
             Input::PeerSeen {
                 peer: newcomer,
                 addrs: Vec::new(),
+                same_host: false,
             },
             now,
         )
@@ -162,6 +166,7 @@ fn a_handoff_with_a_hundred_thousand_records_sends_at_most_its_share() {
             Input::PeerSeen {
                 peer: PeerId::random(),
                 addrs: Vec::new(),
+                same_host: false,
             },
             t0,
         );
@@ -174,6 +179,7 @@ fn a_handoff_with_a_hundred_thousand_records_sends_at_most_its_share() {
             Input::PeerSeen {
                 peer: PeerId::random(),
                 addrs: Vec::new(),
+                same_host: false,
             },
             t0,
         );
@@ -214,6 +220,7 @@ fn only_a_holder_among_the_k_closest_hands_a_record_to_a_newcomer() {
             request: put(record),
             serving: false,
             host: None,
+            same_host: false,
         },
         t0,
     );
@@ -237,6 +244,7 @@ fn only_a_holder_among_the_k_closest_hands_a_record_to_a_newcomer() {
             Input::PeerSeen {
                 peer,
                 addrs: Vec::new(),
+                same_host: false,
             },
             t0,
         );
@@ -251,6 +259,7 @@ fn only_a_holder_among_the_k_closest_hands_a_record_to_a_newcomer() {
             Input::PeerSeen {
                 peer,
                 addrs: Vec::new(),
+                same_host: false,
             },
             t0,
         );

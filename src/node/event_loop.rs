@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dht_behaviours::behaviour::{is_loopback, vetted_addrs, with_peer};
+use dht_behaviours::behaviour::{is_loopback, with_peer};
 use dht_behaviours::command::CommandReply;
 use dht_behaviours::config::MAX_COMMAND_REPLY;
 use dht_behaviours::info::{NodeInfo, RoutingPeer};
@@ -75,8 +75,8 @@ struct Handler {
 /// This node's listen addresses and its connections.
 struct Net {
     connections: HashMap<PeerId, Vec<(ConnectionId, Multiaddr)>>,
-    /// Connected peers that identify said serve kad, with their vetted addresses: what the core
-    /// re-learns from should its table empty ([`Action::Relearn`]).
+    /// Connected peers that identify said serve kad, with their addresses (vetted as the core
+    /// vets them): what the core re-learns from should its table empty ([`Action::Relearn`]).
     kad_servers: HashMap<PeerId, Vec<Multiaddr>>,
     listen_addrs: Vec<Multiaddr>,
 }

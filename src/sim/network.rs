@@ -192,6 +192,7 @@ impl Sim {
             request,
             serving: true,
             host: Some(self.nodes[from].host),
+            same_host: false,
         };
         self.input(to, input);
     }
@@ -261,7 +262,11 @@ impl Sim {
                 }
                 Message::Response { rid, response } => {
                     let input = match response {
-                        Some(response) => Input::Response { id: rid, response },
+                        Some(response) => Input::Response {
+                            id: rid,
+                            response,
+                            same_host: false,
+                        },
                         None => Input::Failure {
                             id: rid,
                             kind: FailureKind::Refused,

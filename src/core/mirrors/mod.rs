@@ -212,6 +212,7 @@ mod tests {
                 request: KadRequest::PutValue { record },
                 serving: false,
                 host: None,
+                same_host: false,
             },
             now,
         );
@@ -243,6 +244,7 @@ mod tests {
             Input::MirrorSeen {
                 peer: mirror,
                 addrs: Vec::new(),
+                same_host: false,
             },
             t,
         );
@@ -296,6 +298,7 @@ mod tests {
                 Input::MirrorSeen {
                     peer: m,
                     addrs: Vec::new(),
+                    same_host: false,
                 },
                 t,
             );
@@ -340,6 +343,7 @@ mod tests {
             Input::MirrorSeen {
                 peer: mirror,
                 addrs: Vec::new(),
+                same_host: false,
             },
             t,
         );
@@ -362,6 +366,7 @@ mod tests {
                 Input::MirrorSeen {
                     peer: *peer,
                     addrs: Vec::new(),
+                    same_host: false,
                 },
                 t,
             );
@@ -382,6 +387,7 @@ mod tests {
             Input::MirrorSeen {
                 peer: chosen,
                 addrs: Vec::new(),
+                same_host: false,
             },
             now,
         );
@@ -442,6 +448,7 @@ mod tests {
                 },
                 serving: false,
                 host: None,
+                same_host: false,
             };
             acked += core
                 .handle(request, now)

@@ -255,7 +255,12 @@ impl EventLoop {
             "the routing table emptied; re-learning the kad servers still connected"
         );
         for (peer, addrs) in servers {
-            self.drive(Input::PeerSeen { peer, addrs });
+            let same_host = self.on_same_host(&peer);
+            self.drive(Input::PeerSeen {
+                peer,
+                addrs,
+                same_host,
+            });
         }
     }
 }

@@ -8,8 +8,8 @@ use libp2p::PeerId;
 use tracing::{debug, warn};
 
 use super::EventLoop;
-use super::kad::without_p2p;
 use crate::command::Reply;
+use crate::core::vetting::without_p2p;
 use crate::core::{Input, OpError, OpId, OpOk, Refusal, Report};
 use crate::error::Error;
 use crate::key::Key;

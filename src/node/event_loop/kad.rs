@@ -4,9 +4,8 @@
 //! go back in. This file only translates; the policy is [`crate::core`]'s, the code the simulator
 //! runs.
 
-use dht_behaviours::behaviour::vetted_addrs;
 use dht_behaviours::kad::{self, Failure, OutboundId, Responder};
-use dht_behaviours::kad_wire::{KadRequest, KadResponse, MessageKind, WirePeer};
+use dht_behaviours::kad_wire::{KadRequest, KadResponse, MessageKind};
 use libp2p::PeerId;
 use libp2p::swarm::ConnectionId;
 use tracing::{debug, trace};
@@ -15,44 +14,11 @@ use super::EventLoop;
 use crate::core::standing::reputation::Offence;
 use crate::core::{FailureKind, Input};
 
-/// `addr` without its `/p2p/<id>` part.
-pub(super) fn without_p2p(addr: &libp2p::Multiaddr) -> libp2p::Multiaddr {
-    addr.iter()
-        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-        .collect()
-}
-
 impl EventLoop {
     /// The handles' operations running (counted against [`super::MAX_PENDING_OPERATIONS`];
     /// background queries have their own bound in the core).
     pub(super) fn running_queries(&self) -> usize {
         self.core.operations()
-    }
-
-    /// The peers of an answer with their dialable addresses only (loopback ones only from a peer
-    /// on this host). Which of them may join a lookup is the core's call.
-    fn admissible(&self, from: &PeerId, closer: Vec<WirePeer>) -> Vec<WirePeer> {
-        let same_host = self.on_same_host(from);
-        closer
-            .into_iter()
-            .map(|p| WirePeer {
-                addrs: vetted_addrs(p.peer, &p.addrs, same_host).collect(),
-                peer: p.peer,
-            })
-            .collect()
-    }
-
-    /// Providers named by `from` (announced, or listed in an answer) with their dialable
-    /// addresses only, vetted as closer peers' are, kept bare (no `/p2p/` part: the provider's id
-    /// travels beside them, as other implementations expect).
-    fn admissible_providers(&self, from: &PeerId, providers: Vec<WirePeer>) -> Vec<WirePeer> {
-        self.admissible(from, providers)
-            .into_iter()
-            .map(|mut p| {
-                p.addrs = p.addrs.iter().map(without_p2p).collect();
-                p
-            })
-            .collect()
     }
 
     /// A kad-protocol event: a peer's request, or the answer or failure of one of ours.
@@ -103,11 +69,8 @@ impl EventLoop {
         peer: PeerId,
         connection: ConnectionId,
         responder: Responder,
-        mut request: KadRequest,
+        request: KadRequest,
     ) {
-        if let KadRequest::AddProvider { providers, .. } = &mut request {
-            *providers = self.admissible_providers(&peer, std::mem::take(providers));
-        }
         match request.kind() {
             MessageKind::PutValue => self.counters.stores_served += 1,
             MessageKind::GetValue => self.counters.fetches_served += 1,
@@ -122,6 +85,7 @@ impl EventLoop {
             // Peers enter the routing table from identify, which tells whether they serve.
             serving: false,
             host: self.host_of(&peer, connection),
+            same_host: self.on_same_host(&peer),
         });
         // The core answers at once; a request it left unanswered ends its stream (an
         // ADD_PROVIDER takes no answer: its stream reads on).
@@ -133,18 +97,19 @@ impl EventLoop {
         }
     }
 
-    /// The answer to one of our kad requests: its peers' addresses vetted, to the core.
-    fn kad_response(&mut self, peer: PeerId, request_id: OutboundId, mut response: KadResponse) {
+    /// The answer to one of our kad requests, to the core (which vets the addresses it names).
+    fn kad_response(&mut self, peer: PeerId, request_id: OutboundId, response: KadResponse) {
         let Some(id) = self.wires.kad_requests.remove(&request_id) else {
             return;
         };
-        response.providers =
-            self.admissible_providers(&peer, std::mem::take(&mut response.providers));
-        let offered = response.closer.len();
-        response.closer = self.admissible(&peer, std::mem::take(&mut response.closer));
         let before = self.core.ignored();
-        let dropped = response.dropped + (offered - response.closer.len());
-        self.drive(Input::Response { id, response });
+        let dropped = response.dropped;
+        let same_host = self.on_same_host(&peer);
+        self.drive(Input::Response {
+            id,
+            response,
+            same_host,
+        });
         let ignored = dropped + (self.core.ignored() - before);
         self.counters.answer_peers_ignored += ignored as u64;
     }

@@ -1,6 +1,7 @@
 //! Swarm events: connections, dials, listeners, identify and ping.
 
 use super::*;
+use crate::core::vetting::vetted;
 
 impl EventLoop {
     pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<DhtBehaviourEvent>) {
@@ -168,27 +169,28 @@ impl EventLoop {
         if let identify::Event::Received { peer_id, info, .. } = event {
             let same_host = self.on_same_host(&peer_id);
             // An identify answer ends a silent peer's quarantine: it answers again. Only peers
-            // that serve our kad protocol enter the routing table, with at most a few dialable
-            // addresses (loopback ones only from a peer on this host).
+            // that serve our kad protocol enter the routing table; the core keeps a few of their
+            // dialable addresses (loopback ones only from a peer on this host).
             self.drive(Input::Heard { peer: peer_id });
             let serves_kad = info.protocols.contains(&self.config.kad_protocol);
             debug!(peer = %peer_id, agent = %info.agent_version, serves_kad, "identified");
             if serves_kad && peer_id != self.local {
-                let addrs: Vec<Multiaddr> =
-                    vetted_addrs(peer_id, &info.listen_addrs, same_host).collect();
                 if self.net.connections.contains_key(&peer_id) {
-                    self.net.kad_servers.insert(peer_id, addrs.clone());
+                    // Vetted as the core will: what is remembered stays bounded.
+                    let addrs = vetted(peer_id, &info.listen_addrs, same_host);
+                    self.net.kad_servers.insert(peer_id, addrs);
                 }
                 self.drive(Input::PeerSeen {
                     peer: peer_id,
-                    addrs,
+                    addrs: info.listen_addrs.clone(),
+                    same_host,
                 });
             }
             if info.protocols.contains(&MIRROR_PROTOCOL) && peer_id != self.local {
-                let addrs = vetted_addrs(peer_id, &info.listen_addrs, same_host).collect();
                 self.drive(Input::MirrorSeen {
                     peer: peer_id,
-                    addrs,
+                    addrs: info.listen_addrs,
+                    same_host,
                 });
             }
         }
