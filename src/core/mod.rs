@@ -10,8 +10,8 @@
 //! requests in flight), `operations` (the handles' operations, bounded), [`standing`] (offences,
 //! blocks, silences, back-offs), [`budget`] (each peer's and host's share of our answers),
 //! [`joining`] (joins, bootstrap dials, refreshes), [`upkeep`] (when periodic work is due),
-//! [`provided`] (the keys provided and their schedule), [`mirrors`], [`broadcast`] and
-//! [`commands`]. One input's handling shares a context (`Cx`: the time, the actions, the query
+//! [`provided`] (the keys provided and their schedule), [`vetting`] (the addresses peers give),
+//! [`mirrors`], [`broadcast`] and [`commands`]. One input's handling shares a context (`Cx`: the time, the actions, the query
 //! events, the records taken in). What spans machines is the core's glue, in the files above
 //! this one: `ops` and `providing` (the handles' operations), [`server`] (answers to peers' kad
 //! requests), `peers` (standing and our requests' fates), `join`, [`maintenance`] (the tick) and
