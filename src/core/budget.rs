@@ -35,6 +35,17 @@ pub struct From {
     pub same_host: bool,
 }
 
+impl From {
+    /// A request from `peer`, of `host` (if budgeted), on this host or not.
+    pub fn new(peer: PeerId, host: Option<IpAddr>, same_host: bool) -> Self {
+        Self {
+            peer,
+            host,
+            same_host,
+        }
+    }
+}
+
 /// A host as a rate key: an IPv4 address whole, an IPv6 address by its /64 (what one host or
 /// one customer is given).
 pub fn host_key(ip: IpAddr) -> u64 {

@@ -239,92 +239,7 @@ impl Core {
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
         let mut cx = Cx::new(now);
         let had_peers = !self.routing.is_empty();
-        match input {
-            Input::Store { op, key, value } => self.store(op, key, value, &mut cx),
-            Input::Fetch { op, key } => self.fetch(op, key, &mut cx),
-            Input::Provide { op, key } => self.provide(op, key, &mut cx),
-            Input::OwnAddresses { addrs } => self.provided.set_addrs(addrs),
-            Input::Providers { op, key, want } => self.find_providers(op, key, want, &mut cx),
-            Input::FindPeer { op, peer } => self.find_peer(op, peer, &mut cx),
-            Input::Closest { op, key } => self.closest(op, key, &mut cx),
-            Input::Command { op, peer, payload } => {
-                self.commands
-                    .send(op, peer, payload, &self.routing, &mut cx)
-            }
-            Input::CommandAnswered { id, reply } => {
-                self.commands.answered(id, reply, &self.routing, &mut cx)
-            }
-            Input::CommandFailed { id, reason } => {
-                self.commands.failed(id, reason, &self.routing, &mut cx)
-            }
-            Input::CommandReceived { peer, id, payload } => {
-                self.command_received(peer, id, payload, &mut cx)
-            }
-            Input::HandlerDone { id, reply } => self.commands.handler_done(id, reply, &mut cx),
-            Input::SetHandler { present } => self.commands.set_handler(present),
-            Input::Broadcast { op, payload } => self.originate(op, payload, &mut cx),
-            Input::BroadcastReceived { peer, id, message } => {
-                self.broadcast_received(peer, id, message, &mut cx)
-            }
-            Input::BroadcastAnswered { id } => self.broadcast.answered(id),
-            Input::BroadcastFailed { id } => self.handoff_failed(id, &mut cx),
-            Input::Join { peers } => self.join(peers, &mut cx),
-            Input::Bootstrap { addrs } => self.set_bootstrap(addrs, &mut cx),
-            Input::Connected { peer, addr, dial } => self.connected(peer, addr, dial, &mut cx),
-            Input::DialFailed { dial } => self.joining.dial_failed(&dial, now),
-            Input::NewAddress => self.new_address(&mut cx),
-            Input::PeerSeen {
-                peer,
-                addrs,
-                same_host,
-            } => {
-                let addrs = vetted(peer, &addrs, same_host);
-                self.seen(peer, addrs, &mut cx)
-            }
-            Input::Mirror { peer, id, record } => self.mirrored(peer, id, record, &mut cx),
-            Input::Undialable { peer, wrong_peer } => self.undialable(peer, wrong_peer, &mut cx),
-            Input::MirrorSeen {
-                peer,
-                addrs,
-                same_host,
-            } => {
-                let addrs = vetted(peer, &addrs, same_host);
-                self.mirror_seen(peer, addrs, &mut cx)
-            }
-            Input::MirrorAcked { id } => self.mirrors.acked(id),
-            Input::MirrorFailed { id } => self.mirrors.failed(id),
-            Input::Unreachable { peer } => self.unreachable(&peer, &mut cx),
-            Input::ConnectionLost { peer } => self.connection_lost(peer, &mut cx),
-            Input::Silent { peer } => self.silent(peer, &mut cx),
-            Input::Heard { peer } => {
-                self.standing.silence.heard_from(&peer, now);
-            }
-            Input::Offence { peer, offence } => self.offend(peer, offence, &mut cx),
-            Input::Block { peer } => self.block(peer, &mut cx),
-            Input::Unblock { peer } => self.unblock(peer, &mut cx),
-            Input::Request {
-                peer,
-                id,
-                request,
-                serving,
-                host,
-                same_host,
-            } => {
-                let from = budget::From {
-                    peer,
-                    host,
-                    same_host,
-                };
-                self.serve(from, id, request, serving, &mut cx)
-            }
-            Input::Response {
-                id,
-                response,
-                same_host,
-            } => self.response(id, response, same_host, &mut cx),
-            Input::Failure { id, kind } => self.request_failed(id, kind, &mut cx),
-            Input::Tick => self.tick(&mut cx),
-        }
+        self.dispatch(input, &mut cx);
         if had_peers && self.routing.is_empty() {
             self.emptied(&mut cx);
         }
@@ -333,6 +248,86 @@ impl Core {
             self.mirrors.record_added(&key, from);
         }
         cx.out
+    }
+
+    /// Hands `input` to the machine or the glue that takes it.
+    fn dispatch(&mut self, input: Input, cx: &mut Cx) {
+        let now = cx.now;
+        match input {
+            Input::Store { op, key, value } => self.store(op, key, value, cx),
+            Input::Fetch { op, key } => self.fetch(op, key, cx),
+            Input::Provide { op, key } => self.provide(op, key, cx),
+            Input::OwnAddresses { addrs } => self.provided.set_addrs(addrs),
+            Input::Providers { op, key, want } => self.find_providers(op, key, want, cx),
+            Input::FindPeer { op, peer } => self.find_peer(op, peer, cx),
+            Input::Closest { op, key } => self.closest(op, key, cx),
+            Input::Command { op, peer, payload } => {
+                self.commands.send(op, peer, payload, &self.routing, cx)
+            }
+            Input::CommandAnswered { id, reply } => {
+                self.commands.answered(id, reply, &self.routing, cx)
+            }
+            Input::CommandFailed { id, reason } => {
+                self.commands.failed(id, reason, &self.routing, cx)
+            }
+            Input::CommandReceived { peer, id, payload } => {
+                self.command_received(peer, id, payload, cx)
+            }
+            Input::HandlerDone { id, reply } => self.commands.handler_done(id, reply, cx),
+            Input::SetHandler { present } => self.commands.set_handler(present),
+            Input::Broadcast { op, payload } => self.originate(op, payload, cx),
+            Input::BroadcastReceived { peer, id, message } => {
+                self.broadcast_received(peer, id, message, cx)
+            }
+            Input::BroadcastAnswered { id } => self.broadcast.answered(id),
+            Input::BroadcastFailed { id } => self.handoff_failed(id, cx),
+            Input::Join { peers } => self.join(peers, cx),
+            Input::Bootstrap { addrs } => self.set_bootstrap(addrs, cx),
+            Input::Connected { peer, addr, dial } => self.connected(peer, addr, dial, cx),
+            Input::DialFailed { dial } => self.joining.dial_failed(&dial, now),
+            Input::NewAddress => self.new_address(cx),
+            Input::PeerSeen {
+                peer,
+                addrs,
+                same_host,
+            } => self.seen(peer, vetted(peer, &addrs, same_host), cx),
+            Input::Mirror { peer, id, record } => self.mirrored(peer, id, record, cx),
+            Input::Undialable { peer, wrong_peer } => self.undialable(peer, wrong_peer, cx),
+            Input::MirrorSeen {
+                peer,
+                addrs,
+                same_host,
+            } => self.mirror_seen(peer, vetted(peer, &addrs, same_host), cx),
+            Input::MirrorAcked { id } => self.mirrors.acked(id),
+            Input::MirrorFailed { id } => self.mirrors.failed(id),
+            Input::Unreachable { peer } => self.unreachable(&peer, cx),
+            Input::ConnectionLost { peer } => self.connection_lost(peer, cx),
+            Input::Silent { peer } => self.silent(peer, cx),
+            Input::Heard { peer } => {
+                self.standing.silence.heard_from(&peer, now);
+            }
+            Input::Offence { peer, offence } => self.offend(peer, offence, cx),
+            Input::Block { peer } => self.block(peer, cx),
+            Input::Unblock { peer } => self.unblock(peer, cx),
+            Input::Request {
+                peer,
+                id,
+                request,
+                serving,
+                host,
+                same_host,
+            } => {
+                let from = budget::From::new(peer, host, same_host);
+                self.serve(from, id, request, serving, cx)
+            }
+            Input::Response {
+                id,
+                response,
+                same_host,
+            } => self.response(id, response, same_host, cx),
+            Input::Failure { id, kind } => self.request_failed(id, kind, cx),
+            Input::Tick => self.tick(cx),
+        }
     }
 
     /// Turns what the queries want into actions, following up on ended queries (which may start
